@@ -1,1 +1,69 @@
-fn main() {}
+//! `glacheck`: tells Gated Linear Attention kernel authors whether their code is right, and by how
+//! much it may be wrong.
+//!
+//! The binary is thin: argument parsing, progress bars, tables, plots and exit codes. Every number
+//! comes from the library crates (`gla-reference`, `gla-oracle`, `gla-fixtures`, `gla-proptests`,
+//! `gla-gpu`); `backend.rs` is the one place that calls into them.
+//!
+//! Exit status: 0 = ok / every check passed, 1 = a check failed, 2 = bad input or usage.
+
+mod backend;
+mod check;
+mod common;
+mod eval;
+mod fixtures;
+mod sweep;
+mod verify;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Verify Gated Linear Attention (GLA) kernels against an exact MPFR oracle, with componentwise
+/// error bounds (spec section 8.1).
+#[derive(Debug, Parser)]
+#[command(name = "glacheck", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Solve one problem read from a safetensors file (fla layout) and write the results.
+    Eval(eval::EvalArgs),
+    /// Run the built-in case catalog through every available implementation against the oracle.
+    Check(check::CheckArgs),
+    /// Judge a candidate's outputs (from any kernel, any language) against the oracle.
+    Verify(verify::VerifyArgs),
+    /// Regenerate or check the committed golden fixtures.
+    #[command(subcommand)]
+    Fixtures(fixtures::FixturesCommand),
+    /// Error growth against sequence length and gate strength: SVG plots and a CSV.
+    Sweep(sweep::SweepArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap prints help/version to stdout (exit 0) and usage errors to stderr (exit 2).
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let result = match cli.command {
+        Command::Eval(a) => eval::run(a),
+        Command::Check(a) => check::run(a),
+        Command::Verify(a) => verify::run(a),
+        Command::Fixtures(c) => fixtures::run(c),
+        Command::Sweep(a) => sweep::run(a),
+    };
+    match result {
+        Ok(status) => status.into(),
+        Err(e) => {
+            // One line: the whole context chain joined by ": ".
+            eprintln!("glacheck: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

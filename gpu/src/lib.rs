@@ -1,1 +1,46 @@
-//! placeholder
+//! # gla-gpu
+//!
+//! Chunked Gated Linear Attention (GLA) on NVIDIA GPUs: CUDA kernels in `gpu/kernels/*.cu`,
+//! embedded in the binary and compiled at run time by NVRTC for the device's architecture (once
+//! per process), driven through cudarc with dynamic loading (the crate builds and its non-GPU
+//! parts run on machines without CUDA).
+//!
+//! The forward pass follows the chunked algorithm with secondary chunking of
+//! `../shared/spec/gla-math.md` section 3 (chunk 64, sub-chunk 16), per-channel and scalar gates,
+//! `h0` / `hT` in f32, packed variable-length sequences, any T, K and V in {64, 128, 256}.
+//! bf16 / f16 inputs use tensor cores (`mma.sync.m16n8k16`, f32 accumulation); f32 inputs use
+//! true f32 arithmetic unless [`Precision::Tf32`] is chosen. Every exponent reaching `exp2` is
+//! `<= 0` and `-inf` gates (alpha = 0) are exact (reset-aware chunk-local cumsums).
+//!
+//! ```no_run
+//! match gla_gpu::available() {
+//!     Ok(info) => println!("{} ({})", info.name, info.arch),
+//!     Err(why) => println!("no GPU: {why}"),
+//! }
+//! ```
+#![warn(missing_docs)]
+
+pub mod bench;
+mod device;
+mod error;
+mod forward;
+pub mod kernels;
+
+pub use device::DeviceInfo;
+pub use error::GpuError;
+pub use forward::{
+    check_supported, forward, rounding_plan, DBuf, DeviceOutputs, DeviceProblem, GpuOptions, Precision,
+    SUPPORTED_DIMS,
+};
+
+/// The device the kernels would run on, or the reason there is none (no driver library, no
+/// device, compute capability below 8.0, or a kernel that NVRTC rejected). Never panics.
+pub fn available() -> Result<DeviceInfo, String> {
+    device::gpu().map(|g| g.info.clone()).map_err(|e| e.to_string())
+}
+
+/// Per-kernel resource usage on the current device (registers per thread, local-memory bytes
+/// per thread, static shared bytes): `(kernel, description)`. Empty without a GPU.
+pub fn kernel_report() -> Vec<(String, String)> {
+    device::gpu().map(|g| g.kernel_report()).unwrap_or_default()
+}

@@ -30,9 +30,17 @@ pub mod error;
 pub mod problem;
 pub mod real;
 pub mod solution;
+pub mod recurrent;
+pub mod bounds;
+pub mod parallel;
+pub mod chunked;
+pub mod rounding;
 
 pub use dtype::Dtype;
 pub use error::{GlaError, Result};
 pub use real::Real;
 pub use problem::{default_scale, Dims, GateKind, Gates, Problem, ProblemBuilder, SeqSpan};
 pub use solution::{Gradients, Solution, OUTPUT_NAMES};
+pub use bounds::{compare, magnitudes, Algorithm, BoundSpec, DgForm, Magnitudes, Report, TensorReport};
+pub use chunked::ChunkOptions;
+pub use rounding::RoundingPlan;

@@ -1,0 +1,610 @@
+// glacheck GLA chunked forward kernels (compiled at run time by NVRTC; no CUDA headers needed).
+//
+// Two kernels (spec gla-math.md section 3, chunk C = 64, sub-chunk c = 16):
+//
+//  gla_fwd_intra_<T>  grid (num_chunks, H), 256 threads. One (chunk, head) per block:
+//     - chunk-local inclusive cumsum of the (natural-log) gates, F = sequential f32 sum over the
+//       chunk's rows (as the CPU twin), with exact resets: a row whose gate is -inf starts a new
+//       segment (Z += 1, F = 0). The decay from row x to row y >= x is
+//           D(x, y) = 0                      if a reset lies in (x, y]  (Z_y != Z_x)
+//                   = expf(min(F_y - F_x, 0)) otherwise
+//       (the min is a no-op mathematically: F is non-increasing inside a segment; it guards the
+//       "every exponent <= 0" rule against any rounding). Decay from the chunk start to y:
+//       D(start, y) = Z_y == 0 ? expf(min(F_y, 0)) : 0.  (expf: CUDA's accurate expf, <= 2 ulp;
+//       the twin's exact-rounded exp differs by that, counted in the error model's n_acc.)
+//     - writes qg = rnd(q * D(start, i))            [chunk][head][64][K]   (rows >= L: 0)
+//              kgT = rnd(k_j * D(j, last))          [chunk][head][K][64]   (transposed; cols >= L: 0)
+//              gamma = D(start, last) (f32)         [chunk][head][K]
+//              A = rnd(scale * sum_d q_i k_j D(j,i)) [chunk][head][64][64] (j > i: 0)
+//       A's off-diagonal 16x16 blocks (I > J) use fla's anchor a = first row of block I:
+//           (q_i * D(a, i)) . (k_j * D(j, a)), both factors in [0, 1], f32 (no rounding);
+//       diagonal blocks are evaluated elementwise in f32 for j <= i only (no masked exponent).
+//  gla_fwd_state_<T>_k<K>_v<BV>  grid (V / BV, H, N), 128 threads. One (value block, head,
+//     sequence) per block, walking the sequence's chunks in order with the fp32 state in registers:
+//           o_chunk = rnd( scale * (qg @ rnd(S)) + A @ v );   S = gamma * S + kgT @ v
+//     bf16/f16: mma.sync m16n8k16 (f32 accumulate). f32: FFMA (see gla_fwd_state_f32).
+//
+// Rounding points (rnd = round to the input dtype T; identity for f32) are declared on the host as
+// gla_gpu::rounding_plan(); keep the two in sync.
+
+typedef unsigned short u16;
+typedef unsigned int u32;
+
+#define RCP_LN2 1.4426950216f
+#define CH 64
+#define SL 16   // channel slice in the intra kernel
+#define LDT 68  // row stride (floats) of transposed [channel][row] slice arrays
+
+// ---------------------------------------------------------------- element types
+struct bf16_t { u16 x; };
+struct f16_t { u16 x; };
+
+__device__ __forceinline__ float to_f(float v) { return v; }
+__device__ __forceinline__ float to_f(bf16_t v) { return __uint_as_float(((u32)v.x) << 16); }
+__device__ __forceinline__ float to_f(f16_t v) {
+  float f;
+  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v.x));
+  return f;
+}
+template <typename T> __device__ __forceinline__ T from_f(float v);
+template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
+template <> __device__ __forceinline__ bf16_t from_f<bf16_t>(float v) {
+  bf16_t r;
+  asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r.x) : "f"(v));
+  return r;
+}
+template <> __device__ __forceinline__ f16_t from_f<f16_t>(float v) {
+  f16_t r;
+  asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r.x) : "f"(v));
+  return r;
+}
+
+__device__ __forceinline__ float decay(float fx, int zx, float fy, int zy) {
+  // decay from row x to row y (x <= y); see the header comment.
+  return (zx == zy) ? expf(fminf(fy - fx, 0.0f)) : 0.0f;
+}
+
+// ---------------------------------------------------------------- kernel 1: intra-chunk
+// chunks: per chunk 4 ints (batch, first row within the batch row, length L in 1..64, unused).
+template <typename T>
+__device__ void gla_fwd_intra(const T* __restrict__ q, const T* __restrict__ k,
+                              const float* __restrict__ g, int gate_cols,
+                              const int* __restrict__ chunks, int Tlen, int H, int K, float scale,
+                              T* __restrict__ qg_out, T* __restrict__ kgt_out,
+                              T* __restrict__ a_out, float* __restrict__ gamma_out) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  float* sF = reinterpret_cast<float*>(smem_raw);          // [64][K] row-major, cumsum (log2)
+  float* sQ = sF + CH * K;                                  // [SL][LDT] raw q slice (transposed)
+  float* sK = sQ + SL * LDT;                                // [SL][LDT] raw k slice
+  float* sFt = sK + SL * LDT;                               // [SL][LDT] cumsum slice
+  float* sQa = sFt + SL * LDT;                              // [SL][LDT] q * D(anchor, i)
+  float* sKa = sQa + SL * LDT;                              // [3][SL][LDT] k * D(j, anchor I)
+  unsigned char* sZ = reinterpret_cast<unsigned char*>(sKa + 3 * SL * LDT);  // [64][K]
+  unsigned char* sZt = sZ + CH * K;                                          // [SL][LDT]
+  float* sKg = reinterpret_cast<float*>(sZt + SL * LDT);                     // [SL][LDT] k*D(j,last)
+
+  const int c = blockIdx.x, h = blockIdx.y, tid = threadIdx.x;
+  const int b = chunks[4 * c], t0 = chunks[4 * c + 1], L = chunks[4 * c + 2];
+  const size_t head_row = (size_t)H;  // rows are [t][h]
+  const size_t out_base = ((size_t)c * H + h);
+
+  // phase 0: gates into sF, rows >= L read as 0 (a no-op step)
+  for (int idx = tid; idx < CH * K; idx += blockDim.x) {
+    int row = idx / K, d = idx - row * K;
+    float gv = 0.0f;
+    if (row < L) {
+      size_t r = ((size_t)b * Tlen + t0 + row) * head_row + h;
+      gv = g[r * gate_cols + (gate_cols == 1 ? 0 : d)];
+    }
+    sF[idx] = gv;
+  }
+  __syncthreads();
+  // phase 1: sequential inclusive cumsum per channel with resets at -inf
+  for (int d = tid; d < K; d += blockDim.x) {
+    float F = 0.0f;
+    int Z = 0;
+    for (int row = 0; row < CH; ++row) {
+      float x = sF[row * K + d];
+      if (x == -__int_as_float(0x7f800000)) {
+        Z += 1;
+        F = 0.0f;
+      } else {
+        F += x;
+      }
+      sF[row * K + d] = F;
+      sZ[row * K + d] = (unsigned char)Z;
+    }
+  }
+  __syncthreads();
+
+  // tile of A owned by this thread: 16x16 grid of 4x4 tiles; threads < 136 own lower tiles
+  int ti, tj;
+  bool lower = tid < 136;
+  if (lower) {
+    ti = 0;
+    while ((ti + 1) * (ti + 2) / 2 <= tid) ++ti;
+    tj = tid - ti * (ti + 1) / 2;
+  } else {
+    int u = tid - 136;  // 0..119, strictly upper tiles
+    tj = 1;
+    while (tj * (tj + 1) / 2 <= u) ++tj;
+    ti = u - tj * (tj - 1) / 2;
+  }
+  const int I = ti >> 2, J = tj >> 2;
+  float acc[4][4];
+#pragma unroll
+  for (int r = 0; r < 4; ++r)
+#pragma unroll
+    for (int cc = 0; cc < 4; ++cc) acc[r][cc] = 0.0f;
+
+  const int last = L - 1;
+  for (int d0 = 0; d0 < K; d0 += SL) {
+    // phase 2: factors for this channel slice
+    for (int idx = tid; idx < CH * SL; idx += blockDim.x) {
+      int row = idx / SL, dd = idx - row * SL, d = d0 + dd;
+      float qv = 0.0f, kv = 0.0f;
+      if (row < L) {
+        size_t off = (((size_t)b * Tlen + t0 + row) * head_row + h) * K + d;
+        qv = to_f(q[off]);
+        kv = to_f(k[off]);
+      }
+      float Fi = sF[row * K + d];
+      int Zi = sZ[row * K + d];
+      float Fl = sF[last * K + d];
+      int Zl = sZ[last * K + d];
+      int a = row & ~15;
+      float Fa = sF[a * K + d];
+      int Za = sZ[a * K + d];
+      float eq = (Zi == 0) ? expf(fminf(Fi, 0.0f)) : 0.0f;
+      qg_out[(out_base * CH + row) * K + d] = from_f<T>(qv * eq);
+      sKg[dd * LDT + row] = kv * decay(Fi, Zi, Fl, Zl);
+      if (row == 0) gamma_out[out_base * K + d] = (Zl == 0) ? expf(fminf(Fl, 0.0f)) : 0.0f;
+      sQ[dd * LDT + row] = qv;
+      sK[dd * LDT + row] = kv;
+      sFt[dd * LDT + row] = Fi;
+      sZt[dd * LDT + row] = (unsigned char)Zi;
+      sQa[dd * LDT + row] = qv * decay(Fa, Za, Fi, Zi);
+#pragma unroll
+      for (int an = 1; an < 4; ++an) {
+        float kav = 0.0f;
+        if (row < 16 * an) {
+          int ar = 16 * an;
+          kav = kv * decay(Fi, Zi, sF[ar * K + d], sZ[ar * K + d]);
+        }
+        sKa[((an - 1) * SL + dd) * LDT + row] = kav;
+      }
+    }
+    __syncthreads();
+    // coalesced store of the decayed keys, transposed layout [d][row]
+    for (int idx = tid; idx < CH * SL; idx += blockDim.x) {
+      int dd = idx / CH, row = idx - dd * CH;
+      kgt_out[(out_base * K + d0 + dd) * CH + row] = from_f<T>(sKg[dd * LDT + row]);
+    }
+    // phase 3: accumulate this slice into the thread's tile
+    if (lower) {
+      if (I > J) {
+        const float* qa = sQa + 4 * ti;
+        const float* ka = sKa + (I - 1) * SL * LDT + 4 * tj;
+#pragma unroll 4
+        for (int dd = 0; dd < SL; ++dd) {
+          float4 x = *reinterpret_cast<const float4*>(qa + dd * LDT);
+          float4 y = *reinterpret_cast<const float4*>(ka + dd * LDT);
+          float xs[4] = {x.x, x.y, x.z, x.w}, ys[4] = {y.x, y.y, y.z, y.w};
+#pragma unroll
+          for (int r = 0; r < 4; ++r)
+#pragma unroll
+            for (int cc = 0; cc < 4; ++cc) acc[r][cc] = fmaf(xs[r], ys[cc], acc[r][cc]);
+        }
+      } else {
+        for (int dd = 0; dd < SL; ++dd) {
+          float4 x = *reinterpret_cast<const float4*>(sQ + dd * LDT + 4 * ti);
+          float4 y = *reinterpret_cast<const float4*>(sK + dd * LDT + 4 * tj);
+          float4 fi = *reinterpret_cast<const float4*>(sFt + dd * LDT + 4 * ti);
+          float4 fj = *reinterpret_cast<const float4*>(sFt + dd * LDT + 4 * tj);
+          float xs[4] = {x.x, x.y, x.z, x.w}, ys[4] = {y.x, y.y, y.z, y.w};
+          float fis[4] = {fi.x, fi.y, fi.z, fi.w}, fjs[4] = {fj.x, fj.y, fj.z, fj.w};
+          const unsigned char* zi = sZt + dd * LDT + 4 * ti;
+          const unsigned char* zj = sZt + dd * LDT + 4 * tj;
+#pragma unroll
+          for (int r = 0; r < 4; ++r)
+#pragma unroll
+            for (int cc = 0; cc < 4; ++cc) {
+              if (4 * tj + cc <= 4 * ti + r && zi[r] == zj[cc]) {
+                acc[r][cc] = fmaf(xs[r] * ys[cc], expf(fminf(fis[r] - fjs[cc], 0.0f)), acc[r][cc]);
+              }
+            }
+        }
+      }
+    }
+    __syncthreads();
+  }
+  // phase 4: write the tile (upper tiles and j > i entries are exact zeros)
+#pragma unroll
+  for (int r = 0; r < 4; ++r)
+#pragma unroll
+    for (int cc = 0; cc < 4; ++cc)
+      a_out[(out_base * CH + 4 * ti + r) * CH + 4 * tj + cc] = from_f<T>(scale * acc[r][cc]);
+}
+
+#define INTRA(NAME, T)                                                                          \
+  extern "C" __global__ void __launch_bounds__(256) NAME(                                       \
+      const T* q, const T* k, const float* g, int gate_cols, const int* chunks, int Tlen, int H, \
+      int K, float scale, T* qg_out, T* kgt_out, T* a_out, float* gamma_out) {                  \
+    gla_fwd_intra<T>(q, k, g, gate_cols, chunks, Tlen, H, K, scale, qg_out, kgt_out, a_out,    \
+                     gamma_out);                                                                \
+  }
+INTRA(gla_fwd_intra_f32, float)
+INTRA(gla_fwd_intra_bf16, bf16_t)
+INTRA(gla_fwd_intra_f16, f16_t)
+
+// ---------------------------------------------------------------- kernel 2: states + output
+// seqs: per sequence 6 ints (batch, first row, length, first chunk index, number of chunks, unused).
+
+template <typename T> struct Mma;
+template <> struct Mma<bf16_t> {
+  static __device__ __forceinline__ void run(float* c, const u32* a, const u32* b) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  }
+};
+template <> struct Mma<f16_t> {
+  static __device__ __forceinline__ void run(float* c, const u32* a, const u32* b) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  }
+};
+
+__device__ __forceinline__ u32 ld32(const u16* p) { return *reinterpret_cast<const u32*>(p); }
+template <typename T> __device__ __forceinline__ u16 bits(float v) { return from_f<T>(v).x; }
+
+
+__device__ __forceinline__ u32 smem_addr(const void* p) {
+  u32 r;
+  asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(r) : "l"(p));
+  return r;
+}
+// 16-byte global -> shared copy; src_bytes = 0 zero-fills (src must still be a valid address).
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_addr(dst)), "l"(src), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
+
+// Per-stage shared-memory layout of the state kernel (u16 units unless noted).
+template <int K, int BV> struct StateSmem {
+  static constexpr int KP = K + 8;   // padded row of qg / S^T
+  static constexpr int CP = CH + 8;  // padded row of A, kg^T
+  static constexpr int VP = BV + 8;  // padded row of the v stage [64][BV]
+  static constexpr int QG = 0;
+  static constexpr int KT = QG + CH * KP;
+  static constexpr int AA = KT + K * CP;
+  static constexpr int VS = AA + CH * CP;
+  static constexpr int GM = VS + CH * VP;       // gamma: K floats = 2K u16
+  static constexpr int STAGE = GM + 2 * K;      // u16 per stage (multiple of 8)
+  static constexpr int ST = 2 * STAGE;          // rnd(S)^T [BV][KP] after both stages
+  static constexpr int TOTAL = ST + BV * KP;
+};
+
+template <typename T, int K, int BV>
+__device__ __forceinline__ void state_issue_loads(u16* stage, const T* __restrict__ v,
+                                                  const T* __restrict__ qg, const T* __restrict__ kgt,
+                                                  const T* __restrict__ A, const float* __restrict__ gamma,
+                                                  size_t cb, size_t vrow0, int L, int h, int H, int V,
+                                                  int e0, int tid) {
+  typedef StateSmem<K, BV> SM;
+  const u16* gq = reinterpret_cast<const u16*>(qg) + cb * CH * K;
+  for (int i = tid; i < CH * K / 8; i += 128) {
+    int row = i / (K / 8), col = i - row * (K / 8);
+    cp_async16(stage + SM::QG + row * SM::KP + col * 8, gq + (size_t)i * 8, 16);
+  }
+  const u16* gk = reinterpret_cast<const u16*>(kgt) + cb * K * CH;
+  for (int i = tid; i < K * CH / 8; i += 128) {
+    int row = i / (CH / 8), col = i - row * (CH / 8);
+    cp_async16(stage + SM::KT + row * SM::CP + col * 8, gk + (size_t)i * 8, 16);
+  }
+  const u16* ga = reinterpret_cast<const u16*>(A) + cb * CH * CH;
+  for (int i = tid; i < CH * CH / 8; i += 128) {
+    int row = i / (CH / 8), col = i - row * (CH / 8);
+    cp_async16(stage + SM::AA + row * SM::CP + col * 8, ga + (size_t)i * 8, 16);
+  }
+  const u16* gv = reinterpret_cast<const u16*>(v);
+  for (int i = tid; i < CH * BV / 8; i += 128) {
+    int row = i / (BV / 8), col = (i - row * (BV / 8)) * 8;
+    const u16* src = gv + ((vrow0 + row) * H + h) * V + e0 + col;
+    cp_async16(stage + SM::VS + row * SM::VP + col, row < L ? src : gv, row < L ? 16 : 0);
+  }
+  const float* gg = gamma + cb * K;
+  for (int i = tid; i < K / 4; i += 128) cp_async16(stage + SM::GM + i * 8, gg + i * 4, 16);
+  cp_async_commit();
+}
+
+template <typename T, int K, int BV>
+__device__ void gla_fwd_state_mma(const T* __restrict__ v, const float* __restrict__ h0,
+                                  const int* __restrict__ seqs, int Tlen, int H, int V,
+                                  float scale, const T* __restrict__ qg, const T* __restrict__ kgt,
+                                  const T* __restrict__ A, const float* __restrict__ gamma,
+                                  T* __restrict__ o, float* __restrict__ ht) {
+  typedef StateSmem<K, BV> SM;
+  constexpr int KP = SM::KP, CP = SM::CP, VP = SM::VP;
+  constexpr int MT = K / 64;   // m16 tiles of the state per warp (4 warps over K rows)
+  constexpr int NT = BV / 8;   // n8 tiles
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  u16* smem = reinterpret_cast<u16*>(smem_raw);
+  u16* sSt = smem + SM::ST;  // [BV][KP]  rnd(S)^T
+
+  const int vb = blockIdx.x, h = blockIdx.y, n = blockIdx.z;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
+  const int b = seqs[6 * n], start = seqs[6 * n + 1], len = seqs[6 * n + 2];
+  const int c0 = seqs[6 * n + 3], nch = seqs[6 * n + 4];
+  const int e0 = vb * BV;
+  const int rowbase = warp * (K / 4);
+
+  float S[MT][NT][4];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        int d = rowbase + mt * 16 + gid + ((r & 2) ? 8 : 0);
+        int e = e0 + nt * 8 + tig * 2 + (r & 1);
+        S[mt][nt][r] = h0 ? h0[(((size_t)n * H + h) * K + d) * V + e] : 0.0f;
+      }
+
+  if (nch > 0)
+    state_issue_loads<T, K, BV>(smem, v, qg, kgt, A, gamma, (size_t)c0 * H + h,
+                                (size_t)b * Tlen + start, min(CH, len), h, H, V, e0, tid);
+  for (int ci = 0; ci < nch; ++ci) {
+    const int L = min(CH, len - ci * CH);
+    u16* stg = smem + (ci & 1) * SM::STAGE;
+    if (ci + 1 < nch) {
+      // the other stage was last read by chunk ci-1, finished before the barrier ending it
+      state_issue_loads<T, K, BV>(smem + ((ci + 1) & 1) * SM::STAGE, v, qg, kgt, A, gamma,
+                                  (size_t)(c0 + ci + 1) * H + h,
+                                  (size_t)b * Tlen + start + (ci + 1) * CH,
+                                  min(CH, len - (ci + 1) * CH), h, H, V, e0, tid);
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    const u16* sQg = stg + SM::QG;
+    const u16* sKt = stg + SM::KT;
+    const u16* sA = stg + SM::AA;
+    const u16* sV = stg + SM::VS;
+    const float* sGam = reinterpret_cast<const float*>(stg + SM::GM);
+    // rnd(S)^T into shared
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          int d = rowbase + mt * 16 + gid + ((r & 2) ? 8 : 0);
+          int e = nt * 8 + tig * 2 + (r & 1);
+          sSt[e * KP + d] = bits<T>(S[mt][nt][r]);
+        }
+    __syncthreads();
+
+    // v as the B operand (k = row j, n = column e), from the row-major stage
+    auto vfrag = [&](int jj, int nt, u32* bf) {
+      const u16* p = sV + (jj + tig * 2) * VP + nt * 8 + gid;
+      bf[0] = (u32)p[0] | ((u32)p[VP] << 16);
+      bf[1] = (u32)p[8 * VP] | ((u32)p[9 * VP] << 16);
+    };
+
+    // output rows 16*warp .. +15
+    {
+      float acc[NT][4];
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) acc[nt][r] = 0.0f;
+      const int r0 = warp * 16 + gid;
+#pragma unroll 4
+      for (int kk = 0; kk < K; kk += 16) {
+        u32 af[4];
+        af[0] = ld32(sQg + r0 * KP + kk + tig * 2);
+        af[1] = ld32(sQg + (r0 + 8) * KP + kk + tig * 2);
+        af[2] = ld32(sQg + r0 * KP + kk + 8 + tig * 2);
+        af[3] = ld32(sQg + (r0 + 8) * KP + kk + 8 + tig * 2);
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+          u32 bf[2];
+          bf[0] = ld32(sSt + (nt * 8 + gid) * KP + kk + tig * 2);
+          bf[1] = ld32(sSt + (nt * 8 + gid) * KP + kk + 8 + tig * 2);
+          Mma<T>::run(acc[nt], af, bf);
+        }
+      }
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) acc[nt][r] *= scale;
+      for (int jj = 0; jj <= warp * 16; jj += 16) {
+        u32 af[4];
+        af[0] = ld32(sA + r0 * CP + jj + tig * 2);
+        af[1] = ld32(sA + (r0 + 8) * CP + jj + tig * 2);
+        af[2] = ld32(sA + r0 * CP + jj + 8 + tig * 2);
+        af[3] = ld32(sA + (r0 + 8) * CP + jj + 8 + tig * 2);
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+          u32 bf[2];
+          vfrag(jj, nt, bf);
+          Mma<T>::run(acc[nt], af, bf);
+        }
+      }
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        int row = r0 + half * 8;
+        if (row < L) {
+          size_t base = (((size_t)b * Tlen + start + ci * CH + row) * H + h) * V + e0;
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt) {
+            u32 pk = (u32)bits<T>(acc[nt][half * 2]) | ((u32)bits<T>(acc[nt][half * 2 + 1]) << 16);
+            *reinterpret_cast<u32*>(o + base + nt * 8 + tig * 2) = pk;
+          }
+        }
+      }
+    }
+    // state update: S = gamma * S + kg^T @ v
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      float g0 = sGam[rowbase + mt * 16 + gid], g1 = sGam[rowbase + mt * 16 + gid + 8];
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        S[mt][nt][0] *= g0;
+        S[mt][nt][1] *= g0;
+        S[mt][nt][2] *= g1;
+        S[mt][nt][3] *= g1;
+      }
+    }
+#pragma unroll
+    for (int jj = 0; jj < CH; jj += 16) {
+      u32 af[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        const int d0 = rowbase + mt * 16 + gid;
+        af[mt][0] = ld32(sKt + d0 * CP + jj + tig * 2);
+        af[mt][1] = ld32(sKt + (d0 + 8) * CP + jj + tig * 2);
+        af[mt][2] = ld32(sKt + d0 * CP + jj + 8 + tig * 2);
+        af[mt][3] = ld32(sKt + (d0 + 8) * CP + jj + 8 + tig * 2);
+      }
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        u32 bf[2];
+        vfrag(jj, nt, bf);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) Mma<T>::run(S[mt][nt], af[mt], bf);
+      }
+    }
+    __syncthreads();
+  }
+  // final state
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        int d = rowbase + mt * 16 + gid + ((r & 2) ? 8 : 0);
+        int e = e0 + nt * 8 + tig * 2 + (r & 1);
+        ht[(((size_t)n * H + h) * K + d) * V + e] = S[mt][nt][r];
+      }
+}
+
+// f32 path: true FP32 FFMA. State fp32 in shared memory; BV = 32 value columns per block.
+// tf32 != 0 rounds every product operand to TF32 (cvt.rna) first: Precision::Tf32, explicit only.
+__device__ __forceinline__ float tf32r(float x) {
+  u32 r;
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+  return __uint_as_float(r);
+}
+
+template <int K>
+__device__ void gla_fwd_state_f32(const float* __restrict__ v, const float* __restrict__ h0,
+                                  const int* __restrict__ seqs, int Tlen, int H, int V,
+                                  float scale, const float* __restrict__ qg,
+                                  const float* __restrict__ kgt, const float* __restrict__ A,
+                                  const float* __restrict__ gamma, float* __restrict__ o,
+                                  float* __restrict__ ht, int tf32) {
+  constexpr int BV = 32;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  float* sQg = reinterpret_cast<float*>(smem_raw);  // [64][K]
+  float* sKt = sQg + CH * K;                          // [K][64]
+  float* sA = sKt + K * CH;                           // [64][64]
+  float* sV = sA + CH * CH;                           // [64][BV]
+  float* sS = sV + CH * BV;                           // [K][BV]
+  float* sGam = sS + K * BV;                          // [K]
+  const int vb = blockIdx.x, h = blockIdx.y, n = blockIdx.z, tid = threadIdx.x;
+  const int b = seqs[6 * n], start = seqs[6 * n + 1], len = seqs[6 * n + 2];
+  const int c0 = seqs[6 * n + 3], nch = seqs[6 * n + 4];
+  const int e0 = vb * BV;
+  const int e = tid & 31, rg = tid >> 5;  // column, row group (4 groups)
+  for (int i = tid; i < K * BV; i += 128) {
+    int d = i / BV, ee = i - d * BV;
+    sS[i] = h0 ? h0[(((size_t)n * H + h) * K + d) * V + e0 + ee] : 0.0f;
+  }
+  for (int ci = 0; ci < nch; ++ci) {
+    const int c = c0 + ci;
+    const int L = min(CH, len - ci * CH);
+    const size_t cb = (size_t)c * H + h;
+    for (int i = tid; i < CH * K; i += 128) {
+      float x = qg[cb * CH * K + i];
+      sQg[i] = tf32 ? tf32r(x) : x;
+      float y = kgt[cb * K * CH + i];
+      sKt[i] = tf32 ? tf32r(y) : y;
+    }
+    for (int i = tid; i < CH * CH; i += 128) {
+      float x = A[cb * CH * CH + i];
+      sA[i] = tf32 ? tf32r(x) : x;
+    }
+    for (int i = tid; i < CH * BV; i += 128) {
+      int row = i / BV, ee = i - row * BV;
+      float x = 0.0f;
+      if (row < L) x = v[(((size_t)b * Tlen + start + ci * CH + row) * H + h) * V + e0 + ee];
+      sV[i] = tf32 ? tf32r(x) : x;
+    }
+    for (int i = tid; i < K; i += 128) sGam[i] = gamma[cb * K + i];
+    __syncthreads();
+    // output: rows rg + 4m
+    float acc[16];
+#pragma unroll
+    for (int m = 0; m < 16; ++m) acc[m] = 0.0f;
+    for (int d = 0; d < K; ++d) {
+      float s = sS[d * BV + e];
+      if (tf32) s = tf32r(s);
+#pragma unroll
+      for (int m = 0; m < 16; ++m) acc[m] = fmaf(sQg[(rg + 4 * m) * K + d], s, acc[m]);
+    }
+#pragma unroll
+    for (int m = 0; m < 16; ++m) {
+      int row = rg + 4 * m;
+      float a = acc[m] * scale;
+      for (int j = 0; j <= row; ++j) a = fmaf(sA[row * CH + j], sV[j * BV + e], a);
+      if (row < L) o[(((size_t)b * Tlen + start + ci * CH + row) * H + h) * V + e0 + e] = a;
+    }
+    __syncthreads();
+    // state: rows d = rg + 4m
+    for (int d = rg; d < K; d += 4) {
+      float s = sS[d * BV + e] * sGam[d];
+      for (int j = 0; j < CH; ++j) s = fmaf(sKt[d * CH + j], sV[j * BV + e], s);
+      sS[d * BV + e] = s;
+    }
+    __syncthreads();
+  }
+  for (int i = tid; i < K * BV; i += 128) {
+    int d = i / BV, ee = i - d * BV;
+    ht[(((size_t)n * H + h) * K + d) * V + e0 + ee] = sS[i];
+  }
+}
+
+#define STATE_MMA(NAME, T, K, BV)                                                              \
+  extern "C" __global__ void __launch_bounds__(128) NAME(                                      \
+      const T* v, const float* h0, const int* seqs, int Tlen, int H, int V, float scale,       \
+      const T* qg, const T* kgt, const T* A, const float* gamma, T* o, float* ht) {            \
+    gla_fwd_state_mma<T, K, BV>(v, h0, seqs, Tlen, H, V, scale, qg, kgt, A, gamma, o, ht);     \
+  }
+#define STATE_F32(NAME, K)                                                                     \
+  extern "C" __global__ void __launch_bounds__(128) NAME(                                      \
+      const float* v, const float* h0, const int* seqs, int Tlen, int H, int V, float scale,   \
+      const float* qg, const float* kgt, const float* A, const float* gamma, float* o,         \
+      float* ht, int tf32) {                                                                   \
+    gla_fwd_state_f32<K>(v, h0, seqs, Tlen, H, V, scale, qg, kgt, A, gamma, o, ht, tf32);      \
+  }
+
+STATE_MMA(gla_fwd_state_bf16_k64_v32, bf16_t, 64, 32)
+STATE_MMA(gla_fwd_state_bf16_k64_v64, bf16_t, 64, 64)
+STATE_MMA(gla_fwd_state_bf16_k128_v32, bf16_t, 128, 32)
+STATE_MMA(gla_fwd_state_bf16_k256_v32, bf16_t, 256, 32)
+STATE_MMA(gla_fwd_state_f16_k64_v32, f16_t, 64, 32)
+STATE_MMA(gla_fwd_state_f16_k64_v64, f16_t, 64, 64)
+STATE_MMA(gla_fwd_state_f16_k128_v32, f16_t, 128, 32)
+STATE_MMA(gla_fwd_state_f16_k256_v32, f16_t, 256, 32)
+STATE_F32(gla_fwd_state_f32_k64, 64)
+STATE_F32(gla_fwd_state_f32_k128, 128)
+STATE_F32(gla_fwd_state_f32_k256, 256)

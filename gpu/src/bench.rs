@@ -1,0 +1,210 @@
+//! Timing of the GPU kernels: CUDA events, warm-up, median of many runs, inputs rotated over
+//! several buffer sets so that the L2 cache (50 MB on H100) cannot hold a previous run's data.
+
+use crate::device::gpu;
+use crate::error::GpuError;
+use crate::forward::{DBuf, DeviceOutputs, DeviceProblem, GpuOptions};
+use gla_reference::{Dims, Dtype, GateKind};
+
+/// What to time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchMode {
+    /// Forward only.
+    Fwd,
+    /// Backward only (not implemented yet).
+    Bwd,
+    /// Forward + backward (not implemented yet).
+    FwdBwd,
+}
+
+impl std::str::FromStr for BenchMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "fwd" => Ok(BenchMode::Fwd),
+            "bwd" => Ok(BenchMode::Bwd),
+            "fwdbwd" => Ok(BenchMode::FwdBwd),
+            _ => Err(format!("unknown mode {s:?} (fwd, bwd, fwdbwd)")),
+        }
+    }
+}
+
+/// Benchmark settings.
+#[derive(Debug, Clone, Copy)]
+pub struct BenchConfig {
+    /// Untimed runs first.
+    pub warmup: usize,
+    /// Timed runs (the median is reported).
+    pub iters: usize,
+    /// Input buffer sets rotated between runs.
+    pub buffers: usize,
+    /// Memory bandwidth (bytes/s) used for the floor.
+    pub peak_bw: f64,
+}
+
+impl Default for BenchConfig {
+    fn default() -> Self {
+        BenchConfig { warmup: 5, iters: 30, buffers: 3, peak_bw: 3.0e12 }
+    }
+}
+
+/// One timed configuration.
+#[derive(Debug, Clone)]
+pub struct BenchResult {
+    /// B, T, H, K, V.
+    pub shape: (usize, usize, usize, usize, usize),
+    /// Input dtype.
+    pub dtype: Dtype,
+    /// Median time in ms.
+    pub median_ms: f64,
+    /// Fastest run in ms.
+    pub min_ms: f64,
+    /// Slowest run in ms.
+    pub max_ms: f64,
+    /// Minimal bytes (q, k, v, g read once; o written once).
+    pub min_bytes: f64,
+    /// FLOPs of the algorithm.
+    pub flops: f64,
+    /// Floor in ms: min_bytes / peak bandwidth.
+    pub floor_ms: f64,
+    /// Value-block width of the state kernel.
+    pub value_block: usize,
+    /// Median time of the first kernel (intra-chunk) in ms.
+    pub intra_ms: f64,
+    /// Median time of the second kernel (states + output) in ms.
+    pub state_ms: f64,
+}
+
+impl BenchResult {
+    /// Effective bandwidth (minimal bytes / median time), GB/s.
+    pub fn gbps(&self) -> f64 {
+        self.min_bytes / (self.median_ms * 1e-3) / 1e9
+    }
+    /// TFLOP/s at the median.
+    pub fn tflops(&self) -> f64 {
+        self.flops / (self.median_ms * 1e-3) / 1e12
+    }
+    /// Median time over the memory floor.
+    pub fn ratio_to_floor(&self) -> f64 {
+        self.median_ms / self.floor_ms
+    }
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next_f32(&mut self) -> f32 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let x = self.0.wrapping_mul(0x2545F4914F6CDD1D);
+        ((x >> 40) as f32) / ((1u64 << 24) as f32)
+    }
+}
+
+fn rand_vec(n: usize, seed: u64, f: impl Fn(f32) -> f32) -> Vec<f32> {
+    let mut r = Rng(seed.wrapping_mul(0x9E3779B97F4A7C15) | 1);
+    (0..n).map(|_| f(r.next_f32())).collect()
+}
+
+/// Time the forward at one shape. Inputs: q, k, v uniform in [-1, 1), per-channel gates
+/// g = logsigmoid(x)/16 with x uniform in [-4, 4) (fla's GLA normalizer), no h0.
+pub fn bench_forward(shape: (usize, usize, usize, usize, usize), opts: &GpuOptions, cfg: &BenchConfig) -> Result<BenchResult, GpuError> {
+    let (b, t, h, k, v) = shape;
+    let g = gpu()?;
+    let dims = Dims { b, t, h, k, v, n: b };
+    let mut sets = Vec::new();
+    for s in 0..cfg.buffers.max(1) {
+        let seed = 1000 + s as u64;
+        let q = rand_vec(b * t * h * k, seed, |x| 2.0 * x - 1.0);
+        let kk = rand_vec(b * t * h * k, seed + 7, |x| 2.0 * x - 1.0);
+        let vv = rand_vec(b * t * h * v, seed + 13, |x| 2.0 * x - 1.0);
+        let gg = rand_vec(b * t * h * k, seed + 17, |x| {
+            let z = 8.0 * x - 4.0;
+            -((1.0 + (-z).exp()).ln()) / 16.0
+        });
+        sets.push(DeviceProblem::from_raw(dims, GateKind::PerChannel, opts, &q, &kk, &vv, &gg, None, (k as f64).powf(-0.5))?);
+    }
+    let mut out: DeviceOutputs = sets[0].alloc_outputs(false)?;
+    for i in 0..cfg.warmup {
+        sets[i % sets.len()].launch(&mut out)?;
+    }
+    g.stream.synchronize().map_err(|e| GpuError::cuda("warm-up", e))?;
+    let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+    let mut times = Vec::new();
+    let mut t_intra = Vec::new();
+    let mut t_state = Vec::new();
+    for i in 0..cfg.iters.max(1) {
+        let e0 = g.ctx.new_event(flags).map_err(|e| GpuError::cuda("event", e))?;
+        let e1 = g.ctx.new_event(flags).map_err(|e| GpuError::cuda("event", e))?;
+        let em = g.ctx.new_event(flags).map_err(|e| GpuError::cuda("event", e))?;
+        let p = &sets[i % sets.len()];
+        e0.record(&g.stream).map_err(|e| GpuError::cuda("event record", e))?;
+        p.launch_intra(&mut out)?;
+        em.record(&g.stream).map_err(|e| GpuError::cuda("event record", e))?;
+        p.launch_state(&mut out)?;
+        e1.record(&g.stream).map_err(|e| GpuError::cuda("event record", e))?;
+        times.push(e0.elapsed_ms(&e1).map_err(|e| GpuError::cuda("kernel execution", e))? as f64);
+        t_intra.push(e0.elapsed_ms(&em).map_err(|e| GpuError::cuda("kernel execution", e))? as f64);
+        t_state.push(em.elapsed_ms(&e1).map_err(|e| GpuError::cuda("kernel execution", e))? as f64);
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+        v[v.len() / 2]
+    };
+    let intra_ms = med(&mut t_intra);
+    let state_ms = med(&mut t_state);
+    times.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    let median = times[times.len() / 2];
+    let p = &sets[0];
+    let _ = matches!(out.o, DBuf::U16(_));
+    Ok(BenchResult {
+        shape,
+        dtype: opts.dtype,
+        median_ms: median,
+        min_ms: times[0],
+        max_ms: *times.last().unwrap_or(&median),
+        min_bytes: p.min_bytes(),
+        flops: p.flops(),
+        floor_ms: p.min_bytes() / cfg.peak_bw * 1e3,
+        value_block: p.value_block(),
+        intra_ms,
+        state_ms,
+    })
+}
+
+/// Run [`bench_forward`] for a mode (only `Fwd` is implemented).
+pub fn bench(mode: BenchMode, shape: (usize, usize, usize, usize, usize), opts: &GpuOptions, cfg: &BenchConfig) -> Result<BenchResult, GpuError> {
+    match mode {
+        BenchMode::Fwd => bench_forward(shape, opts, cfg),
+        m => Err(GpuError::Unsupported(format!("bench mode {m:?}: the GPU backward is not implemented yet (issue 7)"))),
+    }
+}
+
+/// One table row, e.g. for the CLI.
+pub fn format_row(r: &BenchResult) -> String {
+    let (b, t, h, k, v) = r.shape;
+    format!(
+        "{:>18} {:>5} {:>9.3} {:>9.3} {:>9.3} {:>8.0} {:>8.1} {:>8.3} {:>6.2}x  BV={} (intra {:.3} + state {:.3} ms)",
+        format!("{b},{t},{h},{k},{v}"),
+        format!("{:?}", r.dtype).to_lowercase(),
+        r.median_ms,
+        r.min_ms,
+        r.max_ms,
+        r.gbps(),
+        r.tflops(),
+        r.floor_ms,
+        r.ratio_to_floor(),
+        r.value_block,
+        r.intra_ms,
+        r.state_ms
+    )
+}
+
+/// Header matching [`format_row`].
+pub fn header() -> String {
+    format!(
+        "{:>18} {:>5} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>7}",
+        "B,T,H,K,V", "dtype", "median_ms", "min_ms", "max_ms", "GB/s", "TFLOP/s", "floor_ms", "/floor"
+    )
+}

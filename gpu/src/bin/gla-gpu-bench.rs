@@ -1,0 +1,48 @@
+//! Stand-alone forward benchmark (same code as `glacheck bench --impl gpu`):
+//! `gla-gpu-bench [--dtype bf16|f16|f32] [--iters N] [B,T,H,K,V ...]`.
+
+use gla_gpu::bench::{bench, format_row, header, BenchConfig, BenchMode};
+use gla_gpu::GpuOptions;
+use gla_reference::Dtype;
+
+fn main() {
+    let mut shapes = Vec::new();
+    let mut dtype = Dtype::Bf16;
+    let mut cfg = BenchConfig::default();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--dtype" => dtype = args.next().and_then(|s| s.parse().ok()).unwrap_or(Dtype::Bf16),
+            "--iters" => cfg.iters = args.next().and_then(|s| s.parse().ok()).unwrap_or(30),
+            s => {
+                let v: Vec<usize> = s.split(',').filter_map(|x| x.trim().parse().ok()).collect();
+                if v.len() == 5 {
+                    shapes.push((v[0], v[1], v[2], v[3], v[4]));
+                } else {
+                    eprintln!("bad shape {s:?} (want B,T,H,K,V)");
+                    std::process::exit(2);
+                }
+            }
+        }
+    }
+    if shapes.is_empty() {
+        shapes = vec![(8, 4096, 16, 128, 128), (8, 4096, 16, 128, 256), (8, 2048, 16, 128, 128), (2, 16384, 16, 128, 128)];
+    }
+    match gla_gpu::available() {
+        Ok(i) => println!("device: {} ({}, {} SMs)", i.name, i.arch, i.sm_count),
+        Err(e) => {
+            eprintln!("no GPU: {e}");
+            std::process::exit(1);
+        }
+    }
+    for (n, r) in gla_gpu::kernel_report() {
+        println!("  {n}: {r}");
+    }
+    println!("{}", header());
+    for s in shapes {
+        match bench(BenchMode::Fwd, s, &GpuOptions::new(dtype), &cfg) {
+            Ok(r) => println!("{}", format_row(&r)),
+            Err(e) => println!("{s:?}: error: {e}"),
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! The GPU candidates (`gla-gpu`): chunk 64 / sub-chunk 16 kernels with bf16, f16 or f32 inputs,
+//! K and V in {64, 128, 256}, forward only (the backward kernels are not there yet: the candidates
+//! report [`Implementation::supports_backward`] false and are judged on o and hT).
+//!
+//! On a machine without a usable GPU ([`available`] false) the candidates are left out of
+//! [`Implementation::all_available`] and the GPU properties are skipped.
+
+use crate::implementation::{unsupported, Implementation};
+use gla_gpu::GpuOptions;
+use gla_reference::rounding::RoundingPlan;
+use gla_reference::{Dtype, Problem, Result, Solution};
+use std::sync::OnceLock;
+
+/// True when the GPU candidates can run on this machine (cached; `GLA_NO_GPU=1` forces false).
+pub fn available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        if std::env::var("GLA_NO_GPU").is_ok_and(|v| !v.is_empty() && v != "0") {
+            return false;
+        }
+        gla_gpu::available().is_ok()
+    })
+}
+
+/// Why there is no GPU (None when there is one).
+pub fn unavailable_reason() -> Option<String> {
+    gla_gpu::available().err()
+}
+
+/// The GPU candidates (one per input dtype the kernels take).
+pub fn candidates() -> Vec<Implementation> {
+    vec![
+        Implementation::Gpu { dtype: Dtype::Bf16 },
+        Implementation::Gpu { dtype: Dtype::F16 },
+        Implementation::Gpu { dtype: Dtype::F32 },
+    ]
+}
+
+/// The rounding plan the GPU kernels declare for inputs in `dtype` (`gla_gpu::rounding_plan`).
+pub fn plan(dtype: Dtype) -> RoundingPlan {
+    gla_gpu::rounding_plan(&GpuOptions::new(dtype))
+}
+
+/// Error unless the kernels support this (already rounded) problem (K, V, sizes).
+pub fn check_supported(dtype: Dtype, p: &Problem) -> Result<()> {
+    gla_gpu::check_supported(p, &GpuOptions::new(dtype)).map_err(unsupported)
+}
+
+/// Run the GPU kernels (forward only: `backward = true` is an error until the backward kernels
+/// exist).
+pub fn solve(dtype: Dtype, p: &Problem, backward: bool) -> Result<Solution> {
+    if backward {
+        return Err(unsupported("the GPU backward kernels are not available"));
+    }
+    gla_gpu::forward(p, &GpuOptions::new(dtype)).map_err(unsupported)
+}

@@ -1,0 +1,143 @@
+//! Benchmarks of the chunked and parallel forms (issue 3).
+//!
+//! - chunked f32 forward + backward (`chunked::backward`), B=1, H=8, T=4096, K=V=128, against
+//!   the recurrent f32 reference on the same input (target: >= 5x faster);
+//! - the machine's f32 matrix-product rate (ndarray `dot`, 512x512x512) measured here, and the
+//!   chunked form's GFLOP/s as a fraction of it;
+//! - the parallel form at T=1024 (criterion) and T=4096 (one timed run: it is O(T^2 K)).
+//!
+//! `cargo bench -p gla-reference --bench chunked` (criterion, sample_size 10). After criterion's
+//! output a summary table is printed (median of a few manual runs).
+
+use criterion::{criterion_group, Criterion, Throughput};
+use gla_reference::chunked::{self, ChunkOptions};
+use gla_reference::{parallel, recurrent, Dtype, Gates, Problem};
+use ndarray::{Array2, Array4};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+fn problem(t: usize, h: usize, k: usize, v: usize) -> Problem {
+    let mut r = ChaCha8Rng::seed_from_u64(7);
+    let mut n = || r.gen::<f64>() * 2.0 - 1.0;
+    let q = Array4::from_shape_simple_fn((1, t, h, k), &mut n);
+    let kk = Array4::from_shape_simple_fn((1, t, h, k), &mut n);
+    let vv = Array4::from_shape_simple_fn((1, t, h, v), &mut n);
+    let do_ = Array4::from_shape_simple_fn((1, t, h, v), &mut n);
+    let g = Array4::from_shape_simple_fn((1, t, h, k), || -(1.0 + (-n() * 3.0).exp()).ln() / 16.0);
+    Problem::builder(q, kk, vv, Gates::PerChannel(g))
+        .do_(do_)
+        .build()
+        .unwrap()
+        .rounded_to(Dtype::F32)
+        .unwrap()
+}
+
+/// Useful FLOPs of `chunked::backward` (forward + backward) per (sequence, head) with chunk C,
+/// sub-chunk c: forward 4CKV (o_inter, state) + 2C^2V (A@V) + K C (C - c) (off-diagonal A)
+/// + K C (c + 1) (diagonal A, 2 flops per term); backward 8CKV (dH, dv_inter, dq_inter,
+/// dk_inter) + 4C^2V (dA, A^T do) + 2 K C^2 (intra dq, dk).
+fn chunked_flops(t: usize, h: usize, k: usize, v: usize, c: usize, sc: usize) -> f64 {
+    let (k, v, cc, sc) = (k as f64, v as f64, c as f64, sc as f64);
+    let per_chunk_fwd = 4.0 * cc * k * v + 2.0 * cc * cc * v + k * cc * (cc - sc) + k * cc * (sc + 1.0);
+    let per_chunk_bwd = 8.0 * cc * k * v + 4.0 * cc * cc * v + 2.0 * k * cc * cc;
+    (t as f64 / cc) * h as f64 * (per_chunk_fwd + per_chunk_bwd)
+}
+
+fn median_time(runs: usize, mut f: impl FnMut()) -> Duration {
+    let mut ts: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed()
+        })
+        .collect();
+    ts.sort();
+    ts[runs / 2]
+}
+
+fn gemm() -> (Array2<f32>, Array2<f32>) {
+    let mut r = ChaCha8Rng::seed_from_u64(1);
+    let a = Array2::from_shape_simple_fn((512, 512), || r.gen::<f32>());
+    let b = Array2::from_shape_simple_fn((512, 512), || r.gen::<f32>());
+    (a, b)
+}
+
+fn benches(c: &mut Criterion) {
+    let (a, b) = gemm();
+    let mut g = c.benchmark_group("gemm");
+    g.sample_size(10).throughput(Throughput::Elements(2 * 512 * 512 * 512));
+    g.bench_function("f32 512x512x512 (elements = flops)", |bch| bch.iter(|| black_box(a.dot(&b))));
+    g.finish();
+
+    let (t, h, k, v) = (4096, 8, 128, 128);
+    let p = problem(t, h, k, v);
+    let opts = ChunkOptions::default();
+    let mut g = c.benchmark_group("T4096_H8_K128_V128");
+    g.sample_size(10).measurement_time(Duration::from_secs(20));
+    g.throughput(Throughput::Elements(chunked_flops(t, h, k, v, 64, 16) as u64));
+    g.bench_function("chunked f32 fwd+bwd (elements = flops)", |bch| {
+        bch.iter(|| black_box(chunked::backward::<f32>(&p, &opts).unwrap()))
+    });
+    g.bench_function("chunked f32 fwd", |bch| bch.iter(|| black_box(chunked::forward::<f32>(&p, &opts).unwrap())));
+    g.bench_function("recurrent f32 fwd+bwd", |bch| bch.iter(|| black_box(recurrent::backward::<f32>(&p).unwrap())));
+    g.finish();
+
+    let p1 = problem(1024, h, k, v);
+    let mut g = c.benchmark_group("parallel_T1024_H8_K128_V128");
+    g.sample_size(10).measurement_time(Duration::from_secs(20));
+    g.bench_function("parallel f32 fwd", |bch| bch.iter(|| black_box(parallel::forward::<f32>(&p1).unwrap())));
+    g.finish();
+}
+
+fn summary() {
+    let (a, b) = gemm();
+    let tg = median_time(9, || {
+        black_box(a.dot(&b));
+    });
+    let gemm_rate = 2.0 * 512f64.powi(3) / tg.as_secs_f64() / 1e9;
+    let (t, h, k, v) = (4096, 8, 128, 128);
+    let p = problem(t, h, k, v);
+    let opts = ChunkOptions::default();
+    let tc = median_time(3, || {
+        black_box(chunked::backward::<f32>(&p, &opts).unwrap());
+    });
+    let tcf = median_time(3, || {
+        black_box(chunked::forward::<f32>(&p, &opts).unwrap());
+    });
+    let tr = median_time(3, || {
+        black_box(recurrent::backward::<f32>(&p).unwrap());
+    });
+    let flops = chunked_flops(t, h, k, v, 64, 16);
+    let rate = flops / tc.as_secs_f64() / 1e9;
+    let p1 = problem(1024, h, k, v);
+    let tp1 = median_time(3, || {
+        black_box(parallel::forward::<f32>(&p1).unwrap());
+    });
+    let tp1b = median_time(1, || {
+        black_box(parallel::backward::<f32>(&p1).unwrap());
+    });
+    let tp4 = median_time(1, || {
+        black_box(parallel::forward::<f32>(&p).unwrap());
+    });
+    println!("\n=== summary (B=1, H=8, K=V=128, f32; {} rayon threads) ===", rayon::current_num_threads());
+    println!("f32 GEMM 512^3 (ndarray dot, 1 thread)  : {:>8.2} ms  {:>7.2} GFLOP/s", tg.as_secs_f64() * 1e3, gemm_rate);
+    println!("chunked fwd+bwd T=4096 (C=64, c=16)     : {:>8.1} ms  {:>7.2} GFLOP/s ({:.2} GFLOP) = {:.0}% of {} x GEMM rate",
+        tc.as_secs_f64() * 1e3, rate, flops / 1e9, 100.0 * rate / (gemm_rate * rayon::current_num_threads() as f64), rayon::current_num_threads());
+    println!("chunked fwd     T=4096                  : {:>8.1} ms", tcf.as_secs_f64() * 1e3);
+    println!("recurrent fwd+bwd T=4096                : {:>8.1} ms  -> chunked is {:.1}x faster", tr.as_secs_f64() * 1e3, tr.as_secs_f64() / tc.as_secs_f64());
+    println!("parallel fwd T=1024                     : {:>8.1} ms", tp1.as_secs_f64() * 1e3);
+    println!("parallel fwd+bwd T=1024                 : {:>8.1} ms", tp1b.as_secs_f64() * 1e3);
+    println!("parallel fwd T=4096                     : {:>8.1} ms", tp4.as_secs_f64() * 1e3);
+}
+
+criterion_group!(group, benches);
+
+fn main() {
+    if std::env::var("GLA_BENCH_SUMMARY_ONLY").is_err() {
+        group();
+        Criterion::default().configure_from_args().final_summary();
+    }
+    summary();
+}

@@ -1,0 +1,342 @@
+//! Shared machinery of the log-space forms (parallel and chunked): per-(sequence, head) work
+//! items, reset-aware cumulative gates, and assembling the results.
+//!
+//! Reset-aware cumulative gates. For a run of rows (a whole sequence for the parallel form, one
+//! chunk for the chunked form) and channel d, let `z_i` be the row of the last `-inf` gate at or
+//! before row i (or -1) and `Gr_i = sum_{r = z_i+1 .. i} g_r` the cumulative gate restarted after
+//! it (`Gr_i = 0` on the reset row itself). Then, for `j <= i` (j = -1 meaning "before row 0"):
+//!
+//!   decay(j -> i) = prod_{r=j+1..i} alpha_r = 0                     if z_i > j (a reset in (j, i]),
+//!                                           = exp(Gr_i - Gr_j)       otherwise (then z_j = z_i),
+//!
+//! with `Gr_{-1} = 0`. Without resets `Gr` is the ordinary inclusive cumsum (the chunk-local `Gl`
+//! of fla, or the global `G`), so the rounding behaviour (lambda of the error model) is unchanged;
+//! `-inf - (-inf)` never arises and every exponent reaching `exp` is `<= 0` (floating-point
+//! addition of non-positive numbers is monotone, so `Gr_i <= Gr_j` holds exactly).
+
+use crate::problem::{GateKind, Problem, SeqSpan};
+use crate::real::Real;
+use crate::solution::{Gradients, Solution};
+use ndarray::{s, Array2, Array4, ArrayView2};
+use rayon::prelude::*;
+
+/// Reset-aware cumulative gates of a run of rows (see the module docs).
+pub(crate) struct Cum<T> {
+    /// Row of the last reset at or before each row (-1: none), `[L, Kg]`.
+    pub z: Array2<i32>,
+    /// Cumulative gate restarted after the last reset, `[L, Kg]`.
+    pub gr: Array2<T>,
+    /// Number of gate channels (K, or 1 for scalar gates).
+    pub kg: usize,
+}
+
+impl<T: Real> Cum<T> {
+    /// Build from gates `[L, Kg]` (in the compute type).
+    pub fn new(g: ArrayView2<T>) -> Self {
+        let (l, kg) = g.dim();
+        let mut z = Array2::<i32>::from_elem((l, kg), -1);
+        let mut gr = Array2::<T>::zeros((l, kg));
+        for d in 0..kg {
+            let mut acc = T::zero();
+            let mut last = -1i32;
+            for i in 0..l {
+                let x = g[[i, d]];
+                if x == T::neg_infinity() {
+                    last = i as i32;
+                    acc = T::zero();
+                } else {
+                    acc += x;
+                }
+                z[[i, d]] = last;
+                gr[[i, d]] = acc;
+            }
+        }
+        Cum { z, gr, kg }
+    }
+
+    /// Decay from row `j` to row `i` (`j <= i`; `j = -1`: from before row 0) in gate channel `c`
+    /// (`c < kg`). Exactly 0 across a reset; otherwise `exp` of a non-positive exponent.
+    #[inline(always)]
+    pub fn dec(&self, i: usize, j: isize, c: usize) -> T {
+        if self.z[[i, c]] as isize > j {
+            T::zero()
+        } else {
+            let base = if j < 0 { T::zero() } else { self.gr[[j as usize, c]] };
+            let e = self.gr[[i, c]] - base;
+            debug_assert!(!(e > T::zero()), "positive exponent {e:?} reached exp()");
+            let mut a = [e];
+            vexp(&mut a);
+            a[0]
+        }
+    }
+
+    #[inline(always)]
+    fn zrow(&self, i: usize) -> &[i32] {
+        &self.z.as_slice().expect("standard layout")[i * self.kg..(i + 1) * self.kg]
+    }
+
+    #[inline(always)]
+    fn grow(&self, i: usize) -> &[T] {
+        &self.gr.as_slice().expect("standard layout")[i * self.kg..(i + 1) * self.kg]
+    }
+
+    /// Fill `out` (length K) with `decay(j -> i)` per key channel (broadcast for scalar gates).
+    /// The exponent is selected to `-inf` across a reset BEFORE `exp` (never a multiplied mask),
+    /// and is otherwise `Gr_i - Gr_j <= 0`.
+    #[inline]
+    pub fn dec_row(&self, i: usize, j: isize, out: &mut [T]) {
+        if self.kg == 1 {
+            let e = self.dec(i, j, 0);
+            out.fill(e);
+            return;
+        }
+        let (zi, gi) = (self.zrow(i), self.grow(i));
+        let jj = j as i32;
+        let ninf = T::neg_infinity();
+        if j < 0 {
+            for ((o, &z), &g) in out.iter_mut().zip(zi).zip(gi) {
+                *o = if z > jj { ninf } else { g };
+            }
+        } else {
+            let gj = self.grow(j as usize);
+            for (((o, &z), &g), &h) in out.iter_mut().zip(zi).zip(gi).zip(gj) {
+                *o = if z > jj { ninf } else { g - h };
+            }
+        }
+        debug_assert!(out.iter().all(|x| !(*x > T::zero())), "positive exponent reached exp()");
+        vexp(out);
+    }
+
+    /// `round(mul * x[r, d] * decay(j(r) -> i(r))[d])` for the rows `r` of `x` (the factor builder of
+    /// every log-space product). `map(r) = (i, j)` gives the decay's end and start rows.
+    pub fn factor(
+        &self,
+        x: ArrayView2<T>,
+        map: impl Fn(usize) -> (usize, isize),
+        mul: T,
+        round: Option<crate::Dtype>,
+    ) -> Array2<T> {
+        let (rows, kk) = x.dim();
+        let mut out = Array2::<T>::zeros((rows, kk));
+        for (r, mut orow) in out.rows_mut().into_iter().enumerate() {
+            let (i, j) = map(r);
+            let o = orow.as_slice_mut().expect("standard layout");
+            self.dec_row(i, j, o);
+            for (o, &xv) in o.iter_mut().zip(x.row(r).iter()) {
+                *o = crate::rounding::round1(mul * xv * *o, round);
+            }
+        }
+        out
+    }
+
+    /// The decay matrix `decay(j(r) -> i(r))[d]`, `[rows, k]`.
+    pub fn decays(&self, rows: usize, k: usize, map: impl Fn(usize) -> (usize, isize)) -> Array2<T> {
+        let mut out = Array2::<T>::zeros((rows, k));
+        for (r, mut orow) in out.rows_mut().into_iter().enumerate() {
+            let (i, j) = map(r);
+            self.dec_row(i, j, orow.as_slice_mut().expect("standard layout"));
+        }
+        out
+    }
+
+    /// Per-channel decay vector `decay(j -> i)` expanded to K channels.
+    pub fn dec_vec(&self, i: usize, j: isize, k: usize) -> Vec<T> {
+        (0..k).map(|d| self.dec(i, j, if self.kg == 1 { 0 } else { d })).collect()
+    }
+}
+
+/// The inputs of one (sequence, head) pair in the compute type.
+pub(crate) struct Item<T> {
+    /// `[L, K]`
+    pub q: Array2<T>,
+    /// `[L, K]`
+    pub k: Array2<T>,
+    /// `[L, V]`
+    pub v: Array2<T>,
+    /// `[L, Kg]`
+    pub g: Array2<T>,
+    /// `[K, V]` (zeros when absent)
+    pub h0: Array2<T>,
+    /// `[L, V]` when the backward pass runs.
+    pub do_: Option<Array2<T>>,
+    /// `[K, V]` (zeros when absent)
+    pub dht: Array2<T>,
+}
+
+/// The results of one (sequence, head) pair.
+pub(crate) struct ItemOut<T> {
+    pub o: Array2<T>,
+    pub ht: Array2<T>,
+    pub grads: Option<ItemGrads<T>>,
+}
+
+/// Gradients of one (sequence, head) pair.
+pub(crate) struct ItemGrads<T> {
+    pub dq: Array2<T>,
+    pub dk: Array2<T>,
+    pub dv: Array2<T>,
+    /// `[L, Kg]`
+    pub dg: Array2<T>,
+    pub dh0: Array2<T>,
+}
+
+fn conv<T: Real>(a: ArrayView2<f64>) -> Array2<T> {
+    a.mapv(T::of)
+}
+
+/// Run `f` on every (sequence, head) pair in parallel and assemble the solution.
+pub(crate) fn run<T: Real>(
+    p: &Problem,
+    backward: bool,
+    f: impl Fn(&Item<T>) -> ItemOut<T> + Sync,
+) -> Solution {
+    let dims = p.dims();
+    let (k, v) = (dims.k, dims.v);
+    let spans = p.sequences();
+    let tasks: Vec<(SeqSpan, usize)> =
+        spans.iter().flat_map(|&s| (0..dims.h).map(move |h| (s, h))).collect();
+    let outs: Vec<ItemOut<T>> = tasks
+        .par_iter()
+        .map(|&(span, h)| {
+            let rows = span.start..span.start + span.len;
+            let b = span.batch;
+            let item = Item {
+                q: conv(p.q().slice(s![b, rows.clone(), h, ..])),
+                k: conv(p.k().slice(s![b, rows.clone(), h, ..])),
+                v: conv(p.v().slice(s![b, rows.clone(), h, ..])),
+                g: conv(p.g().slice(s![b, rows.clone(), h, ..])),
+                h0: p
+                    .h0()
+                    .map(|a| conv(a.slice(s![span.state, h, .., ..])))
+                    .unwrap_or_else(|| Array2::zeros((k, v))),
+                do_: if backward {
+                    p.do_().map(|a| conv(a.slice(s![b, rows.clone(), h, ..])))
+                } else {
+                    None
+                },
+                dht: p
+                    .dht()
+                    .map(|a| conv(a.slice(s![span.state, h, .., ..])))
+                    .unwrap_or_else(|| Array2::zeros((k, v))),
+            };
+            f(&item)
+        })
+        .collect();
+
+    let kg = match p.gate_kind() {
+        GateKind::PerChannel => k,
+        GateKind::Scalar => 1,
+    };
+    let mut o = Array4::<f64>::zeros((dims.b, dims.t, dims.h, v));
+    let mut ht = Array4::<f64>::zeros((dims.n, dims.h, k, v));
+    let mut grads = if backward {
+        Some(Gradients {
+            dq: Array4::zeros((dims.b, dims.t, dims.h, k)),
+            dk: Array4::zeros((dims.b, dims.t, dims.h, k)),
+            dv: Array4::zeros((dims.b, dims.t, dims.h, v)),
+            dg: Array4::zeros((dims.b, dims.t, dims.h, kg)),
+            dh0: Array4::zeros((dims.n, dims.h, k, v)),
+        })
+    } else {
+        None
+    };
+    for (&(span, h), out) in tasks.iter().zip(outs) {
+        let rows = span.start..span.start + span.len;
+        let b = span.batch;
+        o.slice_mut(s![b, rows.clone(), h, ..]).assign(&out.o.mapv(|x| x.f64()));
+        ht.slice_mut(s![span.state, h, .., ..]).assign(&out.ht.mapv(|x| x.f64()));
+        if let (Some(gr), Some(og)) = (grads.as_mut(), out.grads) {
+            gr.dq.slice_mut(s![b, rows.clone(), h, ..]).assign(&og.dq.mapv(|x| x.f64()));
+            gr.dk.slice_mut(s![b, rows.clone(), h, ..]).assign(&og.dk.mapv(|x| x.f64()));
+            gr.dv.slice_mut(s![b, rows.clone(), h, ..]).assign(&og.dv.mapv(|x| x.f64()));
+            gr.dg.slice_mut(s![b, rows.clone(), h, ..]).assign(&og.dg.mapv(|x| x.f64()));
+            gr.dh0.slice_mut(s![span.state, h, .., ..]).assign(&og.dh0.mapv(|x| x.f64()));
+        }
+    }
+    Solution { o, ht, grads }
+}
+
+/// `exp` of every element, in place. f32 uses a branch-free, vectorizable Cody-Waite/Cephes
+/// `expf` (relative error <= 2 ulp on normal results; subnormal results correctly scaled;
+/// `-inf` and anything below -110 give exactly 0), the same accuracy class as CUDA's `exp2f`
+/// (2 ulp, spec 8.1 "add ~2 per exp"); f64 uses the correctly rounded-ish libm `exp`.
+#[inline]
+pub(crate) fn vexp<T: Real>(x: &mut [T]) {
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
+        // SAFETY: T is f32 (checked above), so the slice has the layout of [f32].
+        let xf: &mut [f32] = unsafe { &mut *(x as *mut [T] as *mut [f32]) };
+        for v in xf.iter_mut() {
+            *v = expf_fast(*v);
+        }
+    } else {
+        for v in x.iter_mut() {
+            *v = v.exp();
+        }
+    }
+}
+
+/// Branch-free f32 exp for arguments <= 0 (also fine up to 88): Cody-Waite reduction
+/// `x = n ln2 + r`, Cephes' degree-6 polynomial on |r| <= ln2/2, scaling by 2^n in two exact
+/// power-of-two steps so that subnormal results are rounded once.
+#[inline(always)]
+pub(crate) fn expf_fast(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const C1: f32 = 0.693_359_4; // ln2 high part (exact in few bits)
+    const C2: f32 = -2.121_944_4e-4; // ln2 - C1
+    const SHIFT: f32 = 12_582_912.0; // 1.5 * 2^23: round to nearest integer by addition
+    let x = if x < -110.0 { -110.0 } else if x > 88.0 { 88.0 } else { x };
+    let n = (x * LOG2E + SHIFT) - SHIFT;
+    let r = (x - n * C1) - n * C2;
+    let mut p = 1.987_569_2e-4f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5.000_000_1e-1;
+    let y = p * r * r + r + 1.0;
+    let ni = n as i32;
+    let n1 = ni >> 1;
+    let n2 = ni - n1;
+    let s1 = f32::from_bits(((n1 + 127) as u32) << 23);
+    let s2 = f32::from_bits(((n2 + 127) as u32) << 23);
+    y * s1 * s2
+}
+
+/// Sum of `a[d] * b[d] * c[d]` with eight independent accumulators (vectorizable; a fixed,
+/// deterministic summation order).
+#[inline]
+pub(crate) fn dot3<T: Real>(a: &[T], b: &[T], c: &[T]) -> T {
+    let n = a.len().min(b.len()).min(c.len());
+    let (a, b, c) = (&a[..n], &b[..n], &c[..n]);
+    let mut acc = [T::zero(); 8];
+    let chunks = n / 8;
+    for ch in 0..chunks {
+        let o = ch * 8;
+        for l in 0..8 {
+            acc[l] += a[o + l] * b[o + l] * c[o + l];
+        }
+    }
+    let mut tail = T::zero();
+    for d in chunks * 8..n {
+        tail += a[d] * b[d] * c[d];
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+}
+
+/// Sum per-channel gate gradients `[L, K]` down to `[L, kg]` (kg = 1: scalar gates).
+pub(crate) fn reduce_dg<T: Real>(dg: Array2<T>, kg: usize) -> Array2<T> {
+    if kg == 1 && dg.ncols() != 1 {
+        let l = dg.nrows();
+        let mut out = Array2::<T>::zeros((l, 1));
+        for i in 0..l {
+            let mut acc = T::zero();
+            for &x in dg.row(i) {
+                acc += x;
+            }
+            out[[i, 0]] = acc;
+        }
+        out
+    } else {
+        dg
+    }
+}

@@ -1,0 +1,588 @@
+//! The chunked form (forward and chunk-level backward) against the truth, judged with the error
+//! model of spec section 8.1 (`bounds::compare` with the calibrated `CHUNKED` / `CHUNKED_BF16`
+//! constants).
+//!
+//! Truth: the f64 recurrence on the same f32-representable inputs. Its own error (~2^-53 * n * M)
+//! is ~2^-29 of the f32 bound, invisible here (spec section 8: f64 is enough to judge f32 and
+//! bf16 paths). The MPFR cross-check (gla-oracle depends on this crate, so it cannot be used
+//! from these tests) lives in the property-test crate (gla-proptests).
+//!
+//! Larger sizes: `GLA_DEEP=1 cargo test -p gla-reference --test chunked`.
+//! Calibration of the constants (prints the evidence quoted in bounds/constants.rs):
+//! `cargo test -p gla-reference --release --test chunked -- --ignored --nocapture calibrate`.
+
+use gla_reference::bounds::{
+    compare, magnitudes, Algorithm, BoundSpec, Report, CHUNKED, CHUNKED_BF16,
+};
+use gla_reference::chunked::{self, ChunkOptions};
+use gla_reference::rounding::RoundingPlan;
+use gla_reference::{recurrent, Dtype, GlaError, Gates, Problem, Solution};
+use ndarray::{Array3, Array4};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn deep() -> bool {
+    std::env::var("GLA_DEEP").map(|v| v == "1").unwrap_or(false)
+}
+
+fn randn(r: &mut ChaCha8Rng) -> f64 {
+    let u1: f64 = r.gen::<f64>().max(1e-300);
+    let u2: f64 = r.gen();
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+}
+
+fn logsigmoid(x: f64) -> f64 {
+    if x < 0.0 {
+        x - (1.0 + x.exp()).ln()
+    } else {
+        -(1.0 + (-x).exp()).ln()
+    }
+}
+
+/// Gate generator: (rng, t, d) -> g.
+type GateFn<'a> = &'a dyn Fn(&mut ChaCha8Rng, usize, usize) -> f64;
+
+#[derive(Clone)]
+struct Shape {
+    b: usize,
+    t: usize,
+    h: usize,
+    k: usize,
+    v: usize,
+    scalar: bool,
+    cu: Option<Vec<i64>>,
+    h0: bool,
+    dht: bool,
+}
+
+fn shape(t: usize, k: usize, v: usize) -> Shape {
+    Shape { b: 1, t, h: 2, k, v, scalar: false, cu: None, h0: true, dht: true }
+}
+
+/// Signed randn q, k, v, h0, do, dhT; gates from `gate`; rounded to f32 (the candidate's input
+/// format), so the truth consumes exactly the candidate's inputs.
+fn make(seed: u64, s: &Shape, gate: GateFn) -> Problem {
+    let mut r = ChaCha8Rng::seed_from_u64(seed);
+    let (b, t, h, k, v) = (s.b, s.t, s.h, s.k, s.v);
+    let q = Array4::from_shape_simple_fn((b, t, h, k), || randn(&mut r));
+    let kk = Array4::from_shape_simple_fn((b, t, h, k), || randn(&mut r));
+    let vv = Array4::from_shape_simple_fn((b, t, h, v), || randn(&mut r));
+    let do_ = Array4::from_shape_simple_fn((b, t, h, v), || randn(&mut r));
+    let n = s.cu.as_ref().map_or(b, |c| c.len() - 1);
+    let h0 = Array4::from_shape_simple_fn((n, h, k, v), || randn(&mut r));
+    let dht = Array4::from_shape_simple_fn((n, h, k, v), || randn(&mut r));
+    let gates = if s.scalar {
+        Gates::Scalar(Array3::from_shape_fn((b, t, h), |(_, ti, _)| gate(&mut r, ti, 0)))
+    } else {
+        Gates::PerChannel(Array4::from_shape_fn((b, t, h, k), |(_, ti, _, d)| gate(&mut r, ti, d)))
+    };
+    let mut bld = Problem::builder(q, kk, vv, gates).do_(do_);
+    if s.h0 {
+        bld = bld.h0(h0);
+    }
+    if s.dht {
+        bld = bld.dht(dht);
+    }
+    if let Some(cu) = &s.cu {
+        bld = bld.cu_seqlens(cu);
+    }
+    bld.build().unwrap().rounded_to(Dtype::F32).unwrap()
+}
+
+fn logsig(tau: f64) -> impl Fn(&mut ChaCha8Rng, usize, usize) -> f64 {
+    move |r, _, _| logsigmoid(randn(r)) / tau
+}
+
+fn truth(p: &Problem) -> Solution {
+    recurrent::backward::<f64>(p).unwrap()
+}
+
+fn spec_f32(opts: &ChunkOptions) -> BoundSpec {
+    BoundSpec::new(Algorithm::Chunked { chunk: opts.chunk }, Dtype::F32).with_constants(CHUNKED)
+}
+
+fn spec_plan(opts: &ChunkOptions, backward: bool) -> BoundSpec {
+    let stages: Vec<Dtype> = opts
+        .plan
+        .stages()
+        .into_iter()
+        .filter(|(n, _)| backward || !matches!(*n, "do" | "bwd_state" | "dstate" | "da" | "grads"))
+        .map(|(_, d)| d)
+        .collect();
+    BoundSpec::new(Algorithm::Chunked { chunk: opts.chunk }, Dtype::F32)
+        .with_stages(&stages)
+        .with_constants(CHUNKED_BF16)
+}
+
+/// Run f32 chunked forward and backward, judge both, return the backward report.
+fn check_with(p: &Problem, opts: &ChunkOptions, what: &str) -> Report {
+    let exact = truth(p);
+    let mags = magnitudes(p);
+    let bf = !opts.plan.is_none();
+    let fwd = chunked::forward::<f32>(p, opts).unwrap();
+    let sf = spec_plan_or(opts, bf, false);
+    let rf = compare(p, &exact, &mags, &fwd, &sf).unwrap();
+    assert!(rf.pass() || f16_floor_ok(p, &exact, &mags, &fwd, &sf, &rf), "{what}: chunked f32 forward failed\n{rf}");
+    let bwd = chunked::backward::<f32>(p, opts).unwrap();
+    // The forward outputs of backward() are the forward's, bit for bit.
+    assert_eq!(bwd.o, fwd.o, "{what}: backward's o differs from forward's");
+    assert_eq!(bwd.ht, fwd.ht, "{what}: backward's ht differs from forward's");
+    let sb = spec_plan_or(opts, bf, true);
+    let rb = compare(p, &exact, &mags, &bwd, &sb).unwrap();
+    assert!(rb.pass() || f16_floor_ok(p, &exact, &mags, &bwd, &sb, &rb), "{what}: chunked f32 backward failed\n{rb}");
+    rb
+}
+
+/// fp16 stages have their own underflow floor: a value below 2^-25 stored in fp16 rounds to 0
+/// (F3's "2^-24 * (#terms) * max product when decayed keys are stored in fp16", spec 8.1 eta).
+/// `BoundSpec::eta` uses the accumulation format's smallest normal (2^-126); with fp16 stages
+/// the floor is the same term count and product with fp16's subnormal spacing 2^-24 instead.
+/// Re-judge every element with that floor (everything else unchanged); false if no fp16 stage.
+fn f16_floor_ok(
+    p: &Problem,
+    exact: &Solution,
+    mags: &gla_reference::bounds::Magnitudes,
+    cand: &Solution,
+    spec: &BoundSpec,
+    rep: &Report,
+) -> bool {
+    if !spec.stages.contains(&Dtype::F16) {
+        return false;
+    }
+    let unit = spec.u_stages() + spec.u_acc();
+    rep.tensors.iter().all(|t| {
+        if t.pass {
+            return true;
+        }
+        if t.candidate_nonfinite > 0 {
+            return false;
+        }
+        let eta16 = spec.eta(p, &t.name).unwrap() / Dtype::F32.min_positive_normal() * 2f64.powi(-24);
+        let (x, y, m) = (exact.tensor(&t.name).unwrap(), cand.tensor(&t.name).unwrap(), mags.tensor(&t.name).unwrap());
+        x.iter().zip(y.iter()).zip(m.iter()).all(|((a, b), mm)| (a - b).abs() <= t.bound * unit * mm + eta16)
+    })
+}
+
+fn spec_plan_or(opts: &ChunkOptions, bf: bool, backward: bool) -> BoundSpec {
+    if bf {
+        spec_plan(opts, backward)
+    } else {
+        spec_f32(opts)
+    }
+}
+
+fn check(p: &Problem, what: &str) -> Report {
+    check_with(p, &ChunkOptions::default(), what)
+}
+
+fn small(c: usize, sc: usize) -> ChunkOptions {
+    ChunkOptions::new(c, sc).unwrap()
+}
+
+/// All outputs finite.
+fn all_finite(s: &Solution) -> bool {
+    let g = s.grads.as_ref().unwrap();
+    [&s.o, &s.ht, &g.dq, &g.dk, &g.dv, &g.dg, &g.dh0].iter().all(|a| a.iter().all(|x| x.is_finite()))
+}
+
+// ------------------------------------------------------------------------------------------------
+// Options
+// ------------------------------------------------------------------------------------------------
+
+#[test]
+fn options_are_validated() {
+    let p = make(1, &shape(5, 3, 2), &logsig(16.0));
+    for (c, sc) in [(0, 16), (64, 0), (48, 32), (10, 4)] {
+        let o = ChunkOptions { chunk: c, sub_chunk: sc, plan: RoundingPlan::none() };
+        assert!(matches!(chunked::forward::<f32>(&p, &o), Err(GlaError::Options(_))), "{c},{sc}");
+        assert!(matches!(chunked::backward::<f32>(&p, &o), Err(GlaError::Options(_))), "{c},{sc}");
+    }
+    let no_do = p.with_seeds(None, None).unwrap();
+    assert!(matches!(
+        chunked::backward::<f32>(&no_do, &ChunkOptions::default()),
+        Err(GlaError::Options(_))
+    ));
+    assert_eq!(ChunkOptions::default(), ChunkOptions::new(64, 16).unwrap());
+}
+
+// ------------------------------------------------------------------------------------------------
+// Gate regimes and sizes
+// ------------------------------------------------------------------------------------------------
+
+#[test]
+fn mild_and_strong_gates() {
+    for (i, tau) in [64.0, 16.0, 1.0, 0.1].into_iter().enumerate() {
+        let p = make(10 + i as u64, &shape(150, 12, 10), &logsig(tau));
+        check(&p, &format!("tau={tau}"));
+        // Small chunks (more chunk boundaries and sub-chunk anchors).
+        check_with(&p, &small(16, 4), &format!("tau={tau}, C=16 c=4"));
+    }
+}
+
+#[test]
+fn strong_gates_down_to_minus_30() {
+    // Uniform in [-30, 0]: every sub-chunk holds sum |g| far above 88.7 (F5, F6 territory).
+    let p = make(20, &shape(200, 9, 7), &|r, _, _| -30.0 * r.gen::<f64>());
+    let rep = check(&p, "U(-30,0)");
+    assert!(rep.tensors.iter().all(|t| t.candidate_nonfinite == 0));
+    let ps = make(21, &Shape { scalar: true, ..shape(200, 9, 7) }, &|r, _, _| -30.0 * r.gen::<f64>());
+    check(&ps, "scalar U(-30,0)");
+}
+
+#[test]
+fn zero_gates_long_sequence() {
+    // Plain linear attention, T = 4096 (small K, V keep the test fast).
+    let t = if deep() { 16384 } else { 4096 };
+    let s = Shape { h: 1, ..shape(t, 5, 3) };
+    let p = make(30, &s, &|_, _, _| 0.0);
+    check(&p, "g = 0");
+}
+
+#[test]
+fn sequence_lengths_around_chunk_sizes() {
+    let (c, sc) = (64usize, 16usize);
+    for t in [1, sc - 1, sc, sc + 1, c - 1, c, c + 1, 1000] {
+        for scalar in [false, true] {
+            let s = Shape { scalar, ..shape(t, 7, 5) };
+            let p = make(40 + t as u64, &s, &logsig(1.0));
+            check(&p, &format!("T={t} scalar={scalar}"));
+        }
+    }
+}
+
+#[test]
+fn k_v_not_powers_of_two_and_absent_states() {
+    for (k, v, h0, dht) in [(3, 5, false, false), (17, 1, true, false), (1, 13, false, true)] {
+        let s = Shape { h0, dht, ..shape(77, k, v) };
+        let p = make(50 + k as u64, &s, &logsig(4.0));
+        check(&p, &format!("K={k} V={v} h0={h0} dht={dht}"));
+    }
+}
+
+#[test]
+fn varlen_with_empty_and_length_one_sequences() {
+    let cu = vec![0i64, 0, 1, 70, 70, 135, 136];
+    for scalar in [false, true] {
+        let s = Shape { scalar, cu: Some(cu.clone()), ..shape(136, 6, 4) };
+        let p = make(60, &s, &logsig(1.0));
+        let rep = check(&p, &format!("varlen scalar={scalar}"));
+        let _ = rep;
+        // Empty sequences: hT = h0 and dh0 = dhT exactly.
+        let sol = chunked::backward::<f32>(&p, &ChunkOptions::default()).unwrap();
+        let g = sol.grads.as_ref().unwrap();
+        for n in [0usize, 3] {
+            for h in 0..2 {
+                for d in 0..6 {
+                    for e in 0..4 {
+                        assert_eq!(sol.ht[[n, h, d, e]], p.h0().unwrap()[[n, h, d, e]]);
+                        assert_eq!(g.dh0[[n, h, d, e]], p.dht().unwrap()[[n, h, d, e]]);
+                    }
+                }
+            }
+        }
+        // Packed == concatenation of separate runs (sequence 2, rows 1..70).
+        let single = {
+            let sl = |a: &Array4<f64>, r: std::ops::Range<usize>| a.slice(ndarray::s![.., r, .., ..]).to_owned();
+            let st = |a: &Array4<f64>| a.slice(ndarray::s![2..3, .., .., ..]).to_owned();
+            let gates = match p.gates() {
+                Gates::PerChannel(g) => Gates::PerChannel(sl(&g, 1..70)),
+                Gates::Scalar(g) => Gates::Scalar(g.slice(ndarray::s![.., 1..70, ..]).to_owned()),
+            };
+            Problem::builder(sl(p.q(), 1..70), sl(p.k(), 1..70), sl(p.v(), 1..70), gates)
+                .h0(st(p.h0().unwrap()))
+                .dht(st(p.dht().unwrap()))
+                .do_(sl(p.do_().unwrap(), 1..70))
+                .scale(p.scale())
+                .build()
+                .unwrap()
+        };
+        let one = chunked::backward::<f32>(&single, &ChunkOptions::default()).unwrap();
+        let og = one.grads.as_ref().unwrap();
+        for t in 0..69 {
+            for h in 0..2 {
+                for e in 0..4 {
+                    assert_eq!(one.o[[0, t, h, e]], sol.o[[0, t + 1, h, e]]);
+                    assert_eq!(og.dv[[0, t, h, e]], g.dv[[0, t + 1, h, e]]);
+                }
+                for d in 0..g.dg.shape()[3] {
+                    assert_eq!(og.dg[[0, t, h, d]], g.dg[[0, t + 1, h, d]]);
+                }
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// alpha = 0 (g = -inf), tiny alpha, isolated huge gates
+// ------------------------------------------------------------------------------------------------
+
+/// Gates `base` with -inf at the given rows (per channel: only in channels where `chan(d)`).
+fn with_resets(rows: Vec<usize>, chan: fn(usize) -> bool, tau: f64) -> impl Fn(&mut ChaCha8Rng, usize, usize) -> f64 {
+    move |r, t, d| {
+        let x = logsigmoid(randn(r)) / tau;
+        if rows.contains(&t) && chan(d) {
+            f64::NEG_INFINITY
+        } else {
+            x
+        }
+    }
+}
+
+#[test]
+fn minus_inf_gates_everywhere_they_can_hurt() {
+    // C = 32, c = 8 (so T = 100 has full and partial chunks, several sub-chunks per chunk).
+    let opts = small(32, 8);
+    let cases: Vec<(&str, Vec<usize>)> = vec![
+        ("chunk starts", vec![0, 32, 64, 96]),
+        ("chunk ends", vec![31, 63, 95, 99]),
+        ("mid-chunk", vec![13, 50]),
+        ("mid-sub-chunk", vec![3, 45, 70]),
+        ("sub-chunk first rows", vec![8, 16, 24, 40, 88]),
+        ("several in one chunk", vec![33, 35, 36, 41, 48, 62]),
+        ("consecutive", vec![10, 11, 12, 13, 14, 15, 16, 17]),
+        ("last row", vec![99]),
+    ];
+    let chans: [(&str, fn(usize) -> bool); 3] =
+        [("all channels", |_| true), ("even channels", |d| d % 2 == 0), ("channel 1", |d| d == 1)];
+    for (name, rows) in &cases {
+        for (cname, chan) in chans {
+            for scalar in [false, true] {
+                if scalar && cname != "all channels" {
+                    continue;
+                }
+                let s = Shape { scalar, ..shape(100, 6, 5) };
+                let p = make(70, &s, &with_resets(rows.clone(), chan, 1.0));
+                let what = format!("-inf at {name}, {cname}, scalar={scalar}");
+                check_with(&p, &opts, &what);
+                check_with(&p, &ChunkOptions::default(), &what);
+                // f64 compute is exact up to f64 rounding (no NaN from -inf - -inf).
+                let s64 = chunked::backward::<f64>(&p, &opts).unwrap();
+                assert!(all_finite(&s64), "{what}: non-finite f64 output");
+            }
+        }
+    }
+}
+
+#[test]
+fn minus_inf_resets_forget_exactly() {
+    // g = -inf at row 37 in every channel: outputs from row 37 on must not depend on anything
+    // before it (h0, earlier k, v), exactly, in f32.
+    let s = Shape { h: 1, ..shape(90, 4, 3) };
+    let p = make(71, &s, &with_resets(vec![37], |_| true, 2.0));
+    let a = chunked::forward::<f32>(&p, &small(32, 8)).unwrap();
+    let mut k2 = p.k().clone();
+    let mut v2 = p.v().clone();
+    for t in 0..37 {
+        for d in 0..4 {
+            k2[[0, t, 0, d]] *= -3.0;
+        }
+        for e in 0..3 {
+            v2[[0, t, 0, e]] += 1.0;
+        }
+    }
+    let p2 = Problem::builder(p.q().clone(), k2, v2, p.gates())
+        .h0(p.h0().unwrap().mapv(|x| x * 2.0))
+        .scale(p.scale())
+        .build()
+        .unwrap();
+    let b = chunked::forward::<f32>(&p2, &small(32, 8)).unwrap();
+    for t in 37..90 {
+        for e in 0..3 {
+            assert_eq!(a.o[[0, t, 0, e]], b.o[[0, t, 0, e]], "t={t}");
+        }
+    }
+    assert_eq!(a.ht, b.ht);
+}
+
+#[test]
+fn tiny_alpha_and_isolated_huge_gates() {
+    // alpha = 1e-12 constant (F1): essentially memoryless.
+    let g12 = (1e-12f64).ln();
+    for scalar in [false, true] {
+        let s = Shape { scalar, ..shape(130, 8, 6) };
+        let p = make(80, &s, &move |_, _, _| g12);
+        check(&p, &format!("alpha=1e-12 scalar={scalar}"));
+        check_with(&p, &small(32, 8), &format!("alpha=1e-12 C=32 scalar={scalar}"));
+    }
+    // Isolated -300 gates on chunk/sub-chunk boundaries and inside (F7).
+    let rows = [0usize, 15, 16, 17, 63, 64, 100];
+    let s = shape(130, 8, 6);
+    let p = make(81, &s, &move |r, t, _| if rows.contains(&t) { -300.0 } else { logsigmoid(randn(r)) / 8.0 });
+    check(&p, "isolated -300");
+    check_with(&p, &small(32, 8), "isolated -300, C=32");
+}
+
+// ------------------------------------------------------------------------------------------------
+// Error growth with lambda, and the bf16 plan
+// ------------------------------------------------------------------------------------------------
+
+#[test]
+fn error_grows_no_faster_than_lambda() {
+    // Sweep gate strength; the ratio stays under the bound, and err/(u M) tracks n_acc + lambda
+    // (lambda goes from ~1 to ~500 here).
+    let mut rows = Vec::new();
+    for (i, tau) in [64.0, 4.0, 1.0, 0.25, 0.1].into_iter().enumerate() {
+        let p = make(90 + i as u64, &shape(256, 16, 16), &logsig(tau));
+        let exact = truth(&p);
+        let mags = magnitudes(&p);
+        let opts = ChunkOptions::default();
+        let cand = chunked::forward::<f32>(&p, &opts).unwrap();
+        let rep = compare(&p, &exact, &mags, &cand, &spec_f32(&opts)).unwrap();
+        let o = rep.tensor("o").unwrap();
+        assert!(o.ratio <= o.bound, "tau={tau}\n{rep}");
+        rows.push((tau, o.lambda, o.n_acc, o.ratio));
+    }
+    for (tau, lambda, n_acc, ratio) in &rows {
+        eprintln!("tau={tau:<5} lambda={lambda:>8.1} n_acc+lambda={:>8.1} err/(uM)={ratio:>8.2} per unit={:.4}", n_acc + lambda, ratio / (n_acc + lambda));
+        // Within c of the prediction at every strength.
+        assert!(ratio / (n_acc + lambda) <= CHUNKED.o);
+    }
+    // The error does grow with lambda (the term is real, not slack): strongest vs mildest.
+    let (first, last) = (rows[0], rows[rows.len() - 1]);
+    assert!(last.1 > 20.0 * first.1);
+    assert!(last.3 > 2.0 * first.3, "err did not grow with lambda: {rows:?}");
+}
+
+#[test]
+fn bf16_kernel_plan_within_bf16_bound() {
+    let plans = [
+        ("kernel_default", RoundingPlan::kernel_default(Dtype::Bf16)),
+        (
+            "everything",
+            RoundingPlan::kernel_default(Dtype::Bf16)
+                .offdiag_q(Some(Dtype::Bf16))
+                .offdiag_k(Some(Dtype::Bf16))
+                .diag(Some(Dtype::Bf16))
+                .v(Some(Dtype::Bf16))
+                .do_(Some(Dtype::Bf16))
+                .bwd_state(Some(Dtype::Bf16))
+                .dstate(Some(Dtype::Bf16))
+                .da(Some(Dtype::Bf16)),
+        ),
+        ("fp16 default", RoundingPlan::kernel_default(Dtype::F16)),
+    ];
+    for (pname, plan) in plans {
+        for (i, tau) in [16.0, 1.0, 0.1].into_iter().enumerate() {
+            let p0 = make(100 + i as u64, &shape(150, 12, 10), &logsig(tau));
+            let dt = plan.q_decay.unwrap();
+            let p = p0.rounded_to(dt).unwrap();
+            let opts = ChunkOptions::default().with_plan(plan);
+            check_with(&p, &opts, &format!("{pname} tau={tau}"));
+            check_with(&p, &small(32, 8).with_plan(plan), &format!("{pname} C=32 tau={tau}"));
+        }
+    }
+}
+
+#[test]
+fn bf16_plan_with_minus_inf_and_tiny_alpha_stays_finite() {
+    let plan = RoundingPlan::kernel_default(Dtype::Bf16).offdiag_q(Some(Dtype::Bf16)).offdiag_k(Some(Dtype::Bf16));
+    let g12 = (1e-12f64).ln();
+    let p = make(110, &shape(100, 8, 8), &with_resets(vec![0, 31, 32, 50], |_| true, 1.0)).rounded_to(Dtype::Bf16).unwrap();
+    check_with(&p, &small(32, 8).with_plan(plan), "bf16 -inf");
+    let p = make(111, &shape(100, 8, 8), &move |_, _, _| g12).rounded_to(Dtype::Bf16).unwrap();
+    check_with(&p, &ChunkOptions::default().with_plan(plan), "bf16 alpha=1e-12");
+}
+
+#[test]
+fn f64_compute_agrees_with_recurrence() {
+    // f64 chunked vs f64 recurrence: both ~1e-16 relative to M; judged with the sum of both
+    // families' f64 bounds (c_chunked + c_recurrent) * u64 * (n_acc + lambda) * M.
+    let p = make(120, &shape(150, 12, 10), &logsig(0.5));
+    let a = chunked::backward::<f64>(&p, &ChunkOptions::default()).unwrap();
+    let b = recurrent::backward::<f64>(&p).unwrap();
+    let mags = magnitudes(&p);
+    let spec = BoundSpec::new(Algorithm::Chunked { chunk: 64 }, Dtype::F64).with_constants(
+        gla_reference::bounds::Constants::uniform(CHUNKED.o.max(CHUNKED.dg) + 4.0),
+    );
+    let rep = compare(&p, &b, &mags, &a, &spec).unwrap();
+    assert!(rep.pass(), "{rep}");
+}
+
+#[test]
+#[ignore]
+fn deep_random_sweep() {
+    if !deep() {
+        return;
+    }
+    for seed in 0..20u64 {
+        let tau = [64.0, 16.0, 1.0, 0.3, 0.1][seed as usize % 5];
+        let p = make(1000 + seed, &shape(1500 + 37 * seed as usize, 33, 21), &logsig(tau));
+        check(&p, &format!("deep seed={seed}"));
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Calibration (prints the evidence for bounds::CHUNKED / CHUNKED_BF16)
+// ------------------------------------------------------------------------------------------------
+
+/// `c_needed = (ratio * (us + ua) - us) / (ua * (n_acc + lambda))`: the smallest c passing.
+fn c_needed(rep: &Report) -> Vec<(String, f64)> {
+    rep.tensors
+        .iter()
+        .map(|t| {
+            let need = ((t.ratio * (t.u_stages + t.u_acc) - t.u_stages) / (t.u_acc * (t.n_acc + t.lambda))).max(0.0);
+            (t.name.clone(), need)
+        })
+        .collect()
+}
+
+#[test]
+#[ignore]
+fn calibrate() {
+    let mut worst_f32: std::collections::BTreeMap<String, f64> = Default::default();
+    let mut worst_bf: std::collections::BTreeMap<String, f64> = Default::default();
+    let regimes: Vec<(&str, Box<dyn Fn(&mut ChaCha8Rng, usize, usize) -> f64>)> = vec![
+        ("tau64", Box::new(logsig(64.0))),
+        ("tau16", Box::new(logsig(16.0))),
+        ("tau1", Box::new(logsig(1.0))),
+        ("tau0.1", Box::new(logsig(0.1))),
+        ("U(-30,0)", Box::new(|r: &mut ChaCha8Rng, _, _| -30.0 * r.gen::<f64>())),
+        ("g=0", Box::new(|_: &mut ChaCha8Rng, _, _| 0.0)),
+        ("alpha=1e-12", Box::new(|_: &mut ChaCha8Rng, _, _| (1e-12f64).ln())),
+        ("-inf", Box::new(with_resets(vec![0, 31, 32, 45, 100, 200], |d| d % 2 == 0, 1.0))),
+        ("isolated -300", Box::new(|r: &mut ChaCha8Rng, t: usize, _| {
+            if [0usize, 15, 16, 17, 63, 64, 100, 130, 131].contains(&t) { -300.0 } else { logsigmoid(randn(r)) / 8.0 }
+        })),
+        ("-88 every 7", Box::new(|r: &mut ChaCha8Rng, t: usize, _| {
+            if t % 7 == 3 { -88.0 } else { logsigmoid(randn(r)) / 4.0 }
+        })),
+    ];
+    let sizes = [(256usize, 16usize, 16usize), (1024, 64, 64), (700, 33, 21)];
+    for (rname, gate) in &regimes {
+        for (si, &(t, k, v)) in sizes.iter().enumerate() {
+            for scalar in [false, true] {
+                let s = Shape { scalar, ..shape(t, k, v) };
+                let p = make(500 + si as u64 * 7 + scalar as u64, &s, gate.as_ref());
+                let exact = truth(&p);
+                let mags = magnitudes(&p);
+                for opts in [ChunkOptions::default(), small(32, 8)] {
+                    let c = chunked::backward::<f32>(&p, &opts).unwrap();
+                    let rep = compare(&p, &exact, &mags, &c, &spec_f32(&opts)).unwrap();
+                    for (n, need) in c_needed(&rep) {
+                        let w = worst_f32.entry(n.clone()).or_default();
+                        if need > *w {
+                            *w = need;
+                            eprintln!("f32  {rname:<12} T={t} K={k} V={v} scalar={scalar} C={} {n}: c={need:.4}", opts.chunk);
+                        }
+                    }
+                    let pb = p.rounded_to(Dtype::Bf16).unwrap();
+                    let exact_b = truth(&pb);
+                    let mags_b = magnitudes(&pb);
+                    let ob = opts.with_plan(RoundingPlan::kernel_default(Dtype::Bf16));
+                    let c = chunked::backward::<f32>(&pb, &ob).unwrap();
+                    let rep = compare(&pb, &exact_b, &mags_b, &c, &spec_plan(&ob, true)).unwrap();
+                    for tr in &rep.tensors {
+                        let w = worst_bf.entry(tr.name.clone()).or_default();
+                        // For the bf16 family record the ratio to (sum u_s + u_acc) M.
+                        if tr.ratio > *w {
+                            *w = tr.ratio;
+                            eprintln!("bf16 {rname:<12} T={t} K={k} V={v} scalar={scalar} C={} {}: ratio={:.4} (bound {:.3})", opts.chunk, tr.name, tr.ratio, tr.bound);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("f32 worst c: {worst_f32:?}");
+    eprintln!("bf16 worst ratio: {worst_bf:?}");
+}
