@@ -51,6 +51,7 @@ pub fn format_f64(x: f64) -> String {
 // ---------------------------------------------------------------------------------------------
 
 pub use gla_proptests::Implementation;
+use gla_proptests::Verdict;
 use gla_proptests::implementation::{Compute as PCompute, DgFormKey, Round as PRound};
 
 /// Which solver (`eval --impl`).
@@ -170,7 +171,7 @@ pub fn gpu_available() -> std::result::Result<String, String> {
             gla_proptests::gpu::candidates().iter().map(|i| i.name()).collect::<Vec<_>>().join(", ")
         ))
     } else {
-        Err("no CUDA device or gla-gpu kernels not built".into())
+        Err(gla_proptests::gpu::unavailable_reason().unwrap_or_else(|| "disabled by GLA_NO_GPU".into()))
     }
 }
 
@@ -337,50 +338,31 @@ impl CheckRow {
     }
 }
 
-/// Run one case: the oracle once per distinct prepared problem (normally once: catalog inputs are
-/// exact in bf16), then every implementation forward and (when the case has `do`) forward +
-/// backward, judged by gla-proptests' `judge` (forward outputs with the forward rounding stages,
-/// backward-run outputs with all of them). `tick(label)` is called after each step.
-pub fn check_case(case: &Case, impls: &[Implementation], tick: &dyn Fn(&str)) -> Vec<CheckRow> {
-    let backward = case.problem.has_backward();
-    let mut cache: Vec<(Problem, std::result::Result<Solution, String>, Magnitudes)> = Vec::new();
-    let mut rows = Vec::new();
-    for imp in impls {
-        let label = imp.name();
-        let mut row = CheckRow { case: case.name.clone(), imp: label.clone(), tensors: vec![], error: None, not_applicable: None };
-        match imp.prepare(&case.problem) {
-            Err(e) => row.not_applicable = Some(e.to_string()),
-            Ok(pp) => {
-                let pp = pp.into_owned();
-                let idx = match cache.iter().position(|(q, _, _)| *q == pp) {
-                    Some(i) => i,
-                    None => {
-                        let exact = oracle(&pp, backward).map(|o| o.solution).map_err(|e| format!("oracle: {e:#}"));
-                        let m = mags(&pp);
-                        cache.push((pp, exact, m));
-                        tick("oracle");
-                        cache.len() - 1
-                    }
-                };
-                let (pp, exact, m) = &cache[idx];
-                let r = (|| -> std::result::Result<Vec<TensorReport>, String> {
-                    let exact = exact.as_ref().map_err(|e| e.clone())?;
-                    let f = solve(imp, pp, false).map_err(|e| format!("{e:#}"))?;
-                    let b = if backward { Some(solve(imp, pp, true).map_err(|e| format!("{e:#}"))?) } else { None };
-                    let rep = gla_proptests::harness::judge(imp, pp, m, exact, &f, b.as_ref())
-                        .map_err(|e| format!("compare: {e}"))?;
-                    Ok(rep.tensors)
-                })();
-                match r {
-                    Ok(t) => row.tensors = t,
-                    Err(e) => row.error = Some(e),
-                }
-            }
-        }
-        rows.push(row);
-        tick(&label);
+/// Run one case through gla-proptests' oracle cross-check harness (`check_against_oracle_as`,
+/// recorded under the property name `check`): inputs rounded to each implementation's input
+/// dtype, the MPFR oracle once per distinct prepared problem, every implementation forward and
+/// (where it supports it) forward + backward, judged with spec 8.1's bounds (forward outputs with
+/// the forward rounding stages; backward-run outputs, reported as `o.bwd`/`ht.bwd`, dq, ..., with
+/// all of them); GPU rows also by the "at most twice the CPU emulation" rule (`o~2x`, `ht~2x`).
+pub fn check_case(case: &Case, impls: &[Implementation]) -> Vec<CheckRow> {
+    let row = |imp: &Implementation| CheckRow {
+        case: case.name.clone(),
+        imp: imp.name(),
+        tensors: vec![],
+        error: None,
+        not_applicable: None,
+    };
+    match gla_proptests::harness::check_against_oracle_as("check", &case.problem, impls) {
+        Err(e) => impls.iter().map(|i| CheckRow { error: Some(format!("oracle: {e}")), ..row(i) }).collect(),
+        Ok(verdicts) => verdicts
+            .into_iter()
+            .map(|(imp, v)| match v {
+                Verdict::Judged(r) => CheckRow { tensors: r.tensors, ..row(&imp) },
+                Verdict::NotApplicable(why) => CheckRow { not_applicable: Some(why), ..row(&imp) },
+                Verdict::Error(e) => CheckRow { error: Some(e.to_string()), ..row(&imp) },
+            })
+            .collect(),
     }
-    rows
 }
 
 /// Run the property-test suite (gla-proptests; sizes from `GLA_DEEP` / `PROPTEST_CASES`),
@@ -416,16 +398,16 @@ pub fn fixtures_regen(dir: Option<&Path>, only: Option<&str>) -> Result<crate::c
         pb.set_message(n.to_string());
         for r in gla_fixtures::golden::regen(&dir, Some(n)).map_err(|e| anyhow!("{e}"))? {
             pb.suspend(|| {
-                println!("{} {}", if r.changed { "wrote    " } else { "unchanged" }, r.path.display());
+                crate::outln!("{} {}", if r.changed { "wrote    " } else { "unchanged" }, r.path.display());
             });
             changed += r.changed as usize;
         }
         pb.inc(1);
     }
     pb.finish_and_clear();
-    println!("{} of {} golden file(s) changed in {}", changed, names.len(), dir.display());
+    crate::outln!("{} of {} golden file(s) changed in {}", changed, names.len(), dir.display());
     if changed > 0 {
-        println!("review with `git diff --stat {}` and `glacheck fixtures check`", dir.display());
+        crate::outln!("review with `git diff --stat {}` and `glacheck fixtures check`", dir.display());
     }
     Ok(crate::common::Status::Ok)
 }
@@ -439,13 +421,13 @@ pub fn fixtures_check(dir: Option<&Path>) -> Result<crate::common::Status> {
     let mismatches = gla_fixtures::golden::check(&dir, None).map_err(|e| anyhow!("{e}"))?;
     pb.finish_and_clear();
     if mismatches.is_empty() {
-        println!("PASS: {} golden file(s) in {} match the code", gla_fixtures::catalog::names().len(), dir.display());
+        crate::outln!("PASS: {} golden file(s) in {} match the code", gla_fixtures::catalog::names().len(), dir.display());
         Ok(crate::common::Status::Ok)
     } else {
         for m in &mismatches {
-            println!("FAIL {m}");
+            crate::outln!("FAIL {m}");
         }
-        println!(
+        crate::outln!(
             "FAIL: {} mismatch(es) in {}; if the change is intended, run `glacheck fixtures regen` and review the diff",
             mismatches.len(),
             dir.display()

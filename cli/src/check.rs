@@ -21,7 +21,7 @@ pub struct CheckArgs {
     /// follow GLA_DEEP=1 and PROPTEST_CASES.
     #[arg(long)]
     pub deep: bool,
-    /// Run only the catalog cases whose name contains this string (repeatable).
+    /// Run only this catalog case (exact name, else every case whose name contains it; repeatable).
     #[arg(long, value_name = "NAME")]
     pub only: Vec<String>,
     /// Run only implementations whose label contains this string (repeatable), e.g. `chunked`.
@@ -34,10 +34,15 @@ pub struct CheckArgs {
 
 /// Run `glacheck check`.
 pub fn run(a: CheckArgs) -> Result<Status> {
-    let cases: Vec<_> = backend::catalog()?
-        .into_iter()
-        .filter(|c| a.only.is_empty() || a.only.iter().any(|o| c.name.contains(o.as_str())))
-        .collect();
+    let all = backend::catalog()?;
+    // --only NAME: the case of that name, or (when none has it exactly) every case containing it.
+    let wanted = |name: &str| {
+        a.only.is_empty()
+            || a.only.iter().any(|o| {
+                name == o.as_str() || (!all.iter().any(|c| c.name == *o) && name.contains(o.as_str()))
+            })
+    };
+    let cases: Vec<_> = all.iter().filter(|c| wanted(&c.name)).cloned().collect();
     if cases.is_empty() {
         bail!("no catalog case matches --only {:?}", a.only);
     }
@@ -55,36 +60,47 @@ pub fn run(a: CheckArgs) -> Result<Status> {
     }
     if a.list {
         for c in &cases {
-            println!("case {}: {}", c.name, c.description);
+            crate::outln!("case {}: {}", c.name, c.description);
         }
         for i in &impls {
-            println!("impl {}", i.name());
+            crate::outln!("impl {}", i.name());
         }
         return Ok(Status::Ok);
     }
 
-    let pb = progress((cases.len() * (impls.len() + 1)) as u64, "check");
+    let pb = progress(cases.len() as u64, "check");
     let mut rows: Vec<CheckRow> = Vec::new();
     for case in &cases {
-        pb.set_message(format!("{} (oracle)", case.name));
-        let rs = backend::check_case(case, &impls, &|label: &str| {
-            pb.inc(1);
-            pb.set_message(format!("{} ({label})", case.name));
-        });
-        rows.extend(rs);
+        pb.set_message(case.name.clone());
+        rows.extend(backend::check_case(case, &impls));
+        pb.inc(1);
     }
     pb.finish_and_clear();
 
+    // Rows whose implementation does not apply to the case (e.g. GPU kernels limited to K, V in
+    // {64, 128, 256}, or an input that overflows f16) are summarised, not tabulated.
+    let (na, rows): (Vec<CheckRow>, Vec<CheckRow>) = rows.into_iter().partition(|r| r.not_applicable.is_some());
     print_rows(&rows);
+    if !na.is_empty() {
+        let mut by_imp: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+        for r in &na {
+            by_imp.entry(r.imp.as_str()).or_default().push(r.case.as_str());
+        }
+        crate::outln!("not applicable (not run, not failed):");
+        for (imp, cases) in &by_imp {
+            let why = na.iter().find(|r| r.imp == *imp).and_then(|r| r.not_applicable.clone()).unwrap_or_default();
+            crate::outln!("  {imp}: {} case(s), e.g. {}: {why}", cases.len(), cases[0]);
+        }
+    }
     let failed: Vec<&CheckRow> = rows.iter().filter(|r| !r.pass()).collect();
-    println!();
+    crate::outln!();
     if failed.is_empty() {
-        println!("PASS: {} rows ({} cases x {} implementations)", rows.len(), cases.len(), impls.len());
+        crate::outln!("PASS: {} rows ({} cases x {} implementations, {} not applicable)", rows.len(), cases.len(), impls.len(), na.len());
     } else {
-        println!("FAIL: {} of {} rows", failed.len(), rows.len());
+        crate::outln!("FAIL: {} of {} rows", failed.len(), rows.len());
         for r in &failed {
             for line in r.failure_lines() {
-                println!("  {}  {}: {}", r.case, r.imp, line);
+                crate::outln!("  {}  {}: {}", r.case, r.imp, line);
             }
         }
     }
@@ -94,24 +110,24 @@ pub fn run(a: CheckArgs) -> Result<Status> {
     // Inputs outside GLA's domain (F3's g > 0, F9's linear alpha): validation must reject them.
     let rejects: Vec<_> = backend::must_reject_cases()
         .into_iter()
-        .filter(|c| a.only.is_empty() || a.only.iter().any(|o| c.0.contains(o.as_str())))
+        .filter(|c| a.only.is_empty() || a.only.iter().any(|o| c.0 == *o || c.0.contains(o.as_str())))
         .collect();
     if !rejects.is_empty() && a.imp.is_empty() {
-        println!();
-        println!("inputs outside the domain (must be rejected by validation):");
+        crate::outln!();
+        crate::outln!("inputs outside the domain (must be rejected by validation):");
         for (name, _, err) in &rejects {
             match err {
-                Some(e) => println!("  {name}: rejected: {e}  PASS"),
+                Some(e) => crate::outln!("  {name}: rejected: {e}  PASS"),
                 None => {
-                    println!("  {name}: ACCEPTED  FAIL");
+                    crate::outln!("  {name}: ACCEPTED  FAIL");
                     status = Status::Fail;
                 }
             }
         }
     }
     if a.deep {
-        println!();
-        println!("property-test harness (gla-proptests):");
+        crate::outln!();
+        crate::outln!("property-test harness (gla-proptests):");
         if !backend::deep_suite() {
             status = Status::Fail;
         }
@@ -162,5 +178,5 @@ fn print_rows(rows: &[CheckRow]) {
         })
         .collect();
     print_table(&header, &table);
-    println!("(cells: worst ratio per output; `!` marks a tensor over its bound or non-finite; `-`: not computed)");
+    crate::outln!("(cells: worst ratio per output; `!` marks a tensor over its bound or non-finite; `-`: not computed)");
 }

@@ -1,5 +1,15 @@
 //! Small pieces shared by the subcommands: exit status, output files, progress bars, formatting.
 
+/// `println!` that ignores write errors (a closed pipe, e.g. `glacheck check | head`, must not
+/// turn into a panic; the exit status still reports the verdict).
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::path::{Path, PathBuf};
@@ -59,7 +69,7 @@ pub fn fmt_ratio(r: Option<f64>) -> String {
         None => "-".into(),
         Some(x) if x.is_nan() => "NaN".into(),
         Some(x) if x.is_infinite() => "inf".into(),
-        Some(x) if x == 0.0 => "0".into(),
+        Some(0.0) => "0".into(),
         Some(x) if (0.01..1000.0).contains(&x) => {
             let digits = if x >= 100.0 { 0 } else if x >= 10.0 { 1 } else if x >= 1.0 { 2 } else { 3 };
             format!("{x:.digits$}")
@@ -105,10 +115,10 @@ pub fn print_table(header: &[String], rows: &[Vec<String>]) {
                 s.push_str(c);
             }
         }
-        println!("{}", s.trim_end());
+        crate::outln!("{}", s.trim_end());
     };
     line(header);
-    println!("{}", "-".repeat(w.iter().sum::<usize>() + 2 * (n.saturating_sub(1))));
+    crate::outln!("{}", "-".repeat(w.iter().sum::<usize>() + 2 * (n.saturating_sub(1))));
     for r in rows {
         line(r);
     }

@@ -65,7 +65,8 @@ pub struct EvalArgs {
     /// Compute type of a float implementation (ignored by the oracle).
     #[arg(long, value_enum, default_value = "f32")]
     pub compute: Compute,
-    /// Operand rounding of matrix products (chunked and gpu only).
+    /// Chunked: fla's kernel rounding plan in this dtype (inputs rounded to it first); gpu: the
+    /// kernels' input dtype (none = f32 inputs).
     #[arg(long, value_enum, default_value = "none")]
     pub round: Round,
     /// Chunk length C (chunked and gpu only).
@@ -100,6 +101,12 @@ pub fn check_options(a: &EvalArgs) -> Result<()> {
                 a.chunk,
                 a.sub_chunk
             );
+        }
+        if a.imp == ImplKind::Gpu && (a.chunk, a.sub_chunk) != (64, 16) {
+            bail!("the GPU kernels use --chunk 64 --sub-chunk 16");
+        }
+        if a.imp == ImplKind::Gpu && a.compute != Compute::F32 {
+            bail!("the GPU kernels compute in f32: use --compute f32 (and --round for bf16/f16 inputs)");
         }
         if a.round != Round::None && a.compute != Compute::F32 {
             bail!("--round {:?} emulates f32-accumulating kernels: use --compute f32", a.round);
@@ -150,6 +157,15 @@ pub fn run(a: EvalArgs) -> Result<Status> {
         let imp = cfg.implementation()?;
         meta.insert("implementation".to_string(), imp.name());
         meta.insert("input_dtype".to_string(), imp.input_dtype().to_string());
+        if let std::borrow::Cow::Owned(_) = imp.prepare(&p)? {
+            // The file's values are not all representable in the implementation's input format.
+            eprintln!(
+                "glacheck eval: note: inputs rounded to {} (the format {} consumes)",
+                imp.input_dtype(),
+                imp.name()
+            );
+            meta.insert("inputs_rounded_to".to_string(), imp.input_dtype().to_string());
+        }
         let s = backend::solve(&imp, &p, a.backward)?;
         (s, if imp.is_gpu() { Dtype::F32 } else { cfg.compute })
     };

@@ -291,9 +291,9 @@ pub fn run(a: SweepArgs) -> Result<Status> {
 
     // Summary on stdout.
     let failing: Vec<&Point> = points.iter().filter(|p| !p.report.pass).collect();
-    println!("glacheck sweep: {} points, wrote:", points.len());
+    crate::outln!("glacheck sweep: {} points, wrote:", points.len());
     for f in &files {
-        println!("  {f}");
+        crate::outln!("  {f}");
     }
     let mut worst: BTreeMap<(String, String), (f64, f64)> = BTreeMap::new();
     for p in &points {
@@ -302,17 +302,17 @@ pub fn run(a: SweepArgs) -> Result<Status> {
             *e = (p.report.ratio, p.report.bound);
         }
     }
-    println!("{:<28} {:<7} {:>12} {:>12}", "implementation", "output", "worst ratio", "its bound");
+    crate::outln!("{:<28} {:<7} {:>12} {:>12}", "implementation", "output", "worst ratio", "its bound");
     for ((i, o), (r, b)) in &worst {
-        println!("{i:<28} {o:<7} {r:>12.3e} {b:>12.3e}");
+        crate::outln!("{i:<28} {o:<7} {r:>12.3e} {b:>12.3e}");
     }
     if failing.is_empty() {
-        println!("PASS: every point within its bound");
+        crate::outln!("PASS: every point within its bound");
         Ok(Status::Ok)
     } else {
-        println!("FAIL: {} point(s) above their bound:", failing.len());
+        crate::outln!("FAIL: {} point(s) above their bound:", failing.len());
         for p in failing.iter().take(20) {
-            println!(
+            crate::outln!(
                 "  {} {} T={} {}: ratio {:.3e} > bound {:.3e} (non-finite: {})",
                 p.imp,
                 p.regime.name(),

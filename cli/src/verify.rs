@@ -344,13 +344,13 @@ pub fn run(a: VerifyArgs) -> Result<Status> {
             "pass": pass,
             "tensors": tensors,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(if pass { Status::Ok } else { Status::Fail });
     }
 
     let d = p.dims();
-    println!("glacheck verify {} against {}", a.candidate.display(), a.input.display());
-    println!(
+    crate::outln!("glacheck verify {} against {}", a.candidate.display(), a.input.display());
+    crate::outln!(
         "problem: B={} T={} H={} K={} V={} N={}{}{}, scale={}",
         d.b,
         d.t,
@@ -362,11 +362,11 @@ pub fn run(a: VerifyArgs) -> Result<Status> {
         if p.cu_seqlens().is_some() { ", varlen" } else { "" },
         p.scale()
     );
-    println!("truth: {source}");
+    crate::outln!("truth: {source}");
     let fwd_t = reports.iter().find(|t| t.name == "o" || t.name == "ht");
     let bwd_t = reports.iter().find(|t| !matches!(t.name.as_str(), "o" | "ht"));
     if let Some(t) = fwd_t.or(bwd_t) {
-        println!(
+        crate::outln!(
             "model: chunked C={}, precision {precision}: u_acc = {:.3e}, n_acc = {}, lambda = {:.4}, dg judged as {}",
             a.chunk,
             t.u_acc,
@@ -385,12 +385,12 @@ pub fn run(a: VerifyArgs) -> Result<Status> {
                 )
             }
         };
-        println!("       rounding stages: o, ht: {}; gradients: {}", stages(&spec_fwd), stages(&spec_bwd));
+        crate::outln!("       rounding stages: o, ht: {}; gradients: {}", stages(&spec_fwd), stages(&spec_bwd));
     }
     for n in &notes {
-        println!("note: {n}");
+        crate::outln!("note: {n}");
     }
-    println!();
+    crate::outln!();
     let header: Vec<String> =
         ["tensor", "stored", "ratio", "bound", "result", "worst element", "candidate", "exact", "nonfinite"]
             .iter()
@@ -415,7 +415,7 @@ pub fn run(a: VerifyArgs) -> Result<Status> {
     print_table(&header, &rows);
     if let Some(t) = reports.iter().find(|t| t.name == "dg") {
         if let Some(r) = t.dg {
-            println!(
+            crate::outln!(
                 "dg ratios: reverse-cumsum magnitude {}, local magnitude {} (judged: {})",
                 fmt_ratio(Some(r.reverse_cumsum)),
                 fmt_ratio(Some(r.local)),
@@ -423,11 +423,11 @@ pub fn run(a: VerifyArgs) -> Result<Status> {
             );
         }
     }
-    println!();
+    crate::outln!();
     for t in reports.iter().filter(|t| !t.pass) {
         if t.candidate_nonfinite > 0 {
             let i = t.first_nonfinite.unwrap_or_default();
-            println!(
+            crate::outln!(
                 "FAIL {}: {} non-finite value(s) where the oracle is finite; first at {} {:?}",
                 t.name,
                 t.candidate_nonfinite,
@@ -437,7 +437,7 @@ pub fn run(a: VerifyArgs) -> Result<Status> {
         }
         if t.ratio > t.bound {
             if let Some(i) = t.worst_index {
-                println!(
+                crate::outln!(
                     "FAIL {}: worst element {} {:?}: candidate {:e}, oracle {:e}, |err| {:.3e} = {} x (sum u_s + u_acc) M + eta, bound {}",
                     t.name,
                     locate(&p, &t.name, i),
@@ -453,9 +453,9 @@ pub fn run(a: VerifyArgs) -> Result<Status> {
     }
     let nfail = reports.iter().filter(|t| !t.pass).count();
     if pass {
-        println!("PASS: {} tensor(s) within the {precision} bound", reports.len());
+        crate::outln!("PASS: {} tensor(s) within the {precision} bound", reports.len());
     } else {
-        println!("FAIL: {nfail} of {} tensor(s)", reports.len());
+        crate::outln!("FAIL: {nfail} of {} tensor(s)", reports.len());
     }
     Ok(if pass { Status::Ok } else { Status::Fail })
 }

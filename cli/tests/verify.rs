@@ -150,7 +150,7 @@ fn bad_candidates_get_precise_messages() {
     expect_exit(&["verify", s(&input), s(&p)], 2, "no `do`");
     // NaN where the oracle is finite: a failure that names the element.
     let mut nan = ovals.clone();
-    nan[3 * 6 + 1 * 3 + 2] = f64::NAN; // (time 3, head 1, v channel 2)
+    nan[(3 * 2 + 1) * 3 + 2] = f64::NAN; // (time 3, head 1, v channel 2) in [1, 20, 2, 3]
     let p = w(
         "nan.safetensors",
         &[T::new("o", oshape, nan, Dtype::F32), T::new("ht", hshape, hvals.clone(), Dtype::F32)],

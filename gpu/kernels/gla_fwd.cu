@@ -61,8 +61,29 @@ template <> __device__ __forceinline__ f16_t from_f<f16_t>(float v) {
 
 __device__ __forceinline__ float decay(float fx, int zx, float fy, int zy) {
   // decay from row x to row y (x <= y); see the header comment.
-  return (zx == zy) ? expf(fminf(fy - fx, 0.0f)) : 0.0f;
+  return (zx == zy) ? exp2f(fminf(fy - fx, 0.0f) * RCP_LN2) : 0.0f;
 }
+// exp of a non-positive natural-log exponent (exp2 of its log2-scaled value: one MUFU.EX2).
+__device__ __forceinline__ float exp_nonpos(float x) { return exp2f(fminf(x, 0.0f) * RCP_LN2); }
+
+// Diagonal sub-blocks: a (block, channel) is "safe" when the block has no reset and its total decay
+// is at most DIAG_SAFE (natural log): then k_j * exp(F_a - F_j) = k_j / exp(F_j - F_a) (anchor a =
+// the block's first row; exp of a non-positive exponent, reciprocal <= exp(DIAG_SAFE)) stays finite and q_i * exp(F_i - F_a) >= exp(-DIAG_SAFE) stays normal
+// (spec F4), so the diagonal block is a plain f32 product of the two factors. Other channels take the
+// elementwise path (exp of F_i - F_j <= 0 per entry, j <= i only).
+#define DIAG_SAFE 40.0f
+
+__device__ __forceinline__ u32 smem_addr(const void* p) {
+  u32 r;
+  asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(r) : "l"(p));
+  return r;
+}
+// 16-byte global -> shared copy; src_bytes = 0 zero-fills (src must still be a valid address).
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_addr(dst)), "l"(src), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
 
 // ---------------------------------------------------------------- kernel 1: intra-chunk
 // chunks: per chunk 4 ints (batch, first row within the batch row, length L in 1..64, unused).
@@ -73,7 +94,12 @@ __device__ void gla_fwd_intra(const T* __restrict__ q, const T* __restrict__ k,
                               T* __restrict__ qg_out, T* __restrict__ kgt_out,
                               T* __restrict__ a_out, float* __restrict__ gamma_out) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  float* sF = reinterpret_cast<float*>(smem_raw);          // [64][K] row-major, cumsum (log2)
+  // 16-bit inputs: the chunk's raw q and k rows are staged in shared memory first (one batch of
+  // asynchronous copies for g, q, k); f32 inputs are read from global memory per channel slice.
+  constexpr bool STAGE_QK = sizeof(T) == 2;
+  T* sQraw = reinterpret_cast<T*>(smem_raw);                 // [64][K] (16-bit inputs only)
+  T* sKraw = sQraw + (STAGE_QK ? CH * K : 0);                // [64][K]
+  float* sF = reinterpret_cast<float*>(sKraw + (STAGE_QK ? CH * K : 0));  // [64][K] cumsum
   float* sQ = sF + CH * K;                                  // [SL][LDT] raw q slice (transposed)
   float* sK = sQ + SL * LDT;                                // [SL][LDT] raw k slice
   float* sFt = sK + SL * LDT;                               // [SL][LDT] cumsum slice
@@ -82,22 +108,37 @@ __device__ void gla_fwd_intra(const T* __restrict__ q, const T* __restrict__ k,
   unsigned char* sZ = reinterpret_cast<unsigned char*>(sKa + 3 * SL * LDT);  // [64][K]
   unsigned char* sZt = sZ + CH * K;                                          // [SL][LDT]
   float* sKg = reinterpret_cast<float*>(sZt + SL * LDT);                     // [SL][LDT] k*D(j,last)
+  float* sKd = sKg + SL * LDT;                                                // [SL][LDT] diag key factor
+  unsigned char* sSafe = reinterpret_cast<unsigned char*>(sKd + SL * LDT);   // [4][SL]
 
   const int c = blockIdx.x, h = blockIdx.y, tid = threadIdx.x;
   const int b = chunks[4 * c], t0 = chunks[4 * c + 1], L = chunks[4 * c + 2];
   const size_t head_row = (size_t)H;  // rows are [t][h]
   const size_t out_base = ((size_t)c * H + h);
 
-  // phase 0: gates into sF, rows >= L read as 0 (a no-op step)
-  for (int idx = tid; idx < CH * K; idx += blockDim.x) {
-    int row = idx / K, d = idx - row * K;
-    float gv = 0.0f;
-    if (row < L) {
-      size_t r = ((size_t)b * Tlen + t0 + row) * head_row + h;
-      gv = g[r * gate_cols + (gate_cols == 1 ? 0 : d)];
+  // phase 0: gates into sF, rows >= L read as 0 (a no-op step); q, k rows (16-bit inputs)
+  if (gate_cols == K) {
+    for (int i = tid; i < CH * K / 4; i += blockDim.x) {
+      int row = i / (K / 4), col = (i - row * (K / 4)) * 4;
+      const float* src = g + (((size_t)b * Tlen + t0 + row) * head_row + h) * K + col;
+      cp_async16(sF + row * K + col, row < L ? src : g, row < L ? 16 : 0);
     }
-    sF[idx] = gv;
+  } else {
+    for (int idx = tid; idx < CH * K; idx += blockDim.x) {
+      int row = idx / K;
+      sF[idx] = row < L ? g[((size_t)b * Tlen + t0 + row) * head_row + h] : 0.0f;
+    }
   }
+  if (STAGE_QK) {
+    for (int i = tid; i < CH * K / 8; i += blockDim.x) {
+      int row = i / (K / 8), col = (i - row * (K / 8)) * 8;
+      size_t off = (((size_t)b * Tlen + t0 + row) * head_row + h) * K + col;
+      cp_async16(sQraw + row * K + col, row < L ? q + off : q, row < L ? 16 : 0);
+      cp_async16(sKraw + row * K + col, row < L ? k + off : k, row < L ? 16 : 0);
+    }
+  }
+  cp_async_commit();
+  cp_async_wait<0>();
   __syncthreads();
   // phase 1: sequential inclusive cumsum per channel with resets at -inf
   for (int d = tid; d < K; d += blockDim.x) {
@@ -143,7 +184,10 @@ __device__ void gla_fwd_intra(const T* __restrict__ q, const T* __restrict__ k,
     for (int idx = tid; idx < CH * SL; idx += blockDim.x) {
       int row = idx / SL, dd = idx - row * SL, d = d0 + dd;
       float qv = 0.0f, kv = 0.0f;
-      if (row < L) {
+      if (STAGE_QK) {
+        qv = to_f(sQraw[row * K + d]);
+        kv = to_f(sKraw[row * K + d]);
+      } else if (row < L) {
         size_t off = (((size_t)b * Tlen + t0 + row) * head_row + h) * K + d;
         qv = to_f(q[off]);
         kv = to_f(k[off]);
@@ -155,10 +199,20 @@ __device__ void gla_fwd_intra(const T* __restrict__ q, const T* __restrict__ k,
       int a = row & ~15;
       float Fa = sF[a * K + d];
       int Za = sZ[a * K + d];
-      float eq = (Zi == 0) ? expf(fminf(Fi, 0.0f)) : 0.0f;
+      float eq = (Zi == 0) ? exp_nonpos(Fi) : 0.0f;
       qg_out[(out_base * CH + row) * K + d] = from_f<T>(qv * eq);
       sKg[dd * LDT + row] = kv * decay(Fi, Zi, Fl, Zl);
-      if (row == 0) gamma_out[out_base * K + d] = (Zl == 0) ? expf(fminf(Fl, 0.0f)) : 0.0f;
+      if (row == 0) gamma_out[out_base * K + d] = (Zl == 0) ? exp_nonpos(Fl) : 0.0f;
+      {
+        // diagonal-block factor k_j * exp(F_a - F_j) where the (block, channel) is safe
+        float Fb = sF[(a + 15) * K + d];
+        int Zb = sZ[(a + 15) * K + d];
+        bool safe = (Zb == Za) && (Fa - Fb <= DIAG_SAFE);
+        // exp(F_a - F_i) = 1 / exp(F_i - F_a): the exponent reaching exp2 is <= 0, the reciprocal
+        // is at most exp(DIAG_SAFE) on safe channels
+        sKd[dd * LDT + row] = safe ? kv * __frcp_rn(exp_nonpos(Fi - Fa)) : 0.0f;
+        if ((row & 15) == 0) sSafe[(row >> 4) * SL + dd] = safe ? 1 : 0;
+      }
       sQ[dd * LDT + row] = qv;
       sK[dd * LDT + row] = kv;
       sFt[dd * LDT + row] = Fi;
@@ -196,23 +250,36 @@ __device__ void gla_fwd_intra(const T* __restrict__ q, const T* __restrict__ k,
             for (int cc = 0; cc < 4; ++cc) acc[r][cc] = fmaf(xs[r], ys[cc], acc[r][cc]);
         }
       } else {
+        const float* qa = sQa + 4 * ti;
+        const float* kd = sKd + 4 * tj;
+        const unsigned char* safe = sSafe + I * SL;
         for (int dd = 0; dd < SL; ++dd) {
-          float4 x = *reinterpret_cast<const float4*>(sQ + dd * LDT + 4 * ti);
-          float4 y = *reinterpret_cast<const float4*>(sK + dd * LDT + 4 * tj);
-          float4 fi = *reinterpret_cast<const float4*>(sFt + dd * LDT + 4 * ti);
-          float4 fj = *reinterpret_cast<const float4*>(sFt + dd * LDT + 4 * tj);
+          float4 x = *reinterpret_cast<const float4*>(qa + dd * LDT);
+          float4 y = *reinterpret_cast<const float4*>(kd + dd * LDT);
           float xs[4] = {x.x, x.y, x.z, x.w}, ys[4] = {y.x, y.y, y.z, y.w};
-          float fis[4] = {fi.x, fi.y, fi.z, fi.w}, fjs[4] = {fj.x, fj.y, fj.z, fj.w};
-          const unsigned char* zi = sZt + dd * LDT + 4 * ti;
-          const unsigned char* zj = sZt + dd * LDT + 4 * tj;
 #pragma unroll
           for (int r = 0; r < 4; ++r)
 #pragma unroll
-            for (int cc = 0; cc < 4; ++cc) {
-              if (4 * tj + cc <= 4 * ti + r && zi[r] == zj[cc]) {
-                acc[r][cc] = fmaf(xs[r] * ys[cc], expf(fminf(fis[r] - fjs[cc], 0.0f)), acc[r][cc]);
+            for (int cc = 0; cc < 4; ++cc) acc[r][cc] = fmaf(xs[r], ys[cc], acc[r][cc]);
+          if (!safe[dd]) {
+            // elementwise path (the factor above is 0 for this channel)
+            float4 q4 = *reinterpret_cast<const float4*>(sQ + dd * LDT + 4 * ti);
+            float4 k4 = *reinterpret_cast<const float4*>(sK + dd * LDT + 4 * tj);
+            float4 fi = *reinterpret_cast<const float4*>(sFt + dd * LDT + 4 * ti);
+            float4 fj = *reinterpret_cast<const float4*>(sFt + dd * LDT + 4 * tj);
+            float qs[4] = {q4.x, q4.y, q4.z, q4.w}, ks[4] = {k4.x, k4.y, k4.z, k4.w};
+            float fis[4] = {fi.x, fi.y, fi.z, fi.w}, fjs[4] = {fj.x, fj.y, fj.z, fj.w};
+            const unsigned char* zi = sZt + dd * LDT + 4 * ti;
+            const unsigned char* zj = sZt + dd * LDT + 4 * tj;
+#pragma unroll
+            for (int r = 0; r < 4; ++r)
+#pragma unroll
+              for (int cc = 0; cc < 4; ++cc) {
+                if (4 * tj + cc <= 4 * ti + r && zi[r] == zj[cc]) {
+                  acc[r][cc] = fmaf(qs[r] * ks[cc], exp_nonpos(fis[r] - fjs[cc]), acc[r][cc]);
+                }
               }
-            }
+          }
         }
       }
     }
@@ -223,7 +290,8 @@ __device__ void gla_fwd_intra(const T* __restrict__ q, const T* __restrict__ k,
   for (int r = 0; r < 4; ++r)
 #pragma unroll
     for (int cc = 0; cc < 4; ++cc)
-      a_out[(out_base * CH + 4 * ti + r) * CH + 4 * tj + cc] = from_f<T>(scale * acc[r][cc]);
+      a_out[(out_base * CH + 4 * ti + r) * CH + 4 * tj + cc] =
+          from_f<T>((4 * tj + cc <= 4 * ti + r) ? scale * acc[r][cc] : 0.0f);
 }
 
 #define INTRA(NAME, T)                                                                          \
@@ -263,18 +331,6 @@ template <> struct Mma<f16_t> {
 __device__ __forceinline__ u32 ld32(const u16* p) { return *reinterpret_cast<const u32*>(p); }
 template <typename T> __device__ __forceinline__ u16 bits(float v) { return from_f<T>(v).x; }
 
-
-__device__ __forceinline__ u32 smem_addr(const void* p) {
-  u32 r;
-  asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(r) : "l"(p));
-  return r;
-}
-// 16-byte global -> shared copy; src_bytes = 0 zero-fills (src must still be a valid address).
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_addr(dst)), "l"(src), "r"(src_bytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
-template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
 
 // Per-stage shared-memory layout of the state kernel (u16 units unless noted).
 template <int K, int BV> struct StateSmem {

@@ -404,7 +404,10 @@ impl DeviceProblem {
         if intra && self.num_chunks > 0 {
             let name = format!("gla_fwd_intra_{suffix}");
             let f = g.func(&name)?;
-            let smem = (64 * d.k + 8 * 16 * 68) * 4 + 64 * d.k + 16 * 68;
+            // gla_fwd_intra: sF [64][K] f32, 9 slice arrays [16][68] f32, sZ [64][K] u8, sZt, sSafe
+            // (+ raw q, k rows [64][K] each for 16-bit inputs)
+            let raw = if dt == Dtype::F32 { 0 } else { 2 * 64 * d.k * 2 };
+            let smem = raw + (64 * d.k + 9 * 16 * 68) * 4 + 64 * d.k + 16 * 68 + 64;
             check_smem(g, smem)?;
             let cfg = LaunchConfig { grid_dim: (self.num_chunks as u32, d.h as u32, 1), block_dim: (256, 1, 1), shared_mem_bytes: smem as u32 };
             let mut b = g.stream.launch_builder(f);

@@ -182,6 +182,23 @@ fn f5_f6_strong_gates_partial_chunks() {
 }
 
 #[test]
+fn diagonal_factorization_threshold() {
+    if gpu_or_skip().is_none() {
+        return;
+    }
+    // A 16-row sub-chunk's decay of 15 * 2.6 = 39 (< 40: factored diagonal, factors up to e^39)
+    // and 15 * 2.7 = 40.5 (> 40: elementwise diagonal); K = 256 covers the largest tiles.
+    for c in [-2.6, -2.7] {
+        for &dt in &DTYPES {
+            let p = Spec::new(1, 100, 1, 256, 64).gates(GateGen::Const(c)).h0().build();
+            check(&format!("diag threshold g={c}"), &p, &opts(dt), dt != Dtype::F16);
+            let p = Spec::new(1, 100, 1, 64, 256).gates(GateGen::Const(c)).scalar().build();
+            check(&format!("diag threshold scalar g={c}"), &p, &opts(dt), dt != Dtype::F16);
+        }
+    }
+}
+
+#[test]
 fn f7_large_gate_on_sub_chunk_first_row() {
     if gpu_or_skip().is_none() {
         return;

@@ -77,7 +77,7 @@ impl ExactSolution {
     /// Round every value once, directly from MPFR, to `dtype` (values returned as f64); see
     /// [`crate::round::round_float`]. No double rounding through f64.
     pub fn round_to(&self, dtype: gla_reference::Dtype) -> gla_reference::Solution {
-        let r = |a: &Array4<Float>| a.map(|x| crate::round::round_float(x, dtype));
+        let r = |a: &Array4<Float>| ndarray::Zip::from(a).par_map_collect(|x| crate::round::round_float(x, dtype));
         gla_reference::Solution {
             o: r(&self.o),
             ht: r(&self.ht),
@@ -95,7 +95,7 @@ impl ExactSolution {
     pub fn dg_reverse_cumsum(&self, dtype: gla_reference::Dtype) -> Option<Array4<f64>> {
         self.grads
             .as_ref()
-            .map(|g| g.dg_reverse_cumsum.map(|x| crate::round::round_float(x, dtype)))
+            .map(|g| ndarray::Zip::from(&g.dg_reverse_cumsum).par_map_collect(|x| crate::round::round_float(x, dtype)))
     }
 }
 
@@ -201,17 +201,15 @@ fn build_ctx(p: &Problem, span: SeqSpan, h: usize, prec: u32, bwd: bool) -> Head
     // three operands (result included) at the same precision. Inputs are exact at any
     // precision >= 53, the products scale*q and scale*do at any precision >= 106.
     let scale = Float::with_val(prec, p.scale());
-    let q: Vec<Float> =
-        (0..len * kk).map(|x| Float::with_val(prec, p.q()[[b, t0 + x / kk, h, x % kk]])).collect();
-    let sq: Vec<Float> = q.iter().map(|x| Float::with_val(prec, x * &scale)).collect();
-    let k: Vec<Float> =
-        (0..len * kk).map(|x| Float::with_val(prec, p.k()[[b, t0 + x / kk, h, x % kk]])).collect();
-    let v: Vec<Float> =
-        (0..len * vv).map(|x| Float::with_val(prec, p.v()[[b, t0 + x / vv, h, x % vv]])).collect();
+    let conv = |n: usize, w: usize, a: &Array4<f64>| -> Vec<Float> {
+        (0..n * w).into_par_iter().map(|x| Float::with_val(prec, a[[b, t0 + x / w, h, x % w]])).collect()
+    };
+    let q = conv(len, kk, p.q());
+    let sq: Vec<Float> = q.par_iter().map(|x| Float::with_val(prec, x * &scale)).collect();
+    let k = conv(len, kk, p.k());
+    let v = conv(len, vv, p.v());
     let sdo: Vec<Float> = match (bwd, p.do_()) {
-        (true, Some(d)) => (0..len * vv)
-            .map(|x| Float::with_val(prec, Float::with_val(prec, d[[b, t0 + x / vv, h, x % vv]]) * &scale))
-            .collect(),
+        (true, Some(d)) => conv(len, vv, d).into_par_iter().map(|x| Float::with_val(prec, x * &scale)).collect(),
         _ => Vec::new(),
     };
     HeadCtx { span, h, alpha, kg, q, sq, k, v, sdo }
@@ -460,6 +458,9 @@ fn zeros4(prec: u32, shape: (usize, usize, usize, usize)) -> Array4<Float> {
     Array4::from_shape_simple_fn(shape, || Float::new(prec))
 }
 
+/// Number of (head, column-block) work units the oracle aims for when there are few heads.
+const COLUMN_SPLIT_SLOTS: usize = 16;
+
 /// The MPFR recurrence at `prec` (validated by the callers).
 pub(crate) fn solve(p: &Problem, prec: u32, bwd: bool) -> ExactSolution {
     let dims = p.dims();
@@ -468,8 +469,10 @@ pub(crate) fn solve(p: &Problem, prec: u32, bwd: bool) -> ExactSolution {
     let seqs = p.sequences();
     let units: Vec<(usize, usize)> =
         (0..seqs.len()).flat_map(|s| (0..dims.h).map(move |h| (s, h))).collect();
-    // Enough column blocks that every thread has work (and some slack for balance).
-    let want = 2 * rayon::current_num_threads().max(1);
+    // Enough column blocks that every thread of a typical machine has work. The split is a fixed
+    // function of the problem, never of the thread count: the order of the MPFR partial sums (and
+    // so the last bits, and `bits_agreed`) must be the same on every machine.
+    let want = COLUMN_SPLIT_SLOTS;
     let nblocks = if units.len() >= want { 1 } else { want.div_ceil(units.len().max(1)) };
     let outs: Vec<HeadOut> =
         units.par_iter().map(|&(si, h)| run_head(p, seqs[si], h, nblocks, prec, bwd)).collect();

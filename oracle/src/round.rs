@@ -216,6 +216,30 @@ mod tests {
     }
 
     #[test]
+    fn agrees_with_mpfr_get_flt_and_get_d_on_wide_values() {
+        // Values with 200 significant bits (no f64 intermediate): MPFR's own correctly rounded
+        // conversions to float and double are references for F32 and F64.
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        for i in 0..20000 {
+            let hi: f64 = rng.gen_range(-2.0..2.0);
+            let lo: f64 = rng.gen_range(-1.0..1.0);
+            let exp: i32 = match i % 3 {
+                0 => rng.gen_range(-155..130),
+                1 => rng.gen_range(-1085..-1000),
+                _ => rng.gen_range(-8..8),
+            };
+            // hi + lo * 2^-(24 or 53) (+ a tail): values next to f32 and f64 rounding boundaries.
+            let shift = if i % 2 == 0 { -24 } else { -53 };
+            let mut x = Float::with_val(200, hi) + Float::with_val(200, lo) * Float::with_val(200, Float::i_exp(1, shift));
+            x += Float::with_val(200, Float::i_exp(1, -150)) * rng.gen_range(-1.0..1.0f64);
+            x <<= exp;
+            assert_eq!(round_float(&x, Dtype::F32).to_bits(), (x.to_f32() as f64).to_bits(), "{x}");
+            assert_eq!(round_float(&x, Dtype::F64).to_bits(), x.to_f64().to_bits(), "{x}");
+        }
+    }
+
+    #[test]
     fn half_f64_conversion_is_not_correctly_rounded() {
         // Documented finding: -397.00016117... is just above the bf16 midpoint 397 (between 396
         // and 398), so the correctly rounded bf16 value is -398; half's direct f64 conversion
@@ -223,5 +247,11 @@ mod tests {
         let x = -3.970001611709595e2;
         assert_eq!(round_float(&fl(x), Dtype::Bf16), -398.0);
         assert_eq!(reference(x, Dtype::Bf16), -398.0);
+        // f16: 1 + 2^-11 + 2^-40 is above the midpoint 1 + 2^-11: correct result 1 + 2^-10.
+        // half's f64 -> f16 goes through f32 (F16C) or truncates the low 32 bits (fallback):
+        // both see an exact tie and return 1.0.
+        let x = 1.0 + 2f64.powi(-11) + 2f64.powi(-40);
+        assert_eq!(round_float(&fl(x), Dtype::F16), 1.0 + 2f64.powi(-10));
+        assert_eq!(reference(x, Dtype::F16), 1.0 + 2f64.powi(-10));
     }
 }

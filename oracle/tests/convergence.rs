@@ -26,7 +26,9 @@ fn converges(p: &Problem) -> OracleResult {
     eprintln!("precision {} bits_agreed {} limiting {:?}", r.precision, r.bits_agreed, r.limiting);
     assert!(r.bits_agreed >= 80, "bits_agreed = {} ({:?})", r.bits_agreed, r.limiting);
     assert!(r.precision <= 319, "needed {} bits", r.precision);
-    let hi = recurrent::backward(p, 1000).unwrap().to_solution();
+    let hi_exact = recurrent::backward(p, 1000).unwrap();
+    bits_agreed_is_honest(p, &r, &hi_exact);
+    let hi = hi_exact.to_solution();
     for name in gla_reference::OUTPUT_NAMES {
         let (a, b) = (r.solution.tensor(name).unwrap(), hi.tensor(name).unwrap());
         for (x, y) in a.iter().zip(b.iter()) {
@@ -35,6 +37,32 @@ fn converges(p: &Problem) -> OracleResult {
     }
     local_vs_reverse_cumsum(p, &r);
     r
+}
+
+/// The returned values are within 2^-bits_agreed * max(|x|, 2^-32 M_x, 2^-1074) of a 1000-bit
+/// evaluation in every element (the definition of `bits_agreed`, checked against the truth).
+fn bits_agreed_is_honest(p: &Problem, r: &OracleResult, hi: &gla_oracle::ExactSolution) {
+    let m = magnitude::magnitudes(p, true);
+    let mg = m.grads.as_ref().unwrap();
+    let (a, b) = (r.exact.grads.as_ref().unwrap(), hi.grads.as_ref().unwrap());
+    let pairs = [
+        (&r.exact.o, &hi.o, &m.o),
+        (&r.exact.ht, &hi.ht, &m.ht),
+        (&a.dq, &b.dq, &mg.dq),
+        (&a.dk, &b.dk, &mg.dk),
+        (&a.dv, &b.dv, &mg.dv),
+        (&a.dg, &b.dg, &mg.dg_local),
+        (&a.dh0, &b.dh0, &mg.dh0),
+        (&a.dg_reverse_cumsum, &b.dg_reverse_cumsum, &mg.dg_reverse_cumsum),
+    ];
+    for (x, y, mm) in pairs {
+        for ((x, y), &mag) in x.iter().zip(y.iter()).zip(mm.iter()) {
+            let err = Float::with_val(64, x - y).abs();
+            let scale = y.to_f64().abs().max(mag * 2f64.powi(-32)).max(2f64.powi(-1074));
+            let bound = scale * 2f64.powi(-(r.bits_agreed as i32));
+            assert!(err.to_f64() <= bound, "error {} exceeds 2^-{} * {scale:e}", err.to_f64(), r.bits_agreed);
+        }
+    }
 }
 
 /// |dg_local - dg_rc| <= 4 (T + K + V) 2^-p M_dg: both forms are within (T + K + V) 2^-p of

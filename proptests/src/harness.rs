@@ -226,7 +226,7 @@ pub fn check_against_oracle_as(
             let f = solve(imp, pp, false)?;
             let b = if backward && imp.supports_backward() { Some(solve(imp, pp, true)?) } else { None };
             let mut r = judge(imp, pp, mags, exact, &f, b.as_ref())?;
-            if let Some(twin) = imp.cpu_twin() {
+            if let (Some(twin), true) = (imp.cpu_twin(), matches!(imp, Implementation::Gpu { dtype: gla_reference::Dtype::Bf16 | gla_reference::Dtype::F16 })) {
                 let tw = solve(&twin, pp, false)?;
                 r.tensors.extend(twice_the_emulation(imp, pp, mags, exact, &f, &tw));
             }

@@ -40,7 +40,7 @@ pub const BIASED_LENGTHS: &[usize] = &[
 pub const LONG_LENGTHS: &[usize] = &[100, 127, 128, 129, 193, 257];
 
 /// Key / value widths, non-powers of two included.
-pub const WIDTHS: &[usize] = &[1, 2, 3, 4, 5, 7, 8, 12, 16, 17, 24];
+pub const WIDTHS: &[usize] = &[1, 2, 3, 4, 5, 7, 8, 12, 16, 17, 24, 64, 128];
 
 /// How the log gates are drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -347,6 +347,8 @@ impl ProblemSpec {
 /// Size limits of generated problems. `deep()` is what `GLA_DEEP=1` selects.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SizeProfile {
+    /// Smallest K and V (64 for the GPU kernels, which take K, V in {64, 128, 256}).
+    pub min_width: usize,
     /// Largest B.
     pub max_b: usize,
     /// Largest H.
@@ -365,14 +367,18 @@ pub struct SizeProfile {
 
 impl Default for SizeProfile {
     fn default() -> Self {
-        SizeProfile { max_b: 2, max_h: 2, max_width: 17, long: true, long_width: 3, max_seqs: 4, max_packed: 96 }
+        SizeProfile { min_width: 1, max_b: 2, max_h: 2, max_width: 24, long: true, long_width: 4, max_seqs: 5, max_packed: 128 }
     }
 }
 
 impl SizeProfile {
     /// Larger sizes for nightly runs.
     pub fn deep() -> Self {
-        SizeProfile { max_b: 3, max_h: 3, max_width: 24, long: true, long_width: 5, max_seqs: 6, max_packed: 200 }
+        SizeProfile { min_width: 1, max_b: 3, max_h: 3, max_width: 24, long: true, long_width: 8, max_seqs: 8, max_packed: 300 }
+    }
+    /// Sizes the GPU kernels take (K, V in {64, 128}), kept small for the oracle.
+    pub fn gpu() -> Self {
+        SizeProfile { min_width: 64, max_b: 2, max_h: 2, max_width: 128, long: true, long_width: 64, max_seqs: 4, max_packed: 160 }
     }
     /// `deep()` when `GLA_DEEP=1`, else the default.
     pub fn from_env() -> Self {
@@ -392,9 +398,12 @@ pub fn length() -> impl Strategy<Value = usize> {
     ]
 }
 
-/// A width (K or V) at most `max`.
-pub fn width(max: usize) -> impl Strategy<Value = usize> {
-    let ws: Vec<usize> = WIDTHS.iter().copied().filter(|&w| w <= max).collect();
+/// A width (K or V) in `min..=max` (the nearest listed width to `min` when none is in range).
+pub fn width(min: usize, max: usize) -> impl Strategy<Value = usize> {
+    let mut ws: Vec<usize> = WIDTHS.iter().copied().filter(|&w| w >= min && w <= max).collect();
+    if ws.is_empty() {
+        ws.push(WIDTHS.iter().copied().find(|&w| w >= min).unwrap_or(min));
+    }
     proptest::sample::select(ws)
 }
 
@@ -432,16 +441,18 @@ enum Layout {
 }
 
 fn layout(profile: SizeProfile) -> impl Strategy<Value = Layout> {
-    let dense = (1..=profile.max_b, length(), width(profile.max_width), width(profile.max_width))
+    let (lo, hi) = (profile.min_width, profile.max_width);
+    let dense = (1..=profile.max_b, length(), width(lo, hi), width(lo, hi))
         .prop_map(|(b, t, k, v)| Layout::Dense { b, t, k, v });
     let long = (
         1..=1usize,
         proptest::sample::select(LONG_LENGTHS),
-        width(profile.long_width),
-        width(profile.long_width),
+        width(lo, profile.long_width),
+        width(lo, profile.long_width),
     )
         .prop_map(|(b, t, k, v)| Layout::Dense { b, t, k, v });
-    let varlen = (seq_lens(profile), width(profile.max_width.min(8)), width(profile.max_width.min(8)))
+    let vw = if lo > 8 { lo } else { hi.min(8) };
+    let varlen = (seq_lens(profile), width(lo, vw), width(lo, vw))
         .prop_map(|(lens, k, v)| Layout::Varlen { lens, k, v });
     let long_w = if profile.long { 1 } else { 0 };
     prop_oneof![
@@ -511,8 +522,10 @@ pub fn varlen_problem_spec(profile: SizeProfile) -> impl Strategy<Value = Proble
             }
             s.b = 1;
             s.t = lens.iter().sum();
-            s.k = s.k.min(8);
-            s.v = s.v.min(8);
+            if profile.min_width <= 8 {
+                s.k = s.k.min(8);
+                s.v = s.v.min(8);
+            }
             s.seq_lens = Some(lens);
             s
         })

@@ -41,11 +41,34 @@ impl SuiteOptions {
 /// Failures are reported in the summary's property list with the minimal failing input.
 pub fn run(opts: &SuiteOptions) -> Summary {
     harness::reset_summary();
+    let mut jobs: Vec<(Ctx, &'static str, properties::Property)> = Vec::new();
     for prop in properties::all() {
-        if !opts.filters.is_empty() && !opts.filters.iter().any(|f| prop.name.contains(f.as_str())) {
+        jobs.push((opts.ctx.clone(), prop.name, prop));
+    }
+    // The GPU round: the GPU candidates and their CPU twins on the sizes the kernels take.
+    let gpus: Vec<_> = opts.ctx.impls.iter().filter(|i| i.is_gpu()).copied().collect();
+    if !gpus.is_empty() {
+        let mut impls = gpus.clone();
+        impls.extend(gpus.iter().filter_map(|g| g.cpu_twin()));
+        impls.dedup();
+        let ctx = Ctx { impls, profile: crate::strategies::SizeProfile::gpu(), ..opts.ctx.clone() };
+        for prop in properties::all() {
+            if properties::GPU_PROPERTIES.contains(&prop.name) {
+                let name: &'static str = Box::leak(format!("gpu_{}", prop.name).into_boxed_str());
+                let p = properties::Property { default_cases: (prop.default_cases / 8).max(4), ..prop };
+                jobs.push((ctx.clone(), name, p));
+            }
+        }
+    } else if opts.progress {
+        if let Some(why) = crate::gpu::unavailable_reason() {
+            println!("no GPU candidates: {why}");
+        }
+    }
+    for (ctx, name, prop) in jobs {
+        if !opts.filters.is_empty() && !opts.filters.iter().any(|f| name.contains(f.as_str())) {
             continue;
         }
-        let out = (prop.run)(&opts.ctx, prop.name, prop.default_cases);
+        let out = (prop.run)(&ctx, name, prop.default_cases);
         if opts.progress {
             let status = if out.result.is_ok() { "ok" } else { "FAILED" };
             println!("property {:<34} {:>5} cases {:>8.1}s  {}", out.name, out.cases, out.seconds, status);

@@ -92,6 +92,19 @@ fn benches(c: &mut Criterion) {
 }
 
 fn summary() {
+    if let Ok(only) = std::env::var("GLA_BENCH_PROFILE") {
+        // Profiling aid: run one workload a few times and exit.
+        let p = problem(if only.contains("1024") { 1024 } else { 4096 }, 8, 128, 128);
+        for _ in 0..3 {
+            match only.as_str() {
+                "chunked" => drop(black_box(chunked::backward::<f32>(&p, &ChunkOptions::default()).unwrap())),
+                "chunked_fwd" => drop(black_box(chunked::forward::<f32>(&p, &ChunkOptions::default()).unwrap())),
+                "recurrent" => drop(black_box(recurrent::backward::<f32>(&p).unwrap())),
+                _ => drop(black_box(parallel::forward::<f32>(&p).unwrap())),
+            }
+        }
+        return;
+    }
     let (a, b) = gemm();
     let tg = median_time(9, || {
         black_box(a.dot(&b));

@@ -17,13 +17,18 @@ fn problem(b: usize, h: usize, t: usize, k: usize, v: usize) -> Problem {
     // logsigmoid-like mild decay (/16)
     let g = Array4::from_shape_fn((b, t, h, k), |_| -u(0.0, 1.0) / 16.0);
     let do_ = Array4::from_shape_fn((b, t, h, v), |_| u(-1.0, 1.0));
-    Problem::builder(q, kk, vv, Gates::PerChannel(g)).do_(do_).build().expect("valid problem")
+    Problem::builder(q, kk, vv, Gates::PerChannel(g))
+        .do_(do_)
+        .build()
+        .expect("valid problem")
 }
 
 fn bench(c: &mut Criterion) {
     let p = problem(1, 8, 4096, 128, 128);
     let mut g = c.benchmark_group("recurrent_f32");
-    g.sample_size(10).warm_up_time(Duration::from_secs(2)).measurement_time(Duration::from_secs(20));
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(20));
     g.bench_function("fwd_bwd_B1_H8_T4096_K128_V128", |bch| {
         bch.iter(|| recurrent::backward::<f32>(std::hint::black_box(&p)).expect("backward"))
     });

@@ -62,9 +62,11 @@ impl Dtype {
         match self {
             Dtype::F64 => x,
             Dtype::F32 => x as f32 as f64,
-            Dtype::Bf16 => half::bf16::from_f64(x).to_f64(),
-            Dtype::F16 => half::f16::from_f64(x).to_f64(),
-            Dtype::Tf32 => round_tf32(x as f32) as f64,
+            // Rounded once, straight from the f64 value: `half`'s f64 conversions truncate the
+            // low significand bits or go through f32 first (double rounding).
+            Dtype::Bf16 => round_binary(x, 8, -126, 127),
+            Dtype::F16 => round_binary(x, 11, -14, 15),
+            Dtype::Tf32 => round_binary(x, 11, -126, 127),
         }
     }
 
@@ -87,6 +89,26 @@ impl Dtype {
             Dtype::Bf16 => "bf16",
             Dtype::F16 => "f16",
         }
+    }
+}
+
+/// Round `x` once to a binary format with a `p`-bit significand (hidden bit included), minimum
+/// normal exponent `emin` and maximum exponent `emax`, ties to even, with gradual underflow and
+/// overflow to infinity.
+fn round_binary(x: f64, p: i32, emin: i32, emax: i32) -> f64 {
+    if x == 0.0 || !x.is_finite() {
+        return x;
+    }
+    let biased = ((x.to_bits() >> 52) & 0x7ff) as i32;
+    let e = (biased - 1023).max(emin); // f64 subnormals lie far below every target's range
+    // The spacing of the target format at |x|; x / quantum is exact (power-of-two scaling in range).
+    let quantum = 2f64.powi(e - p + 1);
+    let r = (x / quantum).round_ties_even() * quantum;
+    let max_finite = (2.0 - 2f64.powi(1 - p)) * 2f64.powi(emax);
+    if r.abs() > max_finite {
+        f64::INFINITY.copysign(x)
+    } else {
+        r
     }
 }
 
@@ -132,6 +154,27 @@ mod tests {
         let x = 1.0f32 + 2f32.powi(-10) + 2f32.powi(-12);
         assert_eq!(Dtype::Tf32.round_f32(x), 1.0 + 2f32.powi(-10));
         assert_eq!(Dtype::Tf32.round_f32(1.0 + 2f32.powi(-11)), 1.0); // tie to even
+    }
+
+    #[test]
+    fn f64_rounding_is_single() {
+        // Cases where truncating to f32 first (or dropping low bits) gives the wrong answer.
+        assert_eq!(Dtype::Bf16.round(-397.000_161_17), -398.0);
+        assert_eq!(Dtype::F16.round(1.0 + 2f64.powi(-11) + 2f64.powi(-40)), 1.0 + 2f64.powi(-10));
+        assert_eq!(Dtype::Tf32.round(1.0 + 2f64.powi(-11) + 2f64.powi(-40)), 1.0 + 2f64.powi(-10));
+        // Agrees with `half` on f32-exact inputs, including subnormals, ties and overflow.
+        let mut x = 1.0e-41f32;
+        while x < 7.0e4 {
+            for v in [x, -x, x * 1.000_001, x * 0.999_999] {
+                assert_eq!(Dtype::Bf16.round(v as f64), half::bf16::from_f32(v).to_f64(), "{v}");
+                assert_eq!(Dtype::F16.round(v as f64), half::f16::from_f32(v).to_f64(), "{v}");
+            }
+            x *= 1.37;
+        }
+        assert_eq!(Dtype::F16.round(65519.0), 65504.0);
+        assert_eq!(Dtype::F16.round(65520.0), f64::INFINITY);
+        assert_eq!(Dtype::Bf16.round(f64::MAX), f64::INFINITY);
+        assert!(Dtype::Bf16.round(f64::NAN).is_nan());
     }
 
     #[test]

@@ -57,7 +57,7 @@ use ndarray::{Array2, Axis};
 /// Returns `o` and `ht` (no gradients). Never fails for a valid [`Problem`].
 pub fn forward<T: Real>(p: &Problem) -> Result<Solution> {
     let scale = T::of(p.scale());
-    Ok(seg::run::<T>(p, false, |it| item(it, scale, false)))
+    Ok(seg::run::<T>(p, false, |it| item_best(it, scale, false)))
 }
 
 /// Forward and backward pass of the log-space parallel form in compute type `T`.
@@ -67,7 +67,25 @@ pub fn forward<T: Real>(p: &Problem) -> Result<Solution> {
 pub fn backward<T: Real>(p: &Problem) -> Result<Solution> {
     p.require_backward()?;
     let scale = T::of(p.scale());
-    Ok(seg::run::<T>(p, true, |it| item(it, scale, true)))
+    Ok(seg::run::<T>(p, true, |it| item_best(it, scale, true)))
+}
+
+/// [`item`] compiled with AVX2 + FMA when available (bitwise the same results).
+fn item_best<T: Real>(it: &Item<T>, scale: T, bwd: bool) -> ItemOut<T> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if seg::has_avx2() {
+            // SAFETY: the CPU features were detected at run time.
+            return unsafe { item_avx2(it, scale, bwd) };
+        }
+    }
+    item(it, scale, bwd)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn item_avx2<T: Real>(it: &Item<T>, scale: T, bwd: bool) -> ItemOut<T> {
+    item(it, scale, bwd)
 }
 
 #[inline(always)]
@@ -76,6 +94,7 @@ fn row<T>(a: &Array2<T>, i: usize) -> &[T] {
     &a.as_slice().expect("standard layout")[i * n..(i + 1) * n]
 }
 
+#[inline(always)]
 fn item<T: Real>(it: &Item<T>, scale: T, bwd: bool) -> ItemOut<T> {
     let (l, kk) = it.q.dim();
     let vv = it.v.ncols();
@@ -172,4 +191,14 @@ fn item<T: Real>(it: &Item<T>, scale: T, bwd: bool) -> ItemOut<T> {
         _ => None,
     };
     ItemOut { o, ht, grads }
+}
+
+/// Test hook: the baseline (`avx2 = false`) or the best available build of the per-item kernel.
+#[cfg(test)]
+pub(crate) fn item_for_tests<T: Real>(it: &Item<T>, scale: T, bwd: bool, avx2: bool) -> ItemOut<T> {
+    if avx2 {
+        item_best(it, scale, bwd)
+    } else {
+        item(it, scale, bwd)
+    }
 }

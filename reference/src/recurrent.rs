@@ -68,7 +68,15 @@ use rayon::prelude::*;
 /// # Ok::<(), gla_reference::GlaError>(())
 /// ```
 pub fn forward<T: Real>(p: &Problem) -> Result<Solution> {
-    let raw = run::<T>(p, Opts { grads: false, dg_rc: false, dg_local: false, abs: false });
+    let raw = run::<T>(
+        p,
+        Opts {
+            grads: false,
+            dg_rc: false,
+            dg_local: false,
+            abs: false,
+        },
+    );
     Ok(raw.into_solution(DgForm::ReverseCumsum))
 }
 
@@ -138,12 +146,20 @@ impl Raw {
             DgForm::Local => self.dg_local,
         };
         let grads = match (self.dq, self.dk, self.dv, self.dh0, dg) {
-            (Some(dq), Some(dk), Some(dv), Some(dh0), Some(dg)) => {
-                Some(Gradients { dq, dk, dv, dg, dh0 })
-            }
+            (Some(dq), Some(dk), Some(dv), Some(dh0), Some(dg)) => Some(Gradients {
+                dq,
+                dk,
+                dv,
+                dg,
+                dh0,
+            }),
             _ => None,
         };
-        Solution { o: self.o, ht: self.ht, grads }
+        Solution {
+            o: self.o,
+            ht: self.ht,
+            grads,
+        }
     }
 }
 
@@ -186,8 +202,10 @@ pub(crate) fn run<T: Real>(p: &Problem, opts: Opts) -> Raw {
     let (kd, vd) = (dims.k, dims.v);
     let seqs = p.sequences();
     let grads = opts.grads && p.do_().is_some();
-    let jobs: Vec<(SeqSpan, usize)> =
-        seqs.iter().flat_map(|&s| (0..dims.h).map(move |h| (s, h))).collect();
+    let jobs: Vec<(SeqSpan, usize)> = seqs
+        .iter()
+        .flat_map(|&s| (0..dims.h).map(move |h| (s, h)))
+        .collect();
 
     let outs: Vec<JobOut<T>> = jobs
         .par_iter()
@@ -204,7 +222,12 @@ pub(crate) fn run<T: Real>(p: &Problem, opts: Opts) -> Raw {
     let mut ht = Array4::zeros((dims.n, dims.h, kd, vd));
     let z4 = |c: usize| Array4::<f64>::zeros((dims.b, dims.t, dims.h, c));
     let (mut dq, mut dk, mut dv, mut dh0) = if grads {
-        (Some(z4(kd)), Some(z4(kd)), Some(z4(vd)), Some(Array4::zeros((dims.n, dims.h, kd, vd))))
+        (
+            Some(z4(kd)),
+            Some(z4(kd)),
+            Some(z4(vd)),
+            Some(Array4::zeros((dims.n, dims.h, kd, vd))),
+        )
     } else {
         (None, None, None, None)
     };
@@ -218,8 +241,12 @@ pub(crate) fn run<T: Real>(p: &Problem, opts: Opts) -> Raw {
         if !grads {
             continue;
         }
-        let (dq, dk, dv, dh0) =
-            (dq.as_mut().unwrap(), dk.as_mut().unwrap(), dv.as_mut().unwrap(), dh0.as_mut().unwrap());
+        let (dq, dk, dv, dh0) = (
+            dq.as_mut().unwrap(),
+            dk.as_mut().unwrap(),
+            dv.as_mut().unwrap(),
+            dh0.as_mut().unwrap(),
+        );
         put(dq.slice_mut(s![sp.batch, rows.clone(), h, ..]), &out.dq);
         put(dk.slice_mut(s![sp.batch, rows.clone(), h, ..]), &out.dk);
         put(dv.slice_mut(s![sp.batch, rows.clone(), h, ..]), &out.dv);
@@ -241,7 +268,16 @@ pub(crate) fn run<T: Real>(p: &Problem, opts: Opts) -> Raw {
             }
         }
     }
-    Raw { o, ht, dq, dk, dv, dh0, dg_rc, dg_local }
+    Raw {
+        o,
+        ht,
+        dq,
+        dk,
+        dv,
+        dh0,
+        dg_rc,
+        dg_local,
+    }
 }
 
 /// Copy a job's row-major output (in `T`) into a 2-D view, widening to f64.
@@ -271,7 +307,11 @@ fn gather<T: Real>(p: &Problem, s: SeqSpan, h: usize, grads: bool, abs: bool) ->
             let alpha = T::of(ga[[s.batch, t, h, 0]]).exp();
             a.extend(std::iter::repeat_n(alpha, kd));
         } else {
-            a.extend(ga.slice(s![s.batch, t, h, ..]).iter().map(|&g| T::of(g).exp()));
+            a.extend(
+                ga.slice(s![s.batch, t, h, ..])
+                    .iter()
+                    .map(|&g| T::of(g).exp()),
+            );
         }
         if grads {
             if let Some(dd) = p.do_() {
@@ -281,14 +321,28 @@ fn gather<T: Real>(p: &Problem, s: SeqSpan, h: usize, grads: bool, abs: bool) ->
     }
     let state = |x: Option<&Array4<f64>>| -> Vec<T> {
         match x {
-            Some(x) => x.slice(s![s.state, h, .., ..]).iter().map(|&x| f(x)).collect(),
+            Some(x) => x
+                .slice(s![s.state, h, .., ..])
+                .iter()
+                .map(|&x| f(x))
+                .collect(),
             None => vec![T::zero(); kd * vd],
         }
     };
     let h0 = state(p.h0());
     let dht = if grads { state(p.dht()) } else { Vec::new() };
     let scale = f(p.scale());
-    JobIn { len, q, k, v, a, do_, h0, dht, scale }
+    JobIn {
+        len,
+        q,
+        k,
+        v,
+        a,
+        do_,
+        h0,
+        dht,
+        scale,
+    }
 }
 
 /// Run [`job`] compiled for AVX2 when the CPU has it (wider vectors only: no FMA, the same
@@ -306,7 +360,13 @@ fn job_dispatch<T: Real>(j: &JobIn<T>, kd: usize, vd: usize, grads: bool, opts: 
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn job_avx2<T: Real>(j: &JobIn<T>, kd: usize, vd: usize, grads: bool, opts: Opts) -> JobOut<T> {
+unsafe fn job_avx2<T: Real>(
+    j: &JobIn<T>,
+    kd: usize,
+    vd: usize,
+    grads: bool,
+    opts: Opts,
+) -> JobOut<T> {
     job::<T>(j, kd, vd, grads, opts)
 }
 
@@ -358,13 +418,21 @@ fn job<T: Real>(j: &JobIn<T>, kd: usize, vd: usize, grads: bool, opts: Opts) -> 
 
     // ---- Forward: o, hT and (backward) dq = scale * S_t @ do_t.
     let mut o = vec![T::zero(); len * vd];
-    let mut dq = if grads { vec![T::zero(); len * kd] } else { Vec::new() };
+    let mut dq = if grads {
+        vec![T::zero(); len * kd]
+    } else {
+        Vec::new()
+    };
     let mut s = j.h0.clone();
     for t in 0..len {
         if dg_local && t % seg == 0 {
             ckpt.extend_from_slice(&s);
         }
-        let (qt, kt, at) = (&j.q[t * kd..(t + 1) * kd], &j.k[t * kd..(t + 1) * kd], &j.a[t * kd..(t + 1) * kd]);
+        let (qt, kt, at) = (
+            &j.q[t * kd..(t + 1) * kd],
+            &j.k[t * kd..(t + 1) * kd],
+            &j.a[t * kd..(t + 1) * kd],
+        );
         let vt = &j.v[t * vd..(t + 1) * vd];
         let ot = &mut o[t * vd..(t + 1) * vd];
         for d in 0..kd {
@@ -397,12 +465,22 @@ fn job<T: Real>(j: &JobIn<T>, kd: usize, vd: usize, grads: bool, opts: Opts) -> 
     // ---- Backward, reverse time.
     let mut dk = vec![T::zero(); len * kd];
     let mut dv = vec![T::zero(); len * vd];
-    let mut dgr = if dg_rc { vec![T::zero(); len * kd] } else { Vec::new() };
-    let mut dgl = if dg_local { vec![T::zero(); len * kd] } else { Vec::new() };
+    let mut dgr = if dg_rc {
+        vec![T::zero(); len * kd]
+    } else {
+        Vec::new()
+    };
+    let mut dgl = if dg_local {
+        vec![T::zero(); len * kd]
+    } else {
+        Vec::new()
+    };
     let mut ds = j.dht.clone();
     // Reverse-cumsum accumulator seeded with rowsum(hT * dhT).
     let mut acc: Vec<T> = if dg_rc {
-        (0..kd).map(|d| dot(&ht[d * vd..(d + 1) * vd], &j.dht[d * vd..(d + 1) * vd])).collect()
+        (0..kd)
+            .map(|d| dot(&ht[d * vd..(d + 1) * vd], &j.dht[d * vd..(d + 1) * vd]))
+            .collect()
     } else {
         Vec::new()
     };
@@ -427,7 +505,11 @@ fn job<T: Real>(j: &JobIn<T>, kd: usize, vd: usize, grads: bool, opts: Opts) -> 
             }
         }
         for t in (s0..s1).rev() {
-            let (qt, kt, at) = (&j.q[t * kd..(t + 1) * kd], &j.k[t * kd..(t + 1) * kd], &j.a[t * kd..(t + 1) * kd]);
+            let (qt, kt, at) = (
+                &j.q[t * kd..(t + 1) * kd],
+                &j.k[t * kd..(t + 1) * kd],
+                &j.a[t * kd..(t + 1) * kd],
+            );
             let vt = &j.v[t * vd..(t + 1) * vd];
             let dot_ = &j.do_[t * vd..(t + 1) * vd];
             let dvt = &mut dv[t * vd..(t + 1) * vd];
@@ -471,5 +553,14 @@ fn job<T: Real>(j: &JobIn<T>, kd: usize, vd: usize, grads: bool, opts: Opts) -> 
             }
         }
     }
-    JobOut { o, ht, dq, dk, dv, dh0: ds, dg_rc: dgr, dg_local: dgl }
+    JobOut {
+        o,
+        ht,
+        dq,
+        dk,
+        dv,
+        dh0: ds,
+        dg_rc: dgr,
+        dg_local: dgl,
+    }
 }

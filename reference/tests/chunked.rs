@@ -7,7 +7,8 @@
 //! bf16 paths). The MPFR cross-check (gla-oracle depends on this crate, so it cannot be used
 //! from these tests) lives in the property-test crate (gla-proptests).
 //!
-//! Larger sizes: `GLA_DEEP=1 cargo test -p gla-reference --test chunked`.
+//! Larger sizes (T = 16384 for g = 0, a 20-seed sweep at T ~ 1500-2200, K = 33, V = 21):
+//! `GLA_DEEP=1 cargo test -p gla-reference --release --test chunked -- --include-ignored`.
 //! Calibration of the constants (prints the evidence quoted in bounds/constants.rs):
 //! `cargo test -p gla-reference --release --test chunked -- --ignored --nocapture calibrate`.
 

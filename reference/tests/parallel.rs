@@ -6,7 +6,7 @@
 //! bound). The MPFR cross-check lives in the property-test crate (gla-proptests), since
 //! gla-oracle depends on this crate.
 //!
-//! Larger sizes: `GLA_DEEP=1 cargo test -p gla-reference --test parallel -- --include-ignored`.
+//! Larger sizes (g = 0 at T = 8192): `GLA_DEEP=1 cargo test -p gla-reference --release --test parallel`.
 //! Calibration: `cargo test -p gla-reference --release --test parallel -- --ignored --nocapture calibrate`.
 
 use gla_reference::bounds::{compare, magnitudes, Algorithm, BoundSpec, Report, PARALLEL};

@@ -43,7 +43,20 @@ struct Cfg {
 
 impl Cfg {
     fn new(t: usize, k: usize, v: usize, gate: GateGen) -> Cfg {
-        Cfg { b: 1, t, h: 1, k, v, gate, scalar: false, h0: true, do_: true, dht: true, cu: None, seed: 1 }
+        Cfg {
+            b: 1,
+            t,
+            h: 1,
+            k,
+            v,
+            gate,
+            scalar: false,
+            h0: true,
+            do_: true,
+            dht: true,
+            cu: None,
+            seed: 1,
+        }
     }
 }
 
@@ -160,16 +173,25 @@ fn brute(p: &Problem) -> Solution {
             };
             let w = |s1: usize, ch: usize, e: usize| -> f64 {
                 let dd = do_.unwrap();
-                let mut x = if l > 0 { decay(Some(s1), l - 1, ch) * dht[[s.state, h, ch, e]] } else { 0.0 };
+                let mut x = if l > 0 {
+                    decay(Some(s1), l - 1, ch) * dht[[s.state, h, ch, e]]
+                } else {
+                    0.0
+                };
                 for t in s1..l {
-                    x += sc * decay(Some(s1), t, ch) * p.q()[[s.batch, row(t), h, ch]] * dd[[s.batch, row(t), h, e]];
+                    x += sc
+                        * decay(Some(s1), t, ch)
+                        * p.q()[[s.batch, row(t), h, ch]]
+                        * dd[[s.batch, row(t), h, e]];
                 }
                 x
             };
             for t in 0..l {
                 for e in 0..vd {
-                    o[[s.batch, row(t), h, e]] =
-                        sc * (0..kd).map(|ch| p.q()[[s.batch, row(t), h, ch]] * state(Some(t), ch, e)).sum::<f64>();
+                    o[[s.batch, row(t), h, e]] = sc
+                        * (0..kd)
+                            .map(|ch| p.q()[[s.batch, row(t), h, ch]] * state(Some(t), ch, e))
+                            .sum::<f64>();
                 }
             }
             for ch in 0..kd {
@@ -180,25 +202,35 @@ fn brute(p: &Problem) -> Solution {
             if let Some(dd) = do_ {
                 for t in 0..l {
                     for ch in 0..kd {
-                        dq[[s.batch, row(t), h, ch]] =
-                            sc * (0..vd).map(|e| dd[[s.batch, row(t), h, e]] * state(Some(t), ch, e)).sum::<f64>();
-                        dk[[s.batch, row(t), h, ch]] =
-                            (0..vd).map(|e| w(t, ch, e) * p.v()[[s.batch, row(t), h, e]]).sum::<f64>();
+                        dq[[s.batch, row(t), h, ch]] = sc
+                            * (0..vd)
+                                .map(|e| dd[[s.batch, row(t), h, e]] * state(Some(t), ch, e))
+                                .sum::<f64>();
+                        dk[[s.batch, row(t), h, ch]] = (0..vd)
+                            .map(|e| w(t, ch, e) * p.v()[[s.batch, row(t), h, e]])
+                            .sum::<f64>();
                         let loc = alpha(t, ch)
-                            * (0..vd).map(|e| state(t.checked_sub(1), ch, e) * w(t, ch, e)).sum::<f64>();
+                            * (0..vd)
+                                .map(|e| state(t.checked_sub(1), ch, e) * w(t, ch, e))
+                                .sum::<f64>();
                         dg[[s.batch, row(t), h, if scalar { 0 } else { ch }]] += loc;
                     }
                     for e in 0..vd {
-                        dv[[s.batch, row(t), h, e]] =
-                            (0..kd).map(|ch| w(t, ch, e) * p.k()[[s.batch, row(t), h, ch]]).sum::<f64>();
+                        dv[[s.batch, row(t), h, e]] = (0..kd)
+                            .map(|ch| w(t, ch, e) * p.k()[[s.batch, row(t), h, ch]])
+                            .sum::<f64>();
                     }
                 }
                 for ch in 0..kd {
                     for e in 0..vd {
                         // dh0 = exp(G_T) dhT + scale sum_t exp(G_t) q_t do_t
-                        let mut x = if l > 0 { decay(None, l - 1, ch) } else { 1.0 } * dht[[s.state, h, ch, e]];
+                        let mut x = if l > 0 { decay(None, l - 1, ch) } else { 1.0 }
+                            * dht[[s.state, h, ch, e]];
                         for t in 0..l {
-                            x += sc * decay(None, t, ch) * p.q()[[s.batch, row(t), h, ch]] * dd[[s.batch, row(t), h, e]];
+                            x += sc
+                                * decay(None, t, ch)
+                                * p.q()[[s.batch, row(t), h, ch]]
+                                * dd[[s.batch, row(t), h, e]];
                         }
                         dh0[[s.state, h, ch, e]] = x;
                     }
@@ -206,18 +238,28 @@ fn brute(p: &Problem) -> Solution {
             }
         }
     }
-    let grads = do_.map(|_| gla_reference::Gradients { dq, dk, dv, dg, dh0 });
+    let grads = do_.map(|_| gla_reference::Gradients {
+        dq,
+        dk,
+        dv,
+        dg,
+        dh0,
+    });
     Solution { o, ht, grads }
 }
 
 /// Assert |a - b| <= units * 2^-53 * (n_acc) * M elementwise (+ a tiny absolute floor for M = 0).
 fn assert_close_f64(p: &Problem, a: &Solution, b: &Solution, units: f64, what: &str) {
-    let spec = BoundSpec::new(Algorithm::Recurrent, Dtype::F64).with_constants(gla_reference::bounds::Constants::uniform(units));
+    let spec = BoundSpec::new(Algorithm::Recurrent, Dtype::F64)
+        .with_constants(gla_reference::bounds::Constants::uniform(units));
     let m = magnitudes(p);
     for form in [DgForm::ReverseCumsum, DgForm::Local] {
         let r = compare(p, a, &m, b, &spec.clone().with_dg_form(form)).unwrap();
         // Both forms are computed by b? Only judge dg with the local magnitude when asked.
-        let ok = r.tensors.iter().all(|t| t.pass || (t.name == "dg" && form == DgForm::Local));
+        let ok = r
+            .tensors
+            .iter()
+            .all(|t| t.pass || (t.name == "dg" && form == DgForm::Local));
         assert!(ok, "{what} ({form:?}):\n{r}");
         if form == DgForm::ReverseCumsum {
             break;
@@ -281,13 +323,23 @@ fn f64_recurrence_matches_closed_forms() {
         let r = compare(&p, &bf, &m, &loc, &spec).unwrap();
         assert!(r.pass(), "{c:?}\n{r}");
         // Reverse-cumsum dg against the closed form, judged with M_dg.
-        let r = compare(&p, &bf, &m, &rc, &spec.clone().with_dg_form(DgForm::ReverseCumsum)).unwrap();
+        let r = compare(
+            &p,
+            &bf,
+            &m,
+            &rc,
+            &spec.clone().with_dg_form(DgForm::ReverseCumsum),
+        )
+        .unwrap();
         assert!(r.pass(), "{c:?}\n{r}");
         // The two runs share o, hT, dq, dk, dv, dh0 bit for bit.
         let (g1, g2) = (rc.grads.as_ref().unwrap(), loc.grads.as_ref().unwrap());
         assert_eq!(rc.o, loc.o);
         assert_eq!(rc.ht, loc.ht);
-        assert_eq!((&g1.dq, &g1.dk, &g1.dv, &g1.dh0), (&g2.dq, &g2.dk, &g2.dv, &g2.dh0));
+        assert_eq!(
+            (&g1.dq, &g1.dk, &g1.dv, &g1.dh0),
+            (&g2.dq, &g2.dk, &g2.dv, &g2.dh0)
+        );
         // forward() gives the same o and hT as backward().
         let f = recurrent::forward::<f64>(&p).unwrap();
         assert_eq!((f.o, f.ht), (rc.o.clone(), rc.ht.clone()));
@@ -345,7 +397,10 @@ fn dg_by_central_differences() {
                 };
                 let fd = (loss(&mk(hstep)) - loss(&mk(-hstep))) / (2.0 * hstep);
                 let x = dg[[0, t, 0, d]];
-                assert!((fd - x).abs() <= 1e-7 * (1.0 + x.abs()), "scalar={scalar} t={t} d={d}: fd {fd} vs {x}");
+                assert!(
+                    (fd - x).abs() <= 1e-7 * (1.0 + x.abs()),
+                    "scalar={scalar} t={t} d={d}: fd {fd} vs {x}"
+                );
             }
         }
     }
@@ -357,7 +412,10 @@ fn empty_sequences_pass_states_through() {
     c.cu = Some(vec![0, 0, 5, 5]);
     c.h = 2;
     let p = gen(&c);
-    for s in [recurrent::backward::<f32>(&p).unwrap(), recurrent::backward::<f64>(&p).unwrap()] {
+    for s in [
+        recurrent::backward::<f32>(&p).unwrap(),
+        recurrent::backward::<f64>(&p).unwrap(),
+    ] {
         let gr = s.grads.unwrap();
         for n in [0usize, 2] {
             for h in 0..2 {
@@ -393,13 +451,21 @@ fn packed_equals_per_sequence_runs() {
     for s in p.sequences() {
         let r = s.start..s.start + s.len;
         let sl4 = |a: &Array4<f64>| a.slice(ndarray::s![.., r.clone(), .., ..]).to_owned();
-        let st = |a: &Array4<f64>| a.slice(ndarray::s![s.state..s.state + 1, .., .., ..]).to_owned();
-        let single = Problem::builder(sl4(p.q()), sl4(p.k()), sl4(p.v()), Gates::PerChannel(sl4(p.g())))
-            .h0(st(p.h0().unwrap()))
-            .do_(sl4(p.do_().unwrap()))
-            .dht(st(p.dht().unwrap()))
-            .build()
-            .unwrap();
+        let st = |a: &Array4<f64>| {
+            a.slice(ndarray::s![s.state..s.state + 1, .., .., ..])
+                .to_owned()
+        };
+        let single = Problem::builder(
+            sl4(p.q()),
+            sl4(p.k()),
+            sl4(p.v()),
+            Gates::PerChannel(sl4(p.g())),
+        )
+        .h0(st(p.h0().unwrap()))
+        .do_(sl4(p.do_().unwrap()))
+        .dht(st(p.dht().unwrap()))
+        .build()
+        .unwrap();
         let one = recurrent::backward::<f32>(&single).unwrap();
         let og = one.grads.as_ref().unwrap();
         assert_eq!(one.o, sl4(&packed.o));
@@ -423,13 +489,36 @@ fn reset_case<T: gla_reference::Real>() {
         let t0 = 9;
         let base = gen(&c);
         let mut g = base.g().clone();
-        g.slice_mut(ndarray::s![.., t0, .., ..]).fill(f64::NEG_INFINITY);
-        let mk = |q: Array4<f64>, k: Array4<f64>, v: Array4<f64>, g: Array4<f64>, h0, do_: Array4<f64>, dht| {
-            let gates = if scalar { Gates::Scalar(g.index_axis(ndarray::Axis(3), 0).to_owned()) } else { Gates::PerChannel(g) };
-            Problem::builder(q, k, v, gates).h0(h0).do_(do_).dht(dht).build().unwrap()
+        g.slice_mut(ndarray::s![.., t0, .., ..])
+            .fill(f64::NEG_INFINITY);
+        let mk = |q: Array4<f64>,
+                  k: Array4<f64>,
+                  v: Array4<f64>,
+                  g: Array4<f64>,
+                  h0,
+                  do_: Array4<f64>,
+                  dht| {
+            let gates = if scalar {
+                Gates::Scalar(g.index_axis(ndarray::Axis(3), 0).to_owned())
+            } else {
+                Gates::PerChannel(g)
+            };
+            Problem::builder(q, k, v, gates)
+                .h0(h0)
+                .do_(do_)
+                .dht(dht)
+                .build()
+                .unwrap()
         };
-        let p1 = mk(base.q().clone(), base.k().clone(), base.v().clone(), g.clone(), base.h0().unwrap().clone(),
-                    base.do_().unwrap().clone(), base.dht().unwrap().clone());
+        let p1 = mk(
+            base.q().clone(),
+            base.k().clone(),
+            base.v().clone(),
+            g.clone(),
+            base.h0().unwrap().clone(),
+            base.do_().unwrap().clone(),
+            base.dht().unwrap().clone(),
+        );
         // Perturb everything strictly before t0 (and h0).
         let mut r = ChaCha8Rng::seed_from_u64(99);
         let pert = |a: &Array4<f64>, r: &mut ChaCha8Rng, before: bool| {
@@ -448,10 +537,19 @@ fn reset_case<T: gla_reference::Real>() {
             }
         }
         let h0b = base.h0().unwrap().mapv(|x| x * 2.0 + 1.0);
-        let p2 = mk(pert(base.q(), &mut r, true), pert(base.k(), &mut r, true), pert(base.v(), &mut r, true), g2,
-                    h0b, base.do_().unwrap().clone(), base.dht().unwrap().clone());
-        let (s1, s2) = (recurrent::backward_with::<T>(&p1, DgForm::Local).unwrap(),
-                        recurrent::backward_with::<T>(&p2, DgForm::Local).unwrap());
+        let p2 = mk(
+            pert(base.q(), &mut r, true),
+            pert(base.k(), &mut r, true),
+            pert(base.v(), &mut r, true),
+            g2,
+            h0b,
+            base.do_().unwrap().clone(),
+            base.dht().unwrap().clone(),
+        );
+        let (s1, s2) = (
+            recurrent::backward_with::<T>(&p1, DgForm::Local).unwrap(),
+            recurrent::backward_with::<T>(&p2, DgForm::Local).unwrap(),
+        );
         let after = |a: &Array4<f64>| a.slice(ndarray::s![.., t0.., .., ..]).to_owned();
         let before = |a: &Array4<f64>| a.slice(ndarray::s![.., ..t0, .., ..]).to_owned();
         let bits = |a: &Array4<f64>| a.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
@@ -462,14 +560,25 @@ fn reset_case<T: gla_reference::Real>() {
         assert_eq!(bits(&after(&g1.dk)), bits(&after(&g2.dk)));
         assert_eq!(bits(&after(&g1.dv)), bits(&after(&g2.dv)));
         // The local dg at the reset step is exactly 0 (alpha = 0 times a finite rowsum).
-        assert!(g1.dg.slice(ndarray::s![.., t0, .., ..]).iter().all(|&x| x == 0.0));
+        assert!(g1
+            .dg
+            .slice(ndarray::s![.., t0, .., ..])
+            .iter()
+            .all(|&x| x == 0.0));
         // And the outputs before t0 did change (the test can fail).
         assert_ne!(bits(&before(&s1.o)), bits(&before(&s2.o)));
 
         // Backward direction: perturb do and dhT at/after t0; dk, dv, dq? (dq before t0 only sees
         // do before t0), dh0 and local dg before t0 are bit-identical.
-        let p3 = mk(base.q().clone(), base.k().clone(), base.v().clone(), g.clone(), base.h0().unwrap().clone(),
-                    pert(base.do_().unwrap(), &mut r, false), base.dht().unwrap().mapv(|x| x - 3.0));
+        let p3 = mk(
+            base.q().clone(),
+            base.k().clone(),
+            base.v().clone(),
+            g.clone(),
+            base.h0().unwrap().clone(),
+            pert(base.do_().unwrap(), &mut r, false),
+            base.dht().unwrap().mapv(|x| x - 3.0),
+        );
         let s3 = recurrent::backward_with::<T>(&p3, DgForm::Local).unwrap();
         let g3 = s3.grads.as_ref().unwrap();
         // Steps strictly before t0: dS_{t0-1} = alpha_{t0} dS_{t0} + ... = 0 * finite + ...
@@ -516,10 +625,19 @@ fn causality() {
             *x = (*x * 0.5) as f32 as f64;
         }
     }
-    let p2 = Problem::builder(q, k, v, Gates::PerChannel(g)).h0(p1.h0().unwrap().clone()).build().unwrap();
+    let p2 = Problem::builder(q, k, v, Gates::PerChannel(g))
+        .h0(p1.h0().unwrap().clone())
+        .build()
+        .unwrap();
     for (a, b) in [
-        (recurrent::forward::<f32>(&p1).unwrap(), recurrent::forward::<f32>(&p2).unwrap()),
-        (recurrent::forward::<f64>(&p1).unwrap(), recurrent::forward::<f64>(&p2).unwrap()),
+        (
+            recurrent::forward::<f32>(&p1).unwrap(),
+            recurrent::forward::<f32>(&p2).unwrap(),
+        ),
+        (
+            recurrent::forward::<f64>(&p1).unwrap(),
+            recurrent::forward::<f64>(&p2).unwrap(),
+        ),
     ] {
         let head = |x: &Array4<f64>| x.slice(ndarray::s![.., ..=t1, .., ..]).to_owned();
         assert_eq!(head(&a.o), head(&b.o));
@@ -534,13 +652,21 @@ fn scalar_gates_equal_broadcast_per_channel() {
     c.scalar = true;
     let ps = gen(&c);
     let gb = Array4::from_shape_fn((1, 9, 1, 3), |(b, t, h, _)| ps.g()[[b, t, h, 0]]);
-    let pc = Problem::builder(ps.q().clone(), ps.k().clone(), ps.v().clone(), Gates::PerChannel(gb))
-        .h0(ps.h0().unwrap().clone())
-        .do_(ps.do_().unwrap().clone())
-        .dht(ps.dht().unwrap().clone())
-        .build()
-        .unwrap();
-    let (a, b) = (recurrent::backward::<f64>(&ps).unwrap(), recurrent::backward::<f64>(&pc).unwrap());
+    let pc = Problem::builder(
+        ps.q().clone(),
+        ps.k().clone(),
+        ps.v().clone(),
+        Gates::PerChannel(gb),
+    )
+    .h0(ps.h0().unwrap().clone())
+    .do_(ps.do_().unwrap().clone())
+    .dht(ps.dht().unwrap().clone())
+    .build()
+    .unwrap();
+    let (a, b) = (
+        recurrent::backward::<f64>(&ps).unwrap(),
+        recurrent::backward::<f64>(&pc).unwrap(),
+    );
     assert_eq!(a.o, b.o);
     assert_eq!(a.ht, b.ht);
     let (ga, gb) = (a.grads.unwrap(), b.grads.unwrap());
@@ -586,7 +712,11 @@ fn regimes() -> Vec<(&'static str, GateGen)> {
 fn f32_within_calibrated_bound() {
     let mut cases = 0;
     for (name, gate) in regimes() {
-        for &(t, k, v, scalar) in &[(1usize, 1usize, 1usize, false), (17, 8, 4, true), (100, 16, 16, false)] {
+        for &(t, k, v, scalar) in &[
+            (1usize, 1usize, 1usize, false),
+            (17, 8, 4, true),
+            (100, 16, 16, false),
+        ] {
             for form in [DgForm::ReverseCumsum, DgForm::Local] {
                 let mut c = Cfg::new(t, k, v, gate);
                 c.h = 2;
@@ -594,7 +724,10 @@ fn f32_within_calibrated_bound() {
                 c.seed = t as u64 * 7 + 1;
                 let p = gen(&c);
                 let r = judge_f32(&p, form);
-                assert!(r.pass(), "{name} T={t} K={k} V={v} scalar={scalar} {form:?}\n{r}");
+                assert!(
+                    r.pass(),
+                    "{name} T={t} K={k} V={v} scalar={scalar} {form:?}\n{r}"
+                );
                 cases += 1;
             }
         }
@@ -657,13 +790,25 @@ fn calibrate_recurrent_f32() {
         (4096, 16, 16),
         (2048, 128, 128),
     ];
-    let small_seeds: u64 = std::env::var("CAL_SMALL_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(200);
-    let seeds: u64 = std::env::var("CAL_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
+    let small_seeds: u64 = std::env::var("CAL_SMALL_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    let seeds: u64 = std::env::var("CAL_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
     let mut ncases = 0usize;
     for (rname, gate) in regimes() {
         for &(t, k, v) in sizes {
             for scalar in [false, true] {
-                let ns = if t * k * v <= 200 { small_seeds } else if t * k * v > 2_000_000 { 1 } else { seeds };
+                let ns = if t * k * v <= 200 {
+                    small_seeds
+                } else if t * k * v > 2_000_000 {
+                    1
+                } else {
+                    seeds
+                };
                 for seed in 0..ns {
                     let mut c = Cfg::new(t, k, v, gate);
                     c.scalar = scalar;
@@ -677,17 +822,28 @@ fn calibrate_recurrent_f32() {
                     ncases += 1;
                     for form in [DgForm::ReverseCumsum, DgForm::Local] {
                         let cand = recurrent::backward_with::<f32>(&p, form).unwrap();
-                        let spec = BoundSpec::new(Algorithm::Recurrent, Dtype::F32).with_dg_form(form);
+                        let spec =
+                            BoundSpec::new(Algorithm::Recurrent, Dtype::F32).with_dg_form(form);
                         let r = compare(&p, &exact, &mags, &cand, &spec).unwrap();
                         for tr in &r.tensors {
-                            let nm = if tr.name == "dg" && form == DgForm::Local { "dg_local" } else { tr.name.as_str() };
+                            let nm = if tr.name == "dg" && form == DgForm::Local {
+                                "dg_local"
+                            } else {
+                                tr.name.as_str()
+                            };
                             if tr.name != "dg" && form == DgForm::Local {
                                 continue;
                             }
                             let i = names.iter().position(|x| *x == nm).unwrap();
                             let cm = c_measured(tr);
                             assert!(tr.candidate_nonfinite == 0 && tr.exact_nonfinite == 0);
-                            let bk = if tr.n_acc < 40.0 { 0 } else if tr.n_acc < 400.0 { 1 } else { 2 };
+                            let bk = if tr.n_acc < 40.0 {
+                                0
+                            } else if tr.n_acc < 400.0 {
+                                1
+                            } else {
+                                2
+                            };
                             if cm > best[i][bk].0 {
                                 best[i][bk] = (
                                     cm,
@@ -702,8 +858,14 @@ fn calibrate_recurrent_f32() {
     }
     println!("\n{ncases} problems; max c_measured = err / (u_f32 (n_acc + lambda) M) per output and n_acc bucket");
     for (i, n) in names.iter().enumerate() {
-        for (bk, label) in ["n_acc<40", "40<=n_acc<400", "n_acc>=400"].iter().enumerate() {
-            println!("{n:<9} {label:<14} {:.4}  ({})", best[i][bk].0, best[i][bk].1);
+        for (bk, label) in ["n_acc<40", "40<=n_acc<400", "n_acc>=400"]
+            .iter()
+            .enumerate()
+        {
+            println!(
+                "{n:<9} {label:<14} {:.4}  ({})",
+                best[i][bk].0, best[i][bk].1
+            );
         }
     }
 }
@@ -723,7 +885,11 @@ fn compare_edge_cases() {
         .build()
         .unwrap();
     let m = magnitudes(&p);
-    assert!(m.o.slice(ndarray::s![0, 5, 0, ..]).iter().all(|&x| x == 0.0));
+    assert!(m
+        .o
+        .slice(ndarray::s![0, 5, 0, ..])
+        .iter()
+        .all(|&x| x == 0.0));
     let exact = recurrent::backward::<f64>(&p).unwrap();
     let mut cand = recurrent::backward::<f32>(&p).unwrap();
     let spec = BoundSpec::new(Algorithm::Recurrent, Dtype::F32);
@@ -731,7 +897,10 @@ fn compare_edge_cases() {
     cand.o[[0, 5, 0, 2]] = 1e-20;
     let r = compare(&p, &exact, &m, &cand, &spec).unwrap();
     let o = r.tensor("o").unwrap();
-    assert!(!o.pass && o.ratio > 1e10 && o.zero_magnitude_violations == 1, "{r}");
+    assert!(
+        !o.pass && o.ratio > 1e10 && o.zero_magnitude_violations == 1,
+        "{r}"
+    );
     assert_eq!(o.worst_index, Some([0, 5, 0, 2]));
     // Non-finite candidate where the exact value is finite fails whatever the ratio.
     let mut cand2 = recurrent::backward::<f32>(&p).unwrap();
@@ -755,10 +924,30 @@ fn compare_edge_cases() {
         other => panic!("expected a shape error, got {other:?}"),
     }
     // Chunk size 0 is an options error.
-    assert!(compare(&p, &exact, &m, &cand, &BoundSpec::new(Algorithm::Chunked { chunk: 0 }, Dtype::F32)).is_err());
+    assert!(compare(
+        &p,
+        &exact,
+        &m,
+        &cand,
+        &BoundSpec::new(Algorithm::Chunked { chunk: 0 }, Dtype::F32)
+    )
+    .is_err());
     // A forward-only candidate is judged on o and hT only.
-    let r = compare(&p, &exact, &m, &recurrent::forward::<f32>(&p).unwrap(), &spec).unwrap();
-    assert_eq!(r.tensors.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), vec!["o", "ht"]);
+    let r = compare(
+        &p,
+        &exact,
+        &m,
+        &recurrent::forward::<f32>(&p).unwrap(),
+        &spec,
+    )
+    .unwrap();
+    assert_eq!(
+        r.tensors
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["o", "ht"]
+    );
 }
 
 #[test]
@@ -772,13 +961,28 @@ fn magnitudes_dominate_values() {
         for name in ["o", "ht", "dq", "dk", "dv", "dh0", "dg"] {
             let x = rc.tensor(name).unwrap();
             let mx = m.tensor(name).unwrap();
-            assert!(x.iter().zip(mx.iter()).all(|(x, m)| x.abs() <= m * (1.0 + 1e-12)), "{name} {c:?}");
+            assert!(
+                x.iter()
+                    .zip(mx.iter())
+                    .all(|(x, m)| x.abs() <= m * (1.0 + 1e-12)),
+                "{name} {c:?}"
+            );
         }
         let mx = m.dg_local.as_ref().unwrap();
         let x = &loc.grads.as_ref().unwrap().dg;
-        assert!(x.iter().zip(mx.iter()).all(|(x, m)| x.abs() <= m * (1.0 + 1e-12)), "dg_local {c:?}");
+        assert!(
+            x.iter()
+                .zip(mx.iter())
+                .all(|(x, m)| x.abs() <= m * (1.0 + 1e-12)),
+            "dg_local {c:?}"
+        );
         // M_dg_local <= M_dg (the reverse cumsum's magnitude dominates the condition magnitude).
         let md = m.dg.as_ref().unwrap();
-        assert!(mx.iter().zip(md.iter()).all(|(a, b)| *a <= b * (1.0 + 1e-12)), "{c:?}");
+        assert!(
+            mx.iter()
+                .zip(md.iter())
+                .all(|(a, b)| *a <= b * (1.0 + 1e-12)),
+            "{c:?}"
+        );
     }
 }

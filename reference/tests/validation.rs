@@ -1,7 +1,7 @@
 //! Every error path of the problem builder (and `from_dyn`, `rounded_to`, `Dtype` parsing), with
 //! the error variant and the message contents (tensor, index, value) checked.
 
-use gla_reference::{Dtype, GlaError, Gates, Problem, ProblemBuilder};
+use gla_reference::{Dtype, Gates, GlaError, Problem, ProblemBuilder};
 use ndarray::{Array3, Array4, ArrayD, IxDyn};
 
 const B: usize = 1;
@@ -37,13 +37,21 @@ fn dynz(shape: &[usize]) -> ArrayD<f64> {
 
 #[test]
 fn valid_problem_builds() {
-    let p = base().h0(state(B)).do_(vv()).dht(state(B)).scale(0.3).build().unwrap();
+    let p = base()
+        .h0(state(B))
+        .do_(vv())
+        .dht(state(B))
+        .scale(0.3)
+        .build()
+        .unwrap();
     assert_eq!(p.dims().n, 1);
     assert_eq!(p.scale(), 0.3);
     // -inf gates are valid (alpha = 0).
     let mut g = gpc();
     g[[0, 2, 1, 0]] = f64::NEG_INFINITY;
-    assert!(Problem::builder(qk(), qk(), vv(), Gates::PerChannel(g)).build().is_ok());
+    assert!(Problem::builder(qk(), qk(), vv(), Gates::PerChannel(g))
+        .build()
+        .is_ok());
     // Empty sequences are valid.
     assert!(Problem::builder(qk(), qk(), vv(), Gates::PerChannel(gpc()))
         .cu_seqlens(&[0, 0, 5, 5])
@@ -54,7 +62,9 @@ fn valid_problem_builds() {
 
 fn assert_shape(e: GlaError, tensor: &str, got: &[usize]) {
     match &e {
-        GlaError::Shape { tensor: t, got: g, .. } => {
+        GlaError::Shape {
+            tensor: t, got: g, ..
+        } => {
             assert_eq!(t, tensor, "{e}");
             assert_eq!(g, got, "{e}");
         }
@@ -71,57 +81,204 @@ fn from_dyn_rejects_wrong_ranks() {
     let v4 = || dynz(&[B, T, H, V]);
     let g4 = || dynz(&[B, T, H, K]);
     // q
-    let e = Problem::from_dyn(dynz(&[B, T, K]), q4(), v4(), g4(), None, None, None, None, None).unwrap_err();
+    let e = Problem::from_dyn(
+        dynz(&[B, T, K]),
+        q4(),
+        v4(),
+        g4(),
+        None,
+        None,
+        None,
+        None,
+        None,
+    )
+    .unwrap_err();
     assert_shape(e, "q", &[B, T, K]);
     // k
-    let e = Problem::from_dyn(q4(), dynz(&[B, T, H, K, 1]), v4(), g4(), None, None, None, None, None).unwrap_err();
+    let e = Problem::from_dyn(
+        q4(),
+        dynz(&[B, T, H, K, 1]),
+        v4(),
+        g4(),
+        None,
+        None,
+        None,
+        None,
+        None,
+    )
+    .unwrap_err();
     assert_shape(e, "k", &[B, T, H, K, 1]);
     // v
-    let e = Problem::from_dyn(q4(), q4(), dynz(&[T, H, V]), g4(), None, None, None, None, None).unwrap_err();
+    let e = Problem::from_dyn(
+        q4(),
+        q4(),
+        dynz(&[T, H, V]),
+        g4(),
+        None,
+        None,
+        None,
+        None,
+        None,
+    )
+    .unwrap_err();
     assert_shape(e, "v", &[T, H, V]);
     // g: rank 2 and rank 5
     for shape in [vec![B, T], vec![B, T, H, K, 1]] {
-        let e = Problem::from_dyn(q4(), q4(), v4(), dynz(&shape), None, None, None, None, None).unwrap_err();
+        let e = Problem::from_dyn(q4(), q4(), v4(), dynz(&shape), None, None, None, None, None)
+            .unwrap_err();
         assert_shape(e.clone(), "g", &shape);
         assert!(e.to_string().contains("scalar"), "{e}");
     }
     // h0, do, dht
-    let e = Problem::from_dyn(q4(), q4(), v4(), g4(), Some(dynz(&[H, K, V])), None, None, None, None).unwrap_err();
+    let e = Problem::from_dyn(
+        q4(),
+        q4(),
+        v4(),
+        g4(),
+        Some(dynz(&[H, K, V])),
+        None,
+        None,
+        None,
+        None,
+    )
+    .unwrap_err();
     assert_shape(e, "h0", &[H, K, V]);
-    let e = Problem::from_dyn(q4(), q4(), v4(), g4(), None, Some(dynz(&[B, T, V])), None, None, None).unwrap_err();
+    let e = Problem::from_dyn(
+        q4(),
+        q4(),
+        v4(),
+        g4(),
+        None,
+        Some(dynz(&[B, T, V])),
+        None,
+        None,
+        None,
+    )
+    .unwrap_err();
     assert_shape(e, "do", &[B, T, V]);
-    let e = Problem::from_dyn(q4(), q4(), v4(), g4(), None, None, Some(dynz(&[1, H, K, V, 1])), None, None)
-        .unwrap_err();
+    let e = Problem::from_dyn(
+        q4(),
+        q4(),
+        v4(),
+        g4(),
+        None,
+        None,
+        Some(dynz(&[1, H, K, V, 1])),
+        None,
+        None,
+    )
+    .unwrap_err();
     assert_shape(e, "dht", &[1, H, K, V, 1]);
     // Rank 3 gates are scalar gates and build.
-    let p = Problem::from_dyn(q4(), q4(), v4(), dynz(&[B, T, H]), None, None, None, None, None).unwrap();
+    let p = Problem::from_dyn(
+        q4(),
+        q4(),
+        v4(),
+        dynz(&[B, T, H]),
+        None,
+        None,
+        None,
+        None,
+        None,
+    )
+    .unwrap();
     assert_eq!(p.gate_kind(), gla_reference::GateKind::Scalar);
 }
 
 #[test]
 fn shape_mismatches() {
     // k
-    assert_shape(err(Problem::builder(qk(), a4((B, T, H, K + 1), 0.0), vv(), Gates::PerChannel(gpc()))), "k", &[B, T, H, K + 1]);
-    assert_shape(err(Problem::builder(qk(), a4((B, T + 1, H, K), 0.0), vv(), Gates::PerChannel(gpc()))), "k", &[B, T + 1, H, K]);
+    assert_shape(
+        err(Problem::builder(
+            qk(),
+            a4((B, T, H, K + 1), 0.0),
+            vv(),
+            Gates::PerChannel(gpc()),
+        )),
+        "k",
+        &[B, T, H, K + 1],
+    );
+    assert_shape(
+        err(Problem::builder(
+            qk(),
+            a4((B, T + 1, H, K), 0.0),
+            vv(),
+            Gates::PerChannel(gpc()),
+        )),
+        "k",
+        &[B, T + 1, H, K],
+    );
     // v: leading dims must match q's
-    assert_shape(err(Problem::builder(qk(), qk(), a4((B, T, H + 1, V), 0.0), Gates::PerChannel(gpc()))), "v", &[B, T, H + 1]);
-    assert_shape(err(Problem::builder(qk(), qk(), a4((B + 1, T, H, V), 0.0), Gates::PerChannel(gpc()))), "v", &[B + 1, T, H]);
+    assert_shape(
+        err(Problem::builder(
+            qk(),
+            qk(),
+            a4((B, T, H + 1, V), 0.0),
+            Gates::PerChannel(gpc()),
+        )),
+        "v",
+        &[B, T, H + 1],
+    );
+    assert_shape(
+        err(Problem::builder(
+            qk(),
+            qk(),
+            a4((B + 1, T, H, V), 0.0),
+            Gates::PerChannel(gpc()),
+        )),
+        "v",
+        &[B + 1, T, H],
+    );
     // g per-channel
-    assert_shape(err(Problem::builder(qk(), qk(), vv(), Gates::PerChannel(a4((B, T, H, K - 1), 0.0)))), "g", &[B, T, H, K - 1]);
+    assert_shape(
+        err(Problem::builder(
+            qk(),
+            qk(),
+            vv(),
+            Gates::PerChannel(a4((B, T, H, K - 1), 0.0)),
+        )),
+        "g",
+        &[B, T, H, K - 1],
+    );
     // g scalar
-    let e = err(Problem::builder(qk(), qk(), vv(), Gates::Scalar(Array3::zeros((B, T - 1, H)))));
+    let e = err(Problem::builder(
+        qk(),
+        qk(),
+        vv(),
+        Gates::Scalar(Array3::zeros((B, T - 1, H))),
+    ));
     assert!(e.to_string().contains("scalar"), "{e}");
     assert_shape(e, "g", &[B, T - 1, H]);
     // h0: wrong K, V, H, N
-    assert_shape(err(base().h0(a4((B, H, K, V + 1), 0.0))), "h0", &[B, H, K, V + 1]);
+    assert_shape(
+        err(base().h0(a4((B, H, K, V + 1), 0.0))),
+        "h0",
+        &[B, H, K, V + 1],
+    );
     assert_shape(err(base().h0(a4((2, H, K, V), 0.0))), "h0", &[2, H, K, V]);
     // h0 N must equal the number of sequences under cu_seqlens
-    assert_shape(err(base().cu_seqlens(&[0, 2, 5]).h0(state(1))), "h0", &[1, H, K, V]);
+    assert_shape(
+        err(base().cu_seqlens(&[0, 2, 5]).h0(state(1))),
+        "h0",
+        &[1, H, K, V],
+    );
     // do
-    assert_shape(err(base().do_(a4((B, T, H, V - 1), 0.0))), "do", &[B, T, H, V - 1]);
+    assert_shape(
+        err(base().do_(a4((B, T, H, V - 1), 0.0))),
+        "do",
+        &[B, T, H, V - 1],
+    );
     // dht
-    assert_shape(err(base().dht(a4((B, H + 1, K, V), 0.0))), "dht", &[B, H + 1, K, V]);
-    assert_shape(err(base().cu_seqlens(&[0, 5]).dht(state(2))), "dht", &[2, H, K, V]);
+    assert_shape(
+        err(base().dht(a4((B, H + 1, K, V), 0.0))),
+        "dht",
+        &[B, H + 1, K, V],
+    );
+    assert_shape(
+        err(base().cu_seqlens(&[0, 5]).dht(state(2))),
+        "dht",
+        &[2, H, K, V],
+    );
 }
 
 #[test]
@@ -129,14 +286,26 @@ fn positive_and_plus_inf_gates() {
     let mut g = gpc();
     g[[0, 3, 1, 2]] = 0.25;
     let e = err(Problem::builder(qk(), qk(), vv(), Gates::PerChannel(g)));
-    assert_eq!(e, GlaError::PositiveGate { index: vec![0, 3, 1, 2], value: 0.25 });
+    assert_eq!(
+        e,
+        GlaError::PositiveGate {
+            index: vec![0, 3, 1, 2],
+            value: 0.25
+        }
+    );
     let msg = e.to_string();
-    assert!(msg.contains("[0, 3, 1, 2]") && msg.contains("2.5e-1") && msg.contains("> 0"), "{msg}");
+    assert!(
+        msg.contains("[0, 3, 1, 2]") && msg.contains("2.5e-1") && msg.contains("> 0"),
+        "{msg}"
+    );
     // The smallest positive value is rejected too.
     let mut g = Array3::from_elem((B, T, H), -1.0);
     g[[0, 4, 0]] = f64::from_bits(1);
     let e = err(Problem::builder(qk(), qk(), vv(), Gates::Scalar(g)));
-    assert!(matches!(e, GlaError::PositiveGate { ref index, .. } if index == &vec![0, 4, 0]), "{e:?}");
+    assert!(
+        matches!(e, GlaError::PositiveGate { ref index, .. } if index == &vec![0, 4, 0]),
+        "{e:?}"
+    );
     // +inf
     let mut g = gpc();
     g[[0, 1, 0, 0]] = f64::INFINITY;
@@ -145,12 +314,17 @@ fn positive_and_plus_inf_gates() {
         matches!(e, GlaError::NonFinite { ref tensor, ref index, value } if tensor == "g" && index == &vec![0, 1, 0, 0] && value == f64::INFINITY),
         "{e:?}"
     );
-    assert!(e.to_string().contains("inf") && e.to_string().contains("`g`"), "{e}");
+    assert!(
+        e.to_string().contains("inf") && e.to_string().contains("`g`"),
+        "{e}"
+    );
     // g = 0 and g = -0 are valid.
     let mut g = gpc();
     g[[0, 0, 0, 0]] = -0.0;
     g[[0, 0, 0, 1]] = 0.0;
-    assert!(Problem::builder(qk(), qk(), vv(), Gates::PerChannel(g)).build().is_ok());
+    assert!(Problem::builder(qk(), qk(), vv(), Gates::PerChannel(g))
+        .build()
+        .is_ok());
 }
 
 #[test]
@@ -161,17 +335,68 @@ fn nan_in_each_tensor() {
         a
     };
     let check = |e: GlaError, tensor: &str, index: Vec<usize>| {
-        assert_eq!(e, GlaError::NaN { tensor: tensor.into(), index: index.clone() });
+        assert_eq!(
+            e,
+            GlaError::NaN {
+                tensor: tensor.into(),
+                index: index.clone()
+            }
+        );
         let msg = e.to_string();
-        assert!(msg.contains(&format!("`{tensor}`")) && msg.contains("NaN") && msg.contains(&format!("{index:?}")), "{msg}");
+        assert!(
+            msg.contains(&format!("`{tensor}`"))
+                && msg.contains("NaN")
+                && msg.contains(&format!("{index:?}")),
+            "{msg}"
+        );
     };
-    check(err(Problem::builder(with_nan(qk()), qk(), vv(), Gates::PerChannel(gpc()))), "q", idx.to_vec());
-    check(err(Problem::builder(qk(), with_nan(qk()), vv(), Gates::PerChannel(gpc()))), "k", idx.to_vec());
-    check(err(Problem::builder(qk(), qk(), with_nan(vv()), Gates::PerChannel(gpc()))), "v", idx.to_vec());
-    check(err(Problem::builder(qk(), qk(), vv(), Gates::PerChannel(with_nan(gpc())))), "g", idx.to_vec());
+    check(
+        err(Problem::builder(
+            with_nan(qk()),
+            qk(),
+            vv(),
+            Gates::PerChannel(gpc()),
+        )),
+        "q",
+        idx.to_vec(),
+    );
+    check(
+        err(Problem::builder(
+            qk(),
+            with_nan(qk()),
+            vv(),
+            Gates::PerChannel(gpc()),
+        )),
+        "k",
+        idx.to_vec(),
+    );
+    check(
+        err(Problem::builder(
+            qk(),
+            qk(),
+            with_nan(vv()),
+            Gates::PerChannel(gpc()),
+        )),
+        "v",
+        idx.to_vec(),
+    );
+    check(
+        err(Problem::builder(
+            qk(),
+            qk(),
+            vv(),
+            Gates::PerChannel(with_nan(gpc())),
+        )),
+        "g",
+        idx.to_vec(),
+    );
     let mut gs = Array3::from_elem((B, T, H), -0.5);
     gs[[0, 3, 1]] = f64::NAN;
-    check(err(Problem::builder(qk(), qk(), vv(), Gates::Scalar(gs))), "g", vec![0, 3, 1]);
+    check(
+        err(Problem::builder(qk(), qk(), vv(), Gates::Scalar(gs))),
+        "g",
+        vec![0, 3, 1],
+    );
     let sidx = [0usize, 1, 2, 3];
     let mut h0 = state(B);
     h0[sidx] = f64::NAN;
@@ -191,16 +416,52 @@ fn infinities_outside_gates() {
             a
         };
         let check = |e: GlaError, tensor: &str, index: Vec<usize>| {
-            assert_eq!(e, GlaError::NonFinite { tensor: tensor.into(), index: index.clone(), value });
+            assert_eq!(
+                e,
+                GlaError::NonFinite {
+                    tensor: tensor.into(),
+                    index: index.clone(),
+                    value
+                }
+            );
             let msg = e.to_string();
             assert!(
-                msg.contains(&format!("`{tensor}`")) && msg.contains(&format!("{value}")) && msg.contains(&format!("{index:?}")),
+                msg.contains(&format!("`{tensor}`"))
+                    && msg.contains(&format!("{value}"))
+                    && msg.contains(&format!("{index:?}")),
                 "{msg}"
             );
         };
-        check(err(Problem::builder(with(qk()), qk(), vv(), Gates::PerChannel(gpc()))), "q", idx.to_vec());
-        check(err(Problem::builder(qk(), with(qk()), vv(), Gates::PerChannel(gpc()))), "k", idx.to_vec());
-        check(err(Problem::builder(qk(), qk(), with(vv()), Gates::PerChannel(gpc()))), "v", idx.to_vec());
+        check(
+            err(Problem::builder(
+                with(qk()),
+                qk(),
+                vv(),
+                Gates::PerChannel(gpc()),
+            )),
+            "q",
+            idx.to_vec(),
+        );
+        check(
+            err(Problem::builder(
+                qk(),
+                with(qk()),
+                vv(),
+                Gates::PerChannel(gpc()),
+            )),
+            "k",
+            idx.to_vec(),
+        );
+        check(
+            err(Problem::builder(
+                qk(),
+                qk(),
+                with(vv()),
+                Gates::PerChannel(gpc()),
+            )),
+            "v",
+            idx.to_vec(),
+        );
         check(err(base().do_(with(vv()))), "do", idx.to_vec());
         let sidx = [0usize, 1, 0, 3];
         let mut h0 = state(B);
@@ -214,14 +475,47 @@ fn infinities_outside_gates() {
 
 #[test]
 fn zero_sized_dims() {
-    let e = err(Problem::builder(a4((B, T, H, 0), 0.0), a4((B, T, H, 0), 0.0), vv(), Gates::PerChannel(a4((B, T, H, 0), 0.0))));
-    assert_eq!(e, GlaError::ZeroDim { tensor: "q".into(), what: "K".into() });
+    let e = err(Problem::builder(
+        a4((B, T, H, 0), 0.0),
+        a4((B, T, H, 0), 0.0),
+        vv(),
+        Gates::PerChannel(a4((B, T, H, 0), 0.0)),
+    ));
+    assert_eq!(
+        e,
+        GlaError::ZeroDim {
+            tensor: "q".into(),
+            what: "K".into()
+        }
+    );
     assert!(e.to_string().contains("K"), "{e}");
-    let e = err(Problem::builder(qk(), qk(), a4((B, T, H, 0), 0.0), Gates::PerChannel(gpc())));
-    assert_eq!(e, GlaError::ZeroDim { tensor: "v".into(), what: "V".into() });
+    let e = err(Problem::builder(
+        qk(),
+        qk(),
+        a4((B, T, H, 0), 0.0),
+        Gates::PerChannel(gpc()),
+    ));
+    assert_eq!(
+        e,
+        GlaError::ZeroDim {
+            tensor: "v".into(),
+            what: "V".into()
+        }
+    );
     assert!(e.to_string().contains("`v`"), "{e}");
-    let e = err(Problem::builder(a4((B, T, 0, K), 0.0), a4((B, T, 0, K), 0.0), a4((B, T, 0, V), 0.0), Gates::PerChannel(a4((B, T, 0, K), 0.0))));
-    assert_eq!(e, GlaError::ZeroDim { tensor: "q".into(), what: "H".into() });
+    let e = err(Problem::builder(
+        a4((B, T, 0, K), 0.0),
+        a4((B, T, 0, K), 0.0),
+        a4((B, T, 0, V), 0.0),
+        Gates::PerChannel(a4((B, T, 0, K), 0.0)),
+    ));
+    assert_eq!(
+        e,
+        GlaError::ZeroDim {
+            tensor: "q".into(),
+            what: "H".into()
+        }
+    );
 }
 
 fn cu_err(b: ProblemBuilder, needle: &str) {
@@ -234,7 +528,12 @@ fn cu_err(b: ProblemBuilder, needle: &str) {
 #[test]
 fn bad_cu_seqlens() {
     // B != 1
-    let b2 = Problem::builder(a4((2, T, H, K), 0.0), a4((2, T, H, K), 0.0), a4((2, T, H, V), 0.0), Gates::PerChannel(a4((2, T, H, K), 0.0)));
+    let b2 = Problem::builder(
+        a4((2, T, H, K), 0.0),
+        a4((2, T, H, K), 0.0),
+        a4((2, T, H, V), 0.0),
+        Gates::PerChannel(a4((2, T, H, K), 0.0)),
+    );
     cu_err(b2.cu_seqlens(&[0, 5]), "B = 2");
     cu_err(base().cu_seqlens(&[]), "empty");
     cu_err(base().cu_seqlens(&[0]), "1 entry");
@@ -250,7 +549,10 @@ fn bad_cu_seqlens() {
 fn non_finite_scale() {
     for s in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
         let e = err(base().scale(s));
-        assert!(matches!(e, GlaError::Scale(x) if x.is_nan() == s.is_nan()), "{e:?}");
+        assert!(
+            matches!(e, GlaError::Scale(x) if x.is_nan() == s.is_nan()),
+            "{e:?}"
+        );
         assert!(e.to_string().contains("scale"), "{e}");
     }
     // A negative or zero scale is legal.
@@ -260,15 +562,26 @@ fn non_finite_scale() {
 
 #[test]
 fn rounded_to_rejects_overflow() {
-    let p = Problem::builder(a4((B, T, H, K), 1e6), qk(), vv(), Gates::PerChannel(gpc())).build().unwrap();
+    let p = Problem::builder(a4((B, T, H, K), 1e6), qk(), vv(), Gates::PerChannel(gpc()))
+        .build()
+        .unwrap();
     let e = p.rounded_to(Dtype::F16).unwrap_err();
-    assert!(matches!(e, GlaError::NonFinite { ref tensor, .. } if tensor == "q"), "{e:?}");
+    assert!(
+        matches!(e, GlaError::NonFinite { ref tensor, .. } if tensor == "q"),
+        "{e:?}"
+    );
     assert!(p.rounded_to(Dtype::Bf16).is_ok());
 }
 
 #[test]
 fn dtype_parse() {
-    for (s, d) in [("f64", Dtype::F64), ("F32", Dtype::F32), ("tf32", Dtype::Tf32), ("bfloat16", Dtype::Bf16), ("half", Dtype::F16)] {
+    for (s, d) in [
+        ("f64", Dtype::F64),
+        ("F32", Dtype::F32),
+        ("tf32", Dtype::Tf32),
+        ("bfloat16", Dtype::Bf16),
+        ("half", Dtype::F16),
+    ] {
         assert_eq!(s.parse::<Dtype>().unwrap(), d);
     }
     for bad in ["", "int8", "f8", "bf32", "float128"] {

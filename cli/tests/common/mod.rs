@@ -111,8 +111,11 @@ pub fn problem_tensors(s: Shape, dtype: Dtype, backward: bool, seed: u64) -> Vec
     out
 }
 
-/// Read a safetensors file: name -> (dtype, shape, values as f64), and the metadata.
-pub fn read(path: &Path) -> (HashMap<String, (Dtype, Vec<usize>, Vec<f64>)>, HashMap<String, String>) {
+/// Tensors read back: name -> (dtype, shape, values as f64).
+pub type Tensors = HashMap<String, (Dtype, Vec<usize>, Vec<f64>)>;
+
+/// Read a safetensors file: the tensors and the metadata.
+pub fn read(path: &Path) -> (Tensors, HashMap<String, String>) {
     let bytes = std::fs::read(path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();

@@ -88,7 +88,10 @@ impl Report {
     }
     /// The largest `ratio / bound` over tensors (< 1 passes on ratios alone).
     pub fn worst_fraction_of_bound(&self) -> f64 {
-        self.tensors.iter().map(|t| t.ratio / t.bound).fold(0.0, f64::max)
+        self.tensors
+            .iter()
+            .map(|t| t.ratio / t.bound)
+            .fold(0.0, f64::max)
     }
 }
 
@@ -238,7 +241,9 @@ pub fn compare(
     let unit = us + ua;
     let mut tensors = Vec::new();
     for name in OUTPUT_NAMES {
-        let Some(c_t) = cand.tensor(name) else { continue };
+        let Some(c_t) = cand.tensor(name) else {
+            continue;
+        };
         let x_t = exact.tensor(name).ok_or_else(|| {
             GlaError::Options(format!(
                 "the candidate has `{name}` but the exact solution does not (run the oracle's backward)"
@@ -247,7 +252,11 @@ pub fn compare(
         if c_t.shape() != x_t.shape() {
             return Err(shape_err("candidate", name, c_t.shape(), x_t.shape()));
         }
-        let mag_name = if name == "dg" && spec.dg_form == DgForm::Local { "dg_local" } else { name };
+        let mag_name = if name == "dg" && spec.dg_form == DgForm::Local {
+            "dg_local"
+        } else {
+            name
+        };
         let missing = || {
             GlaError::Options(format!(
                 "no magnitude for `{name}`: compute the magnitudes of a problem that has `do`"
@@ -264,13 +273,24 @@ pub fn compare(
             let other_name = if mag_name == "dg" { "dg_local" } else { "dg" };
             let other = mags.tensor(other_name).ok_or_else(missing)?;
             if other.shape() != x_t.shape() {
-                return Err(shape_err("magnitude", other_name, other.shape(), x_t.shape()));
+                return Err(shape_err(
+                    "magnitude",
+                    other_name,
+                    other.shape(),
+                    x_t.shape(),
+                ));
             }
             let eta_o = spec.eta(p, other_name).unwrap_or(0.0);
             let r_other = stats(x_t, c_t, other, unit, eta_o).ratio;
             Some(match spec.dg_form {
-                DgForm::ReverseCumsum => DgRatios { reverse_cumsum: st.ratio, local: r_other },
-                DgForm::Local => DgRatios { reverse_cumsum: r_other, local: st.ratio },
+                DgForm::ReverseCumsum => DgRatios {
+                    reverse_cumsum: st.ratio,
+                    local: r_other,
+                },
+                DgForm::Local => DgRatios {
+                    reverse_cumsum: r_other,
+                    local: st.ratio,
+                },
             })
         } else {
             None

@@ -82,7 +82,15 @@ impl Magnitudes {
 /// `dg_local`), parallel over (sequence, head).
 pub fn magnitudes(p: &Problem) -> Magnitudes {
     let grads = p.has_backward();
-    let raw = run::<f64>(p, Opts { grads, dg_rc: true, dg_local: true, abs: true });
+    let raw = run::<f64>(
+        p,
+        Opts {
+            grads,
+            dg_rc: true,
+            dg_local: true,
+            abs: true,
+        },
+    );
     Magnitudes {
         o: raw.o,
         ht: raw.ht,

@@ -225,7 +225,11 @@ impl BoundSpec {
         let t1 = ts + 1.0;
         let ps = (mk * mv).max(mh0);
         let pw = (sc * mq * mdo).max(mdht);
-        let gk = if p.gate_kind() == GateKind::Scalar { kf } else { 1.0 };
+        let gk = if p.gate_kind() == GateKind::Scalar {
+            kf
+        } else {
+            1.0
+        };
         let (terms, prod) = match name {
             "o" => (kf * t1, sc * mq * ps),
             "ht" => (t1, ps),

@@ -129,7 +129,7 @@ impl ChunkOptions {
 pub fn forward<T: Real>(p: &Problem, opts: &ChunkOptions) -> Result<Solution> {
     opts.validate()?;
     let scale = T::of(p.scale());
-    Ok(seg::run::<T>(p, false, |it| item(it, opts, scale, false)))
+    Ok(seg::run::<T>(p, false, |it| item_best(it, opts, scale, false)))
 }
 
 /// Forward and backward pass of the chunked form (spec section 4 chunk formulas) in compute
@@ -141,7 +141,7 @@ pub fn backward<T: Real>(p: &Problem, opts: &ChunkOptions) -> Result<Solution> {
     opts.validate()?;
     p.require_backward()?;
     let scale = T::of(p.scale());
-    Ok(seg::run::<T>(p, true, |it| item(it, opts, scale, true)))
+    Ok(seg::run::<T>(p, true, |it| item_best(it, opts, scale, true)))
 }
 
 /// The per-chunk quantities shared by the forward and the backward pass.
@@ -161,6 +161,7 @@ struct Chunk<T> {
     vr: Array2<T>,
 }
 
+#[inline(always)]
 fn prep<T: Real>(it: &Item<T>, p0: usize, lp: usize, opts: &ChunkOptions, scale: T) -> Chunk<T> {
     let plan = &opts.plan;
     let kk = it.q.ncols();
@@ -180,6 +181,7 @@ fn prep<T: Real>(it: &Item<T>, p0: usize, lp: usize, opts: &ChunkOptions, scale:
 }
 
 /// The intra-chunk matrix A with secondary chunking (see the module docs).
+#[inline(always)]
 fn intra_a<T: Real>(
     q: ArrayView2<T>,
     k: ArrayView2<T>,
@@ -223,10 +225,29 @@ fn intra_a<T: Real>(
     a
 }
 
+/// [`item`] compiled with AVX2 + FMA when available (bitwise the same results).
+fn item_best<T: Real>(it: &Item<T>, opts: &ChunkOptions, scale: T, bwd: bool) -> ItemOut<T> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if seg::has_avx2() {
+            // SAFETY: the CPU features were detected at run time.
+            return unsafe { item_avx2(it, opts, scale, bwd) };
+        }
+    }
+    item(it, opts, scale, bwd)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn item_avx2<T: Real>(it: &Item<T>, opts: &ChunkOptions, scale: T, bwd: bool) -> ItemOut<T> {
+    item(it, opts, scale, bwd)
+}
+
 fn ones<T: Real>(n: usize) -> Vec<T> {
     vec![T::one(); n]
 }
 
+#[inline(always)]
 fn item<T: Real>(it: &Item<T>, opts: &ChunkOptions, scale: T, bwd: bool) -> ItemOut<T> {
     let plan = &opts.plan;
     let (l, kk) = it.q.dim();
@@ -269,6 +290,7 @@ fn item<T: Real>(it: &Item<T>, opts: &ChunkOptions, scale: T, bwd: bool) -> Item
     ItemOut { o, ht, grads }
 }
 
+#[inline(always)]
 fn backward_item<T: Real>(
     it: &Item<T>,
     opts: &ChunkOptions,
@@ -336,10 +358,10 @@ fn backward_item<T: Real>(
         // Inter-chunk parts of dq and dk.
         let e0 = cum.decays(lp, kk, |i| (i, -1));
         let kl = cum.decays(lp, kk, |j| (last, j as isize));
-        let mut dqc = do_c.dot(&hb.t()) * &e0;
+        let mut dqc = (do_c.dot(&hb.t()) * &e0).as_standard_layout().into_owned();
         dqc.mapv_inplace(|x| x * scale);
         let dk_inter = chk.vr.dot(&dhp.t()) * &kl;
-        let mut dkc = dk_inter.clone();
+        let mut dkc = dk_inter.as_standard_layout().into_owned();
 
         // Intra parts: off-diagonal blocks as matrix products, diagonal blocks elementwise.
         let mut buf = vec![T::zero(); kk];
@@ -372,17 +394,24 @@ fn backward_item<T: Real>(
                     let kj = kj.as_slice().expect("standard layout");
                     let daij = da[[i, j]];
                     cum.dec_row(i, j as isize, &mut buf);
-                    {
-                        let mut dqi = dqc.row_mut(i);
-                        let dqi = dqi.as_slice_mut().expect("standard layout");
+                    let mut dqi = dqc.row_mut(i);
+                    let dqi = dqi.as_slice_mut().expect("standard layout");
+                    let mut dkj = dkc.row_mut(j);
+                    let dkj = dkj.as_slice_mut().expect("standard layout");
+                    if plan.diag.is_none() {
+                        for ((o, &e), &kv) in dqi.iter_mut().zip(buf.iter()).zip(kj) {
+                            *o += daij * (kv * e);
+                        }
+                        for ((o, &e), &qv) in dkj.iter_mut().zip(buf.iter()).zip(qi) {
+                            *o += daij * (qv * e);
+                        }
+                    } else {
                         for ((o, &e), &kv) in dqi.iter_mut().zip(buf.iter()).zip(kj) {
                             *o += daij * round1(kv * e, plan.diag);
                         }
-                    }
-                    let mut dkj = dkc.row_mut(j);
-                    let dkj = dkj.as_slice_mut().expect("standard layout");
-                    for ((o, &e), &qv) in dkj.iter_mut().zip(buf.iter()).zip(qi) {
-                        *o += daij * round1(qv * e, plan.diag);
+                        for ((o, &e), &qv) in dkj.iter_mut().zip(buf.iter()).zip(qi) {
+                            *o += daij * round1(qv * e, plan.diag);
+                        }
                     }
                 }
             }
@@ -417,4 +446,35 @@ fn backward_item<T: Real>(
         round_in_place(a, plan.grads);
     }
     ItemGrads { dq, dk, dv, dg, dh0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Gates;
+    use ndarray::Array4;
+
+    /// The AVX2 build and the baseline build give bitwise identical results.
+    #[test]
+    fn avx2_build_is_bitwise_identical() {
+        let (t, k, v) = (70, 13, 6);
+        let f = |i: usize| ((i * 7919) % 1000) as f64 / 500.0 - 1.0;
+        let q = Array4::from_shape_fn((1, t, 1, k), |(_, t, _, d)| f(t * 31 + d));
+        let kk = Array4::from_shape_fn((1, t, 1, k), |(_, t, _, d)| f(t * 17 + d + 3));
+        let vv = Array4::from_shape_fn((1, t, 1, v), |(_, t, _, e)| f(t * 13 + e + 9));
+        let mut g = Array4::from_shape_fn((1, t, 1, k), |(_, t, _, d)| -f(t + d).abs() * 3.0);
+        g[[0, 20, 0, 2]] = f64::NEG_INFINITY;
+        let p = Problem::builder(q, kk, vv, Gates::PerChannel(g))
+            .do_(Array4::from_shape_fn((1, t, 1, v), |(_, t, _, e)| f(t * 3 + e)))
+            .build()
+            .unwrap();
+        let opts = ChunkOptions::new(32, 8).unwrap();
+        let scale = p.scale() as f32;
+        let base = seg::run::<f32>(&p, true, |it| item(it, &opts, scale, true));
+        let best = seg::run::<f32>(&p, true, |it| item_best(it, &opts, scale, true));
+        assert_eq!(base, best);
+        let pb = seg::run::<f32>(&p, true, |it| crate::parallel::item_for_tests(it, scale, true, false));
+        let pa = seg::run::<f32>(&p, true, |it| crate::parallel::item_for_tests(it, scale, true, true));
+        assert_eq!(pb, pa);
+    }
 }

@@ -32,6 +32,7 @@ pub(crate) struct Cum<T> {
 
 impl<T: Real> Cum<T> {
     /// Build from gates `[L, Kg]` (in the compute type).
+    #[inline(always)]
     pub fn new(g: ArrayView2<T>) -> Self {
         let (l, kg) = g.dim();
         let mut z = Array2::<i32>::from_elem((l, kg), -1);
@@ -83,7 +84,7 @@ impl<T: Real> Cum<T> {
     /// Fill `out` (length K) with `decay(j -> i)` per key channel (broadcast for scalar gates).
     /// The exponent is selected to `-inf` across a reset BEFORE `exp` (never a multiplied mask),
     /// and is otherwise `Gr_i - Gr_j <= 0`.
-    #[inline]
+    #[inline(always)]
     pub fn dec_row(&self, i: usize, j: isize, out: &mut [T]) {
         if self.kg == 1 {
             let e = self.dec(i, j, 0);
@@ -109,6 +110,7 @@ impl<T: Real> Cum<T> {
 
     /// `round(mul * x[r, d] * decay(j(r) -> i(r))[d])` for the rows `r` of `x` (the factor builder of
     /// every log-space product). `map(r) = (i, j)` gives the decay's end and start rows.
+    #[inline(always)]
     pub fn factor(
         &self,
         x: ArrayView2<T>,
@@ -123,13 +125,19 @@ impl<T: Real> Cum<T> {
             let o = orow.as_slice_mut().expect("standard layout");
             self.dec_row(i, j, o);
             for (o, &xv) in o.iter_mut().zip(x.row(r).iter()) {
-                *o = crate::rounding::round1(mul * xv * *o, round);
+                *o = mul * xv * *o;
+            }
+            if round.is_some() {
+                for o in o.iter_mut() {
+                    *o = crate::rounding::round1(*o, round);
+                }
             }
         }
         out
     }
 
     /// The decay matrix `decay(j(r) -> i(r))[d]`, `[rows, k]`.
+    #[inline(always)]
     pub fn decays(&self, rows: usize, k: usize, map: impl Fn(usize) -> (usize, isize)) -> Array2<T> {
         let mut out = Array2::<T>::zeros((rows, k));
         for (r, mut orow) in out.rows_mut().into_iter().enumerate() {
@@ -260,7 +268,7 @@ pub(crate) fn run<T: Real>(
 /// `expf` (relative error <= 2 ulp on normal results; subnormal results correctly scaled;
 /// `-inf` and anything below -110 give exactly 0), the same accuracy class as CUDA's `exp2f`
 /// (2 ulp, spec 8.1 "add ~2 per exp"); f64 uses the correctly rounded-ish libm `exp`.
-#[inline]
+#[inline(always)]
 pub(crate) fn vexp<T: Real>(x: &mut [T]) {
     if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
         // SAFETY: T is f32 (checked above), so the slice has the layout of [f32].
@@ -294,7 +302,9 @@ pub(crate) fn expf_fast(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 5.000_000_1e-1;
     let y = p * r * r + r + 1.0;
-    let ni = n as i32;
+    // n is an integer in [-159, 127]; read it from the shifted sum's mantissa bits (pure integer
+    // arithmetic, vectorizable; equals `n as i32`).
+    let ni = ((x * LOG2E + SHIFT).to_bits() as i32) - (SHIFT.to_bits() as i32);
     let n1 = ni >> 1;
     let n2 = ni - n1;
     let s1 = f32::from_bits(((n1 + 127) as u32) << 23);
@@ -304,7 +314,7 @@ pub(crate) fn expf_fast(x: f32) -> f32 {
 
 /// Sum of `a[d] * b[d] * c[d]` with eight independent accumulators (vectorizable; a fixed,
 /// deterministic summation order).
-#[inline]
+#[inline(always)]
 pub(crate) fn dot3<T: Real>(a: &[T], b: &[T], c: &[T]) -> T {
     let n = a.len().min(b.len()).min(c.len());
     let (a, b, c) = (&a[..n], &b[..n], &c[..n]);
@@ -338,5 +348,66 @@ pub(crate) fn reduce_dg<T: Real>(dg: Array2<T>, kg: usize) -> Array2<T> {
         out
     } else {
         dg
+    }
+}
+
+/// Whether the CPU supports the AVX2 + FMA builds of the per-item kernels (runtime detection).
+/// The AVX2 builds are the same source compiled with 8-wide vectors: results are bitwise
+/// identical (Rust never contracts `a * b + c` into an FMA on its own).
+#[inline]
+pub(crate) fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// expf_fast: <= 2 ulp from the correctly rounded f32 exp on normal results, exact 1 at 0,
+    /// exact 0 for -inf and far below the subnormal range, subnormals within one subnormal step.
+    #[test]
+    fn fast_exp_accuracy() {
+        let mut worst_ulp = 0.0f64;
+        let mut x = -87.0f32;
+        while x <= 0.0 {
+            let want = (x as f64).exp();
+            let got = expf_fast(x) as f64;
+            let ulp = (want as f32).abs() as f64 * 2f64.powi(-23);
+            worst_ulp = worst_ulp.max((got - want).abs() / ulp);
+            x += 0.000_731;
+        }
+        assert!(worst_ulp <= 2.0, "worst {worst_ulp} ulp");
+        assert_eq!(expf_fast(0.0), 1.0);
+        assert_eq!(expf_fast(f32::NEG_INFINITY), 0.0);
+        assert_eq!(expf_fast(-200.0), 0.0);
+        for x in [-88.0f32, -95.0, -100.0, -103.0] {
+            let want = (x as f64).exp();
+            assert!((expf_fast(x) as f64 - want).abs() <= 2f64.powi(-149), "{x}");
+        }
+        let mut v = [0.0f32, -1.0, f32::NEG_INFINITY];
+        vexp(&mut v);
+        assert_eq!(v[2], 0.0);
+        assert_eq!(v[0], 1.0);
+    }
+
+    #[test]
+    fn reset_aware_cumsum() {
+        let ninf = f64::NEG_INFINITY;
+        let g = ndarray::array![[-1.0], [ninf], [-0.5], [-0.25], [ninf], [-2.0]];
+        let c = Cum::<f64>::new(g.view());
+        assert_eq!(c.dec(0, -1, 0), (-1.0f64).exp());
+        assert_eq!(c.dec(3, -1, 0), 0.0); // reset at row 1 lies in (-1, 3]
+        assert_eq!(c.dec(3, 1, 0), (-0.75f64).exp()); // from the reset row on: finite
+        assert_eq!(c.dec(3, 2, 0), (-0.25f64).exp());
+        assert_eq!(c.dec(5, 3, 0), 0.0);
+        assert_eq!(c.dec(5, 4, 0), (-2.0f64).exp());
+        assert_eq!(c.dec(4, 4, 0), 1.0);
     }
 }
