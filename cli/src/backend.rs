@@ -3,8 +3,8 @@
 
 use anyhow::{anyhow, bail, Result};
 pub use gla_fixtures::io::{FileDtype, TensorFile};
-use gla_reference::bounds::{compare, magnitudes, Algorithm, BoundSpec, DgForm, Magnitudes};
 pub use gla_reference::bounds::TensorReport;
+use gla_reference::bounds::{compare, magnitudes, Algorithm, BoundSpec, DgForm, Magnitudes};
 use gla_reference::{Dtype, Problem, Solution};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -21,7 +21,9 @@ pub fn read_file(path: &Path) -> Result<TensorFile> {
 /// Read and validate an input file: the problem and the whole file.
 pub fn read_problem(path: &Path) -> Result<(Problem, TensorFile)> {
     let f = read_file(path)?;
-    let p = f.problem().map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let p = f
+        .problem()
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
     Ok((p, f))
 }
 
@@ -50,9 +52,9 @@ pub fn format_f64(x: f64) -> String {
 // Solvers (gla-oracle; gla-proptests' Implementation enum over gla-reference and gla-gpu)
 // ---------------------------------------------------------------------------------------------
 
+use gla_proptests::implementation::{Compute as PCompute, DgFormKey, Round as PRound};
 pub use gla_proptests::Implementation;
 use gla_proptests::Verdict;
-use gla_proptests::implementation::{Compute as PCompute, DgFormKey, Round as PRound};
 
 /// Which solver (`eval --impl`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
@@ -114,18 +116,27 @@ impl SolverConfig {
         };
         Ok(match self.kind {
             ImplKind::Oracle => bail!("the oracle is not a float implementation"),
-            ImplKind::Recurrent => Implementation::Recurrent { compute, dg: DgFormKey::ReverseCumsum },
+            ImplKind::Recurrent => Implementation::Recurrent {
+                compute,
+                dg: DgFormKey::ReverseCumsum,
+            },
             ImplKind::Parallel => Implementation::Parallel { compute },
-            ImplKind::Chunked => {
-                Implementation::Chunked { compute, chunk: self.chunk, sub_chunk: self.sub_chunk, round }
-            }
+            ImplKind::Chunked => Implementation::Chunked {
+                compute,
+                chunk: self.chunk,
+                sub_chunk: self.sub_chunk,
+                round,
+            },
             ImplKind::Gpu => {
                 let dtype = self.round.unwrap_or(Dtype::F32);
                 let imp = Implementation::Gpu { dtype };
                 if !gla_proptests::gpu::candidates().contains(&imp) {
                     bail!(
                         "gpu: no kernel for inputs in {dtype} (available: {:?})",
-                        gla_proptests::gpu::candidates().iter().map(|i| i.name()).collect::<Vec<_>>()
+                        gla_proptests::gpu::candidates()
+                            .iter()
+                            .map(|i| i.name())
+                            .collect::<Vec<_>>()
                     );
                 }
                 imp
@@ -147,9 +158,16 @@ pub struct OracleOut {
 
 /// Run the MPFR oracle (forward, and backward when asked), converged to agree well past f64.
 pub fn oracle(p: &Problem, backward: bool) -> Result<OracleOut> {
-    let opts = gla_oracle::OracleOptions { backward, ..Default::default() };
+    let opts = gla_oracle::OracleOptions {
+        backward,
+        ..Default::default()
+    };
     let r = gla_oracle::evaluate(p, &opts)?;
-    Ok(OracleOut { solution: r.solution, precision: r.precision, bits_agreed: r.bits_agreed })
+    Ok(OracleOut {
+        solution: r.solution,
+        precision: r.precision,
+        bits_agreed: r.bits_agreed,
+    })
 }
 
 /// Run a float implementation. Its inputs are first rounded to its input dtype (f32 for f32
@@ -168,10 +186,15 @@ pub fn gpu_available() -> std::result::Result<String, String> {
     if gla_proptests::gpu::available() {
         Ok(format!(
             "kernels {}",
-            gla_proptests::gpu::candidates().iter().map(|i| i.name()).collect::<Vec<_>>().join(", ")
+            gla_proptests::gpu::candidates()
+                .iter()
+                .map(|i| i.name())
+                .collect::<Vec<_>>()
+                .join(", ")
         ))
     } else {
-        Err(gla_proptests::gpu::unavailable_reason().unwrap_or_else(|| "disabled by GLA_NO_GPU".into()))
+        Err(gla_proptests::gpu::unavailable_reason()
+            .unwrap_or_else(|| "disabled by GLA_NO_GPU".into()))
     }
 }
 
@@ -198,8 +221,17 @@ pub fn judge(
 /// (`RoundingPlan::kernel_default(precision)`: q*exp(Gl), k*exp(Gl_last - Gl), the chunk states
 /// H_p, A before A@V and the output o, i.e. 5 stages for o and hT; plus the final gradients,
 /// 6 stages, for dq, dk, dv, dg, dh0). `extra` adds stages (e.g. a coarser storage dtype).
-pub fn verify_specs(precision: Dtype, chunk: usize, dg: DgForm, extra: &[Dtype]) -> (BoundSpec, BoundSpec) {
-    let acc = if precision == Dtype::F64 { Dtype::F64 } else { Dtype::F32 };
+pub fn verify_specs(
+    precision: Dtype,
+    chunk: usize,
+    dg: DgForm,
+    extra: &[Dtype],
+) -> (BoundSpec, BoundSpec) {
+    let acc = if precision == Dtype::F64 {
+        Dtype::F64
+    } else {
+        Dtype::F32
+    };
     let plan = if matches!(precision, Dtype::F64 | Dtype::F32) {
         gla_reference::rounding::RoundingPlan::none()
     } else {
@@ -216,7 +248,10 @@ pub fn verify_specs(precision: Dtype, chunk: usize, dg: DgForm, extra: &[Dtype])
     };
     let base = BoundSpec::new(Algorithm::Chunked { chunk }, acc).with_dg_form(dg);
     // Points 0..9 are the forward pass's (see RoundingPlan::forward_u_sum).
-    (base.clone().with_stages(&stages(9)), base.with_stages(&stages(pts.len())))
+    (
+        base.clone().with_stages(&stages(9)),
+        base.with_stages(&stages(pts.len())),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -254,7 +289,13 @@ pub fn must_reject_cases() -> Vec<(String, String, Option<String>)> {
     gla_fixtures::catalog::cases()
         .into_iter()
         .filter(|c| c.must_reject())
-        .map(|c| (c.name.to_string(), c.description.to_string(), c.validate().err().map(|e| e.to_string())))
+        .map(|c| {
+            (
+                c.name.to_string(),
+                c.description.to_string(),
+                c.validate().err().map(|e| e.to_string()),
+            )
+        })
         .collect()
 }
 
@@ -264,9 +305,16 @@ pub fn check_implementations(gpu: bool) -> Vec<Implementation> {
     let mut v = vec![
         Implementation::RECURRENT_F32,
         Implementation::RECURRENT_F64,
-        Implementation::Parallel { compute: PCompute::F32 },
+        Implementation::Parallel {
+            compute: PCompute::F32,
+        },
         Implementation::chunked(PCompute::F32, 64, 16),
-        Implementation::Chunked { compute: PCompute::F32, chunk: 64, sub_chunk: 16, round: PRound::Bf16 },
+        Implementation::Chunked {
+            compute: PCompute::F32,
+            chunk: 64,
+            sub_chunk: 16,
+            round: PRound::Bf16,
+        },
     ];
     if gpu {
         v.extend(gla_proptests::gpu::candidates());
@@ -353,13 +401,28 @@ pub fn check_case(case: &Case, impls: &[Implementation]) -> Vec<CheckRow> {
         not_applicable: None,
     };
     match gla_proptests::harness::check_against_oracle_as("check", &case.problem, impls) {
-        Err(e) => impls.iter().map(|i| CheckRow { error: Some(format!("oracle: {e}")), ..row(i) }).collect(),
+        Err(e) => impls
+            .iter()
+            .map(|i| CheckRow {
+                error: Some(format!("oracle: {e}")),
+                ..row(i)
+            })
+            .collect(),
         Ok(verdicts) => verdicts
             .into_iter()
             .map(|(imp, v)| match v {
-                Verdict::Judged(r) => CheckRow { tensors: r.tensors, ..row(&imp) },
-                Verdict::NotApplicable(why) => CheckRow { not_applicable: Some(why), ..row(&imp) },
-                Verdict::Error(e) => CheckRow { error: Some(e.to_string()), ..row(&imp) },
+                Verdict::Judged(r) => CheckRow {
+                    tensors: r.tensors,
+                    ..row(&imp)
+                },
+                Verdict::NotApplicable(why) => CheckRow {
+                    not_applicable: Some(why),
+                    ..row(&imp)
+                },
+                Verdict::Error(e) => CheckRow {
+                    error: Some(e.to_string()),
+                    ..row(&imp)
+                },
             })
             .collect(),
     }
@@ -377,7 +440,8 @@ pub fn deep_suite() -> bool {
 
 /// The golden directory: `dir`, or the source tree's `fixtures/golden`.
 fn golden_dir(dir: Option<&Path>) -> std::path::PathBuf {
-    dir.map(Path::to_path_buf).unwrap_or_else(gla_fixtures::golden::default_dir)
+    dir.map(Path::to_path_buf)
+        .unwrap_or_else(gla_fixtures::golden::default_dir)
 }
 
 /// Regenerate golden files (every case, or `only`), one case at a time with a progress bar.
@@ -386,7 +450,10 @@ pub fn fixtures_regen(dir: Option<&Path>, only: Option<&str>) -> Result<crate::c
     let names: Vec<&str> = match only {
         Some(n) => {
             if gla_fixtures::catalog::case(n).is_none() {
-                bail!("no case named `{n}` (cases: {})", gla_fixtures::catalog::names().join(", "));
+                bail!(
+                    "no case named `{n}` (cases: {})",
+                    gla_fixtures::catalog::names().join(", ")
+                );
             }
             vec![n]
         }
@@ -398,16 +465,28 @@ pub fn fixtures_regen(dir: Option<&Path>, only: Option<&str>) -> Result<crate::c
         pb.set_message(n.to_string());
         for r in gla_fixtures::golden::regen(&dir, Some(n)).map_err(|e| anyhow!("{e}"))? {
             pb.suspend(|| {
-                crate::outln!("{} {}", if r.changed { "wrote    " } else { "unchanged" }, r.path.display());
+                crate::outln!(
+                    "{} {}",
+                    if r.changed { "wrote    " } else { "unchanged" },
+                    r.path.display()
+                );
             });
             changed += r.changed as usize;
         }
         pb.inc(1);
     }
     pb.finish_and_clear();
-    crate::outln!("{} of {} golden file(s) changed in {}", changed, names.len(), dir.display());
+    crate::outln!(
+        "{} of {} golden file(s) changed in {}",
+        changed,
+        names.len(),
+        dir.display()
+    );
     if changed > 0 {
-        crate::outln!("review with `git diff --stat {}` and `glacheck fixtures check`", dir.display());
+        crate::outln!(
+            "review with `git diff --stat {}` and `glacheck fixtures check`",
+            dir.display()
+        );
     }
     Ok(crate::common::Status::Ok)
 }
@@ -416,12 +495,19 @@ pub fn fixtures_regen(dir: Option<&Path>, only: Option<&str>) -> Result<crate::c
 pub fn fixtures_check(dir: Option<&Path>) -> Result<crate::common::Status> {
     let dir = golden_dir(dir);
     let pb = indicatif::ProgressBar::new_spinner();
-    pb.set_message(format!("regenerating {} case(s) in memory", gla_fixtures::catalog::names().len()));
+    pb.set_message(format!(
+        "regenerating {} case(s) in memory",
+        gla_fixtures::catalog::names().len()
+    ));
     pb.enable_steady_tick(std::time::Duration::from_millis(200));
     let mismatches = gla_fixtures::golden::check(&dir, None).map_err(|e| anyhow!("{e}"))?;
     pb.finish_and_clear();
     if mismatches.is_empty() {
-        crate::outln!("PASS: {} golden file(s) in {} match the code", gla_fixtures::catalog::names().len(), dir.display());
+        crate::outln!(
+            "PASS: {} golden file(s) in {} match the code",
+            gla_fixtures::catalog::names().len(),
+            dir.display()
+        );
         Ok(crate::common::Status::Ok)
     } else {
         for m in &mismatches {

@@ -9,12 +9,16 @@ use gla_reference::OUTPUT_NAMES;
 /// Arguments of `glacheck check`.
 #[derive(Debug, Args)]
 #[command(after_help = "\
-Every case of the catalog (gla-fixtures) is solved once by the MPFR oracle (forward and backward), \
-then by each implementation: recurrent f32 and f64, parallel f32, chunked f32, chunked f32 with the \
-bf16 rounding plan of fla's kernels, and the GPU kernels when a CUDA device is present. Each cell is \
-the worst elementwise ratio |x - x*| / ((sum u_s + u_acc) M_x + eta) of that output (spec 8.1); \
-`bound` is (sum u_s + c u_acc (n_acc + lambda)) / (sum u_s + u_acc) for the tensor closest to its \
-bound. A non-finite result where the oracle is finite fails whatever the ratio.
+Every valid case of the catalog (gla-fixtures) goes through gla-proptests' oracle cross-check: inputs \
+rounded to each implementation's input dtype, the MPFR oracle once per distinct input (forward and \
+backward), then recurrent f32 and f64, parallel f32, chunked f32 (C=64, c=16), chunked f32 with fla's \
+bf16 kernel rounding plan, and the GPU kernels when a CUDA device is usable. Each cell is the worst \
+elementwise ratio |x - x*| / ((sum u_s + u_acc) M_x + eta) of that output (spec 8.1): o and ht from \
+the forward run, the gradients from the backward run (whose o and ht, and for GPU rows the \
+'at most twice the CPU emulation' rule, are judged too and named in failures). `bound` is \
+(sum u_s + c u_acc (n_acc + lambda)) / (sum u_s + u_acc) for the tensor closest to its bound. A \
+non-finite result where the oracle is finite fails whatever the ratio. The catalog's inputs outside \
+GLA's domain (g > 0) must be rejected by validation.
 Exit status: 0 every row passes, 1 a row fails, 2 bad usage.")]
 pub struct CheckArgs {
     /// Also run the property-test suite (gla-proptests) and print its summary table; its sizes
@@ -39,7 +43,8 @@ pub fn run(a: CheckArgs) -> Result<Status> {
     let wanted = |name: &str| {
         a.only.is_empty()
             || a.only.iter().any(|o| {
-                name == o.as_str() || (!all.iter().any(|c| c.name == *o) && name.contains(o.as_str()))
+                name == o.as_str()
+                    || (!all.iter().any(|c| c.name == *o) && name.contains(o.as_str()))
             })
     };
     let cases: Vec<_> = all.iter().filter(|c| wanted(&c.name)).cloned().collect();
@@ -79,23 +84,37 @@ pub fn run(a: CheckArgs) -> Result<Status> {
 
     // Rows whose implementation does not apply to the case (e.g. GPU kernels limited to K, V in
     // {64, 128, 256}, or an input that overflows f16) are summarised, not tabulated.
-    let (na, rows): (Vec<CheckRow>, Vec<CheckRow>) = rows.into_iter().partition(|r| r.not_applicable.is_some());
+    let (na, rows): (Vec<CheckRow>, Vec<CheckRow>) =
+        rows.into_iter().partition(|r| r.not_applicable.is_some());
     print_rows(&rows);
     if !na.is_empty() {
         let mut by_imp: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
         for r in &na {
-            by_imp.entry(r.imp.as_str()).or_default().push(r.case.as_str());
+            by_imp
+                .entry(r.imp.as_str())
+                .or_default()
+                .push(r.case.as_str());
         }
         crate::outln!("not applicable (not run, not failed):");
         for (imp, cases) in &by_imp {
-            let why = na.iter().find(|r| r.imp == *imp).and_then(|r| r.not_applicable.clone()).unwrap_or_default();
+            let why = na
+                .iter()
+                .find(|r| r.imp == *imp)
+                .and_then(|r| r.not_applicable.clone())
+                .unwrap_or_default();
             crate::outln!("  {imp}: {} case(s), e.g. {}: {why}", cases.len(), cases[0]);
         }
     }
     let failed: Vec<&CheckRow> = rows.iter().filter(|r| !r.pass()).collect();
     crate::outln!();
     if failed.is_empty() {
-        crate::outln!("PASS: {} rows ({} cases x {} implementations, {} not applicable)", rows.len(), cases.len(), impls.len(), na.len());
+        crate::outln!(
+            "PASS: {} rows ({} cases x {} implementations, {} not applicable)",
+            rows.len(),
+            cases.len(),
+            impls.len(),
+            na.len()
+        );
     } else {
         crate::outln!("FAIL: {} of {} rows", failed.len(), rows.len());
         for r in &failed {
@@ -105,12 +124,18 @@ pub fn run(a: CheckArgs) -> Result<Status> {
         }
     }
 
-    let mut status = if failed.is_empty() { Status::Ok } else { Status::Fail };
+    let mut status = if failed.is_empty() {
+        Status::Ok
+    } else {
+        Status::Fail
+    };
 
     // Inputs outside GLA's domain (F3's g > 0, F9's linear alpha): validation must reject them.
     let rejects: Vec<_> = backend::must_reject_cases()
         .into_iter()
-        .filter(|c| a.only.is_empty() || a.only.iter().any(|o| c.0 == *o || c.0.contains(o.as_str())))
+        .filter(|c| {
+            a.only.is_empty() || a.only.iter().any(|o| c.0 == *o || c.0.contains(o.as_str()))
+        })
         .collect();
     if !rejects.is_empty() && a.imp.is_empty() {
         crate::outln!();
@@ -173,7 +198,11 @@ fn print_rows(rows: &[CheckRow]) {
                     v.push(fmt_ratio(r.tightest_bound()));
                 }
             }
-            v.push(if r.pass() { "PASS".into() } else { "FAIL".into() });
+            v.push(if r.pass() {
+                "PASS".into()
+            } else {
+                "FAIL".into()
+            });
             v
         })
         .collect();

@@ -43,7 +43,11 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let name = path
         .file_name()
         .with_context(|| format!("output path `{}` has no file name", path.display()))?;
-    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     std::fs::write(&tmp, bytes).with_context(|| format!("cannot write `{}`", tmp.display()))?;
     if let Err(e) = std::fs::rename(&tmp, path) {
         let _ = std::fs::remove_file(&tmp);
@@ -71,7 +75,15 @@ pub fn fmt_ratio(r: Option<f64>) -> String {
         Some(x) if x.is_infinite() => "inf".into(),
         Some(0.0) => "0".into(),
         Some(x) if (0.01..1000.0).contains(&x) => {
-            let digits = if x >= 100.0 { 0 } else if x >= 10.0 { 1 } else if x >= 1.0 { 2 } else { 3 };
+            let digits = if x >= 100.0 {
+                0
+            } else if x >= 10.0 {
+                1
+            } else if x >= 1.0 {
+                2
+            } else {
+                3
+            };
             format!("{x:.digits$}")
         }
         Some(x) => format!("{x:.2e}"),
@@ -118,7 +130,10 @@ pub fn print_table(header: &[String], rows: &[Vec<String>]) {
         crate::outln!("{}", s.trim_end());
     };
     line(header);
-    crate::outln!("{}", "-".repeat(w.iter().sum::<usize>() + 2 * (n.saturating_sub(1))));
+    crate::outln!(
+        "{}",
+        "-".repeat(w.iter().sum::<usize>() + 2 * (n.saturating_sub(1)))
+    );
     for r in rows {
         line(r);
     }

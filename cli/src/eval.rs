@@ -89,10 +89,16 @@ pub struct EvalArgs {
 pub fn check_options(a: &EvalArgs) -> Result<()> {
     let chunky = matches!(a.imp, ImplKind::Chunked | ImplKind::Gpu);
     if !chunky && a.round != Round::None {
-        bail!("--round applies to --impl chunked or gpu, not {}", a.imp.name());
+        bail!(
+            "--round applies to --impl chunked or gpu, not {}",
+            a.imp.name()
+        );
     }
     if !chunky && (a.chunk != 64 || a.sub_chunk != 16) {
-        bail!("--chunk/--sub-chunk apply to --impl chunked or gpu, not {}", a.imp.name());
+        bail!(
+            "--chunk/--sub-chunk apply to --impl chunked or gpu, not {}",
+            a.imp.name()
+        );
     }
     if chunky {
         if a.chunk == 0 || a.sub_chunk == 0 || a.chunk % a.sub_chunk != 0 {
@@ -109,7 +115,10 @@ pub fn check_options(a: &EvalArgs) -> Result<()> {
             bail!("the GPU kernels compute in f32: use --compute f32 (and --round for bf16/f16 inputs)");
         }
         if a.round != Round::None && a.compute != Compute::F32 {
-            bail!("--round {:?} emulates f32-accumulating kernels: use --compute f32", a.round);
+            bail!(
+                "--round {:?} emulates f32-accumulating kernels: use --compute f32",
+                a.round
+            );
         }
     }
     Ok(())
@@ -149,7 +158,10 @@ pub fn run(a: EvalArgs) -> Result<Status> {
             sub_chunk: a.sub_chunk,
         };
         meta.insert("compute".to_string(), cfg.compute.to_string());
-        meta.insert("round".to_string(), cfg.round.map_or("none".to_string(), |d| d.to_string()));
+        meta.insert(
+            "round".to_string(),
+            cfg.round.map_or("none".to_string(), |d| d.to_string()),
+        );
         if matches!(a.imp, ImplKind::Chunked | ImplKind::Gpu) {
             meta.insert("chunk".to_string(), a.chunk.to_string());
             meta.insert("sub_chunk".to_string(), a.sub_chunk.to_string());
@@ -164,12 +176,26 @@ pub fn run(a: EvalArgs) -> Result<Status> {
                 imp.input_dtype(),
                 imp.name()
             );
-            meta.insert("inputs_rounded_to".to_string(), imp.input_dtype().to_string());
+            meta.insert(
+                "inputs_rounded_to".to_string(),
+                imp.input_dtype().to_string(),
+            );
         }
         let s = backend::solve(&imp, &p, a.backward)?;
-        (s, if imp.is_gpu() { Dtype::F32 } else { cfg.compute })
+        (
+            s,
+            if imp.is_gpu() {
+                Dtype::F32
+            } else {
+                cfg.compute
+            },
+        )
     };
     let names = backend::write_solution(&a.output, &p, &solution, dtype, &meta)?;
-    eprintln!("glacheck eval: wrote {} ({dtype}) to `{}`", names.join(", "), a.output.display());
+    eprintln!(
+        "glacheck eval: wrote {} ({dtype}) to `{}`",
+        names.join(", "),
+        a.output.display()
+    );
     Ok(Status::Ok)
 }

@@ -30,7 +30,9 @@ pub enum FixturesCommand {
 /// Run `glacheck fixtures ...`.
 pub fn run(c: FixturesCommand) -> Result<Status> {
     match c {
-        FixturesCommand::Regen { only, dir } => backend::fixtures_regen(dir.as_deref(), only.as_deref()),
+        FixturesCommand::Regen { only, dir } => {
+            backend::fixtures_regen(dir.as_deref(), only.as_deref())
+        }
         FixturesCommand::Check { dir } => backend::fixtures_check(dir.as_deref()),
     }
 }

@@ -8,6 +8,7 @@
 //! Exit status: 0 = ok / every check passed, 1 = a check failed, 2 = bad input or usage.
 
 mod backend;
+mod bench;
 mod check;
 mod common;
 mod eval;
@@ -40,6 +41,8 @@ enum Command {
     Fixtures(fixtures::FixturesCommand),
     /// Error growth against sequence length and gate strength: SVG plots and a CSV.
     Sweep(sweep::SweepArgs),
+    /// Time the GPU kernels (CUDA events, median, L2-rotated inputs): ms, GB/s, TFLOP/s, floor.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
         Command::Verify(a) => verify::run(a),
         Command::Fixtures(c) => fixtures::run(c),
         Command::Sweep(a) => sweep::run(a),
+        Command::Bench(a) => bench::run(a),
     };
     match result {
         Ok(status) => status.into(),

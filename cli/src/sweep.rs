@@ -135,7 +135,9 @@ fn implementations(a: &SweepArgs) -> Result<Vec<Implementation>> {
     let mut out: Vec<Implementation> = Vec::new();
     for &kind in &a.imp {
         if kind == ImplKind::Oracle {
-            bail!("--impl oracle: the oracle is the reference every implementation is judged against");
+            bail!(
+                "--impl oracle: the oracle is the reference every implementation is judged against"
+            );
         }
         for &prec in &a.precision {
             let (compute, round) = match prec {
@@ -152,7 +154,13 @@ fn implementations(a: &SweepArgs) -> Result<Vec<Implementation>> {
                 eprintln!("glacheck sweep: skipping gpu f64: the kernels compute in f32");
                 continue;
             }
-            let cfg = SolverConfig { kind, compute, round, chunk: a.chunk, sub_chunk: a.sub_chunk };
+            let cfg = SolverConfig {
+                kind,
+                compute,
+                round,
+                chunk: a.chunk,
+                sub_chunk: a.sub_chunk,
+            };
             let imp = cfg.implementation()?;
             if !out.contains(&imp) {
                 out.push(imp);
@@ -167,7 +175,11 @@ fn implementations(a: &SweepArgs) -> Result<Vec<Implementation>> {
 
 fn lengths(a: &SweepArgs) -> Result<Vec<usize>> {
     if a.t_min == 0 || a.t_min > a.t_max {
-        bail!("need 1 <= --t-min <= --t-max (got {} and {})", a.t_min, a.t_max);
+        bail!(
+            "need 1 <= --t-min <= --t-max (got {} and {})",
+            a.t_min,
+            a.t_max
+        );
     }
     let mut t = a.t_min.next_power_of_two();
     let mut v = Vec::new();
@@ -184,7 +196,11 @@ fn lengths(a: &SweepArgs) -> Result<Vec<usize>> {
 /// Run `glacheck sweep`.
 pub fn run(a: SweepArgs) -> Result<Status> {
     if a.chunk == 0 || a.sub_chunk == 0 || a.chunk % a.sub_chunk != 0 {
-        bail!("--chunk {} must be a positive multiple of --sub-chunk {}", a.chunk, a.sub_chunk);
+        bail!(
+            "--chunk {} must be a positive multiple of --sub-chunk {}",
+            a.chunk,
+            a.sub_chunk
+        );
     }
     if a.k == 0 || a.v == 0 || a.heads == 0 {
         bail!("--k, --v and --heads must be at least 1");
@@ -194,7 +210,8 @@ pub fn run(a: SweepArgs) -> Result<Status> {
     let mut regimes = a.regime.clone();
     regimes.sort();
     regimes.dedup();
-    std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create `{}`", a.out.display()))?;
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create `{}`", a.out.display()))?;
     for imp in &impls {
         if imp.is_gpu() {
             if let Err(why) = backend::gpu_available() {
@@ -203,8 +220,15 @@ pub fn run(a: SweepArgs) -> Result<Status> {
         }
     }
 
-    let outputs: Vec<&str> = if a.backward { vec!["o", "dg"] } else { vec!["o"] };
-    let pb = progress((ts.len() * regimes.len() * (impls.len() + 1)) as u64, "sweep");
+    let outputs: Vec<&str> = if a.backward {
+        vec!["o", "dg"]
+    } else {
+        vec!["o"]
+    };
+    let pb = progress(
+        (ts.len() * regimes.len() * (impls.len() + 1)) as u64,
+        "sweep",
+    );
     let mut points: Vec<Point> = Vec::new();
     for &regime in &regimes {
         for &t in &ts {
@@ -234,15 +258,29 @@ pub fn run(a: SweepArgs) -> Result<Status> {
             for imp in &impls {
                 pb.set_message(format!("{} T={t} {}", regime.name(), imp.name()));
                 // Inputs are on the bf16 grid: every implementation consumes them unchanged.
-                let pp = imp.prepare(&p)?;
+                let pp = imp
+                    .prepare(&p)
+                    .with_context(|| format!("{} does not apply", imp.name()))?;
                 if *pp != p {
-                    bail!("internal: sweep inputs are not exact in {}", imp.input_dtype());
+                    bail!(
+                        "internal: sweep inputs are not exact in {}",
+                        imp.input_dtype()
+                    );
                 }
                 let fwd = backend::solve(imp, &p, false)?;
-                let bwd = if a.backward { Some(backend::solve(imp, &p, true)?) } else { None };
+                let bwd = if a.backward {
+                    Some(backend::solve(imp, &p, true)?)
+                } else {
+                    None
+                };
                 let rep = gla_proptests::harness::judge(imp, &p, &m, &exact, &fwd, bwd.as_ref())?;
                 for t_rep in rep.tensors {
-                    points.push(Point { imp: imp.name(), regime, t, report: t_rep });
+                    points.push(Point {
+                        imp: imp.name(),
+                        regime,
+                        t,
+                        report: t_rep,
+                    });
                 }
                 pb.inc(1);
             }
@@ -282,6 +320,12 @@ pub fn run(a: SweepArgs) -> Result<Status> {
     let mut files = vec![csv_path.display().to_string()];
     for imp in &impls {
         for &out in &outputs {
+            if !points
+                .iter()
+                .any(|p| p.imp == imp.name() && p.report.name == out)
+            {
+                continue; // e.g. dg of an implementation without a backward pass
+            }
             let path = a.out.join(format!("{}-{out}.svg", imp.name()));
             plot(&path, &imp.name(), out, &a, &points)
                 .with_context(|| format!("cannot draw `{}`", path.display()))?;
@@ -297,12 +341,20 @@ pub fn run(a: SweepArgs) -> Result<Status> {
     }
     let mut worst: BTreeMap<(String, String), (f64, f64)> = BTreeMap::new();
     for p in &points {
-        let e = worst.entry((p.imp.clone(), p.report.name.clone())).or_insert((0.0, 0.0));
+        let e = worst
+            .entry((p.imp.clone(), p.report.name.clone()))
+            .or_insert((0.0, 0.0));
         if p.report.ratio / p.report.bound >= e.0 / e.1.max(f64::MIN_POSITIVE) {
             *e = (p.report.ratio, p.report.bound);
         }
     }
-    crate::outln!("{:<28} {:<7} {:>12} {:>12}", "implementation", "output", "worst ratio", "its bound");
+    crate::outln!(
+        "{:<28} {:<7} {:>12} {:>12}",
+        "implementation",
+        "output",
+        "worst ratio",
+        "its bound"
+    );
     for ((i, o), (r, b)) in &worst {
         crate::outln!("{i:<28} {o:<7} {r:>12.3e} {b:>12.3e}");
     }
@@ -336,16 +388,26 @@ const COLORS: [RGBColor; 5] = [
 ];
 
 fn plot(path: &Path, imp: &str, output: &str, a: &SweepArgs, points: &[Point]) -> Result<()> {
-    let mine: Vec<&Point> = points.iter().filter(|p| p.imp == imp && p.report.name == output).collect();
+    let mine: Vec<&Point> = points
+        .iter()
+        .filter(|p| p.imp == imp && p.report.name == output)
+        .collect();
     if mine.is_empty() {
         bail!("no data for {imp} {output}");
     }
     // The x axis is log2(T) on a linear scale, labelled with T itself: exact powers of two.
     let lt = |t: usize| (t as f64).log2();
     let tmin = mine.iter().map(|p| lt(p.t)).fold(f64::INFINITY, f64::min);
-    let tmax = mine.iter().map(|p| lt(p.t)).fold(f64::NEG_INFINITY, f64::max);
+    let tmax = mine
+        .iter()
+        .map(|p| lt(p.t))
+        .fold(f64::NEG_INFINITY, f64::max);
     let (tmin, tmax) = (tmin - 0.25, tmax + 0.25);
-    let nx = mine.iter().map(|p| p.t).collect::<std::collections::BTreeSet<_>>().len();
+    let nx = mine
+        .iter()
+        .map(|p| p.t)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
     let ymax = mine
         .iter()
         .flat_map(|p| [p.report.ratio, p.report.bound])
@@ -356,7 +418,10 @@ fn plot(path: &Path, imp: &str, output: &str, a: &SweepArgs, points: &[Point]) -
 
     let root = SVGBackend::new(path, (900, 600)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let title = format!("{imp}: worst {output} error vs sequence length (H={}, K={}, V={})", a.heads, a.k, a.v);
+    let title = format!(
+        "{imp}: worst {output} error vs sequence length (H={}, K={}, V={})",
+        a.heads, a.k, a.v
+    );
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 20))
         .margin(12)
@@ -367,7 +432,9 @@ fn plot(path: &Path, imp: &str, output: &str, a: &SweepArgs, points: &[Point]) -
     chart
         .configure_mesh()
         .x_desc("sequence length T [time steps, log scale]")
-        .y_desc(format!("worst ratio of {output}: max |err| / ((sum u_s + u_acc) M + eta) [log]"))
+        .y_desc(format!(
+            "worst ratio of {output}: max |err| / ((sum u_s + u_acc) M + eta) [log]"
+        ))
         .x_labels(nx + 2)
         .x_label_formatter(&|x| {
             if (x - x.round()).abs() < 1e-6 {
@@ -389,31 +456,50 @@ fn plot(path: &Path, imp: &str, output: &str, a: &SweepArgs, points: &[Point]) -
             .iter()
             .filter(|p| p.regime == *r)
             .map(|p| {
-                let y = if p.report.ratio.is_finite() { p.report.ratio.max(ymin) } else { ymax };
+                let y = if p.report.ratio.is_finite() {
+                    p.report.ratio.max(ymin)
+                } else {
+                    ymax
+                };
                 (lt(p.t), y)
             })
             .collect();
         pts.sort_by(|x, y| x.0.total_cmp(&y.0));
-        let mut bnd: Vec<(f64, f64)> =
-            mine.iter().filter(|p| p.regime == *r).map(|p| (lt(p.t), p.report.bound.max(ymin))).collect();
+        let mut bnd: Vec<(f64, f64)> = mine
+            .iter()
+            .filter(|p| p.regime == *r)
+            .map(|p| (lt(p.t), p.report.bound.max(ymin)))
+            .collect();
         bnd.sort_by(|x, y| x.0.total_cmp(&y.0));
         chart
             .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
             .map_err(|e| anyhow::anyhow!("{e:?}"))?
             .label(r.label())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
         chart
-            .draw_series(pts.iter().map(|&(x, y)| Circle::new((x, y), 3, color.filled())))
+            .draw_series(
+                pts.iter()
+                    .map(|&(x, y)| Circle::new((x, y), 3, color.filled())),
+            )
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;
         chart
             .draw_series(DashedLineSeries::new(bnd, 6, 4, color.stroke_width(1)))
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     }
     chart
-        .draw_series(std::iter::once(PathElement::new(Vec::<(f64, f64)>::new(), BLACK)))
+        .draw_series(std::iter::once(PathElement::new(
+            Vec::<(f64, f64)>::new(),
+            BLACK,
+        )))
         .map_err(|e| anyhow::anyhow!("{e:?}"))?
-        .label(format!("dashed: bound (spec 8.1); ratios < {PLOT_FLOOR:.0e} drawn at {PLOT_FLOOR:.0e}"))
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 6, y), (x + 10, y), (x + 16, y)], BLACK));
+        .label(format!(
+            "dashed: bound (spec 8.1); ratios < {PLOT_FLOOR:.0e} drawn at {PLOT_FLOOR:.0e}"
+        ))
+        .legend(|(x, y)| {
+            PathElement::new(vec![(x, y), (x + 6, y), (x + 10, y), (x + 16, y)], BLACK)
+        });
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)

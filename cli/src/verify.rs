@@ -86,30 +86,48 @@ pub struct VerifyArgs {
 fn expected_shape(p: &Problem, name: &str) -> (Vec<usize>, String) {
     let d = p.dims();
     match name {
-        "o" | "dv" => (vec![d.b, d.t, d.h, d.v], format!("[B, T, H, V] = {:?}", [d.b, d.t, d.h, d.v])),
-        "ht" | "dh0" => (vec![d.n, d.h, d.k, d.v], format!("[N, H, K, V] = {:?}", [d.n, d.h, d.k, d.v])),
-        "dg" if p.gate_kind() == GateKind::Scalar => {
-            (vec![d.b, d.t, d.h], format!("[B, T, H] = {:?} (scalar gates)", [d.b, d.t, d.h]))
-        }
-        _ => (vec![d.b, d.t, d.h, d.k], format!("[B, T, H, K] = {:?}", [d.b, d.t, d.h, d.k])),
+        "o" | "dv" => (
+            vec![d.b, d.t, d.h, d.v],
+            format!("[B, T, H, V] = {:?}", [d.b, d.t, d.h, d.v]),
+        ),
+        "ht" | "dh0" => (
+            vec![d.n, d.h, d.k, d.v],
+            format!("[N, H, K, V] = {:?}", [d.n, d.h, d.k, d.v]),
+        ),
+        "dg" if p.gate_kind() == GateKind::Scalar => (
+            vec![d.b, d.t, d.h],
+            format!("[B, T, H] = {:?} (scalar gates)", [d.b, d.t, d.h]),
+        ),
+        _ => (
+            vec![d.b, d.t, d.h, d.k],
+            format!("[B, T, H, K] = {:?}", [d.b, d.t, d.h, d.k]),
+        ),
     }
 }
 
 /// Take output `name` from a file as `[.., .., .., ..]`, checking dtype and shape.
-fn take(f: &TensorFile, which: &str, p: &Problem, name: &str) -> Result<Option<(Array4<f64>, Dtype)>> {
+fn take(
+    f: &TensorFile,
+    which: &str,
+    p: &Problem,
+    name: &str,
+) -> Result<Option<(Array4<f64>, Dtype)>> {
     if !f.contains(name) {
         return Ok(None);
     }
     let t = f.float(name).map_err(|e| anyhow!("{which}: {e}"))?;
     let (want, desc) = expected_shape(p, name);
     let got = t.shape().to_vec();
-    let ok = got == want || (name == "dg" && want.len() == 3 && got == [want[0], want[1], want[2], 1]);
+    let ok =
+        got == want || (name == "dg" && want.len() == 3 && got == [want[0], want[1], want[2], 1]);
     if !ok {
         bail!("{which}: tensor `{name}` has shape {got:?}, expected {desc}");
     }
     let a: ArrayD<f64> = t.values.clone();
     let a4: Array4<f64> = if a.ndim() == 3 {
-        a.insert_axis(Axis(3)).into_dimensionality().expect("rank 4")
+        a.insert_axis(Axis(3))
+            .into_dimensionality()
+            .expect("rank 4")
     } else {
         a.into_dimensionality().expect("rank 4")
     };
@@ -117,12 +135,18 @@ fn take(f: &TensorFile, which: &str, p: &Problem, name: &str) -> Result<Option<(
 }
 
 /// The oracle's solution and magnitudes loaded from a golden fixture, if INPUT is one.
-fn from_golden(f: &TensorFile, p: &Problem, backward: bool) -> Result<Option<(Solution, Magnitudes)>> {
+fn from_golden(
+    f: &TensorFile,
+    p: &Problem,
+    backward: bool,
+) -> Result<Option<(Solution, Magnitudes)>> {
     let mut names: Vec<&str> = vec!["o", "ht"];
     if backward {
         names.extend(["dq", "dk", "dv", "dg", "dh0"]);
     }
-    let complete = names.iter().all(|n| f.contains(n) && f.contains(&format!("m_{n}")))
+    let complete = names
+        .iter()
+        .all(|n| f.contains(n) && f.contains(&format!("m_{n}")))
         && (!backward || f.contains("m_dg_local"));
     if !complete {
         return Ok(None);
@@ -133,21 +157,48 @@ fn from_golden(f: &TensorFile, p: &Problem, backward: bool) -> Result<Option<(So
         let t = f.float(n).map_err(|e| anyhow!("INPUT (golden): {e}"))?;
         let (want, desc) = expected_shape(p, base);
         let a = t.values.clone();
-        let a = if a.ndim() == 3 { a.insert_axis(Axis(3)) } else { a };
+        let a = if a.ndim() == 3 {
+            a.insert_axis(Axis(3))
+        } else {
+            a
+        };
         let got = a.shape().to_vec();
-        let want4 = if want.len() == 3 { vec![want[0], want[1], want[2], 1] } else { want };
+        let want4 = if want.len() == 3 {
+            vec![want[0], want[1], want[2], 1]
+        } else {
+            want
+        };
         if got != want4 {
-            bail!("INPUT (golden): tensor `{n}` has shape {:?}, expected {desc}", t.shape());
+            bail!(
+                "INPUT (golden): tensor `{n}` has shape {:?}, expected {desc}",
+                t.shape()
+            );
         }
         Ok(a.into_dimensionality().expect("rank 4"))
     };
     let grads = if backward {
-        Some(Gradients { dq: get("dq")?, dk: get("dk")?, dv: get("dv")?, dg: get("dg")?, dh0: get("dh0")? })
+        Some(Gradients {
+            dq: get("dq")?,
+            dk: get("dk")?,
+            dv: get("dv")?,
+            dg: get("dg")?,
+            dh0: get("dh0")?,
+        })
     } else {
         None
     };
-    let sol = Solution { o: get("o")?, ht: get("ht")?, grads };
-    let opt = |n: &str| -> Result<Option<Array4<f64>>> { if backward { get(n).map(Some) } else { Ok(None) } };
+    let sol = Solution {
+        o: get("o")?,
+        ht: get("ht")?,
+        grads,
+    };
+    let opt = |n: &str| -> Result<Option<Array4<f64>>> {
+        if backward {
+            get(n).map(Some)
+        } else {
+            Ok(None)
+        }
+    };
     let m = Magnitudes {
         o: get("m_o")?,
         ht: get("m_ht")?,
@@ -173,7 +224,10 @@ fn locate(p: &Problem, name: &str, i: [usize; 4]) -> String {
             };
             let seq = match p.cu_seqlens() {
                 Some(cu) => {
-                    let n = cu.windows(2).position(|w| i[1] >= w[0] && i[1] < w[1]).unwrap_or(0);
+                    let n = cu
+                        .windows(2)
+                        .position(|w| i[1] >= w[0] && i[1] < w[1])
+                        .unwrap_or(0);
                     format!(" = sequence {n} step {}", i[1] - cu[n])
                 }
                 None => String::new(),
@@ -181,7 +235,10 @@ fn locate(p: &Problem, name: &str, i: [usize; 4]) -> String {
             if ch == "scalar gate" {
                 format!("(batch {}, time {}{seq}, head {})", i[0], i[1], i[2])
             } else {
-                format!("(batch {}, time {}{seq}, head {}, {ch} {})", i[0], i[1], i[2], i[3])
+                format!(
+                    "(batch {}, time {}{seq}, head {}, {ch} {})",
+                    i[0], i[1], i[2], i[3]
+                )
             }
         }
     }
@@ -190,7 +247,9 @@ fn locate(p: &Problem, name: &str, i: [usize; 4]) -> String {
 fn index_json(name: &str, p: &Problem, i: [usize; 4]) -> serde_json::Value {
     match name {
         "ht" | "dh0" => serde_json::json!({"sequence": i[0], "head": i[1], "k": i[2], "v": i[3]}),
-        "dg" if p.gate_kind() == GateKind::Scalar => serde_json::json!({"batch": i[0], "time": i[1], "head": i[2]}),
+        "dg" if p.gate_kind() == GateKind::Scalar => {
+            serde_json::json!({"batch": i[0], "time": i[1], "head": i[2]})
+        }
         _ => serde_json::json!({"batch": i[0], "time": i[1], "head": i[2], "channel": i[3]}),
     }
 }
@@ -212,12 +271,20 @@ pub fn run(a: VerifyArgs) -> Result<Status> {
         }
     }
     if present.is_empty() {
-        let found: Vec<&String> = cand_file.tensors.keys().chain(cand_file.other.keys()).collect();
+        let found: Vec<&String> = cand_file
+            .tensors
+            .keys()
+            .chain(cand_file.other.keys())
+            .collect();
         bail!("{which}: holds none of o, ht, dq, dk, dv, dg, dh0 (found: {found:?})");
     }
     let backward = present.iter().any(|(n, _, _)| !matches!(*n, "o" | "ht"));
     if backward && !p.has_backward() {
-        let g: Vec<&str> = present.iter().map(|x| x.0).filter(|n| !matches!(*n, "o" | "ht")).collect();
+        let g: Vec<&str> = present
+            .iter()
+            .map(|x| x.0)
+            .filter(|n| !matches!(*n, "o" | "ht"))
+            .collect();
         bail!(
             "{which}: holds gradients {g:?} but INPUT {} has no `do`: save the output gradient (and dht, \
              if used) the kernel's backward consumed",
@@ -243,7 +310,10 @@ pub fn run(a: VerifyArgs) -> Result<Status> {
             }
             let r = backend::oracle(&p, backward)?;
             let m = backend::mags(&p);
-            let src = format!("MPFR oracle ({} bits, {} agreed)", r.precision, r.bits_agreed);
+            let src = format!(
+                "MPFR oracle ({} bits, {} agreed)",
+                r.precision, r.bits_agreed
+            );
             (r.solution, m, src)
         }
     };
@@ -279,7 +349,10 @@ pub fn run(a: VerifyArgs) -> Result<Status> {
         DgArg::ReverseCumsum => DgForm::ReverseCumsum,
         DgArg::Local => DgForm::Local,
     };
-    let coarsest = present.iter().map(|x| x.2).max_by(|x, y| x.unit_roundoff().total_cmp(&y.unit_roundoff()));
+    let coarsest = present
+        .iter()
+        .map(|x| x.2)
+        .max_by(|x, y| x.unit_roundoff().total_cmp(&y.unit_roundoff()));
     let mut notes = Vec::new();
     let mut extra = Vec::new();
     if let Some(st) = coarsest {
@@ -291,17 +364,31 @@ pub fn run(a: VerifyArgs) -> Result<Status> {
         }
     }
     let (spec_fwd, spec_bwd) = backend::verify_specs(precision, a.chunk, dg_form, &extra);
-    let fwd_only = Solution { o: cand.o.clone(), ht: cand.ht.clone(), grads: None };
+    let fwd_only = Solution {
+        o: cand.o.clone(),
+        ht: cand.ht.clone(),
+        grads: None,
+    };
     let mut reports = backend::judge(&p, &exact, &mags, &fwd_only, &spec_fwd)?;
     if backward {
         reports.extend(
-            backend::judge(&p, &exact, &mags, &cand, &spec_bwd)?.into_iter().filter(|t| !matches!(t.name.as_str(), "o" | "ht")),
+            backend::judge(&p, &exact, &mags, &cand, &spec_bwd)?
+                .into_iter()
+                .filter(|t| !matches!(t.name.as_str(), "o" | "ht")),
         );
     }
-    let reports: Vec<TensorReport> =
-        reports.into_iter().filter(|t| present.iter().any(|x| x.0 == t.name)).collect();
+    let reports: Vec<TensorReport> = reports
+        .into_iter()
+        .filter(|t| present.iter().any(|x| x.0 == t.name))
+        .collect();
     let pass = reports.iter().all(|t| t.pass);
-    let stored = |n: &str| present.iter().find(|x| x.0 == n).map(|x| x.2.to_string()).unwrap_or_default();
+    let stored = |n: &str| {
+        present
+            .iter()
+            .find(|x| x.0 == n)
+            .map(|x| x.2.to_string())
+            .unwrap_or_default()
+    };
 
     if a.json {
         let tensors: Vec<serde_json::Value> = reports
@@ -349,7 +436,11 @@ pub fn run(a: VerifyArgs) -> Result<Status> {
     }
 
     let d = p.dims();
-    crate::outln!("glacheck verify {} against {}", a.candidate.display(), a.input.display());
+    crate::outln!(
+        "glacheck verify {} against {}",
+        a.candidate.display(),
+        a.input.display()
+    );
     crate::outln!(
         "problem: B={} T={} H={} K={} V={} N={}{}{}, scale={}",
         d.b,
@@ -358,13 +449,23 @@ pub fn run(a: VerifyArgs) -> Result<Status> {
         d.k,
         d.v,
         d.n,
-        if p.gate_kind() == GateKind::Scalar { ", scalar gates" } else { "" },
-        if p.cu_seqlens().is_some() { ", varlen" } else { "" },
+        if p.gate_kind() == GateKind::Scalar {
+            ", scalar gates"
+        } else {
+            ""
+        },
+        if p.cu_seqlens().is_some() {
+            ", varlen"
+        } else {
+            ""
+        },
         p.scale()
     );
     crate::outln!("truth: {source}");
     let fwd_t = reports.iter().find(|t| t.name == "o" || t.name == "ht");
-    let bwd_t = reports.iter().find(|t| !matches!(t.name.as_str(), "o" | "ht"));
+    let bwd_t = reports
+        .iter()
+        .find(|t| !matches!(t.name.as_str(), "o" | "ht"));
     if let Some(t) = fwd_t.or(bwd_t) {
         crate::outln!(
             "model: chunked C={}, precision {precision}: u_acc = {:.3e}, n_acc = {}, lambda = {:.4}, dg judged as {}",
@@ -380,22 +481,39 @@ pub fn run(a: VerifyArgs) -> Result<Status> {
             } else {
                 format!(
                     "{} (sum u_s = {:.3e})",
-                    spec.stages.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("+"),
+                    spec.stages
+                        .iter()
+                        .map(|d| d.to_string())
+                        .collect::<Vec<_>>()
+                        .join("+"),
                     spec.u_stages()
                 )
             }
         };
-        crate::outln!("       rounding stages: o, ht: {}; gradients: {}", stages(&spec_fwd), stages(&spec_bwd));
+        crate::outln!(
+            "       rounding stages: o, ht: {}; gradients: {}",
+            stages(&spec_fwd),
+            stages(&spec_bwd)
+        );
     }
     for n in &notes {
         crate::outln!("note: {n}");
     }
     crate::outln!();
-    let header: Vec<String> =
-        ["tensor", "stored", "ratio", "bound", "result", "worst element", "candidate", "exact", "nonfinite"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+    let header: Vec<String> = [
+        "tensor",
+        "stored",
+        "ratio",
+        "bound",
+        "result",
+        "worst element",
+        "candidate",
+        "exact",
+        "nonfinite",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     let rows: Vec<Vec<String>> = reports
         .iter()
         .map(|t| {
@@ -405,9 +523,15 @@ pub fn run(a: VerifyArgs) -> Result<Status> {
                 fmt_ratio(Some(t.ratio)),
                 fmt_ratio(Some(t.bound)),
                 if t.pass { "PASS".into() } else { "FAIL".into() },
-                t.worst_index.map(|i| format!("{i:?}")).unwrap_or_else(|| "-".into()),
-                t.worst_index.map(|_| format!("{:.6e}", t.worst_candidate)).unwrap_or_else(|| "-".into()),
-                t.worst_index.map(|_| format!("{:.6e}", t.worst_exact)).unwrap_or_else(|| "-".into()),
+                t.worst_index
+                    .map(|i| format!("{i:?}"))
+                    .unwrap_or_else(|| "-".into()),
+                t.worst_index
+                    .map(|_| format!("{:.6e}", t.worst_candidate))
+                    .unwrap_or_else(|| "-".into()),
+                t.worst_index
+                    .map(|_| format!("{:.6e}", t.worst_exact))
+                    .unwrap_or_else(|| "-".into()),
                 format!("{}", t.candidate_nonfinite),
             ]
         })
@@ -419,7 +543,10 @@ pub fn run(a: VerifyArgs) -> Result<Status> {
                 "dg ratios: reverse-cumsum magnitude {}, local magnitude {} (judged: {})",
                 fmt_ratio(Some(r.reverse_cumsum)),
                 fmt_ratio(Some(r.local)),
-                match dg_form { DgForm::Local => "local", _ => "reverse-cumsum" }
+                match dg_form {
+                    DgForm::Local => "local",
+                    _ => "reverse-cumsum",
+                }
             );
         }
     }
@@ -453,7 +580,10 @@ pub fn run(a: VerifyArgs) -> Result<Status> {
     }
     let nfail = reports.iter().filter(|t| !t.pass).count();
     if pass {
-        crate::outln!("PASS: {} tensor(s) within the {precision} bound", reports.len());
+        crate::outln!(
+            "PASS: {} tensor(s) within the {precision} bound",
+            reports.len()
+        );
     } else {
         crate::outln!("FAIL: {nfail} of {} tensor(s)", reports.len());
     }

@@ -7,7 +7,13 @@ use gla_reference::{recurrent, Dtype as D, Problem, Solution};
 use ndarray::{ArrayD, IxDyn};
 use safetensors::Dtype;
 
-const SHAPE: Shape = Shape { b: 2, t: 37, h: 2, k: 8, v: 6 };
+const SHAPE: Shape = Shape {
+    b: 2,
+    t: 37,
+    h: 2,
+    k: 8,
+    v: 6,
+};
 
 /// The problem the test wrote, built independently of the file reader.
 fn problem_of(tensors: &[T], cu: Option<Vec<i64>>, scale: Option<f64>) -> Problem {
@@ -31,10 +37,20 @@ fn problem_of(tensors: &[T], cu: Option<Vec<i64>>, scale: Option<f64>) -> Proble
     .unwrap()
 }
 
-fn tensor4(out: &std::collections::HashMap<String, (Dtype, Vec<usize>, Vec<f64>)>, n: &str) -> ndarray::Array4<f64> {
+fn tensor4(
+    out: &std::collections::HashMap<String, (Dtype, Vec<usize>, Vec<f64>)>,
+    n: &str,
+) -> ndarray::Array4<f64> {
     let (_, shape, vals) = &out[n];
-    let s = if shape.len() == 3 { vec![shape[0], shape[1], shape[2], 1] } else { shape.clone() };
-    ArrayD::from_shape_vec(IxDyn(&s), vals.clone()).unwrap().into_dimensionality().unwrap()
+    let s = if shape.len() == 3 {
+        vec![shape[0], shape[1], shape[2], 1]
+    } else {
+        shape.clone()
+    };
+    ArrayD::from_shape_vec(IxDyn(&s), vals.clone())
+        .unwrap()
+        .into_dimensionality()
+        .unwrap()
 }
 
 fn solution_of(out: &std::collections::HashMap<String, (Dtype, Vec<usize>, Vec<f64>)>) -> Solution {
@@ -45,20 +61,36 @@ fn solution_of(out: &std::collections::HashMap<String, (Dtype, Vec<usize>, Vec<f
         dg: tensor4(out, "dg"),
         dh0: tensor4(out, "dh0"),
     });
-    Solution { o: tensor4(out, "o"), ht: tensor4(out, "ht"), grads }
+    Solution {
+        o: tensor4(out, "o"),
+        ht: tensor4(out, "ht"),
+        grads,
+    }
 }
 
 #[test]
 fn recurrent_round_trip_f32_and_bf16_inputs() {
-    for (in_dtype, compute, out_dtype) in
-        [(Dtype::F32, "f64", Dtype::F64), (Dtype::BF16, "f32", Dtype::F32), (Dtype::F32, "f32", Dtype::F32)]
-    {
+    for (in_dtype, compute, out_dtype) in [
+        (Dtype::F32, "f64", Dtype::F64),
+        (Dtype::BF16, "f32", Dtype::F32),
+        (Dtype::F32, "f32", Dtype::F32),
+    ] {
         let dir = temp_dir("eval-rt");
         let input = dir.join("in.safetensors");
         let output = dir.join("out.safetensors");
         let ts = problem_tensors(SHAPE, in_dtype, true, 11);
         write(&input, &ts, &[("scale", "0.3")]);
-        let o = glacheck(&["eval", "--impl", "recurrent", "--compute", compute, "--backward", s(&input), "-o", s(&output)]);
+        let o = glacheck(&[
+            "eval",
+            "--impl",
+            "recurrent",
+            "--compute",
+            compute,
+            "--backward",
+            s(&input),
+            "-o",
+            s(&output),
+        ]);
         let (so, se) = texts(&o);
         assert_eq!(o.status.code(), Some(0), "stdout:\n{so}\nstderr:\n{se}");
         let (out, meta) = read(&output);
@@ -79,7 +111,12 @@ fn recurrent_round_trip_f32_and_bf16_inputs() {
         assert!(meta.contains_key("glacheck_version"));
         // Exactly what the library computes on the same values: the file round trip loses nothing.
         let p = problem_of(&ts, None, Some(0.3));
-        let want = if compute == "f64" { recurrent::backward::<f64>(&p) } else { recurrent::backward::<f32>(&p) }.unwrap();
+        let want = if compute == "f64" {
+            recurrent::backward::<f64>(&p)
+        } else {
+            recurrent::backward::<f32>(&p)
+        }
+        .unwrap();
         let got = solution_of(&out);
         assert_eq!(got, want, "{in_dtype:?} -> {compute}");
         let _ = std::fs::remove_dir_all(&dir);
@@ -100,10 +137,24 @@ fn forward_only_scalar_gates_varlen_int32() {
         T::new("v", &[1, t, h, v], values(3, t * h * v), Dtype::BF16),
         T::new("g", &[1, t, h], gates(4, t * h), Dtype::BF16),
         T::new("h0", &[3, h, k, v], values(5, 3 * h * k * v), Dtype::BF16),
-        T::new("cu_seqlens", &[4], cu.iter().map(|&x| x as f64).collect(), Dtype::I32),
+        T::new(
+            "cu_seqlens",
+            &[4],
+            cu.iter().map(|&x| x as f64).collect(),
+            Dtype::I32,
+        ),
     ];
     write(&input, &ts, &[]);
-    let o = glacheck(&["eval", "--impl", "recurrent", "--compute", "f64", s(&input), "-o", s(&output)]);
+    let o = glacheck(&[
+        "eval",
+        "--impl",
+        "recurrent",
+        "--compute",
+        "f64",
+        s(&input),
+        "-o",
+        s(&output),
+    ]);
     assert_eq!(o.status.code(), Some(0), "{:?}", texts(&o));
     let (out, _) = read(&output);
     assert_eq!(out.len(), 2, "forward only: o and ht");
@@ -129,14 +180,31 @@ fn oracle_round_trip_bf16_and_f32() {
         let dir = temp_dir("eval-oracle");
         let input = dir.join("in.safetensors");
         let output = dir.join("out.safetensors");
-        let shape = Shape { b: 1, t: 24, h: 2, k: 4, v: 4 };
+        let shape = Shape {
+            b: 1,
+            t: 24,
+            h: 2,
+            k: 4,
+            v: 4,
+        };
         let ts = problem_tensors(shape, in_dtype, true, 5);
         write(&input, &ts, &[]);
-        let o = glacheck(&["eval", "--impl", "oracle", "--backward", s(&input), "-o", s(&output)]);
+        let o = glacheck(&[
+            "eval",
+            "--impl",
+            "oracle",
+            "--backward",
+            s(&input),
+            "-o",
+            s(&output),
+        ]);
         assert_eq!(o.status.code(), Some(0), "{:?}", texts(&o));
         let (out, meta) = read(&output);
         assert_eq!(out.len(), 7);
-        assert!(out.values().all(|t| t.0 == Dtype::F64), "oracle results are f64");
+        assert!(
+            out.values().all(|t| t.0 == Dtype::F64),
+            "oracle results are f64"
+        );
         assert_eq!(meta["impl"], "oracle");
         let bits: u32 = meta["oracle_bits_agreed"].parse().unwrap();
         assert!(bits >= 53, "oracle agreed on {bits} bits only");
@@ -145,14 +213,28 @@ fn oracle_round_trip_bf16_and_f32() {
         let p = problem_of(&ts, None, None);
         let exact = solution_of(&out);
         let cand = recurrent::backward::<f64>(&p).unwrap();
-        let r = compare(&p, &exact, &magnitudes(&p), &cand, &BoundSpec::new(Algorithm::Recurrent, D::F64)).unwrap();
+        let r = compare(
+            &p,
+            &exact,
+            &magnitudes(&p),
+            &cand,
+            &BoundSpec::new(Algorithm::Recurrent, D::F64),
+        )
+        .unwrap();
         assert!(r.pass(), "{r}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
 
 /// Run eval on a bad input: exit 2, one error line naming the problem, output untouched.
-fn bad_input(tag: &str, tensors: &[T], meta: &[(&str, &str)], raw: Option<Vec<u8>>, extra: &[&str], expect: &str) {
+fn bad_input(
+    tag: &str,
+    tensors: &[T],
+    meta: &[(&str, &str)],
+    raw: Option<Vec<u8>>,
+    extra: &[&str],
+    expect: &str,
+) {
     let dir = temp_dir(tag);
     let input = dir.join("in.safetensors");
     match raw {
@@ -166,16 +248,30 @@ fn bad_input(tag: &str, tensors: &[T], meta: &[(&str, &str)], raw: Option<Vec<u8
     let o = glacheck(&[&args[..], &[s(&input), "-o", s(&fresh)]].concat());
     let (so, se) = texts(&o);
     assert_eq!(o.status.code(), Some(2), "{tag}: stdout {so} stderr {se}");
-    assert!(se.contains(expect), "{tag}: stderr should mention {expect:?}:\n{se}");
-    assert_eq!(se.trim_end().lines().count(), 1, "{tag}: one error line:\n{se}");
+    assert!(
+        se.contains(expect),
+        "{tag}: stderr should mention {expect:?}:\n{se}"
+    );
+    assert_eq!(
+        se.trim_end().lines().count(),
+        1,
+        "{tag}: one error line:\n{se}"
+    );
     assert!(!fresh.exists(), "{tag}: output created");
     // 2. The output exists: it must not be overwritten.
     let old = dir.join("old.safetensors");
     std::fs::write(&old, b"previous contents").unwrap();
     let o = glacheck(&[&args[..], &[s(&input), "-o", s(&old)]].concat());
     assert_eq!(o.status.code(), Some(2), "{tag}");
-    assert_eq!(std::fs::read(&old).unwrap(), b"previous contents", "{tag}: output overwritten");
-    let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(
+        std::fs::read(&old).unwrap(),
+        b"previous contents",
+        "{tag}: output overwritten"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(leftovers.len(), 2, "{tag}: stray files {leftovers:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -184,22 +280,54 @@ fn bad_input(tag: &str, tensors: &[T], meta: &[(&str, &str)], raw: Option<Vec<u8
 fn bad_inputs_exit_2_and_leave_output_alone() {
     let good = problem_tensors(SHAPE, Dtype::F32, true, 3);
     let without = |n: &str| -> Vec<T> {
-        problem_tensors(SHAPE, Dtype::F32, true, 3).into_iter().filter(|t| t.name != n).collect()
+        problem_tensors(SHAPE, Dtype::F32, true, 3)
+            .into_iter()
+            .filter(|t| t.name != n)
+            .collect()
     };
-    bad_input("missing-g", &without("g"), &[], None, &[], "missing tensor `g`");
-    bad_input("missing-v", &without("v"), &[], None, &[], "missing tensor `v`");
+    bad_input(
+        "missing-g",
+        &without("g"),
+        &[],
+        None,
+        &[],
+        "missing tensor `g`",
+    );
+    bad_input(
+        "missing-v",
+        &without("v"),
+        &[],
+        None,
+        &[],
+        "missing tensor `v`",
+    );
     // Wrong shape: k with a different K.
     let mut wrong = without("k");
     let Shape { b, t, h, k, .. } = SHAPE;
-    wrong.push(T::new("k", &[b, t, h, k + 1], values(9, b * t * h * (k + 1)), Dtype::F32));
+    wrong.push(T::new(
+        "k",
+        &[b, t, h, k + 1],
+        values(9, b * t * h * (k + 1)),
+        Dtype::F32,
+    ));
     bad_input("shape-k", &wrong, &[], None, &[], "`k`");
     // Wrong rank of g.
     let mut wrong = without("g");
-    wrong.push(T::new("g", &[b, t * h * k], gates(9, b * t * h * k), Dtype::F32));
+    wrong.push(T::new(
+        "g",
+        &[b, t * h * k],
+        gates(9, b * t * h * k),
+        Dtype::F32,
+    ));
     bad_input("rank-g", &wrong, &[], None, &[], "`g`");
     // Wrong dtype: q stored as int32.
     let mut wrong = without("q");
-    wrong.push(T::new("q", &[b, t, h, k], vec![1.0; b * t * h * k], Dtype::I32));
+    wrong.push(T::new(
+        "q",
+        &[b, t, h, k],
+        vec![1.0; b * t * h * k],
+        Dtype::I32,
+    ));
     bad_input("dtype-q", &wrong, &[], None, &[], "`q`");
     // cu_seqlens as float.
     let mut wrong = problem_tensors(Shape { b: 1, ..SHAPE }, Dtype::F32, false, 3);
@@ -219,9 +347,30 @@ fn bad_inputs_exit_2_and_leave_output_alone() {
     let f = dir.join("x.safetensors");
     write(&f, &good, &[]);
     let bytes = std::fs::read(&f).unwrap();
-    bad_input("truncated", &[], &[], Some(bytes[..bytes.len() - 100].to_vec()), &[], "truncated");
-    bad_input("truncated-header", &[], &[], Some(bytes[..20].to_vec()), &[], "truncated");
-    bad_input("not-safetensors", &[], &[], Some(b"hello world, definitely not a tensor file".to_vec()), &[], "safetensors");
+    bad_input(
+        "truncated",
+        &[],
+        &[],
+        Some(bytes[..bytes.len() - 100].to_vec()),
+        &[],
+        "truncated",
+    );
+    bad_input(
+        "truncated-header",
+        &[],
+        &[],
+        Some(bytes[..20].to_vec()),
+        &[],
+        "truncated",
+    );
+    bad_input(
+        "not-safetensors",
+        &[],
+        &[],
+        Some(b"hello world, definitely not a tensor file".to_vec()),
+        &[],
+        "safetensors",
+    );
     let _ = std::fs::remove_dir_all(&dir);
     // --backward without `do`.
     bad_input("no-do", &without("do"), &[], None, &["--backward"], "`do`");
@@ -231,12 +380,39 @@ fn bad_inputs_exit_2_and_leave_output_alone() {
 fn usage_errors_exit_2() {
     let o = glacheck(&["eval", "--impl", "nonsense", "a", "-o", "b"]);
     assert_eq!(o.status.code(), Some(2));
-    let o = glacheck(&["eval", "--impl", "recurrent", "--round", "bf16", "a", "-o", "b"]);
+    let o = glacheck(&[
+        "eval",
+        "--impl",
+        "recurrent",
+        "--round",
+        "bf16",
+        "a",
+        "-o",
+        "b",
+    ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(texts(&o).1.contains("--round"));
-    let o = glacheck(&["eval", "--impl", "chunked", "--chunk", "48", "--sub-chunk", "32", "a", "-o", "b"]);
+    let o = glacheck(&[
+        "eval",
+        "--impl",
+        "chunked",
+        "--chunk",
+        "48",
+        "--sub-chunk",
+        "32",
+        "a",
+        "-o",
+        "b",
+    ]);
     assert_eq!(o.status.code(), Some(2));
-    let o = glacheck(&["eval", "--impl", "recurrent", "/nonexistent/in.safetensors", "-o", "/tmp/never.safetensors"]);
+    let o = glacheck(&[
+        "eval",
+        "--impl",
+        "recurrent",
+        "/nonexistent/in.safetensors",
+        "-o",
+        "/tmp/never.safetensors",
+    ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(!std::path::Path::new("/tmp/never.safetensors").exists());
 }

@@ -144,16 +144,21 @@ __device__ void gla_fwd_intra(const T* __restrict__ q, const T* __restrict__ k,
   for (int d = tid; d < K; d += blockDim.x) {
     float F = 0.0f;
     int Z = 0;
-    for (int row = 0; row < CH; ++row) {
-      float x = sF[row * K + d];
-      if (x == -__int_as_float(0x7f800000)) {
-        Z += 1;
-        F = 0.0f;
-      } else {
-        F += x;
+    for (int r0 = 0; r0 < CH; r0 += 16) {
+      float x[16];
+#pragma unroll
+      for (int r = 0; r < 16; ++r) x[r] = sF[(r0 + r) * K + d];
+#pragma unroll
+      for (int r = 0; r < 16; ++r) {
+        if (x[r] == -__int_as_float(0x7f800000)) {
+          Z += 1;
+          F = 0.0f;
+        } else {
+          F += x[r];
+        }
+        sF[(r0 + r) * K + d] = F;
+        sZ[(r0 + r) * K + d] = (unsigned char)Z;
       }
-      sF[row * K + d] = F;
-      sZ[row * K + d] = (unsigned char)Z;
     }
   }
   __syncthreads();
@@ -180,53 +185,71 @@ __device__ void gla_fwd_intra(const T* __restrict__ q, const T* __restrict__ k,
 
   const int last = L - 1;
   for (int d0 = 0; d0 < K; d0 += SL) {
-    // phase 2: factors for this channel slice
-    for (int idx = tid; idx < CH * SL; idx += blockDim.x) {
-      int row = idx / SL, dd = idx - row * SL, d = d0 + dd;
-      float qv = 0.0f, kv = 0.0f;
-      if (STAGE_QK) {
-        qv = to_f(sQraw[row * K + d]);
-        kv = to_f(sKraw[row * K + d]);
-      } else if (row < L) {
-        size_t off = (((size_t)b * Tlen + t0 + row) * head_row + h) * K + d;
-        qv = to_f(q[off]);
-        kv = to_f(k[off]);
-      }
-      float Fi = sF[row * K + d];
-      int Zi = sZ[row * K + d];
-      float Fl = sF[last * K + d];
-      int Zl = sZ[last * K + d];
-      int a = row & ~15;
-      float Fa = sF[a * K + d];
-      int Za = sZ[a * K + d];
-      float eq = (Zi == 0) ? exp_nonpos(Fi) : 0.0f;
-      qg_out[(out_base * CH + row) * K + d] = from_f<T>(qv * eq);
-      sKg[dd * LDT + row] = kv * decay(Fi, Zi, Fl, Zl);
-      if (row == 0) gamma_out[out_base * K + d] = (Zl == 0) ? exp_nonpos(Fl) : 0.0f;
-      {
-        // diagonal-block factor k_j * exp(F_a - F_j) where the (block, channel) is safe
-        float Fb = sF[(a + 15) * K + d];
-        int Zb = sZ[(a + 15) * K + d];
-        bool safe = (Zb == Za) && (Fa - Fb <= DIAG_SAFE);
-        // exp(F_a - F_i) = 1 / exp(F_i - F_a): the exponent reaching exp2 is <= 0, the reciprocal
-        // is at most exp(DIAG_SAFE) on safe channels
-        sKd[dd * LDT + row] = safe ? kv * __frcp_rn(exp_nonpos(Fi - Fa)) : 0.0f;
-        if ((row & 15) == 0) sSafe[(row >> 4) * SL + dd] = safe ? 1 : 0;
-      }
-      sQ[dd * LDT + row] = qv;
-      sK[dd * LDT + row] = kv;
-      sFt[dd * LDT + row] = Fi;
-      sZt[dd * LDT + row] = (unsigned char)Zi;
-      sQa[dd * LDT + row] = qv * decay(Fa, Za, Fi, Zi);
+    // phase 2: factors for this channel slice. Thread = (channel dd, 4 consecutive rows of one
+    // 16-row block), so the anchor rows' values are read once per thread (blockDim = 256).
+    {
+      const int dd = tid & (SL - 1), rg = tid >> 4, d = d0 + dd;
+      const int r0 = rg * 4, a = r0 & ~15, I = a >> 4;
+      const float Fl = sF[last * K + d];
+      const int Zl = sZ[last * K + d];
+      const float Fa = sF[a * K + d];
+      const int Za = sZ[a * K + d];
+      const float Fb = sF[(a + 15) * K + d];
+      const int Zb = sZ[(a + 15) * K + d];
+      // diagonal-block factor k_j * exp(F_a - F_j) where the (block, channel) is safe
+      const bool safe = (Zb == Za) && (Fa - Fb <= DIAG_SAFE);
+      float Fan[3];
+      int Zan[3];
 #pragma unroll
-      for (int an = 1; an < 4; ++an) {
-        float kav = 0.0f;
-        if (row < 16 * an) {
-          int ar = 16 * an;
-          kav = kv * decay(Fi, Zi, sF[ar * K + d], sZ[ar * K + d]);
-        }
-        sKa[((an - 1) * SL + dd) * LDT + row] = kav;
+      for (int an = 0; an < 3; ++an) {
+        Fan[an] = sF[16 * (an + 1) * K + d];
+        Zan[an] = sZ[16 * (an + 1) * K + d];
       }
+      float vq[4], vk[4], vf[4], vkg[4], vqa[4], vkd[4], vka[3][4];
+      u32 zpack = 0;
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const int row = r0 + r;
+        float qv = 0.0f, kv = 0.0f;
+        if (STAGE_QK) {
+          qv = to_f(sQraw[row * K + d]);
+          kv = to_f(sKraw[row * K + d]);
+        } else if (row < L) {
+          size_t off = (((size_t)b * Tlen + t0 + row) * head_row + h) * K + d;
+          qv = to_f(q[off]);
+          kv = to_f(k[off]);
+        }
+        const float Fi = sF[row * K + d];
+        const int Zi = sZ[row * K + d];
+        const float eq = (Zi == 0) ? exp_nonpos(Fi) : 0.0f;
+        qg_out[(out_base * CH + row) * K + d] = from_f<T>(qv * eq);
+        vq[r] = qv;
+        vk[r] = kv;
+        vf[r] = Fi;
+        zpack |= (u32)(Zi & 0xff) << (8 * r);
+        vkg[r] = kv * decay(Fi, Zi, Fl, Zl);
+        vqa[r] = qv * decay(Fa, Za, Fi, Zi);
+        // exp(F_a - F_i) = 1 / exp(F_i - F_a): the exponent reaching exp2 is <= 0, the
+        // reciprocal is at most exp(DIAG_SAFE) on safe channels
+        vkd[r] = safe ? kv * __frcp_rn(exp_nonpos(Fi - Fa)) : 0.0f;
+#pragma unroll
+        for (int an = 0; an < 3; ++an)
+          vka[an][r] = (I <= an) ? kv * decay(Fi, Zi, Fan[an], Zan[an]) : 0.0f;
+      }
+      if (r0 == 0) gamma_out[out_base * K + d] = (Zl == 0) ? exp_nonpos(Fl) : 0.0f;
+      if ((r0 & 15) == 0) sSafe[I * SL + dd] = safe ? 1 : 0;
+      const int o4 = dd * LDT + r0;
+      *reinterpret_cast<float4*>(sQ + o4) = make_float4(vq[0], vq[1], vq[2], vq[3]);
+      *reinterpret_cast<float4*>(sK + o4) = make_float4(vk[0], vk[1], vk[2], vk[3]);
+      *reinterpret_cast<float4*>(sFt + o4) = make_float4(vf[0], vf[1], vf[2], vf[3]);
+      *reinterpret_cast<u32*>(sZt + o4) = zpack;
+      *reinterpret_cast<float4*>(sKg + o4) = make_float4(vkg[0], vkg[1], vkg[2], vkg[3]);
+      *reinterpret_cast<float4*>(sQa + o4) = make_float4(vqa[0], vqa[1], vqa[2], vqa[3]);
+      *reinterpret_cast<float4*>(sKd + o4) = make_float4(vkd[0], vkd[1], vkd[2], vkd[3]);
+#pragma unroll
+      for (int an = 0; an < 3; ++an)
+        *reinterpret_cast<float4*>(sKa + an * SL * LDT + o4) =
+            make_float4(vka[an][0], vka[an][1], vka[an][2], vka[an][3]);
     }
     __syncthreads();
     // coalesced store of the decayed keys, transposed layout [d][row]

@@ -13,12 +13,14 @@ use gla_reference::{GateKind, Gradients, Problem, Solution};
 use ndarray::Array4;
 
 /// A double-double number `hi + lo`.
+#[allow(clippy::should_implement_trait)]
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Dd {
     hi: f64,
     lo: f64,
 }
 
+#[allow(clippy::should_implement_trait)]
 impl Dd {
     /// From an f64 (exact).
     pub fn of(x: f64) -> Dd {

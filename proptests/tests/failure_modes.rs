@@ -97,6 +97,21 @@ fn f2_neg_inf_gate() {
     for d in 0..k {
         assert_eq!(dg[[0, 5, 0, d]], 0.0, "F2: oracle dg_5 must be exactly 0");
     }
+    // The same with scalar gates (SimpleGLA: one gate per head and step; dg is the channel sum).
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let mut gs = Array3::from_shape_fn((2, t, 2), |_| (gla_proptests::strategies::logsigmoid(normal(&mut rng)) / 16.0) as f32 as f64);
+    for b in 0..2 {
+        for h in 0..2 {
+            gs[[b, 5, h]] = f64::NEG_INFINITY;
+        }
+    }
+    let ps = Problem::builder(randn((2, t, 2, k), 22), randn((2, t, 2, k), 23), randn((2, t, 2, v), 24), Gates::Scalar(gs))
+        .h0(randn((2, 2, k, v), 25))
+        .do_(randn((2, t, 2, v), 26))
+        .dht(randn((2, 2, k, v), 27))
+        .build()
+        .unwrap();
+    check("F2 (scalar gates)", &ps, &[(4, 2), (8, 4)]);
     // The local-form recurrence gets the exact 0 too (alpha_5 = 0 times a finite sum).
     let loc = gla_proptests::solve(
         &Implementation::Recurrent { compute: Compute::F32, dg: gla_proptests::implementation::DgFormKey::Local },

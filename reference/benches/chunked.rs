@@ -36,7 +36,7 @@ fn problem(t: usize, h: usize, k: usize, v: usize) -> Problem {
 
 /// Useful FLOPs of `chunked::backward` (forward + backward) per (sequence, head) with chunk C,
 /// sub-chunk c: forward 4CKV (o_inter, state) + 2C^2V (A@V) + K C (C - c) (off-diagonal A)
-/// + K C (c + 1) (diagonal A, 2 flops per term); backward 8CKV (dH, dv_inter, dq_inter,
+/// plus K C (c + 1) (diagonal A, 2 flops per term); backward 8CKV (dH, dv_inter, dq_inter,
 /// dk_inter) + 4C^2V (dA, A^T do) + 2 K C^2 (intra dq, dk).
 fn chunked_flops(t: usize, h: usize, k: usize, v: usize, c: usize, sc: usize) -> f64 {
     let (k, v, cc, sc) = (k as f64, v as f64, c as f64, sc as f64);
@@ -55,6 +55,26 @@ fn median_time(runs: usize, mut f: impl FnMut()) -> Duration {
         .collect();
     ts.sort();
     ts[runs / 2]
+}
+
+/// CPU seconds (user + system) this process has used so far (Linux `/proc/self/stat`; 0 elsewhere).
+/// On a shared, loaded machine CPU time is a steadier measure than wall time.
+fn cpu_seconds() -> f64 {
+    let Ok(st) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    let Some(rest) = st.rsplit(')').next() else { return 0.0 };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // fields after the command: state is f[0]; utime = field 14 -> f[11], stime = field 15 -> f[12]
+    let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Total CPU seconds of `runs` runs of `f`, divided by `runs`.
+fn cpu_per_run(runs: usize, mut f: impl FnMut()) -> f64 {
+    let c0 = cpu_seconds();
+    for _ in 0..runs {
+        f();
+    }
+    (cpu_seconds() - c0) / runs as f64
 }
 
 fn gemm() -> (Array2<f32>, Array2<f32>) {
@@ -95,7 +115,7 @@ fn summary() {
     if let Ok(only) = std::env::var("GLA_BENCH_PROFILE") {
         // Profiling aid: run one workload a few times and exit.
         let p = problem(if only.contains("1024") { 1024 } else { 4096 }, 8, 128, 128);
-        for _ in 0..3 {
+        for _ in 0..8 {
             match only.as_str() {
                 "chunked" => drop(black_box(chunked::backward::<f32>(&p, &ChunkOptions::default()).unwrap())),
                 "chunked_fwd" => drop(black_box(chunked::forward::<f32>(&p, &ChunkOptions::default()).unwrap())),
@@ -143,6 +163,20 @@ fn summary() {
     println!("parallel fwd T=1024                     : {:>8.1} ms", tp1.as_secs_f64() * 1e3);
     println!("parallel fwd+bwd T=1024                 : {:>8.1} ms", tp1b.as_secs_f64() * 1e3);
     println!("parallel fwd T=4096                     : {:>8.1} ms", tp4.as_secs_f64() * 1e3);
+    // CPU-time view (steadier under load): GFLOP per CPU-second.
+    let cg = cpu_per_run(200, || {
+        black_box(a.dot(&b));
+    });
+    let cc = cpu_per_run(3, || {
+        black_box(chunked::backward::<f32>(&p, &opts).unwrap());
+    });
+    let cr = cpu_per_run(3, || {
+        black_box(recurrent::backward::<f32>(&p).unwrap());
+    });
+    println!("--- CPU time (user+sys, all threads) ---");
+    println!("f32 GEMM 512^3                          : {:>8.2} ms CPU  {:>7.2} GFLOP/CPU-s", cg * 1e3, 2.0 * 512f64.powi(3) / cg / 1e9);
+    println!("chunked fwd+bwd T=4096                  : {:>8.1} ms CPU  {:>7.2} GFLOP/CPU-s = {:.0}% of GEMM", cc * 1e3, flops / cc / 1e9, 100.0 * (flops / cc) / (2.0 * 512f64.powi(3) / cg));
+    println!("recurrent fwd+bwd T=4096                : {:>8.1} ms CPU  -> chunked uses {:.2}x less CPU", cr * 1e3, cr / cc);
 }
 
 criterion_group!(group, benches);

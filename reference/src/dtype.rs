@@ -48,6 +48,23 @@ impl Dtype {
         }
     }
 
+    /// The absolute underflow unit used by the error model's floor eta (spec 8.1): the smallest
+    /// normal for formats whose range matches f32 or f64, and the subnormal spacing 2^-24 for
+    /// fp16, whose narrow exponent range makes stored decayed values (e.g. k*exp(Gl_last - Gl))
+    /// lose all relative accuracy below 2^-14 (spec section 8: `2^-24 * (#terms) * max|k||v|`).
+    ///
+    /// ```
+    /// use gla_reference::Dtype;
+    /// assert_eq!(Dtype::F16.underflow_unit(), 2f64.powi(-24));
+    /// assert_eq!(Dtype::F32.underflow_unit(), f32::MIN_POSITIVE as f64);
+    /// ```
+    pub fn underflow_unit(self) -> f64 {
+        match self {
+            Dtype::F16 => 2f64.powi(-24),
+            other => other.min_positive_normal(),
+        }
+    }
+
     /// Round an f64 to the nearest value of this format (ties to even), returned as f64.
     ///
     /// Overflow gives +-inf, as a cast in a kernel would. `Tf32` rounds the f32 significand to 10

@@ -161,6 +161,26 @@ impl RoundingPlan {
         self.points().into_iter().filter_map(|(n, d)| d.map(|d| (n, d))).collect()
     }
 
+    /// The rounding stages that judge the forward outputs (o, ht), as dtypes for
+    /// `bounds::BoundSpec::with_stages`: every active forward point (all but `do_`, `bwd_state`,
+    /// `dstate`, `da`, `grads`) whose dtype is coarser than f32.
+    ///
+    /// ```
+    /// use gla_reference::{rounding::RoundingPlan, Dtype};
+    /// let p = RoundingPlan::kernel_default(Dtype::Bf16);
+    /// assert_eq!(p.forward_stages(), vec![Dtype::Bf16; 5]);
+    /// assert_eq!(p.backward_stages().len(), 6);
+    /// assert!(RoundingPlan::none().q_decay(Some(Dtype::F32)).forward_stages().is_empty());
+    /// ```
+    pub fn forward_stages(&self) -> Vec<Dtype> {
+        self.points()[..9].iter().filter_map(|(_, d)| d.filter(|d| low_u(*d) > 0.0)).collect()
+    }
+
+    /// The rounding stages that judge the backward outputs (every active point coarser than f32).
+    pub fn backward_stages(&self) -> Vec<Dtype> {
+        self.points().iter().filter_map(|(_, d)| d.filter(|d| low_u(*d) > 0.0)).collect()
+    }
+
     /// Sum of the unit roundoffs of the active forward rounding points (spec 8.1 `sum_s u_s`, the
     /// forward outputs o and ht): every field except the backward-only ones.
     /// Points at f32/f64 count 0 (they do not round below the accumulation format).

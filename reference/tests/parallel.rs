@@ -35,6 +35,10 @@ fn logsigmoid(x: f64) -> f64 {
 
 /// Gate generator: (rng, t, d) -> g.
 type GateFn<'a> = &'a dyn Fn(&mut ChaCha8Rng, usize, usize) -> f64;
+/// An owned gate generator (calibration regimes).
+type BoxedGate = Box<dyn Fn(&mut ChaCha8Rng, usize, usize) -> f64>;
+/// A named channel selector for -inf placement.
+type ChanSel = (&'static str, fn(usize) -> bool);
 
 #[derive(Clone)]
 struct Shape {
@@ -202,7 +206,7 @@ fn minus_inf_gates() {
         ("several", vec![33, 35, 36, 41, 48, 62]),
         ("consecutive", vec![10, 11, 12, 13]),
     ];
-    let chans: [(&str, fn(usize) -> bool); 3] =
+    let chans: [ChanSel; 3] =
         [("all channels", |_| true), ("even channels", |d| d % 2 == 0), ("channel 1", |d| d == 1)];
     for (name, rows) in &cases {
         for (cname, chan) in chans {
@@ -248,7 +252,7 @@ fn f64_compute_agrees_with_recurrence() {
 #[ignore]
 fn calibrate() {
     let mut worst: std::collections::BTreeMap<String, f64> = Default::default();
-    let regimes: Vec<(&str, Box<dyn Fn(&mut ChaCha8Rng, usize, usize) -> f64>)> = vec![
+    let regimes: Vec<(&str, BoxedGate)> = vec![
         ("tau64", Box::new(logsig(64.0))),
         ("tau16", Box::new(logsig(16.0))),
         ("tau1", Box::new(logsig(1.0))),

@@ -36,7 +36,10 @@ pub fn values(seed: u64, n: usize) -> Vec<f64> {
 
 /// Log gates in [-1/8, 0] (mild decay), bf16-exact.
 pub fn gates(seed: u64, n: usize) -> Vec<f64> {
-    values(seed, n).into_iter().map(|x| half::bf16::from_f64(-(x.abs()) / 8.0).to_f64()).collect()
+    values(seed, n)
+        .into_iter()
+        .map(|x| half::bf16::from_f64(-(x.abs()) / 8.0).to_f64())
+        .collect()
 }
 
 /// A tensor to write: name, shape, values (f64) or ints.
@@ -50,18 +53,43 @@ pub struct T {
 impl T {
     pub fn new(name: &str, shape: &[usize], vals: Vec<f64>, dtype: Dtype) -> T {
         assert_eq!(shape.iter().product::<usize>(), vals.len(), "{name}");
-        T { name: name.into(), shape: shape.to_vec(), vals, dtype }
+        T {
+            name: name.into(),
+            shape: shape.to_vec(),
+            vals,
+            dtype,
+        }
     }
 }
 
 fn encode(t: &T) -> Vec<u8> {
     match t.dtype {
         Dtype::F64 => t.vals.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        Dtype::F32 => t.vals.iter().flat_map(|&x| (x as f32).to_le_bytes()).collect(),
-        Dtype::BF16 => t.vals.iter().flat_map(|&x| half::bf16::from_f64(x).to_le_bytes()).collect(),
-        Dtype::F16 => t.vals.iter().flat_map(|&x| half::f16::from_f64(x).to_le_bytes()).collect(),
-        Dtype::I32 => t.vals.iter().flat_map(|&x| (x as i32).to_le_bytes()).collect(),
-        Dtype::I64 => t.vals.iter().flat_map(|&x| (x as i64).to_le_bytes()).collect(),
+        Dtype::F32 => t
+            .vals
+            .iter()
+            .flat_map(|&x| (x as f32).to_le_bytes())
+            .collect(),
+        Dtype::BF16 => t
+            .vals
+            .iter()
+            .flat_map(|&x| half::bf16::from_f64(x).to_le_bytes())
+            .collect(),
+        Dtype::F16 => t
+            .vals
+            .iter()
+            .flat_map(|&x| half::f16::from_f64(x).to_le_bytes())
+            .collect(),
+        Dtype::I32 => t
+            .vals
+            .iter()
+            .flat_map(|&x| (x as i32).to_le_bytes())
+            .collect(),
+        Dtype::I64 => t
+            .vals
+            .iter()
+            .flat_map(|&x| (x as i64).to_le_bytes())
+            .collect(),
         d => panic!("unsupported test dtype {d:?}"),
     }
 }
@@ -72,12 +100,22 @@ pub fn write(path: &Path, tensors: &[T], metadata: &[(&str, &str)]) {
     let views: Vec<(String, TensorView)> = tensors
         .iter()
         .zip(&bytes)
-        .map(|(t, b)| (t.name.clone(), TensorView::new(t.dtype, t.shape.clone(), b).unwrap()))
+        .map(|(t, b)| {
+            (
+                t.name.clone(),
+                TensorView::new(t.dtype, t.shape.clone(), b).unwrap(),
+            )
+        })
         .collect();
     let meta: Option<HashMap<String, String>> = if metadata.is_empty() {
         None
     } else {
-        Some(metadata.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        Some(
+            metadata
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
     };
     let out = safetensors::serialize(views, &meta).unwrap();
     std::fs::write(path, out).unwrap();
@@ -105,8 +143,18 @@ pub fn problem_tensors(s: Shape, dtype: Dtype, backward: bool, seed: u64) -> Vec
         T::new("h0", &[b, h, k, v], values(seed + 4, b * h * k * v), dtype),
     ];
     if backward {
-        out.push(T::new("do", &[b, t, h, v], values(seed + 5, b * t * h * v), dtype));
-        out.push(T::new("dht", &[b, h, k, v], values(seed + 6, b * h * k * v), dtype));
+        out.push(T::new(
+            "do",
+            &[b, t, h, v],
+            values(seed + 5, b * t * h * v),
+            dtype,
+        ));
+        out.push(T::new(
+            "dht",
+            &[b, h, k, v],
+            values(seed + 6, b * h * k * v),
+            dtype,
+        ));
     }
     out
 }
@@ -123,8 +171,14 @@ pub fn read(path: &Path) -> (Tensors, HashMap<String, String>) {
     for (name, view) in st.tensors() {
         let d = view.data();
         let vals: Vec<f64> = match view.dtype() {
-            Dtype::F64 => d.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect(),
-            Dtype::F32 => d.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+            Dtype::F64 => d
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+            Dtype::F32 => d
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+                .collect(),
             other => panic!("unexpected dtype {other:?}"),
         };
         out.insert(name, (view.dtype(), view.shape().to_vec(), vals));
@@ -134,12 +188,18 @@ pub fn read(path: &Path) -> (Tensors, HashMap<String, String>) {
 
 /// Run the glacheck binary.
 pub fn glacheck(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_glacheck")).args(args).output().expect("run glacheck")
+    Command::new(env!("CARGO_BIN_EXE_glacheck"))
+        .args(args)
+        .output()
+        .expect("run glacheck")
 }
 
 /// stdout and stderr as strings.
 pub fn texts(o: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
 
 /// Path as &str.

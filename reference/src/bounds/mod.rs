@@ -203,7 +203,9 @@ impl BoundSpec {
         Some((us + c * ua * (self.n_acc(p) + self.lambda(p))) / (us + ua))
     }
     /// The underflow floor `eta` for output `name` (`o`, `ht`, `dq`, `dk`, `dv`, `dh0`, `dg`,
-    /// `dg_local`): `(#terms) * (smallest normal of the accumulation format) * (largest |product|)`.
+    /// `dg_local`): `(#terms) * unit * (largest |product|)`, where `unit` is the largest
+    /// [`Dtype::underflow_unit`] of the accumulation format and the rounding stages (the smallest
+    /// normal of f32/f64/bf16/tf32; 2^-24 when a stage stores fp16).
     ///
     /// With `P_S = max(max|k| max|v|, max|h0|)` (a state term), `P_W = max(|scale| max|q| max|do|,
     /// max|dhT|)` (a state-gradient term) and `T1 = T_seq + 1`:
@@ -244,7 +246,14 @@ impl BoundSpec {
             "dg_local" => (gk * vf * t1 * t1, ps * pw),
             _ => return None,
         };
-        Some(terms * self.acc.min_positive_normal() * prod)
+        // The floor's unit: the accumulation format's smallest normal, or a coarser underflow
+        // unit of a rounding stage (fp16 stores flush below 2^-24; see Dtype::underflow_unit).
+        let unit = self
+            .stages
+            .iter()
+            .map(|s| s.underflow_unit())
+            .fold(self.acc.underflow_unit(), f64::max);
+        Some(terms * unit * prod)
     }
 }
 
