@@ -3,7 +3,7 @@
 
 use crate::device::gpu;
 use crate::error::GpuError;
-use crate::forward::{DBuf, DeviceOutputs, DeviceProblem, GpuOptions};
+use crate::forward::{DeviceOutputs, DeviceProblem, GpuOptions};
 use gla_reference::{Dims, Dtype, GateKind};
 
 /// What to time.
@@ -157,7 +157,6 @@ pub fn bench_forward(shape: (usize, usize, usize, usize, usize), opts: &GpuOptio
     times.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     let median = times[times.len() / 2];
     let p = &sets[0];
-    let _ = matches!(out.o, DBuf::U16(_));
     Ok(BenchResult {
         shape,
         dtype: opts.dtype,

@@ -61,7 +61,19 @@ fn leak_arch(arch: &str) -> &'static str {
 /// error. Warnings are not errors.
 pub fn compile(name: &str, src: &str, arch: &str) -> Result<cudarc::nvrtc::Ptx, GpuError> {
     nvrtc_available().map_err(GpuError::Compile)?;
+    // The kernels include no CUDA header; an include folder is passed only if one is configured
+    // (GLA_NVRTC_INCLUDE, as exported by .ci/install-nvrtc.sh, or $CUDA_PATH/include), so that a
+    // kernel that starts including cuda_bf16.h keeps compiling.
+    let include_paths: Vec<String> = [
+        std::env::var("GLA_NVRTC_INCLUDE").ok(),
+        std::env::var("CUDA_PATH").ok().map(|p| format!("{p}/include")),
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|p| std::path::Path::new(p).is_dir())
+    .collect();
     let opts = cudarc::nvrtc::CompileOptions {
+        include_paths,
         arch: Some(leak_arch(arch)),
         // IEEE f32: no fast-math, no flush-to-zero, precise division; FMA contraction allowed.
         ftz: Some(false),

@@ -430,7 +430,7 @@ pub fn identical(a: &Solution, b: &Solution) -> std::result::Result<(), String> 
 /// One row of the summary: one implementation and output over every recorded case.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SummaryRow {
-    /// Cases judged.
+    /// Cases judged (proptest shrinking steps included).
     pub cases: u64,
     /// Largest ratio seen.
     pub max_ratio: f64,

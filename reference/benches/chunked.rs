@@ -111,7 +111,42 @@ fn benches(c: &mut Criterion) {
     g.finish();
 }
 
+/// Quick mode (`GLA_BENCH_QUICK=N`): N runs each of the GEMM, chunked fwd+bwd, chunked fwd and
+/// recurrent fwd+bwd at T=4096, printing median wall and mean CPU time (no criterion, no parallel).
+fn quick(n: usize) {
+    let (a, b) = gemm();
+    let gflop = 2.0 * 512f64.powi(3) / 1e9;
+    let tg = median_time(15, || {
+        black_box(a.dot(&b));
+    });
+    let cg = cpu_per_run(100, || {
+        black_box(a.dot(&b));
+    });
+    let (t, h, k, v) = (4096, 8, 128, 128);
+    let p = problem(t, h, k, v);
+    let opts = ChunkOptions::default();
+    let flops = chunked_flops(t, h, k, v, 64, 16) / 1e9;
+    let row = |name: &str, f: &mut dyn FnMut()| {
+        f();
+        let c0 = cpu_seconds();
+        let w = median_time(n, || f());
+        let c = (cpu_seconds() - c0) / n as f64;
+        println!("{name:<28}: {:>8.1} ms wall (median of {n})  {:>8.1} ms CPU/run", w.as_secs_f64() * 1e3, c * 1e3);
+        (w.as_secs_f64(), c)
+    };
+    println!("f32 GEMM 512^3 (1 thread)   : {:>8.2} ms wall {:>6.1} GFLOP/s; {:>6.1} GFLOP/CPU-s", tg.as_secs_f64() * 1e3, gflop / tg.as_secs_f64(), gflop / cg);
+    let (wc, cc) = row("chunked f32 fwd+bwd", &mut || drop(black_box(chunked::backward::<f32>(&p, &opts).unwrap())));
+    row("chunked f32 fwd", &mut || drop(black_box(chunked::forward::<f32>(&p, &opts).unwrap())));
+    let (wr, cr) = row("recurrent f32 fwd+bwd", &mut || drop(black_box(recurrent::backward::<f32>(&p).unwrap())));
+    println!("chunked fwd+bwd: {flops:.2} GFLOP, {:.1} GFLOP/s wall, {:.1} GFLOP/CPU-s ({:.0}% of the GEMM's GFLOP/CPU-s)", flops / wc, flops / cc, 100.0 * (flops / cc) / (gflop / cg));
+    println!("speed-up vs recurrent: {:.2}x wall, {:.2}x CPU", wr / wc, cr / cc);
+}
+
 fn summary() {
+    if let Some(n) = std::env::var("GLA_BENCH_QUICK").ok().and_then(|s| s.parse::<usize>().ok()) {
+        quick(n.max(1));
+        return;
+    }
     if let Ok(only) = std::env::var("GLA_BENCH_PROFILE") {
         // Profiling aid: run one workload a few times and exit.
         let p = problem(if only.contains("1024") { 1024 } else { 4096 }, 8, 128, 128);

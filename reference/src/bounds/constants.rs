@@ -166,20 +166,21 @@ pub const RECURRENT: Constants = Constants {
 // (Consistent with the spec's numpy figure: 6571 u M at |G_T| = 17139, i.e. c ~ 0.38.)
 // ---------------------------------------------------------------------------------------------
 
-/// Parallel f32, `o` (observed 0.674).
-pub const PARALLEL_C_O: f64 = 1.5;
+/// Parallel f32, `o` (observed 0.674; revised to 8 with the chunked family's REVISION below:
+/// dk needed 5.7 in the property suite).
+pub const PARALLEL_C_O: f64 = 8.0;
 /// Parallel f32, `ht` (observed 1.647).
-pub const PARALLEL_C_HT: f64 = 3.0;
+pub const PARALLEL_C_HT: f64 = 8.0;
 /// Parallel f32, `dq` (observed 0.836).
-pub const PARALLEL_C_DQ: f64 = 2.0;
+pub const PARALLEL_C_DQ: f64 = 8.0;
 /// Parallel f32, `dk` (observed 1.002).
-pub const PARALLEL_C_DK: f64 = 2.0;
+pub const PARALLEL_C_DK: f64 = 8.0;
 /// Parallel f32, `dv` (observed 0.821).
-pub const PARALLEL_C_DV: f64 = 2.0;
+pub const PARALLEL_C_DV: f64 = 8.0;
 /// Parallel f32, `dh0` (observed 0.029).
 pub const PARALLEL_C_DH0: f64 = 1.0;
 /// Parallel f32, `dg` by reverse cumsum against `M_dg` (observed 0.360).
-pub const PARALLEL_C_DG: f64 = 1.0;
+pub const PARALLEL_C_DG: f64 = 8.0;
 
 /// Parallel family constants (dg_local: the parallel form has no local-form dg; spec default).
 pub const PARALLEL: Constants = Constants {
@@ -215,20 +216,34 @@ pub const PARALLEL: Constants = Constants {
 // (test `error_grows_no_faster_than_lambda`), with c_needed staying <= 0.7.
 // ---------------------------------------------------------------------------------------------
 
-/// Chunked f32, `o` (observed 0.556).
-pub const CHUNKED_C_O: f64 = 1.5;
+// REVISION (lead, after the property suite, gla-proptests): the sweeps above missed the worst
+// combination for the log-space families. Isolated huge gates (-300) followed by more rows in the
+// same chunk/sequence, with wide-range values, or plain strong gates with the small chunking
+// (C, c) = (16, 4), need more: recursive summation of the cumsum gives
+// |fl(Gl_i) - fl(Gl_j) - (Gl_i - Gl_j)| <= u * sum_{r=j+1..i} |Gl_r|, up to (i-j) u lambda when
+// every partial sum after a big gate sits near lambda, and dk/dv add many such decays with the
+// same sign of error. Largest c_needed found by the property suite (proptest-regressions/ holds
+// the cases): dk 5.7 and dv 5.1 (parallel-f32 and chunked-f32-C64c16, B=1 T=64 K=12 V=2,
+// IsolatedMinus300 + WideRange, lambda 303.6), dk/dv 4.2 (chunked C16c4, scalar gates), o 2.0,
+// dg 1.5 (chunked C16c4, Strong). Chosen: c = 8 for o, ht, dq, dk, dv, dg of both log-space
+// families (1.4x the largest observed), dh0 kept (no regime moved it above 0.1). This is above
+// spec 8.1's "expected 1-4"; the alternative, redefining lambda as max over a chunk of
+// sum_r |Gl_r|, is rigorous to first order but ~C/2 looser for uniform gates (noted for the spec).
+
+/// Chunked f32, `o` (observed 0.556 in the sweep; 2.0 in the property suite; see REVISION).
+pub const CHUNKED_C_O: f64 = 8.0;
 /// Chunked f32, `ht` (observed 1.335).
-pub const CHUNKED_C_HT: f64 = 3.0;
+pub const CHUNKED_C_HT: f64 = 8.0;
 /// Chunked f32, `dq` (observed 1.23).
-pub const CHUNKED_C_DQ: f64 = 2.5;
+pub const CHUNKED_C_DQ: f64 = 8.0;
 /// Chunked f32, `dk` (observed 0.868).
-pub const CHUNKED_C_DK: f64 = 2.0;
+pub const CHUNKED_C_DK: f64 = 8.0;
 /// Chunked f32, `dv` (observed 0.635).
-pub const CHUNKED_C_DV: f64 = 1.5;
+pub const CHUNKED_C_DV: f64 = 8.0;
 /// Chunked f32, `dh0` (observed 0.077).
 pub const CHUNKED_C_DH0: f64 = 1.0;
 /// Chunked f32, `dg` by the chunk reverse sums against `M_dg` (observed 0.254).
-pub const CHUNKED_C_DG: f64 = 1.0;
+pub const CHUNKED_C_DG: f64 = 8.0;
 
 /// Chunked family constants (dg_local: the chunked form has no local-form dg; spec default).
 pub const CHUNKED: Constants = Constants {
@@ -251,7 +266,7 @@ pub const CHUNKED: Constants = Constants {
 // part needs c_needed = 0 (it is invisible next to bf16). The f32 constants are kept for the
 // accumulation term (the same algorithm accumulates in f32).
 // fp16 plans: same constants; fp16 storage additionally needs the fp16 underflow floor in eta
-// (values below 2^-25 flush to 0), see `f16_floor_ok` in reference/tests/chunked.rs.
+// (values below 2^-25 flush to 0): `BoundSpec::eta` uses `Dtype::underflow_unit` of each stage.
 // ---------------------------------------------------------------------------------------------
 
 /// Chunked family with a bf16/fp16 rounding plan (stages counted in `sum u_s`), f32 accumulation.

@@ -72,7 +72,9 @@ use crate::real::Real;
 use crate::rounding::{round1, round_in_place};
 pub use crate::rounding::RoundingPlan;
 use crate::solution::Solution;
-use ndarray::{s, Array2, ArrayView2};
+use crate::dtype::Dtype;
+use ndarray::linalg::general_mat_mul;
+use ndarray::{s, Array2, ArrayView2, ArrayViewMut2, ShapeBuilder};
 use seg::{Cum, Item, ItemGrads, ItemOut};
 
 /// Options of the chunked form.
@@ -155,92 +157,264 @@ pub fn backward<T: Real>(p: &Problem, opts: &ChunkOptions) -> Result<Solution> {
     Ok(seg::run::<T>(p, true, |it| item_best(it, opts, scale, true)))
 }
 
-/// The per-chunk quantities shared by the forward and the backward pass.
-struct Chunk<T> {
-    p0: usize,
-    lp: usize,
-    cum: Cum<T>,
-    /// `round(q * exp(Gl))`, `[lp, K]` (unscaled).
-    qe: Array2<T>,
-    /// `round(k * exp(Gl_last - Gl))`, `[lp, K]`.
-    ke: Array2<T>,
-    /// `exp(Gl_last)` per key channel.
-    glast: Vec<T>,
-    /// `round(A)`, `[lp, lp]`, lower triangular.
-    a: Array2<T>,
-    /// `round(v)`, `[lp, V]`.
-    vr: Array2<T>,
+/// `c = alpha * A @ B + beta * c` through matrixmultiply (ndarray's `general_mat_mul`) on
+/// slices: `a` is `[m, k]` with strides `sa`, `b` is `[k, n]` with strides `sb` (row, column;
+/// a transposed operand is just swapped strides, no copy), `c` is `[m, n]` row-major with row
+/// stride `ldc`.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn gemm<T: Real>(
+    (m, k, n): (usize, usize, usize),
+    alpha: T,
+    a: &[T],
+    sa: (usize, usize),
+    b: &[T],
+    sb: (usize, usize),
+    beta: T,
+    c: &mut [T],
+    ldc: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let av = ArrayView2::from_shape((m, k).strides(sa), a).expect("gemm: A fits its slice");
+    let bv = ArrayView2::from_shape((k, n).strides(sb), b).expect("gemm: B fits its slice");
+    let mut cv = ArrayViewMut2::from_shape((m, n).strides((ldc, 1)), c).expect("gemm: C fits its slice");
+    general_mat_mul(alpha, &av, &bv, beta, &mut cv);
 }
 
+/// Round a slice in place to `dtype` (the rounding points of the plan; no-op for `None`, for
+/// f64 and for f32 in f32 compute), like `rounding::round_in_place`.
 #[inline(always)]
-fn prep<T: Real>(it: &Item<T>, p0: usize, lp: usize, opts: &ChunkOptions, scale: T) -> Chunk<T> {
-    let plan = &opts.plan;
-    let kk = it.q.ncols();
-    let rows = p0..p0 + lp;
-    let q = it.q.slice(s![rows.clone(), ..]);
-    let k = it.k.slice(s![rows.clone(), ..]);
-    let cum = Cum::<T>::new(it.g.slice(s![rows.clone(), ..]));
-    let last = lp - 1;
-    let qe = cum.factor(q, |i| (i, -1), T::one(), plan.q_decay);
-    let ke = cum.factor(k, |j| (last, j as isize), T::one(), plan.k_decay);
-    let glast = cum.dec_vec(last, -1, kk);
-    let mut a = intra_a(q, k, &cum, opts, scale);
-    round_in_place(&mut a, plan.a);
-    let mut vr = it.v.slice(s![rows, ..]).to_owned();
-    round_in_place(&mut vr, plan.v);
-    Chunk { p0, lp, cum, qe, ke, glast, a, vr }
-}
-
-/// The intra-chunk matrix A with secondary chunking (see the module docs).
-#[inline(always)]
-fn intra_a<T: Real>(
-    q: ArrayView2<T>,
-    k: ArrayView2<T>,
-    cum: &Cum<T>,
-    opts: &ChunkOptions,
-    scale: T,
-) -> Array2<T> {
-    let (lp, kk) = q.dim();
-    let c = opts.sub_chunk;
-    let plan = &opts.plan;
-    let mut a = Array2::<T>::zeros((lp, lp));
-    for i0 in (0..lp).step_by(c) {
-        let i1 = (i0 + c).min(lp);
-        if i0 > 0 {
-            // Off-diagonal blocks I > J, anchored at the first row of query block I.
-            let qf = cum.factor(q.slice(s![i0..i1, ..]), |r| (i0 + r, i0 as isize), scale, plan.offdiag_q);
-            let kf = cum.factor(k.slice(s![0..i0, ..]), |r| (i0, r as isize), T::one(), plan.offdiag_k);
-            a.slice_mut(s![i0..i1, 0..i0]).assign(&qf.dot(&kf.t()));
+fn round_slice<T: Real>(x: &mut [T], dtype: Option<Dtype>) {
+    if let Some(dt) = dtype {
+        if dt == Dtype::F64 || (dt == Dtype::F32 && T::DTYPE == Dtype::F32) {
+            return;
         }
-        // Diagonal block, elementwise in log space; j > i never evaluated.
-        let mut buf = vec![T::zero(); kk];
-        let ones_k = if plan.diag.is_some() { ones(kk) } else { Vec::new() };
-        for i in i0..i1 {
-            let qi = q.row(i);
-            let qi = qi.as_slice().expect("standard layout");
-            for j in i0..=i {
-                let kj = k.row(j);
-                let kj = kj.as_slice().expect("standard layout");
-                cum.dec_row(i, j as isize, &mut buf);
-                let acc = if plan.diag.is_some() {
-                    for (b, &x) in buf.iter_mut().zip(qi) {
-                        *b = round1(x * *b, plan.diag);
+        for v in x.iter_mut() {
+            *v = v.round_to(dt);
+        }
+    }
+}
+
+/// `out = round(mul * x * e, dtype)` elementwise (the factor builder of every log-space product:
+/// an operand times its decay `e <= 1`).
+#[inline(always)]
+fn factor_into<T: Real>(x: &[T], e: &[T], mul: T, out: &mut [T], dtype: Option<Dtype>) {
+    for ((o, &xv), &ev) in out.iter_mut().zip(x).zip(e) {
+        *o = mul * xv * ev;
+    }
+    round_slice(out, dtype);
+}
+
+/// A slice copy of `x` rounded to `dtype`, or `x` itself when nothing is rounded.
+fn rounded<'a, T: Real>(x: &'a [T], dtype: Option<Dtype>, own: &'a mut Vec<T>) -> &'a [T] {
+    match dtype {
+        Some(dt) if !(dt == Dtype::F64 || (dt == Dtype::F32 && T::DTYPE == Dtype::F32)) => {
+            own.extend_from_slice(x);
+            round_slice(own, dtype);
+            own
+        }
+        _ => x,
+    }
+}
+
+fn std_slice<T>(a: &Array2<T>) -> &[T] {
+    a.as_slice().expect("standard layout")
+}
+
+/// Per-chunk workspace of the intra-chunk part (allocated once per (sequence, head)), holding
+/// the decay factors the forward computes and the backward reuses: the off-diagonal query
+/// decays and key factors (anchor = first row of each query sub-chunk) and the diagonal
+/// sub-blocks' elementwise decays.
+struct Intra<T> {
+    /// `round(A)`, `[lp, lp]` (row stride lp), lower triangular.
+    a: Vec<T>,
+    /// `exp(Gl_r - Gl_a)` for the rows r of query sub-chunks I >= 1 (anchor a = first row of I), `[C, K]`.
+    qd: Vec<T>,
+    /// `round(k_r * exp(Gl_a - Gl_r))`, rows r < a of each query sub-chunk I >= 1, concatenated.
+    kf: Vec<T>,
+    /// `decay(j -> i)` for every (i, j >= first row of the block, j <= i) of each diagonal block.
+    dexp: Vec<T>,
+    /// Scratch `[C, K]` (query factors, products).
+    t1: Vec<T>,
+    /// Scratch `[C, K]`.
+    t2: Vec<T>,
+    /// Scratch `[K]` (rounded diagonal factor).
+    buf: Vec<T>,
+    ones: Vec<T>,
+}
+
+impl<T: Real> Intra<T> {
+    fn new(cs: usize, sc: usize, kk: usize) -> Self {
+        let nc = cs.div_ceil(sc);
+        Intra {
+            a: vec![T::zero(); cs * cs],
+            qd: vec![T::zero(); cs * kk],
+            kf: vec![T::zero(); sc * nc * nc.saturating_sub(1) / 2 * kk],
+            dexp: vec![T::zero(); nc * sc * (sc + 1) / 2 * kk],
+            t1: vec![T::zero(); cs * kk],
+            t2: vec![T::zero(); cs * kk],
+            buf: vec![T::zero(); kk],
+            ones: vec![T::one(); kk],
+        }
+    }
+
+    /// The intra-chunk matrix A with secondary chunking (see the module docs), rounded per
+    /// `plan.a`, for chunk rows `q`, `k` (`[lp, K]`). Keeps the decays for [`Self::backward`].
+    #[inline(always)]
+    fn forward(&mut self, cum: &Cum<T>, q: &[T], k: &[T], kk: usize, opts: &ChunkOptions, scale: T) {
+        let lp = q.len() / kk;
+        let sc = opts.sub_chunk;
+        let plan = &opts.plan;
+        let a = &mut self.a[..lp * lp];
+        a.fill(T::zero());
+        let (mut koff, mut slot) = (0usize, 0usize);
+        for i0 in (0..lp).step_by(sc) {
+            let i1 = (i0 + sc).min(lp);
+            let nb = i1 - i0;
+            if i0 > 0 {
+                // Off-diagonal blocks I > J in one product, anchored at the first row of query
+                // block I: (scale Q_I exp(Gl_I - a)) @ (K_<I exp(a - Gl_<I))^T, both factors <= 1.
+                let qd = &mut self.qd[i0 * kk..i1 * kk];
+                for r in 0..nb {
+                    cum.dec_row(i0 + r, i0 as isize, &mut qd[r * kk..(r + 1) * kk]);
+                }
+                let qf = &mut self.t1[..nb * kk];
+                factor_into(&q[i0 * kk..i1 * kk], qd, scale, qf, plan.offdiag_q);
+                let kf = &mut self.kf[koff * kk..(koff + i0) * kk];
+                for r in 0..i0 {
+                    cum.dec_row(i0, r as isize, &mut kf[r * kk..(r + 1) * kk]);
+                }
+                for (o, &kv) in kf.iter_mut().zip(&k[..i0 * kk]) {
+                    *o = T::one() * kv * *o;
+                }
+                round_slice(kf, plan.offdiag_k);
+                gemm((nb, kk, i0), T::one(), qf, (kk, 1), kf, (1, kk), T::zero(), &mut a[i0 * lp..], lp);
+                koff += i0;
+            }
+            // Diagonal block, elementwise in log space; j > i never evaluated.
+            for i in i0..i1 {
+                let qi = &q[i * kk..(i + 1) * kk];
+                for j in i0..=i {
+                    let kj = &k[j * kk..(j + 1) * kk];
+                    let e = &mut self.dexp[slot * kk..(slot + 1) * kk];
+                    slot += 1;
+                    cum.dec_row(i, j as isize, e);
+                    let acc = if plan.diag.is_some() {
+                        for ((b, &x), &ev) in self.buf.iter_mut().zip(qi).zip(e.iter()) {
+                            *b = round1(x * ev, plan.diag);
+                        }
+                        seg::dot3(&self.buf, kj, &self.ones)
+                    } else {
+                        seg::dot3(qi, e, kj)
+                    };
+                    a[i * lp + j] = scale * acc;
+                }
+            }
+        }
+        round_slice(a, plan.a);
+    }
+
+    /// Intra-chunk parts of dq and dk from `da` (`[lp, lp]`, masked and rounded), added to `dq`
+    /// and `dk` (`[lp, K]`): off-diagonal blocks as matrix products (dq: the forward's anchors
+    /// and factors; dk: anchor = last valid row of the key block), diagonal blocks elementwise
+    /// with the forward's decays. Must follow [`Self::forward`] on the same chunk.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn backward(
+        &mut self,
+        cum: &Cum<T>,
+        q: &[T],
+        k: &[T],
+        da: &[T],
+        kk: usize,
+        opts: &ChunkOptions,
+        dq: &mut [T],
+        dk: &mut [T],
+    ) {
+        let lp = q.len() / kk;
+        let sc = opts.sub_chunk;
+        let plan = &opts.plan;
+        let (mut koff, mut slot) = (0usize, 0usize);
+        for i0 in (0..lp).step_by(sc) {
+            let i1 = (i0 + sc).min(lp);
+            let nb = i1 - i0;
+            if i0 > 0 {
+                // dq, query block I, anchor a = first row of I: (dA_I,<I @ K*exp(a - Gl)) * exp(Gl_I - a)
+                let kf = &self.kf[koff * kk..(koff + i0) * kk];
+                let t = &mut self.t1[..nb * kk];
+                gemm((nb, i0, kk), T::one(), &da[i0 * lp..], (lp, 1), kf, (kk, 1), T::zero(), t, kk);
+                for ((o, &tv), &ev) in dq[i0 * kk..i1 * kk].iter_mut().zip(t.iter()).zip(&self.qd[i0 * kk..i1 * kk]) {
+                    *o += tv * ev;
+                }
+                koff += i0;
+            }
+            if i1 < lp {
+                // dk, key block J = [i0, i1), anchor b = its last valid row:
+                // (dA_>J,J^T @ Q*exp(Gl - b)) * exp(b - Gl_J)
+                let b = i1 - 1;
+                let nq = lp - i1;
+                let qf = &mut self.t1[..nq * kk];
+                for r in 0..nq {
+                    cum.dec_row(i1 + r, b as isize, &mut qf[r * kk..(r + 1) * kk]);
+                }
+                for (o, &qv) in qf.iter_mut().zip(&q[i1 * kk..lp * kk]) {
+                    *o = T::one() * qv * *o;
+                }
+                round_slice(qf, plan.offdiag_q);
+                let t = &mut self.t2[..nb * kk];
+                gemm((nb, nq, kk), T::one(), &da[i1 * lp + i0..], (1, lp), qf, (kk, 1), T::zero(), t, kk);
+                let dec = &mut self.t1[..nb * kk];
+                for r in 0..nb {
+                    cum.dec_row(b, (i0 + r) as isize, &mut dec[r * kk..(r + 1) * kk]);
+                }
+                for ((o, &tv), &ev) in dk[i0 * kk..i1 * kk].iter_mut().zip(t.iter()).zip(dec.iter()) {
+                    *o += tv * ev;
+                }
+            }
+            // Diagonal block, elementwise with the forward's decays; j > i never evaluated.
+            for i in i0..i1 {
+                let qi = &q[i * kk..(i + 1) * kk];
+                for j in i0..=i {
+                    let kj = &k[j * kk..(j + 1) * kk];
+                    let e = &self.dexp[slot * kk..(slot + 1) * kk];
+                    slot += 1;
+                    let daij = da[i * lp + j];
+                    let dqi = &mut dq[i * kk..(i + 1) * kk];
+                    if plan.diag.is_none() {
+                        for ((o, &ev), &kv) in dqi.iter_mut().zip(e).zip(kj) {
+                            *o += daij * (kv * ev);
+                        }
+                    } else {
+                        for ((o, &ev), &kv) in dqi.iter_mut().zip(e).zip(kj) {
+                            *o += daij * round1(kv * ev, plan.diag);
+                        }
                     }
-                    seg::dot3(&buf, kj, &ones_k)
-                } else {
-                    seg::dot3(qi, &buf, kj)
-                };
-                a[[i, j]] = scale * acc;
+                    let dkj = &mut dk[j * kk..(j + 1) * kk];
+                    if plan.diag.is_none() {
+                        for ((o, &ev), &qv) in dkj.iter_mut().zip(e).zip(qi) {
+                            *o += daij * (qv * ev);
+                        }
+                    } else {
+                        for ((o, &ev), &qv) in dkj.iter_mut().zip(e).zip(qi) {
+                            *o += daij * round1(qv * ev, plan.diag);
+                        }
+                    }
+                }
             }
         }
     }
-    a
 }
 
-/// [`item`] compiled with AVX2 + FMA when available (bitwise the same results).
+/// [`item`] compiled with AVX2 + FMA (or AVX-512) when available (bitwise the same results).
 fn item_best<T: Real>(it: &Item<T>, opts: &ChunkOptions, scale: T, bwd: bool) -> ItemOut<T> {
     #[cfg(target_arch = "x86_64")]
     {
+        if seg::has_avx512() {
+            // SAFETY: the CPU features were detected at run time.
+            return unsafe { item_avx512(it, opts, scale, bwd) };
+        }
         if seg::has_avx2() {
             // SAFETY: the CPU features were detected at run time.
             return unsafe { item_avx2(it, opts, scale, bwd) };
@@ -255,209 +429,211 @@ unsafe fn item_avx2<T: Real>(it: &Item<T>, opts: &ChunkOptions, scale: T, bwd: b
     item(it, opts, scale, bwd)
 }
 
-fn ones<T: Real>(n: usize) -> Vec<T> {
-    vec![T::one(); n]
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn item_avx512<T: Real>(it: &Item<T>, opts: &ChunkOptions, scale: T, bwd: bool) -> ItemOut<T> {
+    item(it, opts, scale, bwd)
 }
 
+/// Forward outputs of one chunk (rows `p0..p0+lp`): `o = scale * (qe @ round(H_p)) + A @ v`,
+/// A from [`Intra::forward`] (its decays kept for the backward).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn chunk_out<T: Real>(
+    intra: &mut Intra<T>,
+    cum: &Cum<T>,
+    (q, k, vr, qe): (&[T], &[T], &[T], &[T]),
+    (kk, vv): (usize, usize),
+    (p0, lp): (usize, usize),
+    opts: &ChunkOptions,
+    scale: T,
+    hstate: &[T],
+    hs: &mut [T],
+    o: &mut [T],
+) {
+    let plan = &opts.plan;
+    let (rk, rv) = (p0 * kk..(p0 + lp) * kk, p0 * vv..(p0 + lp) * vv);
+    intra.forward(cum, &q[rk.clone()], &k[rk.clone()], kk, opts, scale);
+    hs.copy_from_slice(hstate);
+    round_slice(hs, plan.state);
+    let oc = &mut o[rv.clone()];
+    gemm((lp, kk, vv), scale, &qe[rk], (kk, 1), hs, (vv, 1), T::zero(), oc, vv);
+    gemm((lp, lp, vv), T::one(), &intra.a[..lp * lp], (lp, 1), &vr[rv], (vv, 1), T::one(), oc, vv);
+    round_slice(oc, plan.o);
+}
+
+/// One (sequence, head): forward, and the backward when `bwd` and `do` is present.
+///
+/// Pass 1 (chunk order): chunk-local reset-aware cumsum, the decays `exp(Gl)` and
+/// `exp(Gl_last - Gl)` (kept for the whole sequence), the factors `qe`, `ke`, the state
+/// recurrence (one `[K, lp] @ [lp, V]` GEMM per chunk); forward only: the chunk's outputs.
+/// Backward: pass 2 (reverse) the state gradients `dH_p`; pass 3 per chunk the outputs and all
+/// gradients, the intra-chunk decays computed once and shared by forward and backward.
 #[inline(always)]
 fn item<T: Real>(it: &Item<T>, opts: &ChunkOptions, scale: T, bwd: bool) -> ItemOut<T> {
     let plan = &opts.plan;
     let (l, kk) = it.q.dim();
     let vv = it.v.ncols();
+    let kv = kk * vv;
     let cs = opts.chunk;
-    let mut h = it.h0.clone();
+    let nt = l.div_ceil(cs);
+    let q = std_slice(&it.q);
+    let k = std_slice(&it.k);
+    let mut vown = Vec::new();
+    let vr = rounded(std_slice(&it.v), plan.v, &mut vown);
+    let do_ = if bwd { it.do_.as_ref() } else { None };
+
+    let mut e0 = vec![T::zero(); l * kk];
+    let mut el = vec![T::zero(); l * kk];
+    let mut qe = vec![T::zero(); l * kk];
+    let mut ke = vec![T::zero(); l * kk];
     let mut o = Array2::<T>::zeros((l, vv));
-    let mut chunks: Vec<Chunk<T>> = Vec::new();
-    let mut states: Vec<Array2<T>> = Vec::new();
-    for p0 in (0..l).step_by(cs) {
+    let ov = o.as_slice_mut().expect("standard layout");
+    let mut h = std_slice(&it.h0).to_vec();
+    let mut u = vec![T::zero(); kv];
+    let mut hs = vec![T::zero(); kv];
+    let mut states = if do_.is_some() { vec![T::zero(); nt * kv] } else { Vec::new() };
+    let mut intra = Intra::<T>::new(cs, opts.sub_chunk, kk);
+
+    for (p, p0) in (0..l).step_by(cs).enumerate() {
         let lp = cs.min(l - p0);
-        let c = prep(it, p0, lp, opts, scale);
-        let mut hs = h.clone();
-        round_in_place(&mut hs, plan.state);
-        let mut oc = c.qe.dot(&hs);
-        oc.mapv_inplace(|x| x * scale);
-        oc += &c.a.dot(&c.vr);
-        round_in_place(&mut oc, plan.o);
-        o.slice_mut(s![p0..p0 + lp, ..]).assign(&oc);
-        // State update: H <- Diag(exp(Gl_last)) H + ke^T @ v (f32/f64 accumulator).
-        let upd = c.ke.t().dot(&c.vr);
-        if bwd {
-            states.push(h.clone());
-        }
-        for d in 0..kk {
-            let gd = c.glast[d];
-            for e in 0..vv {
-                h[[d, e]] = gd * h[[d, e]] + upd[[d, e]];
-            }
-        }
-        if bwd {
-            chunks.push(c);
-        }
-    }
-    let ht = h;
-    let grads = match (&it.do_, bwd) {
-        (Some(do_), true) => Some(backward_item(it, opts, scale, &chunks, &states, do_)),
-        _ => None,
-    };
-    ItemOut { o, ht, grads }
-}
-
-#[inline(always)]
-fn backward_item<T: Real>(
-    it: &Item<T>,
-    opts: &ChunkOptions,
-    scale: T,
-    chunks: &[Chunk<T>],
-    states: &[Array2<T>],
-    do_: &Array2<T>,
-) -> ItemGrads<T> {
-    let plan = &opts.plan;
-    let (l, kk) = it.q.dim();
-    let vv = it.v.ncols();
-    let kg = it.g.ncols();
-    let c = opts.sub_chunk;
-    let mut dor = do_.clone();
-    round_in_place(&mut dor, plan.do_);
-
-    // State gradients: dhs[p] = dL/d(state after chunk p).
-    let nt = chunks.len();
-    let mut dhs: Vec<Array2<T>> = vec![Array2::zeros((0, 0)); nt];
-    let mut dh = it.dht.clone();
-    for p in (0..nt).rev() {
-        let chk = &chunks[p];
-        let do_c = dor.slice(s![chk.p0..chk.p0 + chk.lp, ..]);
-        let upd = chk.qe.t().dot(&do_c);
-        let mut next = upd;
-        for d in 0..kk {
-            let gd = chk.glast[d];
-            for e in 0..vv {
-                next[[d, e]] = gd * dh[[d, e]] + scale * next[[d, e]];
-            }
-        }
-        dhs[p] = std::mem::replace(&mut dh, next);
-    }
-    let dh0 = dh;
-
-    let mut dq = Array2::<T>::zeros((l, kk));
-    let mut dk = Array2::<T>::zeros((l, kk));
-    let mut dv = Array2::<T>::zeros((l, vv));
-    let mut dg = Array2::<T>::zeros((l, kk));
-    for (p, chk) in chunks.iter().enumerate() {
-        let (p0, lp) = (chk.p0, chk.lp);
-        let rows = p0..p0 + lp;
         let last = lp - 1;
-        let cum = &chk.cum;
-        let q = it.q.slice(s![rows.clone(), ..]);
-        let k = it.k.slice(s![rows.clone(), ..]);
-        let do_c = dor.slice(s![rows.clone(), ..]);
-        let mut hb = states[p].clone();
-        round_in_place(&mut hb, plan.bwd_state);
-        let mut dhp = dhs[p].clone();
-        round_in_place(&mut dhp, plan.dstate);
-
-        // dA = scale * do @ v^T on j <= i (upper triangle selected to exact 0).
-        let mut da = do_c.dot(&chk.vr.t());
+        let (rk, rv) = (p0 * kk..(p0 + lp) * kk, p0 * vv..(p0 + lp) * vv);
+        let cum = Cum::<T>::new(it.g.slice(s![p0..p0 + lp, ..]));
         for i in 0..lp {
-            for j in 0..lp {
-                da[[i, j]] = if j <= i { scale * da[[i, j]] } else { T::zero() };
+            cum.dec_row(i, -1, &mut e0[(p0 + i) * kk..(p0 + i + 1) * kk]);
+            cum.dec_row(last, i as isize, &mut el[(p0 + i) * kk..(p0 + i + 1) * kk]);
+        }
+        factor_into(&q[rk.clone()], &e0[rk.clone()], T::one(), &mut qe[rk.clone()], plan.q_decay);
+        factor_into(&k[rk.clone()], &el[rk.clone()], T::one(), &mut ke[rk.clone()], plan.k_decay);
+        if do_.is_some() {
+            states[p * kv..(p + 1) * kv].copy_from_slice(&h);
+        } else {
+            chunk_out(&mut intra, &cum, (q, k, vr, &qe), (kk, vv), (p0, lp), opts, scale, &h, &mut hs, ov);
+        }
+        // State update: H <- Diag(exp(Gl_last)) H + ke^T @ v (compute-type accumulator).
+        gemm((kk, lp, vv), T::one(), &ke[rk], (1, kk), &vr[rv], (vv, 1), T::zero(), &mut u, vv);
+        let glast = &e0[(p0 + last) * kk..(p0 + lp) * kk];
+        for d in 0..kk {
+            let gd = glast[d];
+            for (hv, &uv) in h[d * vv..(d + 1) * vv].iter_mut().zip(&u[d * vv..(d + 1) * vv]) {
+                *hv = gd * *hv + uv;
             }
         }
-        round_in_place(&mut da, plan.da);
+    }
+    let ht = Array2::from_shape_vec((kk, vv), h).expect("state shape");
+    let mut grads = None;
+    if let Some(do_) = do_ {
+        let mut down = Vec::new();
+        let dor = rounded(std_slice(do_), plan.do_, &mut down);
 
-        // dv = A^T @ do + ke @ dH_p
-        let dvc = chk.a.t().dot(&do_c) + chk.ke.dot(&dhp);
-
-        // Inter-chunk parts of dq and dk.
-        let e0 = cum.decays(lp, kk, |i| (i, -1));
-        let kl = cum.decays(lp, kk, |j| (last, j as isize));
-        let mut dqc = (do_c.dot(&hb.t()) * &e0).as_standard_layout().into_owned();
-        dqc.mapv_inplace(|x| x * scale);
-        let dk_inter = chk.vr.dot(&dhp.t()) * &kl;
-        let mut dkc = dk_inter.as_standard_layout().into_owned();
-
-        // Intra parts: off-diagonal blocks as matrix products, diagonal blocks elementwise.
-        let mut buf = vec![T::zero(); kk];
-        for i0 in (0..lp).step_by(c) {
-            let i1 = (i0 + c).min(lp);
-            if i0 > 0 {
-                // dq, query block I, anchor a = first row of I: (dA_I,<I @ K*exp(a - Gl)) * exp(Gl_I - a)
-                let kf = cum.factor(k.slice(s![0..i0, ..]), |r| (i0, r as isize), T::one(), plan.offdiag_k);
-                let t = da.slice(s![i0..i1, 0..i0]).dot(&kf);
-                let dec = cum.decays(i1 - i0, kk, |r| (i0 + r, i0 as isize));
-                let mut dst = dqc.slice_mut(s![i0..i1, ..]);
-                dst += &(t * &dec);
-            }
-            if i1 < lp {
-                // dk, key block J = [i0, i1), anchor b = its last valid row:
-                // (dA_>J,J^T @ Q*exp(Gl - b)) * exp(b - Gl_J)
-                let b = i1 - 1;
-                let qf = cum.factor(q.slice(s![i1..lp, ..]), |r| (i1 + r, b as isize), T::one(), plan.offdiag_q);
-                let t = da.slice(s![i1..lp, i0..i1]).t().dot(&qf);
-                let dec = cum.decays(i1 - i0, kk, |r| (b, (i0 + r) as isize));
-                let mut dst = dkc.slice_mut(s![i0..i1, ..]);
-                dst += &(t * &dec);
-            }
-            // Diagonal block, elementwise (vectorized over channels); j > i never evaluated.
-            for i in i0..i1 {
-                let qi = q.row(i);
-                let qi = qi.as_slice().expect("standard layout");
-                for j in i0..=i {
-                    let kj = k.row(j);
-                    let kj = kj.as_slice().expect("standard layout");
-                    let daij = da[[i, j]];
-                    cum.dec_row(i, j as isize, &mut buf);
-                    let mut dqi = dqc.row_mut(i);
-                    let dqi = dqi.as_slice_mut().expect("standard layout");
-                    let mut dkj = dkc.row_mut(j);
-                    let dkj = dkj.as_slice_mut().expect("standard layout");
-                    if plan.diag.is_none() {
-                        for ((o, &e), &kv) in dqi.iter_mut().zip(buf.iter()).zip(kj) {
-                            *o += daij * (kv * e);
-                        }
-                        for ((o, &e), &qv) in dkj.iter_mut().zip(buf.iter()).zip(qi) {
-                            *o += daij * (qv * e);
-                        }
-                    } else {
-                        for ((o, &e), &kv) in dqi.iter_mut().zip(buf.iter()).zip(kj) {
-                            *o += daij * round1(kv * e, plan.diag);
-                        }
-                        for ((o, &e), &qv) in dkj.iter_mut().zip(buf.iter()).zip(qi) {
-                            *o += daij * round1(qv * e, plan.diag);
-                        }
-                    }
-                }
-            }
-        }
-
-        // dg: within-chunk reverse sum plus the state term.
-        let mut acc: Vec<T> = (0..kk)
-            .map(|d| {
-                let mut hsum = T::zero();
-                for e in 0..vv {
-                    hsum += hb[[d, e]] * dhp[[d, e]];
-                }
-                let mut ksum = T::zero();
-                for j in 0..lp {
-                    ksum += k[[j, d]] * dk_inter[[j, d]];
-                }
-                chk.glast[d] * hsum + ksum
-            })
-            .collect();
-        for i in (0..lp).rev() {
+        // Pass 2: state gradients, dstates[p] = dL/d(state after chunk p).
+        let mut dstates = vec![T::zero(); nt * kv];
+        let mut dh = std_slice(&it.dht).to_vec();
+        let mut w = vec![T::zero(); kv];
+        for (p, p0) in (0..l).step_by(cs).enumerate().rev() {
+            let lp = cs.min(l - p0);
+            let (rk, rv) = (p0 * kk..(p0 + lp) * kk, p0 * vv..(p0 + lp) * vv);
+            gemm((kk, lp, vv), T::one(), &qe[rk], (1, kk), &dor[rv], (vv, 1), T::zero(), &mut w, vv);
+            dstates[p * kv..(p + 1) * kv].copy_from_slice(&dh);
+            let glast = &e0[(p0 + lp - 1) * kk..(p0 + lp) * kk];
             for d in 0..kk {
-                acc[d] += q[[i, d]] * dqc[[i, d]] - k[[i, d]] * dkc[[i, d]];
-                dg[[p0 + i, d]] = acc[d];
+                let gd = glast[d];
+                for (x, &wv) in dh[d * vv..(d + 1) * vv].iter_mut().zip(&w[d * vv..(d + 1) * vv]) {
+                    *x = gd * *x + scale * wv;
+                }
             }
         }
-        dq.slice_mut(s![rows.clone(), ..]).assign(&dqc);
-        dk.slice_mut(s![rows.clone(), ..]).assign(&dkc);
-        dv.slice_mut(s![rows, ..]).assign(&dvc);
+        let dh0 = Array2::from_shape_vec((kk, vv), dh).expect("state shape");
+
+        // Pass 3: per chunk, the outputs and the gradients.
+        let mut dq = Array2::<T>::zeros((l, kk));
+        let mut dk = Array2::<T>::zeros((l, kk));
+        let mut dv = Array2::<T>::zeros((l, vv));
+        let mut dg = Array2::<T>::zeros((l, kk));
+        let (dqs, dks) = (dq.as_slice_mut().expect("std"), dk.as_slice_mut().expect("std"));
+        let (dvs, dgs) = (dv.as_slice_mut().expect("std"), dg.as_slice_mut().expect("std"));
+        let mut hb = vec![T::zero(); kv];
+        let mut dhp = vec![T::zero(); kv];
+        let mut da = vec![T::zero(); cs * cs];
+        let mut dki = vec![T::zero(); cs * kk];
+        let mut acc = vec![T::zero(); kk];
+        for (p, p0) in (0..l).step_by(cs).enumerate() {
+            let lp = cs.min(l - p0);
+            let (rk, rv) = (p0 * kk..(p0 + lp) * kk, p0 * vv..(p0 + lp) * vv);
+            let cum = Cum::<T>::new(it.g.slice(s![p0..p0 + lp, ..]));
+            let hstate = &states[p * kv..(p + 1) * kv];
+            chunk_out(&mut intra, &cum, (q, k, vr, &qe), (kk, vv), (p0, lp), opts, scale, hstate, &mut hs, ov);
+            hb.copy_from_slice(hstate);
+            round_slice(&mut hb, plan.bwd_state);
+            dhp.copy_from_slice(&dstates[p * kv..(p + 1) * kv]);
+            round_slice(&mut dhp, plan.dstate);
+            let (qc, kc, vc, doc) = (&q[rk.clone()], &k[rk.clone()], &vr[rv.clone()], &dor[rv.clone()]);
+
+            // dA = scale * do @ v^T on j <= i (upper triangle selected to exact 0).
+            let da = &mut da[..lp * lp];
+            gemm((lp, vv, lp), scale, doc, (vv, 1), vc, (1, vv), T::zero(), da, lp);
+            for i in 0..lp {
+                da[i * lp + i + 1..(i + 1) * lp].fill(T::zero());
+            }
+            round_slice(da, plan.da);
+
+            // dv = ke @ dH_p + A^T @ do
+            let dvc = &mut dvs[rv.clone()];
+            gemm((lp, kk, vv), T::one(), &ke[rk.clone()], (kk, 1), &dhp, (vv, 1), T::zero(), dvc, vv);
+            gemm((lp, lp, vv), T::one(), &intra.a[..lp * lp], (1, lp), doc, (vv, 1), T::one(), dvc, vv);
+
+            // Inter-chunk parts: dq = scale * exp(Gl) * (do @ H_p^T), dk = exp(Gl_last - Gl) * (v @ dH_p^T).
+            let dqc = &mut dqs[rk.clone()];
+            gemm((lp, vv, kk), T::one(), doc, (vv, 1), &hb, (1, vv), T::zero(), dqc, kk);
+            for (x, &ev) in dqc.iter_mut().zip(&e0[rk.clone()]) {
+                *x = *x * ev * scale;
+            }
+            let dki = &mut dki[..lp * kk];
+            gemm((lp, vv, kk), T::one(), vc, (vv, 1), &dhp, (1, vv), T::zero(), dki, kk);
+            for (x, &ev) in dki.iter_mut().zip(&el[rk.clone()]) {
+                *x = *x * ev;
+            }
+            let dkc = &mut dks[rk.clone()];
+            dkc.copy_from_slice(dki);
+
+            // Intra parts: off-diagonal blocks as matrix products, diagonal blocks elementwise.
+            intra.backward(&cum, qc, kc, da, kk, opts, dqc, dkc);
+
+            // dg: within-chunk reverse sum plus the state term.
+            let glast = &e0[(p0 + lp - 1) * kk..(p0 + lp) * kk];
+            for d in 0..kk {
+                let mut hsum = T::zero();
+                for (&x, &y) in hb[d * vv..(d + 1) * vv].iter().zip(&dhp[d * vv..(d + 1) * vv]) {
+                    hsum += x * y;
+                }
+                acc[d] = hsum;
+            }
+            let mut ksum = vec![T::zero(); kk];
+            for j in 0..lp {
+                for ((s, &kv), &dv) in ksum.iter_mut().zip(&kc[j * kk..(j + 1) * kk]).zip(&dki[j * kk..(j + 1) * kk]) {
+                    *s += kv * dv;
+                }
+            }
+            for d in 0..kk {
+                acc[d] = glast[d] * acc[d] + ksum[d];
+            }
+            let dgc = &mut dgs[rk];
+            for i in (0..lp).rev() {
+                let r = i * kk..(i + 1) * kk;
+                for d in 0..kk {
+                    acc[d] += qc[r.start + d] * dqc[r.start + d] - kc[r.start + d] * dkc[r.start + d];
+                }
+                dgc[r].copy_from_slice(&acc);
+            }
+        }
+        let mut dg = seg::reduce_dg(dg, it.g.ncols());
+        for a in [&mut dq, &mut dk, &mut dv, &mut dg] {
+            round_in_place(a, plan.grads);
+        }
+        grads = Some(ItemGrads { dq, dk, dv, dg, dh0 });
     }
-    let mut dg = seg::reduce_dg(dg, kg);
-    for a in [&mut dq, &mut dk, &mut dv, &mut dg] {
-        round_in_place(a, plan.grads);
-    }
-    ItemGrads { dq, dk, dv, dg, dh0 }
+    ItemOut { o, ht, grads }
 }
 
 #[cfg(test)]

@@ -359,6 +359,20 @@ pub(crate) fn reduce_dg<T: Real>(dg: Array2<T>, kg: usize) -> Array2<T> {
     }
 }
 
+/// Whether the CPU supports the AVX-512 builds of the per-item kernels (runtime detection;
+/// bitwise identical results, like the AVX2 builds).
+#[inline]
+pub(crate) fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        has_avx2() && std::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Whether the CPU supports the AVX2 + FMA builds of the per-item kernels (runtime detection).
 /// The AVX2 builds are the same source compiled with 8-wide vectors: results are bitwise
 /// identical (Rust never contracts `a * b + c` into an FMA on its own).
