@@ -299,23 +299,12 @@ pub fn must_reject_cases() -> Vec<(String, String, Option<String>)> {
         .collect()
 }
 
-/// The implementations `check` runs: recurrent f32 and f64, parallel f32, chunked f32 (C=64,
-/// c=16), chunked f32 with fla's bf16 kernel plan, and the GPU kernels when usable.
+/// The implementations `check` runs: every CPU implementation and precision of
+/// [`Implementation::all_cpu`] (recurrent f32/f64 and its local-dg variant, parallel f32/f64,
+/// chunked f32/f64 at two chunkings, chunked with fla's bf16 and fp16 kernel plans), plus the GPU
+/// kernels when usable: the same list the property suite iterates over.
 pub fn check_implementations(gpu: bool) -> Vec<Implementation> {
-    let mut v = vec![
-        Implementation::RECURRENT_F32,
-        Implementation::RECURRENT_F64,
-        Implementation::Parallel {
-            compute: PCompute::F32,
-        },
-        Implementation::chunked(PCompute::F32, 64, 16),
-        Implementation::Chunked {
-            compute: PCompute::F32,
-            chunk: 64,
-            sub_chunk: 16,
-            round: PRound::Bf16,
-        },
-    ];
+    let mut v = Implementation::all_cpu();
     if gpu {
         v.extend(gla_proptests::gpu::candidates());
     }

@@ -18,7 +18,9 @@
 //              A = rnd(scale * sum_d q_i k_j D(j,i)) [chunk][head][64][64] (j > i: 0)
 //       A's off-diagonal 16x16 blocks (I > J) use fla's anchor a = first row of block I:
 //           (q_i * D(a, i)) . (k_j * D(j, a)), both factors in [0, 1], f32 (no rounding);
-//       diagonal blocks are evaluated elementwise in f32 for j <= i only (no masked exponent).
+//       diagonal blocks: per (row, channel) either the factored product with anchor a or the
+//       elementwise form, j <= i only (no masked exponent); the choice for row i depends on rows
+//       <= i only, so o_i never depends on later tokens, bit for bit (see DIAG_SAFE).
 //  gla_fwd_state_<T>_k<K>_v<BV>  grid (V / BV, H, N), 128 threads. One (value block, head,
 //     sequence) per block, walking the sequence's chunks in order with the fp32 state in registers:
 //           o_chunk = rnd( scale * (qg @ rnd(S)) + A @ v );   S = gamma * S + kgT @ v
@@ -59,19 +61,45 @@ template <> __device__ __forceinline__ f16_t from_f<f16_t>(float v) {
   return r;
 }
 
-__device__ __forceinline__ float decay(float fx, int zx, float fy, int zy) {
-  // decay from row x to row y (x <= y); see the header comment.
-  return (zx == zy) ? exp2f(fminf(fy - fx, 0.0f) * RCP_LN2) : 0.0f;
+// exp of a non-positive natural-log exponent (exp2 of its log2-scaled value).
+// FAST = false: exp2f (MUFU.EX2 plus the subnormal-result fix-up: a few instructions).
+// FAST = true:  ex2.approx.ftz.f32 alone (one MUFU.EX2; a result below 2^-126 flushes to +0, which
+//               changes a decay factor by less than 2^-126 absolute). Same exponents (<= 0) either way.
+template <bool FAST> __device__ __forceinline__ float exp_nonpos(float x) {
+  const float y = fminf(x, 0.0f) * RCP_LN2;
+  if (FAST) {
+    float r;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(y));
+    return r;
+  }
+  return exp2f(y);
 }
-// exp of a non-positive natural-log exponent (exp2 of its log2-scaled value: one MUFU.EX2).
-__device__ __forceinline__ float exp_nonpos(float x) { return exp2f(fminf(x, 0.0f) * RCP_LN2); }
+// decay from row x to row y (x <= y); see the header comment.
+template <bool FAST> __device__ __forceinline__ float decay(float fx, int zx, float fy, int zy) {
+  return (zx == zy) ? exp_nonpos<FAST>(fy - fx) : 0.0f;
+}
+// 1 / x for x in [exp(-DIAG_SAFE), 1] (normal): FAST = rcp.approx.ftz (<= 1 ulp), else IEEE __frcp_rn.
+template <bool FAST> __device__ __forceinline__ float rcp_factor(float x) {
+  if (FAST) {
+    float r;
+    asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+    return r;
+  }
+  return __frcp_rn(x);
+}
 
-// Diagonal sub-blocks: a (block, channel) is "safe" when the block has no reset and its total decay
-// is at most DIAG_SAFE (natural log): then k_j * exp(F_a - F_j) = k_j / exp(F_j - F_a) (anchor a =
-// the block's first row; exp of a non-positive exponent, reciprocal <= exp(DIAG_SAFE)) stays finite and q_i * exp(F_i - F_a) >= exp(-DIAG_SAFE) stays normal
-// (spec F4), so the diagonal block is a plain f32 product of the two factors. Other channels take the
-// elementwise path (exp of F_i - F_j <= 0 per entry, j <= i only).
+// Diagonal sub-blocks, decided PER ROW (causal: the path of A_ij, j <= i, depends on rows <= i only).
+// Row x of a 16-row block with anchor a (the block's first row) is "safe" on channel d when no reset
+// lies in (a, x] and F_a - F_x <= DIAG_SAFE (natural log). Entry (i, j) on channel d takes the
+// factored product (q_i exp(F_i - F_a)) * (k_j / exp(F_j - F_a)) when rows i and j are both safe:
+// the exponent reaching exp2 is <= 0, the reciprocal is at most exp(DIAG_SAFE) (finite) and
+// q_i exp(F_i - F_a) >= exp(-DIAG_SAFE) q_i stays normal (spec F4). Otherwise the entry takes the
+// elementwise path q_i k_j exp(F_i - F_j) (exponent <= 0, j <= i only). Either way each channel adds
+// exactly one term to the entry, channels in a fixed order (the other path adds an exact zero).
+// The safe flag is bit 7 of the transposed reset-count slice sZt (counts are <= 64).
 #define DIAG_SAFE 40.0f
+#define SAFE_BIT 0x80u
+#define ZMASK 0x7fu
 
 __device__ __forceinline__ u32 smem_addr(const void* p) {
   u32 r;
@@ -87,7 +115,7 @@ template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile(
 
 // ---------------------------------------------------------------- kernel 1: intra-chunk
 // chunks: per chunk 4 ints (batch, first row within the batch row, length L in 1..64, unused).
-template <typename T>
+template <typename T, bool FAST>
 __device__ void gla_fwd_intra(const T* __restrict__ q, const T* __restrict__ k,
                               const float* __restrict__ g, int gate_cols,
                               const int* __restrict__ chunks, int Tlen, int H, int K, float scale,
@@ -109,7 +137,6 @@ __device__ void gla_fwd_intra(const T* __restrict__ q, const T* __restrict__ k,
   unsigned char* sZt = sZ + CH * K;                                          // [SL][LDT]
   float* sKg = reinterpret_cast<float*>(sZt + SL * LDT);                     // [SL][LDT] k*D(j,last)
   float* sKd = sKg + SL * LDT;                                                // [SL][LDT] diag key factor
-  unsigned char* sSafe = reinterpret_cast<unsigned char*>(sKd + SL * LDT);   // [4][SL]
 
   const int c = blockIdx.x, h = blockIdx.y, tid = threadIdx.x;
   const int b = chunks[4 * c], t0 = chunks[4 * c + 1], L = chunks[4 * c + 2];
@@ -194,10 +221,6 @@ __device__ void gla_fwd_intra(const T* __restrict__ q, const T* __restrict__ k,
       const int Zl = sZ[last * K + d];
       const float Fa = sF[a * K + d];
       const int Za = sZ[a * K + d];
-      const float Fb = sF[(a + 15) * K + d];
-      const int Zb = sZ[(a + 15) * K + d];
-      // diagonal-block factor k_j * exp(F_a - F_j) where the (block, channel) is safe
-      const bool safe = (Zb == Za) && (Fa - Fb <= DIAG_SAFE);
       float Fan[3];
       int Zan[3];
 #pragma unroll
@@ -221,23 +244,24 @@ __device__ void gla_fwd_intra(const T* __restrict__ q, const T* __restrict__ k,
         }
         const float Fi = sF[row * K + d];
         const int Zi = sZ[row * K + d];
-        const float eq = (Zi == 0) ? exp_nonpos(Fi) : 0.0f;
+        const float eq = (Zi == 0) ? exp_nonpos<FAST>(Fi) : 0.0f;
         qg_out[(out_base * CH + row) * K + d] = from_f<T>(qv * eq);
         vq[r] = qv;
         vk[r] = kv;
         vf[r] = Fi;
-        zpack |= (u32)(Zi & 0xff) << (8 * r);
-        vkg[r] = kv * decay(Fi, Zi, Fl, Zl);
-        vqa[r] = qv * decay(Fa, Za, Fi, Zi);
+        // per-row diagonal safety: rows a..row only (see DIAG_SAFE)
+        const bool safe = (Zi == Za) && (Fa - Fi <= DIAG_SAFE);
+        zpack |= ((u32)(Zi & ZMASK) | (safe ? SAFE_BIT : 0u)) << (8 * r);
+        vkg[r] = kv * decay<FAST>(Fi, Zi, Fl, Zl);
+        vqa[r] = qv * decay<FAST>(Fa, Za, Fi, Zi);
         // exp(F_a - F_i) = 1 / exp(F_i - F_a): the exponent reaching exp2 is <= 0, the
-        // reciprocal is at most exp(DIAG_SAFE) on safe channels
-        vkd[r] = safe ? kv * __frcp_rn(exp_nonpos(Fi - Fa)) : 0.0f;
+        // reciprocal is at most exp(DIAG_SAFE) on safe rows
+        vkd[r] = safe ? kv * rcp_factor<FAST>(exp_nonpos<FAST>(Fi - Fa)) : 0.0f;
 #pragma unroll
         for (int an = 0; an < 3; ++an)
-          vka[an][r] = (I <= an) ? kv * decay(Fi, Zi, Fan[an], Zan[an]) : 0.0f;
+          vka[an][r] = (I <= an) ? kv * decay<FAST>(Fi, Zi, Fan[an], Zan[an]) : 0.0f;
       }
-      if (r0 == 0) gamma_out[out_base * K + d] = (Zl == 0) ? exp_nonpos(Fl) : 0.0f;
-      if ((r0 & 15) == 0) sSafe[I * SL + dd] = safe ? 1 : 0;
+      if (r0 == 0) gamma_out[out_base * K + d] = (Zl == 0) ? exp_nonpos<FAST>(Fl) : 0.0f;
       const int o4 = dd * LDT + r0;
       *reinterpret_cast<float4*>(sQ + o4) = make_float4(vq[0], vq[1], vq[2], vq[3]);
       *reinterpret_cast<float4*>(sK + o4) = make_float4(vk[0], vk[1], vk[2], vk[3]);
@@ -275,31 +299,36 @@ __device__ void gla_fwd_intra(const T* __restrict__ q, const T* __restrict__ k,
       } else {
         const float* qa = sQa + 4 * ti;
         const float* kd = sKd + 4 * tj;
-        const unsigned char* safe = sSafe + I * SL;
         for (int dd = 0; dd < SL; ++dd) {
+          // reset counts and safe flags of the tile's 4 rows i and 4 columns j (one byte each)
+          const u32 zwi = *reinterpret_cast<const u32*>(sZt + dd * LDT + 4 * ti);
+          const u32 zwj = *reinterpret_cast<const u32*>(sZt + dd * LDT + 4 * tj);
           float4 x = *reinterpret_cast<const float4*>(qa + dd * LDT);
-          float4 y = *reinterpret_cast<const float4*>(kd + dd * LDT);
+          float4 y = *reinterpret_cast<const float4*>(kd + dd * LDT);  // 0 on unsafe columns
           float xs[4] = {x.x, x.y, x.z, x.w}, ys[4] = {y.x, y.y, y.z, y.w};
+#pragma unroll
+          for (int r = 0; r < 4; ++r)
+            if (!((zwi >> (8 * r)) & SAFE_BIT)) xs[r] = 0.0f;  // unsafe row: no factored term
 #pragma unroll
           for (int r = 0; r < 4; ++r)
 #pragma unroll
             for (int cc = 0; cc < 4; ++cc) acc[r][cc] = fmaf(xs[r], ys[cc], acc[r][cc]);
-          if (!safe[dd]) {
-            // elementwise path (the factor above is 0 for this channel)
+          if (((zwi & zwj) & 0x80808080u) != 0x80808080u) {
+            // elementwise path for the entries whose row or column is unsafe (the factored term
+            // above is an exact 0 there)
             float4 q4 = *reinterpret_cast<const float4*>(sQ + dd * LDT + 4 * ti);
             float4 k4 = *reinterpret_cast<const float4*>(sK + dd * LDT + 4 * tj);
             float4 fi = *reinterpret_cast<const float4*>(sFt + dd * LDT + 4 * ti);
             float4 fj = *reinterpret_cast<const float4*>(sFt + dd * LDT + 4 * tj);
             float qs[4] = {q4.x, q4.y, q4.z, q4.w}, ks[4] = {k4.x, k4.y, k4.z, k4.w};
             float fis[4] = {fi.x, fi.y, fi.z, fi.w}, fjs[4] = {fj.x, fj.y, fj.z, fj.w};
-            const unsigned char* zi = sZt + dd * LDT + 4 * ti;
-            const unsigned char* zj = sZt + dd * LDT + 4 * tj;
 #pragma unroll
             for (int r = 0; r < 4; ++r)
 #pragma unroll
               for (int cc = 0; cc < 4; ++cc) {
-                if (4 * tj + cc <= 4 * ti + r && zi[r] == zj[cc]) {
-                  acc[r][cc] = fmaf(qs[r] * ks[cc], exp_nonpos(fis[r] - fjs[cc]), acc[r][cc]);
+                const u32 zi = (zwi >> (8 * r)) & 0xffu, zj = (zwj >> (8 * cc)) & 0xffu;
+                if (4 * tj + cc <= 4 * ti + r && ((zi ^ zj) & ZMASK) == 0u && !(zi & zj & SAFE_BIT)) {
+                  acc[r][cc] = fmaf(qs[r] * ks[cc], exp_nonpos<FAST>(fis[r] - fjs[cc]), acc[r][cc]);
                 }
               }
           }
@@ -317,16 +346,20 @@ __device__ void gla_fwd_intra(const T* __restrict__ q, const T* __restrict__ k,
           from_f<T>((4 * tj + cc <= 4 * ti + r) ? scale * acc[r][cc] : 0.0f);
 }
 
-#define INTRA(NAME, T)                                                                          \
+#define INTRA(NAME, T, FAST)                                                                    \
   extern "C" __global__ void __launch_bounds__(256) NAME(                                       \
       const T* q, const T* k, const float* g, int gate_cols, const int* chunks, int Tlen, int H, \
       int K, float scale, T* qg_out, T* kgt_out, T* a_out, float* gamma_out) {                  \
-    gla_fwd_intra<T>(q, k, g, gate_cols, chunks, Tlen, H, K, scale, qg_out, kgt_out, a_out,    \
-                     gamma_out);                                                                \
+    gla_fwd_intra<T, FAST>(q, k, g, gate_cols, chunks, Tlen, H, K, scale, qg_out, kgt_out,     \
+                           a_out, gamma_out);                                                   \
   }
-INTRA(gla_fwd_intra_f32, float)
-INTRA(gla_fwd_intra_bf16, bf16_t)
-INTRA(gla_fwd_intra_f16, f16_t)
+INTRA(gla_fwd_intra_f32, float, false)
+INTRA(gla_fwd_intra_bf16, bf16_t, false)
+INTRA(gla_fwd_intra_f16, f16_t, false)
+// Variant with ex2.approx.ftz / rcp.approx.ftz (see exp_nonpos); selected by GLA_INTRA_FAST=1.
+INTRA(gla_fwd_intra_fast_f32, float, true)
+INTRA(gla_fwd_intra_fast_bf16, bf16_t, true)
+INTRA(gla_fwd_intra_fast_f16, f16_t, true)
 
 // ---------------------------------------------------------------- kernel 2: states + output
 // seqs: per sequence 6 ints (batch, first row, length, first chunk index, number of chunks, unused).

@@ -68,6 +68,14 @@ fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// Minor page faults of this process so far (Linux `/proc/self/stat` field 10; 0 elsewhere).
+fn minor_faults() -> f64 {
+    let Ok(st) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    let Some(rest) = st.rsplit(')').next() else { return 0.0 };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f.get(7).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0)
+}
+
 /// Total CPU seconds of `runs` runs of `f`, divided by `runs`.
 fn cpu_per_run(runs: usize, mut f: impl FnMut()) -> f64 {
     let c0 = cpu_seconds();
@@ -128,10 +136,11 @@ fn quick(n: usize) {
     let flops = chunked_flops(t, h, k, v, 64, 16) / 1e9;
     let row = |name: &str, f: &mut dyn FnMut()| {
         f();
-        let c0 = cpu_seconds();
+        let (c0, f0) = (cpu_seconds(), minor_faults());
         let w = median_time(n, || f());
         let c = (cpu_seconds() - c0) / n as f64;
-        println!("{name:<28}: {:>8.1} ms wall (median of {n})  {:>8.1} ms CPU/run", w.as_secs_f64() * 1e3, c * 1e3);
+        let pf = (minor_faults() - f0) / n as f64;
+        println!("{name:<28}: {:>8.1} ms wall (median of {n})  {:>8.1} ms CPU/run  {pf:>7.0} page faults/run", w.as_secs_f64() * 1e3, c * 1e3);
         (w.as_secs_f64(), c)
     };
     println!("f32 GEMM 512^3 (1 thread)   : {:>8.2} ms wall {:>6.1} GFLOP/s; {:>6.1} GFLOP/CPU-s", tg.as_secs_f64() * 1e3, gflop / tg.as_secs_f64(), gflop / cg);

@@ -468,7 +468,7 @@ fn f64_compute_agrees_with_recurrence() {
 }
 
 #[test]
-#[ignore]
+#[ignore = "deep run (GLA_DEEP=1 with --ignored): larger random sweep for nightly runs"]
 fn deep_random_sweep() {
     if !deep() {
         return;
@@ -496,7 +496,7 @@ fn c_needed(rep: &Report) -> Vec<(String, f64)> {
 }
 
 #[test]
-#[ignore]
+#[ignore = "calibration sweep that produced the constants in bounds/constants.rs; run on demand"]
 fn calibrate() {
     let mut worst_f32: std::collections::BTreeMap<String, f64> = Default::default();
     let mut worst_bf: std::collections::BTreeMap<String, f64> = Default::default();

@@ -249,7 +249,7 @@ fn f64_compute_agrees_with_recurrence() {
 }
 
 #[test]
-#[ignore]
+#[ignore = "calibration sweep that produced the constants in bounds/constants.rs; run on demand"]
 fn calibrate() {
     let mut worst: std::collections::BTreeMap<String, f64> = Default::default();
     let regimes: Vec<(&str, BoxedGate)> = vec![

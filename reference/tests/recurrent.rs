@@ -771,7 +771,7 @@ fn f32_report_detects_a_wrong_candidate() {
 ///
 /// cargo test -p gla-reference --release --test recurrent -- --ignored --nocapture calibrate
 #[test]
-#[ignore]
+#[ignore = "calibration sweep that produced the constants in bounds/constants.rs; run on demand"]
 fn calibrate_recurrent_f32() {
     let names = ["o", "ht", "dq", "dk", "dv", "dh0", "dg", "dg_local"];
     // best[i][bucket]: bucket 0 = n_acc < 40, 1 = 40..400, 2 = >= 400

@@ -205,7 +205,8 @@ impl BoundSpec {
     /// The underflow floor `eta` for output `name` (`o`, `ht`, `dq`, `dk`, `dv`, `dh0`, `dg`,
     /// `dg_local`): `(#terms) * unit * (largest |product|)`, where `unit` is the largest
     /// [`Dtype::underflow_unit`] of the accumulation format and the rounding stages (the smallest
-    /// normal of f32/f64/bf16/tf32; 2^-24 when a stage stores fp16).
+    /// normal of f32/f64/bf16/tf32; 2^-24 when a stage stores fp16, divided by the smallest of
+    /// max|q|, max|k|, max|v| when that is below 1, since a stored operand's floor is absolute).
     ///
     /// With `P_S = max(max|k| max|v|, max|h0|)` (a state term), `P_W = max(|scale| max|q| max|do|,
     /// max|dhT|)` (a state-gradient term) and `T1 = T_seq + 1`:
@@ -248,11 +249,18 @@ impl BoundSpec {
         };
         // The floor's unit: the accumulation format's smallest normal, or a coarser underflow
         // unit of a rounding stage (fp16 stores flush below 2^-24; see Dtype::underflow_unit).
-        let unit = self
-            .stages
-            .iter()
-            .map(|s| s.underflow_unit())
-            .fold(self.acc.underflow_unit(), f64::max);
+        // A stage's floor is absolute on the STORED operand (e.g. q*exp(Gl), far below |q|
+        // after a strong decay), so its partner in the product is `prod` without the input
+        // factor it multiplies in: dividing by the smallest of max|q|, max|k|, max|v| (when
+        // below 1) keeps the floor conservative for small inputs.
+        let acc_unit = self.acc.underflow_unit();
+        let stage_unit = self.stages.iter().map(|s| s.underflow_unit()).fold(0.0, f64::max);
+        let unit = if stage_unit > acc_unit {
+            let smallest = [mq, mk, mv].into_iter().fold(1.0f64, f64::min);
+            stage_unit / if smallest > 0.0 { smallest } else { 1.0 }
+        } else {
+            acc_unit
+        };
         Some(terms * unit * prod)
     }
 }

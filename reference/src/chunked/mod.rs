@@ -207,6 +207,19 @@ fn factor_into<T: Real>(x: &[T], e: &[T], mul: T, out: &mut [T], dtype: Option<D
     round_slice(out, dtype);
 }
 
+/// `x` rounded to `dtype` (in `buf`), or `x` itself when nothing is rounded.
+#[inline(always)]
+fn round_view<'a, T: Real>(x: &'a [T], dtype: Option<Dtype>, buf: &'a mut [T]) -> &'a [T] {
+    match dtype {
+        Some(dt) if !(dt == Dtype::F64 || (dt == Dtype::F32 && T::DTYPE == Dtype::F32)) => {
+            buf.copy_from_slice(x);
+            round_slice(buf, dtype);
+            buf
+        }
+        _ => x,
+    }
+}
+
 /// A slice copy of `x` rounded to `dtype`, or `x` itself when nothing is rounded.
 fn rounded<'a, T: Real>(x: &'a [T], dtype: Option<Dtype>, own: &'a mut Vec<T>) -> &'a [T] {
     match dtype {
@@ -454,8 +467,7 @@ fn chunk_out<T: Real>(
     let plan = &opts.plan;
     let (rk, rv) = (p0 * kk..(p0 + lp) * kk, p0 * vv..(p0 + lp) * vv);
     intra.forward(cum, &q[rk.clone()], &k[rk.clone()], kk, opts, scale);
-    hs.copy_from_slice(hstate);
-    round_slice(hs, plan.state);
+    let hs = round_view(hstate, plan.state, hs);
     let oc = &mut o[rv.clone()];
     gemm((lp, kk, vv), scale, &qe[rk], (kk, 1), hs, (vv, 1), T::zero(), oc, vv);
     gemm((lp, lp, vv), T::one(), &intra.a[..lp * lp], (lp, 1), &vr[rv], (vv, 1), T::one(), oc, vv);
@@ -483,16 +495,21 @@ fn item<T: Real>(it: &Item<T>, opts: &ChunkOptions, scale: T, bwd: bool) -> Item
     let vr = rounded(std_slice(&it.v), plan.v, &mut vown);
     let do_ = if bwd { it.do_.as_ref() } else { None };
 
-    let mut e0 = vec![T::zero(); l * kk];
-    let mut el = vec![T::zero(); l * kk];
-    let mut qe = vec![T::zero(); l * kk];
-    let mut ke = vec![T::zero(); l * kk];
-    let mut o = Array2::<T>::zeros((l, vv));
+    // Whole-sequence buffers from this thread's reused workspace (every element is written
+    // before it is read): the decays exp(Gl), exp(Gl_last - Gl), the factors qe, ke, and
+    // (backward) the chunk states H_p and state gradients dH_p.
+    let nst = if do_.is_some() { nt * kv } else { 0 };
+    let mut pool = take_pool::<T>(4 * l * kk + 2 * nst);
+    let (e0, rest) = pool.split_at_mut(l * kk);
+    let (el, rest) = rest.split_at_mut(l * kk);
+    let (qe, rest) = rest.split_at_mut(l * kk);
+    let (ke, rest) = rest.split_at_mut(l * kk);
+    let (states, dstates) = rest.split_at_mut(nst);
+    let mut o = pooled::<T>((l, vv));
     let ov = o.as_slice_mut().expect("standard layout");
     let mut h = std_slice(&it.h0).to_vec();
     let mut u = vec![T::zero(); kv];
     let mut hs = vec![T::zero(); kv];
-    let mut states = if do_.is_some() { vec![T::zero(); nt * kv] } else { Vec::new() };
     let mut intra = Intra::<T>::new(cs, opts.sub_chunk, kk);
 
     for (p, p0) in (0..l).step_by(cs).enumerate() {
@@ -528,7 +545,6 @@ fn item<T: Real>(it: &Item<T>, opts: &ChunkOptions, scale: T, bwd: bool) -> Item
         let dor = rounded(std_slice(do_), plan.do_, &mut down);
 
         // Pass 2: state gradients, dstates[p] = dL/d(state after chunk p).
-        let mut dstates = vec![T::zero(); nt * kv];
         let mut dh = std_slice(&it.dht).to_vec();
         let mut w = vec![T::zero(); kv];
         for (p, p0) in (0..l).step_by(cs).enumerate().rev() {
@@ -547,14 +563,14 @@ fn item<T: Real>(it: &Item<T>, opts: &ChunkOptions, scale: T, bwd: bool) -> Item
         let dh0 = Array2::from_shape_vec((kk, vv), dh).expect("state shape");
 
         // Pass 3: per chunk, the outputs and the gradients.
-        let mut dq = Array2::<T>::zeros((l, kk));
-        let mut dk = Array2::<T>::zeros((l, kk));
-        let mut dv = Array2::<T>::zeros((l, vv));
-        let mut dg = Array2::<T>::zeros((l, kk));
+        let mut dq = pooled::<T>((l, kk));
+        let mut dk = pooled::<T>((l, kk));
+        let mut dv = pooled::<T>((l, vv));
+        let mut dg = pooled::<T>((l, kk));
         let (dqs, dks) = (dq.as_slice_mut().expect("std"), dk.as_slice_mut().expect("std"));
         let (dvs, dgs) = (dv.as_slice_mut().expect("std"), dg.as_slice_mut().expect("std"));
-        let mut hb = vec![T::zero(); kv];
-        let mut dhp = vec![T::zero(); kv];
+        let mut hbuf = vec![T::zero(); kv];
+        let mut dhbuf = vec![T::zero(); kv];
         let mut da = vec![T::zero(); cs * cs];
         let mut dki = vec![T::zero(); cs * kk];
         let mut acc = vec![T::zero(); kk];
@@ -564,10 +580,8 @@ fn item<T: Real>(it: &Item<T>, opts: &ChunkOptions, scale: T, bwd: bool) -> Item
             let cum = Cum::<T>::new(it.g.slice(s![p0..p0 + lp, ..]));
             let hstate = &states[p * kv..(p + 1) * kv];
             chunk_out(&mut intra, &cum, (q, k, vr, &qe), (kk, vv), (p0, lp), opts, scale, hstate, &mut hs, ov);
-            hb.copy_from_slice(hstate);
-            round_slice(&mut hb, plan.bwd_state);
-            dhp.copy_from_slice(&dstates[p * kv..(p + 1) * kv]);
-            round_slice(&mut dhp, plan.dstate);
+            let hb = round_view(hstate, plan.bwd_state, &mut hbuf);
+            let dhp = round_view(&dstates[p * kv..(p + 1) * kv], plan.dstate, &mut dhbuf);
             let (qc, kc, vc, doc) = (&q[rk.clone()], &k[rk.clone()], &vr[rv.clone()], &dor[rv.clone()]);
 
             // dA = scale * do @ v^T on j <= i (upper triangle selected to exact 0).
@@ -602,12 +616,18 @@ fn item<T: Real>(it: &Item<T>, opts: &ChunkOptions, scale: T, bwd: bool) -> Item
 
             // dg: within-chunk reverse sum plus the state term.
             let glast = &e0[(p0 + lp - 1) * kk..(p0 + lp) * kk];
-            for d in 0..kk {
-                let mut hsum = T::zero();
-                for (&x, &y) in hb[d * vv..(d + 1) * vv].iter().zip(&dhp[d * vv..(d + 1) * vv]) {
-                    hsum += x * y;
+            // rowsum(H_p * dH_p), each channel summed in order over e; eight channels at a time
+            // as independent chains (same sums, no serial latency chain).
+            for d0 in (0..kk).step_by(8) {
+                let nd = 8.min(kk - d0);
+                let mut hsum = [T::zero(); 8];
+                for e in 0..vv {
+                    for (x, hs_) in hsum.iter_mut().enumerate().take(nd) {
+                        let at = (d0 + x) * vv + e;
+                        *hs_ += hb[at] * dhp[at];
+                    }
                 }
-                acc[d] = hsum;
+                acc[d0..d0 + nd].copy_from_slice(&hsum[..nd]);
             }
             let mut ksum = vec![T::zero(); kk];
             for j in 0..lp {
@@ -633,7 +653,41 @@ fn item<T: Real>(it: &Item<T>, opts: &ChunkOptions, scale: T, bwd: bool) -> Item
         }
         grads = Some(ItemGrads { dq, dk, dv, dg, dh0 });
     }
+    give_pool(pool);
     ItemOut { o, ht, grads }
+}
+
+/// A `[rows, cols]` array in a buffer from this thread's pool (given back by `seg::run`) with
+/// unspecified contents: every element of the results is written by [`item`].
+fn pooled<T: Real>(shape: (usize, usize)) -> Array2<T> {
+    Array2::from_shape_vec(shape, seg::take_buf_dirty::<T>(shape.0 * shape.1)).expect("shape matches length")
+}
+
+thread_local! {
+    /// Per-thread workspace of [`item`], reused across (sequence, head) pairs and calls (no
+    /// allocation or page faults per call); at most [`POOL_KEEP`] bytes are kept.
+    static POOL: std::cell::RefCell<Option<Box<dyn std::any::Any>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Largest workspace kept between calls (bytes).
+const POOL_KEEP: usize = 64 << 20;
+
+/// This thread's workspace as `n` elements of `T` (contents unspecified).
+fn take_pool<T: Real>(n: usize) -> Vec<T> {
+    let mut v = POOL
+        .with(|p| p.borrow_mut().take())
+        .and_then(|b| b.downcast::<Vec<T>>().ok())
+        .map(|b| *b)
+        .unwrap_or_default();
+    v.resize(n, T::zero());
+    v
+}
+
+/// Return the workspace for the next item on this thread.
+fn give_pool<T: Real>(v: Vec<T>) {
+    if v.capacity() * std::mem::size_of::<T>() <= POOL_KEEP {
+        POOL.with(|p| *p.borrow_mut() = Some(Box::new(v)));
+    }
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@
 use crate::problem::{GateKind, Problem, SeqSpan};
 use crate::real::Real;
 use crate::solution::{Gradients, Solution};
-use ndarray::{s, Array2, Array4, ArrayView2};
+use ndarray::{s, Array2, Array4, ArrayView2, ShapeBuilder};
 use rayon::prelude::*;
 
 /// Reset-aware cumulative gates of a run of rows (see the module docs).
@@ -37,19 +37,23 @@ impl<T: Real> Cum<T> {
         let (l, kg) = g.dim();
         let mut z = Array2::<i32>::from_elem((l, kg), -1);
         let mut gr = Array2::<T>::zeros((l, kg));
-        for d in 0..kg {
-            let mut acc = T::zero();
-            let mut last = -1i32;
-            for i in 0..l {
-                let x = g[[i, d]];
-                if x == T::neg_infinity() {
-                    last = i as i32;
-                    acc = T::zero();
-                } else {
-                    acc += x;
-                }
-                z[[i, d]] = last;
-                gr[[i, d]] = acc;
+        // Row by row (vectorizable across channels); per channel the same sequential sums.
+        let mut acc = vec![T::zero(); kg];
+        let mut last = vec![-1i32; kg];
+        let zs = z.as_slice_mut().expect("standard layout");
+        let gs = gr.as_slice_mut().expect("standard layout");
+        let gstd = g.as_standard_layout();
+        let gsl = gstd.as_slice().expect("standard layout");
+        for i in 0..l {
+            let r = i * kg..(i + 1) * kg;
+            let (zr, gw, gi) = (&mut zs[r.clone()], &mut gs[r.clone()], &gsl[r]);
+            let ii = i as i32;
+            for ((((&x, la), a), zo), go) in gi.iter().zip(last.iter_mut()).zip(acc.iter_mut()).zip(zr.iter_mut()).zip(gw.iter_mut()) {
+                let reset = x == T::neg_infinity();
+                *la = if reset { ii } else { *la };
+                *a = if reset { T::zero() } else { *a + x };
+                *zo = *la;
+                *go = *a;
             }
         }
         Cum { z, gr, kg }
@@ -188,11 +192,147 @@ pub(crate) struct ItemGrads<T> {
     pub dh0: Array2<T>,
 }
 
+/// `a` in the compute type, in a buffer from this thread's pool.
 fn conv<T: Real>(a: ArrayView2<f64>) -> Array2<T> {
-    a.mapv(T::of)
+    let mut v = take_buf_dirty::<T>(a.len());
+    let c = a.ncols().max(1);
+    for (dr, ar) in v.chunks_mut(c).zip(a.rows()) {
+        match ar.as_slice() {
+            Some(xs) => {
+                for (d, &x) in dr.iter_mut().zip(xs) {
+                    *d = T::of(x);
+                }
+            }
+            None => {
+                for (d, &x) in dr.iter_mut().zip(ar.iter()) {
+                    *d = T::of(x);
+                }
+            }
+        }
+    }
+    Array2::from_shape_vec(a.raw_dim(), v).expect("shape matches length")
 }
 
-/// Run `f` on every (sequence, head) pair in parallel and assemble the solution.
+thread_local! {
+    /// Per-thread pool of work buffers (inputs and results of the per-(sequence, head) items),
+    /// reused across items and calls so that a call does not allocate and page-fault fresh
+    /// memory for every item. At most [`BUF_KEEP`] buffers of at most [`BUF_MAX`] bytes are kept.
+    static BUFS: std::cell::RefCell<Vec<Box<dyn std::any::Any>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+const BUF_KEEP: usize = 16;
+const BUF_MAX: usize = 64 << 20;
+
+/// A zeroed buffer of `n` elements, from this thread's pool when one is there.
+pub(crate) fn take_buf<T: Real>(n: usize) -> Vec<T> {
+    let mut v = BUFS
+        .with(|b| {
+            let mut b = b.borrow_mut();
+            let i = b.iter().position(|x| x.is::<Vec<T>>())?;
+            b.swap_remove(i).downcast::<Vec<T>>().ok()
+        })
+        .map(|b| *b)
+        .unwrap_or_default();
+    v.clear();
+    v.resize(n, T::zero());
+    v
+}
+
+/// A buffer of `n` elements from this thread's pool whose contents are unspecified (stale
+/// values of earlier use): only for buffers the caller overwrites completely.
+pub(crate) fn take_buf_dirty<T: Real>(n: usize) -> Vec<T> {
+    let mut v = BUFS
+        .with(|b| {
+            let mut b = b.borrow_mut();
+            let i = b.iter().position(|x| x.is::<Vec<T>>())?;
+            b.swap_remove(i).downcast::<Vec<T>>().ok()
+        })
+        .map(|b| *b)
+        .unwrap_or_default();
+    v.truncate(n);
+    v.resize(n, T::zero());
+    v
+}
+
+/// Give a buffer back to this thread's pool.
+pub(crate) fn give_buf<T: Real>(v: Vec<T>) {
+    if v.capacity() == 0 || v.capacity() * std::mem::size_of::<T>() > BUF_MAX {
+        return;
+    }
+    BUFS.with(|b| {
+        let mut b = b.borrow_mut();
+        if b.len() < BUF_KEEP {
+            b.push(Box::new(v));
+        }
+    });
+}
+
+fn give_arr<T: Real>(a: Array2<T>) {
+    give_buf(a.into_raw_vec_and_offset().0);
+}
+
+/// A 4-d f64 result tensor shared by the parallel tasks, each writing its own disjoint region.
+struct Shared4 {
+    ptr: *mut f64,
+    dim: [usize; 4],
+    strides: [usize; 4],
+}
+
+// SAFETY: tasks only write disjoint regions (see `rows` and `state`); the tensor outlives them.
+unsafe impl Send for Shared4 {}
+unsafe impl Sync for Shared4 {}
+
+impl Shared4 {
+    fn new(a: &mut Array4<f64>) -> Self {
+        assert!(a.is_standard_layout());
+        let st = a.strides();
+        let strides = [st[0] as usize, st[1] as usize, st[2] as usize, st[3] as usize];
+        let d = a.dim();
+        Shared4 { ptr: a.as_mut_ptr(), dim: [d.0, d.1, d.2, d.3], strides }
+    }
+
+    /// Write `src` (`[len, C]`) to rows `start..start+len` of batch `b`, head `h` (`[B,T,H,C]`).
+    ///
+    /// SAFETY: no two concurrent calls may write overlapping (b, rows, h) regions.
+    unsafe fn rows<T: Real>(&self, b: usize, start: usize, h: usize, src: &Array2<T>) {
+        let (len, c) = src.dim();
+        if len == 0 || c == 0 {
+            return;
+        }
+        assert!(b < self.dim[0] && start + len <= self.dim[1] && h < self.dim[2] && c == self.dim[3]);
+        let off = b * self.strides[0] + start * self.strides[1] + h * self.strides[2];
+        let dst = ndarray::ArrayViewMut2::from_shape_ptr(
+            (len, c).strides((self.strides[1], self.strides[3])),
+            self.ptr.add(off),
+        );
+        put(dst, src);
+    }
+
+    /// Write `src` (`[K, V]`) to state `n`, head `h` (`[N, H, K, V]`).
+    ///
+    /// SAFETY: no two concurrent calls may write the same (n, h).
+    unsafe fn state<T: Real>(&self, n: usize, h: usize, src: &Array2<T>) {
+        let (kk, vv) = src.dim();
+        if kk == 0 || vv == 0 {
+            return;
+        }
+        assert!(n < self.dim[0] && h < self.dim[1] && kk == self.dim[2] && vv == self.dim[3]);
+        let off = n * self.strides[0] + h * self.strides[1];
+        let dst = ndarray::ArrayViewMut2::from_shape_ptr(
+            (kk, vv).strides((self.strides[2], self.strides[3])),
+            self.ptr.add(off),
+        );
+        put(dst, src);
+    }
+}
+
+/// Widen exactly to f64 into a result view.
+fn put<T: Real>(mut dst: ndarray::ArrayViewMut2<f64>, src: &Array2<T>) {
+    ndarray::Zip::from(&mut dst).and(src).for_each(|d, &s| *d = s.f64());
+}
+
+/// Run `f` on every (sequence, head) pair in parallel and assemble the solution: each task
+/// converts its inputs into pooled buffers, runs `f` and writes its results straight into the
+/// (disjoint) rows of the result tensors.
 pub(crate) fn run<T: Real>(
     p: &Problem,
     backward: bool,
@@ -203,69 +343,112 @@ pub(crate) fn run<T: Real>(
     let spans = p.sequences();
     let tasks: Vec<(SeqSpan, usize)> =
         spans.iter().flat_map(|&s| (0..dims.h).map(move |h| (s, h))).collect();
-    let outs: Vec<ItemOut<T>> = tasks
-        .par_iter()
-        .map(|&(span, h)| {
-            let rows = span.start..span.start + span.len;
-            let b = span.batch;
-            let item = Item {
-                q: conv(p.q().slice(s![b, rows.clone(), h, ..])),
-                k: conv(p.k().slice(s![b, rows.clone(), h, ..])),
-                v: conv(p.v().slice(s![b, rows.clone(), h, ..])),
-                g: conv(p.g().slice(s![b, rows.clone(), h, ..])),
-                h0: p
-                    .h0()
-                    .map(|a| conv(a.slice(s![span.state, h, .., ..])))
-                    .unwrap_or_else(|| Array2::zeros((k, v))),
-                do_: if backward {
-                    p.do_().map(|a| conv(a.slice(s![b, rows.clone(), h, ..])))
-                } else {
-                    None
-                },
-                dht: p
-                    .dht()
-                    .map(|a| conv(a.slice(s![span.state, h, .., ..])))
-                    .unwrap_or_else(|| Array2::zeros((k, v))),
-            };
-            f(&item)
-        })
-        .collect();
-
     let kg = match p.gate_kind() {
         GateKind::PerChannel => k,
         GateKind::Scalar => 1,
     };
-    let mut o = Array4::<f64>::zeros((dims.b, dims.t, dims.h, v));
-    let mut ht = Array4::<f64>::zeros((dims.n, dims.h, k, v));
+    let mut o = zeros4((dims.b, dims.t, dims.h, v));
+    let mut ht = zeros4((dims.n, dims.h, k, v));
     let mut grads = if backward {
         Some(Gradients {
-            dq: Array4::zeros((dims.b, dims.t, dims.h, k)),
-            dk: Array4::zeros((dims.b, dims.t, dims.h, k)),
-            dv: Array4::zeros((dims.b, dims.t, dims.h, v)),
-            dg: Array4::zeros((dims.b, dims.t, dims.h, kg)),
-            dh0: Array4::zeros((dims.n, dims.h, k, v)),
+            dq: zeros4((dims.b, dims.t, dims.h, k)),
+            dk: zeros4((dims.b, dims.t, dims.h, k)),
+            dv: zeros4((dims.b, dims.t, dims.h, v)),
+            dg: zeros4((dims.b, dims.t, dims.h, kg)),
+            dh0: zeros4((dims.n, dims.h, k, v)),
         })
     } else {
         None
     };
-    // Widen exactly to f64 straight into the result tensors (no temporaries).
-    fn put<T: Real>(mut dst: ndarray::ArrayViewMut2<f64>, src: &Array2<T>) {
-        ndarray::Zip::from(&mut dst).and(src).for_each(|d, &s| *d = s.f64());
-    }
-    for (&(span, h), out) in tasks.iter().zip(outs) {
+    let (so, sht) = (Shared4::new(&mut o), Shared4::new(&mut ht));
+    let sg = grads.as_mut().map(|g| {
+        [
+            Shared4::new(&mut g.dq),
+            Shared4::new(&mut g.dk),
+            Shared4::new(&mut g.dv),
+            Shared4::new(&mut g.dg),
+            Shared4::new(&mut g.dh0),
+        ]
+    });
+    tasks.par_iter().for_each(|&(span, h)| {
         let rows = span.start..span.start + span.len;
         let b = span.batch;
-        put(o.slice_mut(s![b, rows.clone(), h, ..]), &out.o);
-        put(ht.slice_mut(s![span.state, h, .., ..]), &out.ht);
-        if let (Some(gr), Some(og)) = (grads.as_mut(), out.grads) {
-            put(gr.dq.slice_mut(s![b, rows.clone(), h, ..]), &og.dq);
-            put(gr.dk.slice_mut(s![b, rows.clone(), h, ..]), &og.dk);
-            put(gr.dv.slice_mut(s![b, rows.clone(), h, ..]), &og.dv);
-            put(gr.dg.slice_mut(s![b, rows.clone(), h, ..]), &og.dg);
-            put(gr.dh0.slice_mut(s![span.state, h, .., ..]), &og.dh0);
+        let item = Item {
+            q: conv(p.q().slice(s![b, rows.clone(), h, ..])),
+            k: conv(p.k().slice(s![b, rows.clone(), h, ..])),
+            v: conv(p.v().slice(s![b, rows.clone(), h, ..])),
+            g: conv(p.g().slice(s![b, rows.clone(), h, ..])),
+            h0: p
+                .h0()
+                .map(|a| conv(a.slice(s![span.state, h, .., ..])))
+                .unwrap_or_else(|| Array2::zeros((k, v))),
+            do_: if backward {
+                p.do_().map(|a| conv(a.slice(s![b, rows.clone(), h, ..])))
+            } else {
+                None
+            },
+            dht: p
+                .dht()
+                .map(|a| conv(a.slice(s![span.state, h, .., ..])))
+                .unwrap_or_else(|| Array2::zeros((k, v))),
+        };
+        let out = f(&item);
+        // SAFETY: every task has its own (sequence, head): sequences are disjoint row ranges
+        // (validated by `Problem`) with distinct state indices, so no two tasks write the same
+        // element; the tensors outlive the parallel loop.
+        unsafe {
+            so.rows(b, span.start, h, &out.o);
+            sht.state(span.state, h, &out.ht);
+            if let (Some(sg), Some(og)) = (sg.as_ref(), out.grads.as_ref()) {
+                sg[0].rows(b, span.start, h, &og.dq);
+                sg[1].rows(b, span.start, h, &og.dk);
+                sg[2].rows(b, span.start, h, &og.dv);
+                sg[3].rows(b, span.start, h, &og.dg);
+                sg[4].state(span.state, h, &og.dh0);
+            }
+        }
+        let Item { q, k, v, g, h0, do_, dht } = item;
+        for a in [q, k, v, g, h0, dht].into_iter().chain(do_) {
+            give_arr(a);
+        }
+        let ItemOut { o, ht, grads } = out;
+        for a in [o, ht].into_iter().chain(grads.into_iter().flat_map(|g| [g.dq, g.dk, g.dv, g.dg, g.dh0])) {
+            give_arr(a);
+        }
+    });
+    drop((so, sht, sg));
+    Solution { o, ht, grads }
+}
+
+/// A zero f64 tensor for the results. Large ones are fresh zero pages from the OS whose first
+/// write faults them in; on Linux they are marked `MADV_HUGEPAGE` first (where transparent huge
+/// pages are in `madvise` mode this turns ~500 page faults per MB into one per 2 MB; a pure
+/// hint: the contents and the semantics are unchanged, and a failure is ignored).
+fn zeros4(shape: (usize, usize, usize, usize)) -> Array4<f64> {
+    let n = shape.0 * shape.1 * shape.2 * shape.3;
+    let data = vec![0.0f64; n];
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let bytes = n * std::mem::size_of::<f64>();
+        if bytes >= 2 * HUGE {
+            extern "C" {
+                fn madvise(addr: *mut std::ffi::c_void, len: usize, advice: i32) -> i32;
+            }
+            const MADV_HUGEPAGE: i32 = 14;
+            let start = data.as_ptr() as usize;
+            let lo = start.next_multiple_of(4096);
+            let hi = (start + bytes) / 4096 * 4096;
+            if hi > lo {
+                // SAFETY: [lo, hi) lies inside `data`'s allocation, page aligned; MADV_HUGEPAGE
+                // only changes how the kernel backs the pages, never their contents.
+                unsafe {
+                    madvise(lo as *mut std::ffi::c_void, hi - lo, MADV_HUGEPAGE);
+                }
+            }
         }
     }
-    Solution { o, ht, grads }
+    Array4::from_shape_vec(shape, data).expect("shape matches length")
 }
 
 /// `exp` of every element, in place. f32 uses a branch-free, vectorizable Cody-Waite/Cephes
@@ -327,16 +510,16 @@ pub(crate) fn dot3<T: Real>(a: &[T], b: &[T], c: &[T]) -> T {
     let n = a.len().min(b.len()).min(c.len());
     let (a, b, c) = (&a[..n], &b[..n], &c[..n]);
     let mut acc = [T::zero(); 8];
-    let chunks = n / 8;
-    for ch in 0..chunks {
-        let o = ch * 8;
+    let (ac, bc, cc) = (a.chunks_exact(8), b.chunks_exact(8), c.chunks_exact(8));
+    let (ar, br, cr) = (ac.remainder(), bc.remainder(), cc.remainder());
+    for ((x, y), z) in ac.zip(bc).zip(cc) {
         for l in 0..8 {
-            acc[l] += a[o + l] * b[o + l] * c[o + l];
+            acc[l] += x[l] * y[l] * z[l];
         }
     }
     let mut tail = T::zero();
-    for d in chunks * 8..n {
-        tail += a[d] * b[d] * c[d];
+    for ((&x, &y), &z) in ar.iter().zip(br).zip(cr) {
+        tail += x * y * z;
     }
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
 }
