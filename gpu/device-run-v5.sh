@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# HISTORICAL: the script of device run 19 (v5). Since v6 the fast intra kernels are the default and
+# GLA_INTRA_FAST is ignored (GLA_INTRA_ACCURATE=1 selects the others); use gpu/device-run-v6.sh.
 # One device call for v5 (causal diagonal + the GLA_INTRA_FAST variant), about 5 minutes:
 #  phase 1 (in parallel, correctness only): gpu_forward + gpu_causality tests for the default and the
 #           FAST intra kernel, memcheck over a subset, the fla wheels' install and a Triton warm-up;

@@ -10,8 +10,9 @@
 //                   = expf(min(F_y - F_x, 0)) otherwise
 //       (the min is a no-op mathematically: F is non-increasing inside a segment; it guards the
 //       "every exponent <= 0" rule against any rounding). Decay from the chunk start to y:
-//       D(start, y) = Z_y == 0 ? expf(min(F_y, 0)) : 0.  (expf: CUDA's accurate expf, <= 2 ulp;
-//       the twin's exact-rounded exp differs by that, counted in the error model's n_acc.)
+//       D(start, y) = Z_y == 0 ? expf(min(F_y, 0)) : 0.  (exp is evaluated as exp2 of the
+//       log2-scaled exponent, see exp_nonpos: ex2.approx.ftz in the default *_fast kernels, exp2f
+//       in the others; the twin's exact-rounded exp differs by a few ulp, counted in n_acc.)
 //     - writes qg = rnd(q * D(start, i))            [chunk][head][64][K]   (rows >= L: 0)
 //              kgT = rnd(k_j * D(j, last))          [chunk][head][K][64]   (transposed; cols >= L: 0)
 //              gamma = D(start, last) (f32)         [chunk][head][K]
@@ -137,6 +138,7 @@ __device__ void gla_fwd_intra(const T* __restrict__ q, const T* __restrict__ k,
   unsigned char* sZt = sZ + CH * K;                                          // [SL][LDT]
   float* sKg = reinterpret_cast<float*>(sZt + SL * LDT);                     // [SL][LDT] k*D(j,last)
   float* sKd = sKg + SL * LDT;                                                // [SL][LDT] diag key factor
+  unsigned short* sRowSafe = reinterpret_cast<unsigned short*>(sKd + SL * LDT);  // [64] bit dd: safe
 
   const int c = blockIdx.x, h = blockIdx.y, tid = threadIdx.x;
   const int b = chunks[4 * c], t0 = chunks[4 * c + 1], L = chunks[4 * c + 2];
@@ -252,6 +254,16 @@ __device__ void gla_fwd_intra(const T* __restrict__ q, const T* __restrict__ k,
         // per-row diagonal safety: rows a..row only (see DIAG_SAFE)
         const bool safe = (Zi == Za) && (Fa - Fi <= DIAG_SAFE);
         zpack |= ((u32)(Zi & ZMASK) | (safe ? SAFE_BIT : 0u)) << (8 * r);
+        {
+          // the slice's safe flags of this row as a 16-bit mask (bit dd); a warp holds channels
+          // 0..15 of row groups 2w (lanes 0..15) and 2w+1 (lanes 16..31)
+          const u32 bal = __ballot_sync(0xffffffffu, safe);
+          if ((tid & 31) == 0) {
+            const int w = tid >> 5;
+            sRowSafe[8 * w + r] = (unsigned short)(bal & 0xffffu);
+            sRowSafe[8 * w + 4 + r] = (unsigned short)(bal >> 16);
+          }
+        }
         vkg[r] = kv * decay<FAST>(Fi, Zi, Fl, Zl);
         vqa[r] = qv * decay<FAST>(Fa, Za, Fi, Zi);
         // exp(F_a - F_i) = 1 / exp(F_i - F_a): the exponent reaching exp2 is <= 0, the
@@ -299,7 +311,22 @@ __device__ void gla_fwd_intra(const T* __restrict__ q, const T* __restrict__ k,
       } else {
         const float* qa = sQa + 4 * ti;
         const float* kd = sKd + 4 * tj;
+        // channels of this slice on which the tile's 4 rows and 4 columns are all safe
+        u32 allsafe = 0xffffu;
+#pragma unroll
+        for (int r = 0; r < 4; ++r) allsafe &= (u32)sRowSafe[4 * ti + r] & (u32)sRowSafe[4 * tj + r];
         for (int dd = 0; dd < SL; ++dd) {
+          if ((allsafe >> dd) & 1u) {
+            // common case: factored product on every entry (same sums as the general case below)
+            float4 x = *reinterpret_cast<const float4*>(qa + dd * LDT);
+            float4 y = *reinterpret_cast<const float4*>(kd + dd * LDT);
+            float xs[4] = {x.x, x.y, x.z, x.w}, ys[4] = {y.x, y.y, y.z, y.w};
+#pragma unroll
+            for (int r = 0; r < 4; ++r)
+#pragma unroll
+              for (int cc = 0; cc < 4; ++cc) acc[r][cc] = fmaf(xs[r], ys[cc], acc[r][cc]);
+            continue;
+          }
           // reset counts and safe flags of the tile's 4 rows i and 4 columns j (one byte each)
           const u32 zwi = *reinterpret_cast<const u32*>(sZt + dd * LDT + 4 * ti);
           const u32 zwj = *reinterpret_cast<const u32*>(sZt + dd * LDT + 4 * tj);
@@ -356,7 +383,8 @@ __device__ void gla_fwd_intra(const T* __restrict__ q, const T* __restrict__ k,
 INTRA(gla_fwd_intra_f32, float, false)
 INTRA(gla_fwd_intra_bf16, bf16_t, false)
 INTRA(gla_fwd_intra_f16, f16_t, false)
-// Variant with ex2.approx.ftz / rcp.approx.ftz (see exp_nonpos); selected by GLA_INTRA_FAST=1.
+// Variant with ex2.approx.ftz / rcp.approx.ftz (see exp_nonpos): the host's default;
+// GLA_INTRA_ACCURATE=1 selects the exp2f / __frcp_rn kernels above.
 INTRA(gla_fwd_intra_fast_f32, float, true)
 INTRA(gla_fwd_intra_fast_bf16, bf16_t, true)
 INTRA(gla_fwd_intra_fast_f16, f16_t, true)

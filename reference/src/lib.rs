@@ -44,3 +44,8 @@ pub use solution::{Gradients, Solution, OUTPUT_NAMES};
 pub use bounds::{compare, magnitudes, Algorithm, BoundSpec, DgForm, Magnitudes, Report, TensorReport};
 pub use chunked::ChunkOptions;
 pub use rounding::RoundingPlan;
+
+/// The README's Rust examples, compiled and run as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

@@ -216,35 +216,32 @@ fn conv<T: Real>(a: ArrayView2<f64>) -> Array2<T> {
 thread_local! {
     /// Per-thread pool of work buffers (inputs and results of the per-(sequence, head) items),
     /// reused across items and calls so that a call does not allocate and page-fault fresh
-    /// memory for every item. At most [`BUF_KEEP`] buffers of at most [`BUF_MAX`] bytes are kept.
+    /// memory for every item. At most [`BUF_KEEP`] buffers of [`BUF_MIN`] to [`BUF_MAX`] bytes are kept.
     static BUFS: std::cell::RefCell<Vec<Box<dyn std::any::Any>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 const BUF_KEEP: usize = 16;
 const BUF_MAX: usize = 64 << 20;
-
-/// A zeroed buffer of `n` elements, from this thread's pool when one is there.
-pub(crate) fn take_buf<T: Real>(n: usize) -> Vec<T> {
-    let mut v = BUFS
-        .with(|b| {
-            let mut b = b.borrow_mut();
-            let i = b.iter().position(|x| x.is::<Vec<T>>())?;
-            b.swap_remove(i).downcast::<Vec<T>>().ok()
-        })
-        .map(|b| *b)
-        .unwrap_or_default();
-    v.clear();
-    v.resize(n, T::zero());
-    v
-}
+const BUF_MIN: usize = 256 << 10;
 
 /// A buffer of `n` elements from this thread's pool whose contents are unspecified (stale
 /// values of earlier use): only for buffers the caller overwrites completely.
 pub(crate) fn take_buf_dirty<T: Real>(n: usize) -> Vec<T> {
+    // Best fit: the smallest pooled buffer that holds n elements, else the largest one.
     let mut v = BUFS
         .with(|b| {
             let mut b = b.borrow_mut();
-            let i = b.iter().position(|x| x.is::<Vec<T>>())?;
-            b.swap_remove(i).downcast::<Vec<T>>().ok()
+            let cap = |x: &Box<dyn std::any::Any>| x.downcast_ref::<Vec<T>>().map(|v| v.capacity());
+            let mut best: Option<(usize, usize)> = None;
+            for (i, c) in b.iter().enumerate().filter_map(|(i, x)| cap(x).map(|c| (i, c))) {
+                let better = match best {
+                    None => true,
+                    Some((_, bc)) => (c >= n && (bc < n || c < bc)) || (bc < n && c > bc),
+                };
+                if better {
+                    best = Some((i, c));
+                }
+            }
+            b.swap_remove(best?.0).downcast::<Vec<T>>().ok()
         })
         .map(|b| *b)
         .unwrap_or_default();
@@ -255,7 +252,9 @@ pub(crate) fn take_buf_dirty<T: Real>(n: usize) -> Vec<T> {
 
 /// Give a buffer back to this thread's pool.
 pub(crate) fn give_buf<T: Real>(v: Vec<T>) {
-    if v.capacity() == 0 || v.capacity() * std::mem::size_of::<T>() > BUF_MAX {
+    // Small buffers are cheap to allocate (and would crowd the large ones out of the pool).
+    let bytes = v.capacity() * std::mem::size_of::<T>();
+    if bytes < BUF_MIN || bytes > BUF_MAX {
         return;
     }
     BUFS.with(|b| {
@@ -327,7 +326,16 @@ impl Shared4 {
 
 /// Widen exactly to f64 into a result view.
 fn put<T: Real>(mut dst: ndarray::ArrayViewMut2<f64>, src: &Array2<T>) {
-    ndarray::Zip::from(&mut dst).and(src).for_each(|d, &s| *d = s.f64());
+    for (mut dr, sr) in dst.rows_mut().into_iter().zip(src.rows()) {
+        match (dr.as_slice_mut(), sr.as_slice()) {
+            (Some(d), Some(s)) => {
+                for (d, &s) in d.iter_mut().zip(s) {
+                    *d = s.f64();
+                }
+            }
+            _ => ndarray::Zip::from(&mut dr).and(&sr).for_each(|d, &s| *d = s.f64()),
+        }
+    }
 }
 
 /// Run `f` on every (sequence, head) pair in parallel and assemble the solution: each task
