@@ -137,7 +137,7 @@ fn quick(n: usize) {
     let row = |name: &str, f: &mut dyn FnMut()| {
         f();
         let (c0, f0) = (cpu_seconds(), minor_faults());
-        let w = median_time(n, || f());
+        let w = median_time(n, &mut *f);
         let c = (cpu_seconds() - c0) / n as f64;
         let pf = (minor_faults() - f0) / n as f64;
         println!("{name:<28}: {:>8.1} ms wall (median of {n})  {:>8.1} ms CPU/run  {pf:>7.0} page faults/run", w.as_secs_f64() * 1e3, c * 1e3);

@@ -50,9 +50,10 @@
 //! per-thread workspaces reused across items and calls (at most 64 MiB kept per thread).
 //! Measured on the 2-core shared machine (B=1, H=8, T=4096, K=V=128, f32; `cargo bench -p
 //! gla-reference --bench chunked`, `GLA_BENCH_QUICK=5` for a quick run): forward+backward
-//! ~0.2-0.4 s wall, ~0.37-0.41 CPU-s, about 2-3x less than the recurrent reference in the same
-//! run; a large share of what is left is the memory-bound part every form pays (widening the
-//! inputs, writing the f64 result tensors and faulting in their pages).
+//! ~0.32-0.36 CPU-s (the original implementation: ~0.69-0.73), 2.3-2.6x less than the recurrent
+//! reference in the same run (~0.80-0.82 CPU-s), ~25-28 GFLOP per CPU-second against the f32
+//! GEMM's ~130; a large share of what is left is the memory-bound part every form pays
+//! (widening the inputs, writing the f64 result tensors and faulting in their pages).
 //!
 //! ```
 //! use gla_reference::{chunked::{self, ChunkOptions}, rounding::RoundingPlan, Dtype, Gates, Problem};
@@ -534,7 +535,7 @@ fn item<T: Real>(it: &Item<T>, opts: &ChunkOptions, scale: T, bwd: bool) -> Item
         if do_.is_some() {
             states[p * kv..(p + 1) * kv].copy_from_slice(&h);
         } else {
-            chunk_out(&mut intra, &cum, (q, k, vr, &qe), (kk, vv), (p0, lp), opts, scale, &h, &mut hs, ov);
+            chunk_out(&mut intra, &cum, (q, k, vr, qe), (kk, vv), (p0, lp), opts, scale, &h, &mut hs, ov);
         }
         // State update: H <- Diag(exp(Gl_last)) H + ke^T @ v (compute-type accumulator).
         gemm((kk, lp, vv), T::one(), &ke[rk], (1, kk), &vr[rv], (vv, 1), T::zero(), &mut u, vv);
@@ -587,7 +588,7 @@ fn item<T: Real>(it: &Item<T>, opts: &ChunkOptions, scale: T, bwd: bool) -> Item
             let (rk, rv) = (p0 * kk..(p0 + lp) * kk, p0 * vv..(p0 + lp) * vv);
             let cum = Cum::<T>::new(it.g.slice(s![p0..p0 + lp, ..]));
             let hstate = &states[p * kv..(p + 1) * kv];
-            chunk_out(&mut intra, &cum, (q, k, vr, &qe), (kk, vv), (p0, lp), opts, scale, hstate, &mut hs, ov);
+            chunk_out(&mut intra, &cum, (q, k, vr, qe), (kk, vv), (p0, lp), opts, scale, hstate, &mut hs, ov);
             let hb = round_view(hstate, plan.bwd_state, &mut hbuf);
             let dhp = round_view(&dstates[p * kv..(p + 1) * kv], plan.dstate, &mut dhbuf);
             let (qc, kc, vc, doc) = (&q[rk.clone()], &k[rk.clone()], &vr[rv.clone()], &dor[rv.clone()]);
@@ -602,19 +603,19 @@ fn item<T: Real>(it: &Item<T>, opts: &ChunkOptions, scale: T, bwd: bool) -> Item
 
             // dv = ke @ dH_p + A^T @ do
             let dvc = &mut dvs[rv.clone()];
-            gemm((lp, kk, vv), T::one(), &ke[rk.clone()], (kk, 1), &dhp, (vv, 1), T::zero(), dvc, vv);
+            gemm((lp, kk, vv), T::one(), &ke[rk.clone()], (kk, 1), dhp, (vv, 1), T::zero(), dvc, vv);
             gemm((lp, lp, vv), T::one(), &intra.a[..lp * lp], (1, lp), doc, (vv, 1), T::one(), dvc, vv);
 
             // Inter-chunk parts: dq = scale * exp(Gl) * (do @ H_p^T), dk = exp(Gl_last - Gl) * (v @ dH_p^T).
             let dqc = &mut dqs[rk.clone()];
-            gemm((lp, vv, kk), T::one(), doc, (vv, 1), &hb, (1, vv), T::zero(), dqc, kk);
+            gemm((lp, vv, kk), T::one(), doc, (vv, 1), hb, (1, vv), T::zero(), dqc, kk);
             for (x, &ev) in dqc.iter_mut().zip(&e0[rk.clone()]) {
                 *x = *x * ev * scale;
             }
             let dki = &mut dki[..lp * kk];
-            gemm((lp, vv, kk), T::one(), vc, (vv, 1), &dhp, (1, vv), T::zero(), dki, kk);
+            gemm((lp, vv, kk), T::one(), vc, (vv, 1), dhp, (1, vv), T::zero(), dki, kk);
             for (x, &ev) in dki.iter_mut().zip(&el[rk.clone()]) {
-                *x = *x * ev;
+                *x *= ev;
             }
             let dkc = &mut dks[rk.clone()];
             dkc.copy_from_slice(dki);

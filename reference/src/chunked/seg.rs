@@ -220,7 +220,7 @@ thread_local! {
     static BUFS: std::cell::RefCell<Vec<Box<dyn std::any::Any>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 const BUF_KEEP: usize = 16;
-const BUF_MAX: usize = 64 << 20;
+const BUF_MAX: usize = 16 << 20;
 const BUF_MIN: usize = 256 << 10;
 
 /// A buffer of `n` elements from this thread's pool whose contents are unspecified (stale
@@ -254,7 +254,7 @@ pub(crate) fn take_buf_dirty<T: Real>(n: usize) -> Vec<T> {
 pub(crate) fn give_buf<T: Real>(v: Vec<T>) {
     // Small buffers are cheap to allocate (and would crowd the large ones out of the pool).
     let bytes = v.capacity() * std::mem::size_of::<T>();
-    if bytes < BUF_MIN || bytes > BUF_MAX {
+    if !(BUF_MIN..=BUF_MAX).contains(&bytes) {
         return;
     }
     BUFS.with(|b| {
@@ -424,7 +424,8 @@ pub(crate) fn run<T: Real>(
             give_arr(a);
         }
     });
-    drop((so, sht, sg));
+    // The raw views end here; the tensors are handed out below.
+    let _ = (so, sht, sg);
     Solution { o, ht, grads }
 }
 
