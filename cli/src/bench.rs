@@ -84,9 +84,18 @@ fn parse_shape(s: &str) -> Result<(usize, usize, usize, usize, usize)> {
 pub fn run(a: BenchArgs) -> Result<Status> {
     let BenchImpl::Gpu = a.implementation;
     let shapes = if a.shapes.is_empty() {
-        vec![(8, 4096, 16, 128, 128), (8, 4096, 16, 128, 256), (8, 2048, 16, 128, 128), (8, 16384, 16, 128, 128), (2, 16384, 16, 128, 128)]
+        vec![
+            (8, 4096, 16, 128, 128),
+            (8, 4096, 16, 128, 256),
+            (8, 2048, 16, 128, 128),
+            (8, 16384, 16, 128, 128),
+            (2, 16384, 16, 128, 128),
+        ]
     } else {
-        a.shapes.iter().map(|s| parse_shape(s)).collect::<Result<Vec<_>>>()?
+        a.shapes
+            .iter()
+            .map(|s| parse_shape(s))
+            .collect::<Result<Vec<_>>>()?
     };
     let mode = match a.mode {
         Mode::Fwd => BenchMode::Fwd,
@@ -102,10 +111,18 @@ pub fn run(a: BenchArgs) -> Result<Status> {
         Ok(i) => i,
         Err(why) => bail!("no GPU: {why}"),
     };
-    println!("device: {} ({}, {} SMs); mode {:?}; {} warm-up, median of {} runs, {} input sets rotated", info.name, info.arch, info.sm_count, a.mode, a.warmup, a.iters, a.buffers);
+    println!(
+        "device: {} ({}, {} SMs); mode {:?}; {} warm-up, median of {} runs, {} input sets rotated",
+        info.name, info.arch, info.sm_count, a.mode, a.warmup, a.iters, a.buffers
+    );
     println!("floor = (q, k, v, g read once + o written once) / {:.0} GB/s; GB/s = those bytes / median time", a.peak_gbps);
     println!("{}", header());
-    let cfg = BenchConfig { warmup: a.warmup, iters: a.iters.max(1), buffers: a.buffers.max(1), peak_bw: a.peak_gbps * 1e9 };
+    let cfg = BenchConfig {
+        warmup: a.warmup,
+        iters: a.iters.max(1),
+        buffers: a.buffers.max(1),
+        peak_bw: a.peak_gbps * 1e9,
+    };
     let mut status = Status::Ok;
     for s in shapes {
         match bench(mode, s, &GpuOptions::new(dtype), &cfg) {

@@ -44,7 +44,12 @@ pub struct BenchConfig {
 
 impl Default for BenchConfig {
     fn default() -> Self {
-        BenchConfig { warmup: 5, iters: 30, buffers: 3, peak_bw: 3.0e12 }
+        BenchConfig {
+            warmup: 5,
+            iters: 30,
+            buffers: 3,
+            peak_bw: 3.0e12,
+        }
     }
 }
 
@@ -109,10 +114,21 @@ fn rand_vec(n: usize, seed: u64, f: impl Fn(f32) -> f32) -> Vec<f32> {
 
 /// Time the forward at one shape. Inputs: q, k, v uniform in [-1, 1), per-channel gates
 /// g = logsigmoid(x)/16 with x uniform in [-4, 4) (fla's GLA normalizer), no h0.
-pub fn bench_forward(shape: (usize, usize, usize, usize, usize), opts: &GpuOptions, cfg: &BenchConfig) -> Result<BenchResult, GpuError> {
+pub fn bench_forward(
+    shape: (usize, usize, usize, usize, usize),
+    opts: &GpuOptions,
+    cfg: &BenchConfig,
+) -> Result<BenchResult, GpuError> {
     let (b, t, h, k, v) = shape;
     let g = gpu()?;
-    let dims = Dims { b, t, h, k, v, n: b };
+    let dims = Dims {
+        b,
+        t,
+        h,
+        k,
+        v,
+        n: b,
+    };
     let mut sets = Vec::new();
     for s in 0..cfg.buffers.max(1) {
         let seed = 1000 + s as u64;
@@ -123,30 +139,63 @@ pub fn bench_forward(shape: (usize, usize, usize, usize, usize), opts: &GpuOptio
             let z = 8.0 * x - 4.0;
             -((1.0 + (-z).exp()).ln()) / 16.0
         });
-        sets.push(DeviceProblem::from_raw(dims, GateKind::PerChannel, opts, &q, &kk, &vv, &gg, None, (k as f64).powf(-0.5))?);
+        sets.push(DeviceProblem::from_raw(
+            dims,
+            GateKind::PerChannel,
+            opts,
+            &q,
+            &kk,
+            &vv,
+            &gg,
+            None,
+            (k as f64).powf(-0.5),
+        )?);
     }
     let mut out: DeviceOutputs = sets[0].alloc_outputs(false)?;
     for i in 0..cfg.warmup {
         sets[i % sets.len()].launch(&mut out)?;
     }
-    g.stream.synchronize().map_err(|e| GpuError::cuda("warm-up", e))?;
+    g.stream
+        .synchronize()
+        .map_err(|e| GpuError::cuda("warm-up", e))?;
     let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
     let mut times = Vec::new();
     let mut t_intra = Vec::new();
     let mut t_state = Vec::new();
     for i in 0..cfg.iters.max(1) {
-        let e0 = g.ctx.new_event(flags).map_err(|e| GpuError::cuda("event", e))?;
-        let e1 = g.ctx.new_event(flags).map_err(|e| GpuError::cuda("event", e))?;
-        let em = g.ctx.new_event(flags).map_err(|e| GpuError::cuda("event", e))?;
+        let e0 = g
+            .ctx
+            .new_event(flags)
+            .map_err(|e| GpuError::cuda("event", e))?;
+        let e1 = g
+            .ctx
+            .new_event(flags)
+            .map_err(|e| GpuError::cuda("event", e))?;
+        let em = g
+            .ctx
+            .new_event(flags)
+            .map_err(|e| GpuError::cuda("event", e))?;
         let p = &sets[i % sets.len()];
-        e0.record(&g.stream).map_err(|e| GpuError::cuda("event record", e))?;
+        e0.record(&g.stream)
+            .map_err(|e| GpuError::cuda("event record", e))?;
         p.launch_intra(&mut out)?;
-        em.record(&g.stream).map_err(|e| GpuError::cuda("event record", e))?;
+        em.record(&g.stream)
+            .map_err(|e| GpuError::cuda("event record", e))?;
         p.launch_state(&mut out)?;
-        e1.record(&g.stream).map_err(|e| GpuError::cuda("event record", e))?;
-        times.push(e0.elapsed_ms(&e1).map_err(|e| GpuError::cuda("kernel execution", e))? as f64);
-        t_intra.push(e0.elapsed_ms(&em).map_err(|e| GpuError::cuda("kernel execution", e))? as f64);
-        t_state.push(em.elapsed_ms(&e1).map_err(|e| GpuError::cuda("kernel execution", e))? as f64);
+        e1.record(&g.stream)
+            .map_err(|e| GpuError::cuda("event record", e))?;
+        times.push(
+            e0.elapsed_ms(&e1)
+                .map_err(|e| GpuError::cuda("kernel execution", e))? as f64,
+        );
+        t_intra.push(
+            e0.elapsed_ms(&em)
+                .map_err(|e| GpuError::cuda("kernel execution", e))? as f64,
+        );
+        t_state.push(
+            em.elapsed_ms(&e1)
+                .map_err(|e| GpuError::cuda("kernel execution", e))? as f64,
+        );
     }
     let med = |v: &mut Vec<f64>| {
         v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
@@ -173,10 +222,17 @@ pub fn bench_forward(shape: (usize, usize, usize, usize, usize), opts: &GpuOptio
 }
 
 /// Run [`bench_forward`] for a mode (only `Fwd` is implemented).
-pub fn bench(mode: BenchMode, shape: (usize, usize, usize, usize, usize), opts: &GpuOptions, cfg: &BenchConfig) -> Result<BenchResult, GpuError> {
+pub fn bench(
+    mode: BenchMode,
+    shape: (usize, usize, usize, usize, usize),
+    opts: &GpuOptions,
+    cfg: &BenchConfig,
+) -> Result<BenchResult, GpuError> {
     match mode {
         BenchMode::Fwd => bench_forward(shape, opts, cfg),
-        m => Err(GpuError::Unsupported(format!("bench mode {m:?}: the GPU backward is not implemented yet (issue 7)"))),
+        m => Err(GpuError::Unsupported(format!(
+            "bench mode {m:?}: the GPU backward is not implemented yet (issue 7)"
+        ))),
     }
 }
 
@@ -204,6 +260,14 @@ pub fn format_row(r: &BenchResult) -> String {
 pub fn header() -> String {
     format!(
         "{:>18} {:>5} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>7}",
-        "B,T,H,K,V", "dtype", "median_ms", "min_ms", "max_ms", "GB/s", "TFLOP/s", "floor_ms", "/floor"
+        "B,T,H,K,V",
+        "dtype",
+        "median_ms",
+        "min_ms",
+        "max_ms",
+        "GB/s",
+        "TFLOP/s",
+        "floor_ms",
+        "/floor"
     )
 }

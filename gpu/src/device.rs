@@ -39,9 +39,16 @@ impl Gpu {
             .iter()
             .map(|(n, f)| {
                 let regs = f.get_attribute(A::CU_FUNC_ATTRIBUTE_NUM_REGS).unwrap_or(-1);
-                let local = f.get_attribute(A::CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES).unwrap_or(-1);
-                let shared = f.get_attribute(A::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES).unwrap_or(-1);
-                (n.to_string(), format!("{regs} regs, {local} B local, {shared} B static shared"))
+                let local = f
+                    .get_attribute(A::CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES)
+                    .unwrap_or(-1);
+                let shared = f
+                    .get_attribute(A::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES)
+                    .unwrap_or(-1);
+                (
+                    n.to_string(),
+                    format!("{regs} regs, {local} B local, {shared} B static shared"),
+                )
             })
             .collect();
         v.sort();
@@ -49,7 +56,9 @@ impl Gpu {
     }
 
     pub fn func(&self, name: &str) -> Result<&CudaFunction, GpuError> {
-        self.funcs.get(name).ok_or_else(|| GpuError::Compile(format!("kernel {name} not found")))
+        self.funcs
+            .get(name)
+            .ok_or_else(|| GpuError::Compile(format!("kernel {name} not found")))
     }
 }
 
@@ -59,7 +68,9 @@ static GPU: OnceLock<Result<Gpu, GpuError>> = OnceLock::new();
 pub(crate) fn gpu() -> Result<&'static Gpu, GpuError> {
     GPU.get_or_init(|| match std::panic::catch_unwind(init) {
         Ok(r) => r,
-        Err(_) => Err(GpuError::NoDevice("CUDA initialisation panicked (driver library missing?)".into())),
+        Err(_) => Err(GpuError::NoDevice(
+            "CUDA initialisation panicked (driver library missing?)".into(),
+        )),
     })
     .as_ref()
     .map_err(|e| e.clone())
@@ -67,19 +78,30 @@ pub(crate) fn gpu() -> Result<&'static Gpu, GpuError> {
 
 fn init() -> Result<Gpu, GpuError> {
     if !unsafe { cudarc::driver::sys::is_culib_present() } {
-        return Err(GpuError::NoDevice("libcuda (the NVIDIA driver library) is not installed".into()));
+        return Err(GpuError::NoDevice(
+            "libcuda (the NVIDIA driver library) is not installed".into(),
+        ));
     }
-    let n = CudaContext::device_count().map_err(|e| GpuError::NoDevice(format!("cuInit/cuDeviceGetCount failed: {e:?}")))?;
+    let n = CudaContext::device_count()
+        .map_err(|e| GpuError::NoDevice(format!("cuInit/cuDeviceGetCount failed: {e:?}")))?;
     if n < 1 {
-        return Err(GpuError::NoDevice("the driver reports 0 CUDA devices".into()));
+        return Err(GpuError::NoDevice(
+            "the driver reports 0 CUDA devices".into(),
+        ));
     }
-    let ctx = CudaContext::new(0).map_err(|e| GpuError::NoDevice(format!("cannot create a context on device 0: {e:?}")))?;
+    let ctx = CudaContext::new(0)
+        .map_err(|e| GpuError::NoDevice(format!("cannot create a context on device 0: {e:?}")))?;
     // One stream, used in order: cudarc's per-buffer event tracking is not needed.
     unsafe { ctx.disable_event_tracking() };
     let stream = ctx.default_stream();
-    let cc = ctx.compute_capability().map_err(|e| GpuError::cuda("compute capability", e))?;
+    let cc = ctx
+        .compute_capability()
+        .map_err(|e| GpuError::cuda("compute capability", e))?;
     if cc.0 < 8 {
-        return Err(GpuError::NoDevice(format!("compute capability {}.{} < 8.0 (the kernels need mma.sync bf16)", cc.0, cc.1)));
+        return Err(GpuError::NoDevice(format!(
+            "compute capability {}.{} < 8.0 (the kernels need mma.sync bf16)",
+            cc.0, cc.1
+        )));
     }
     let arch = kernels::arch_name(cc.0, cc.1);
     let name = ctx.name().map_err(|e| GpuError::cuda("device name", e))?;
@@ -89,12 +111,18 @@ fn init() -> Result<Gpu, GpuError> {
     let max_smem_optin = ctx
         .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
         .map_err(|e| GpuError::cuda("shared memory limit", e))?;
-    let total_mem = ctx.total_mem().map_err(|e| GpuError::cuda("total memory", e))?;
+    let total_mem = ctx
+        .total_mem()
+        .map_err(|e| GpuError::cuda("total memory", e))?;
     let ptx = kernels::compile("gla_fwd.cu", kernels::GLA_FWD_SRC, &arch)?;
-    let module = ctx.load_module(ptx).map_err(|e| GpuError::cuda(format!("loading the {arch} module"), e))?;
+    let module = ctx
+        .load_module(ptx)
+        .map_err(|e| GpuError::cuda(format!("loading the {arch} module"), e))?;
     let mut funcs = HashMap::new();
     for &k in kernels::FWD_KERNELS {
-        let f = module.load_function(k).map_err(|e| GpuError::cuda(format!("loading {k}"), e))?;
+        let f = module
+            .load_function(k)
+            .map_err(|e| GpuError::cuda(format!("loading {k}"), e))?;
         f.set_attribute(
             sys::CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
             max_smem_optin,
@@ -107,7 +135,13 @@ fn init() -> Result<Gpu, GpuError> {
         stream,
         _module: module,
         funcs,
-        info: DeviceInfo { name, compute_capability: cc, arch, sm_count, total_mem },
+        info: DeviceInfo {
+            name,
+            compute_capability: cc,
+            arch,
+            sm_count,
+            total_mem,
+        },
         max_smem_optin,
     })
 }

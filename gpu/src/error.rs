@@ -29,6 +29,9 @@ pub enum GpuError {
 
 impl GpuError {
     pub(crate) fn cuda(what: impl Into<String>, err: impl std::fmt::Debug) -> GpuError {
-        GpuError::Cuda { what: what.into(), err: format!("{err:?}") }
+        GpuError::Cuda {
+            what: what.into(),
+            err: format!("{err:?}"),
+        }
     }
 }

@@ -33,24 +33,38 @@ pub struct GpuOptions {
 
 impl Default for GpuOptions {
     fn default() -> Self {
-        GpuOptions { dtype: Dtype::Bf16, precision: Precision::Native, chunk: 64, sub_chunk: 16 }
+        GpuOptions {
+            dtype: Dtype::Bf16,
+            precision: Precision::Native,
+            chunk: 64,
+            sub_chunk: 16,
+        }
     }
 }
 
 impl GpuOptions {
     /// Options for `dtype` with the defaults otherwise.
     pub fn new(dtype: Dtype) -> Self {
-        GpuOptions { dtype, ..Default::default() }
+        GpuOptions {
+            dtype,
+            ..Default::default()
+        }
     }
 
     /// Check the options (dtype, precision, chunk sizes).
     pub fn validate(&self) -> Result<(), GpuError> {
         match self.dtype {
             Dtype::Bf16 | Dtype::F16 | Dtype::F32 => {}
-            d => return Err(GpuError::Unsupported(format!("dtype {d:?}: the kernels take Bf16, F16 or F32"))),
+            d => {
+                return Err(GpuError::Unsupported(format!(
+                    "dtype {d:?}: the kernels take Bf16, F16 or F32"
+                )))
+            }
         }
         if self.precision == Precision::Tf32 && self.dtype != Dtype::F32 {
-            return Err(GpuError::Unsupported("Precision::Tf32 applies to dtype F32 only".into()));
+            return Err(GpuError::Unsupported(
+                "Precision::Tf32 applies to dtype F32 only".into(),
+            ));
         }
         if self.chunk != 64 || self.sub_chunk != 16 {
             return Err(GpuError::Unsupported(format!(
@@ -80,7 +94,12 @@ pub fn rounding_plan(opts: &GpuOptions) -> RoundingPlan {
     match (opts.dtype, opts.precision) {
         (Dtype::F32, Precision::Tf32) => {
             let t = Some(Dtype::Tf32);
-            RoundingPlan::none().q_decay(t).k_decay(t).v(t).state(t).a(t)
+            RoundingPlan::none()
+                .q_decay(t)
+                .k_decay(t)
+                .v(t)
+                .state(t)
+                .a(t)
         }
         (Dtype::F32, _) => RoundingPlan::none(),
         (d, _) => RoundingPlan::kernel_default(d),
@@ -133,10 +152,14 @@ fn upload_vec(g: &Gpu, dtype: Dtype, v: &[f64]) -> Result<DBuf, GpuError> {
     }
     Ok(match dtype {
         Dtype::F32 => DBuf::F32(
-            g.stream.clone_htod(&v.iter().map(|&x| x as f32).collect::<Vec<_>>()).map_err(|e| GpuError::cuda("upload", e))?,
+            g.stream
+                .clone_htod(&v.iter().map(|&x| x as f32).collect::<Vec<_>>())
+                .map_err(|e| GpuError::cuda("upload", e))?,
         ),
         d => DBuf::U16(
-            g.stream.clone_htod(&v.iter().map(|&x| to_bits(d, x)).collect::<Vec<_>>()).map_err(|e| GpuError::cuda("upload", e))?,
+            g.stream
+                .clone_htod(&v.iter().map(|&x| to_bits(d, x)).collect::<Vec<_>>())
+                .map_err(|e| GpuError::cuda("upload", e))?,
         ),
     })
 }
@@ -145,14 +168,22 @@ fn alloc_buf(g: &Gpu, dtype: Dtype, n: usize, poison: bool) -> Result<DBuf, GpuE
     let n = n.max(1);
     Ok(match dtype {
         Dtype::F32 => DBuf::F32(if poison {
-            g.stream.clone_htod(&vec![f32::NAN; n]).map_err(|e| GpuError::cuda("alloc", e))?
+            g.stream
+                .clone_htod(&vec![f32::NAN; n])
+                .map_err(|e| GpuError::cuda("alloc", e))?
         } else {
-            g.stream.alloc_zeros::<f32>(n).map_err(|e| GpuError::cuda("alloc", e))?
+            g.stream
+                .alloc_zeros::<f32>(n)
+                .map_err(|e| GpuError::cuda("alloc", e))?
         }),
         _ => DBuf::U16(if poison {
-            g.stream.clone_htod(&vec![0x7fc1u16; n]).map_err(|e| GpuError::cuda("alloc", e))?
+            g.stream
+                .clone_htod(&vec![0x7fc1u16; n])
+                .map_err(|e| GpuError::cuda("alloc", e))?
         } else {
-            g.stream.alloc_zeros::<u16>(n).map_err(|e| GpuError::cuda("alloc", e))?
+            g.stream
+                .alloc_zeros::<u16>(n)
+                .map_err(|e| GpuError::cuda("alloc", e))?
         }),
     })
 }
@@ -160,9 +191,13 @@ fn alloc_buf(g: &Gpu, dtype: Dtype, n: usize, poison: bool) -> Result<DBuf, GpuE
 fn f32_buf(g: &Gpu, n: usize, poison: bool) -> Result<CudaSlice<f32>, GpuError> {
     let n = n.max(1);
     if poison {
-        g.stream.clone_htod(&vec![f32::NAN; n]).map_err(|e| GpuError::cuda("alloc", e))
+        g.stream
+            .clone_htod(&vec![f32::NAN; n])
+            .map_err(|e| GpuError::cuda("alloc", e))
     } else {
-        g.stream.alloc_zeros::<f32>(n).map_err(|e| GpuError::cuda("alloc", e))
+        g.stream
+            .alloc_zeros::<f32>(n)
+            .map_err(|e| GpuError::cuda("alloc", e))
     }
 }
 
@@ -208,7 +243,9 @@ pub fn check_supported(p: &Problem, opts: &GpuOptions) -> Result<(), GpuError> {
         )));
     }
     if d.b * d.t * d.h >= (1usize << 31) / d.k.max(d.v) {
-        return Err(GpuError::Unsupported("problem too large for 32-bit row indices".into()));
+        return Err(GpuError::Unsupported(
+            "problem too large for 32-bit row indices".into(),
+        ));
     }
     Ok(())
 }
@@ -252,31 +289,74 @@ impl DeviceProblem {
         opts.validate()?;
         let d = dims;
         if !SUPPORTED_DIMS.contains(&d.k) || !SUPPORTED_DIMS.contains(&d.v) {
-            return Err(GpuError::Unsupported(format!("K = {}, V = {}: supported {:?}", d.k, d.v, SUPPORTED_DIMS)));
+            return Err(GpuError::Unsupported(format!(
+                "K = {}, V = {}: supported {:?}",
+                d.k, d.v, SUPPORTED_DIMS
+            )));
         }
         let rows = d.b * d.t * d.h;
-        let kg = if gate_kind == GateKind::Scalar { 1 } else { d.k };
-        if q.len() != rows * d.k || k.len() != rows * d.k || v.len() != rows * d.v || g.len() != rows * kg {
-            return Err(GpuError::Unsupported("raw buffer sizes do not match the dims".into()));
+        let kg = if gate_kind == GateKind::Scalar {
+            1
+        } else {
+            d.k
+        };
+        if q.len() != rows * d.k
+            || k.len() != rows * d.k
+            || v.len() != rows * d.v
+            || g.len() != rows * kg
+        {
+            return Err(GpuError::Unsupported(
+                "raw buffer sizes do not match the dims".into(),
+            ));
         }
         let gp = gpu()?;
         let conv = |x: &[f32]| -> Result<DBuf, GpuError> {
             Ok(match opts.dtype {
-                Dtype::F32 => DBuf::F32(gp.stream.clone_htod(x).map_err(|e| GpuError::cuda("upload", e))?),
+                Dtype::F32 => DBuf::F32(
+                    gp.stream
+                        .clone_htod(x)
+                        .map_err(|e| GpuError::cuda("upload", e))?,
+                ),
                 Dtype::Bf16 => DBuf::U16(
                     gp.stream
-                        .clone_htod(&x.iter().map(|&y| half::bf16::from_f32(y).to_bits()).collect::<Vec<_>>())
+                        .clone_htod(
+                            &x.iter()
+                                .map(|&y| half::bf16::from_f32(y).to_bits())
+                                .collect::<Vec<_>>(),
+                        )
                         .map_err(|e| GpuError::cuda("upload", e))?,
                 ),
                 _ => DBuf::U16(
                     gp.stream
-                        .clone_htod(&x.iter().map(|&y| half::f16::from_f32(y).to_bits()).collect::<Vec<_>>())
+                        .clone_htod(
+                            &x.iter()
+                                .map(|&y| half::f16::from_f32(y).to_bits())
+                                .collect::<Vec<_>>(),
+                        )
                         .map_err(|e| GpuError::cuda("upload", e))?,
                 ),
             })
         };
-        let seqs = (0..d.b).map(|b| gla_reference::SeqSpan { batch: b, start: 0, len: d.t, state: b }).collect();
-        Self::assemble(dims, gate_kind, opts, conv(q)?, conv(k)?, conv(v)?, g, h0, seqs, scale)
+        let seqs = (0..d.b)
+            .map(|b| gla_reference::SeqSpan {
+                batch: b,
+                start: 0,
+                len: d.t,
+                state: b,
+            })
+            .collect();
+        Self::assemble(
+            dims,
+            gate_kind,
+            opts,
+            conv(q)?,
+            conv(k)?,
+            conv(v)?,
+            g,
+            h0,
+            seqs,
+            scale,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -297,9 +377,16 @@ impl DeviceProblem {
             GateKind::PerChannel => d.k,
             GateKind::Scalar => 1,
         };
-        let gbuf = g.stream.clone_htod(if gv.is_empty() { &[0f32][..] } else { gv }).map_err(|e| GpuError::cuda("upload g", e))?;
+        let gbuf = g
+            .stream
+            .clone_htod(if gv.is_empty() { &[0f32][..] } else { gv })
+            .map_err(|e| GpuError::cuda("upload g", e))?;
         let h0 = match h0 {
-            Some(h) => Some(g.stream.clone_htod(h).map_err(|e| GpuError::cuda("upload h0", e))?),
+            Some(h) => Some(
+                g.stream
+                    .clone_htod(h)
+                    .map_err(|e| GpuError::cuda("upload h0", e))?,
+            ),
             None => None,
         };
         let mut chunks = Vec::new();
@@ -308,9 +395,21 @@ impl DeviceProblem {
             let c0 = chunks.len() / 4;
             let nch = s.len.div_ceil(64);
             for ci in 0..nch {
-                chunks.extend_from_slice(&[s.batch as i32, (s.start + ci * 64) as i32, (s.len - ci * 64).min(64) as i32, 0]);
+                chunks.extend_from_slice(&[
+                    s.batch as i32,
+                    (s.start + ci * 64) as i32,
+                    (s.len - ci * 64).min(64) as i32,
+                    0,
+                ]);
             }
-            seqs.extend_from_slice(&[s.batch as i32, s.start as i32, s.len as i32, c0 as i32, nch as i32, 0]);
+            seqs.extend_from_slice(&[
+                s.batch as i32,
+                s.start as i32,
+                s.len as i32,
+                c0 as i32,
+                nch as i32,
+                0,
+            ]);
         }
         let num_chunks = chunks.len() / 4;
         if chunks.is_empty() {
@@ -319,7 +418,11 @@ impl DeviceProblem {
         // value-block width of the state kernel: 32 (more programs in flight; the V/32 programs of
         // one head read the same qg / kg / A tiles, mostly from L2), 64 only for K = 64 when there
         // are enough (block, head, sequence) programs to fill the GPU twice.
-        let bv = if opts.dtype != Dtype::F32 && d.k == 64 && d.v % 64 == 0 && (d.v / 64) * d.h * d.n >= 2 * g.info.sm_count as usize {
+        let bv = if opts.dtype != Dtype::F32
+            && d.k == 64
+            && d.v % 64 == 0
+            && (d.v / 64) * d.h * d.n >= 2 * g.info.sm_count as usize
+        {
             64
         } else {
             32
@@ -334,8 +437,14 @@ impl DeviceProblem {
             v,
             g: gbuf,
             h0,
-            chunks: g.stream.clone_htod(&chunks).map_err(|e| GpuError::cuda("upload chunks", e))?,
-            seqs: g.stream.clone_htod(&seqs).map_err(|e| GpuError::cuda("upload seqs", e))?,
+            chunks: g
+                .stream
+                .clone_htod(&chunks)
+                .map_err(|e| GpuError::cuda("upload chunks", e))?,
+            seqs: g
+                .stream
+                .clone_htod(&seqs)
+                .map_err(|e| GpuError::cuda("upload seqs", e))?,
             num_chunks,
             bv,
         })
@@ -361,7 +470,11 @@ impl DeviceProblem {
     /// Bytes the forward must move at minimum: q, k, v, g (as stored) read once, o written once.
     pub fn min_bytes(&self) -> f64 {
         let d = self.dims;
-        let es = if self.opts.dtype == Dtype::F32 { 4.0 } else { 2.0 };
+        let es = if self.opts.dtype == Dtype::F32 {
+            4.0
+        } else {
+            2.0
+        };
         let rows = (d.b * d.t * d.h) as f64;
         rows * (es * (2 * d.k + 2 * d.v) as f64 + 4.0 * self.gate_cols as f64)
     }
@@ -391,7 +504,12 @@ impl DeviceProblem {
         self.launch_part(out, false, true)
     }
 
-    fn launch_part(&self, out: &mut DeviceOutputs, intra: bool, state: bool) -> Result<(), GpuError> {
+    fn launch_part(
+        &self,
+        out: &mut DeviceOutputs,
+        intra: bool,
+        state: bool,
+    ) -> Result<(), GpuError> {
         let g = gpu()?;
         let d = self.dims;
         let dt = self.opts.dtype;
@@ -402,26 +520,56 @@ impl DeviceProblem {
             _ => "f32",
         };
         if intra && self.num_chunks > 0 {
-            let name = if intra_fast() { format!("gla_fwd_intra_fast_{suffix}") } else { format!("gla_fwd_intra_{suffix}") };
+            let name = if intra_fast() {
+                format!("gla_fwd_intra_fast_{suffix}")
+            } else {
+                format!("gla_fwd_intra_{suffix}")
+            };
             let f = g.func(&name)?;
             // gla_fwd_intra: sF [64][K] f32, 9 slice arrays [16][68] f32, sZ [64][K] u8, sZt [16][68] u8,
             // sRowSafe [64] u16
             // (+ raw q, k rows [64][K] each for 16-bit inputs)
-            let raw = if dt == Dtype::F32 { 0 } else { 2 * 64 * d.k * 2 };
+            let raw = if dt == Dtype::F32 {
+                0
+            } else {
+                2 * 64 * d.k * 2
+            };
             let smem = raw + (64 * d.k + 9 * 16 * 68) * 4 + 64 * d.k + 16 * 68 + 64 * 2;
             check_smem(g, smem)?;
-            let cfg = LaunchConfig { grid_dim: (self.num_chunks as u32, d.h as u32, 1), block_dim: (256, 1, 1), shared_mem_bytes: smem as u32 };
+            let cfg = LaunchConfig {
+                grid_dim: (self.num_chunks as u32, d.h as u32, 1),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: smem as u32,
+            };
             let mut b = g.stream.launch_builder(f);
             match (&self.q, &self.k, &mut out.qg, &mut out.kgt, &mut out.a) {
                 (DBuf::U16(q), DBuf::U16(kk), DBuf::U16(qg), DBuf::U16(kg), DBuf::U16(a)) => {
-                    b.arg(q).arg(kk).arg(&self.g).arg(&self.gate_cols).arg(&self.chunks).arg(&tlen).arg(&h).arg(&k).arg(&self.scale);
+                    b.arg(q)
+                        .arg(kk)
+                        .arg(&self.g)
+                        .arg(&self.gate_cols)
+                        .arg(&self.chunks)
+                        .arg(&tlen)
+                        .arg(&h)
+                        .arg(&k)
+                        .arg(&self.scale);
                     b.arg(qg).arg(kg).arg(a).arg(&mut out.gamma);
-                    unsafe { b.launch(cfg) }.map_err(|e| GpuError::cuda(format!("launch {name}"), e))?;
+                    unsafe { b.launch(cfg) }
+                        .map_err(|e| GpuError::cuda(format!("launch {name}"), e))?;
                 }
                 (DBuf::F32(q), DBuf::F32(kk), DBuf::F32(qg), DBuf::F32(kg), DBuf::F32(a)) => {
-                    b.arg(q).arg(kk).arg(&self.g).arg(&self.gate_cols).arg(&self.chunks).arg(&tlen).arg(&h).arg(&k).arg(&self.scale);
+                    b.arg(q)
+                        .arg(kk)
+                        .arg(&self.g)
+                        .arg(&self.gate_cols)
+                        .arg(&self.chunks)
+                        .arg(&tlen)
+                        .arg(&h)
+                        .arg(&k)
+                        .arg(&self.scale);
                     b.arg(qg).arg(kg).arg(a).arg(&mut out.gamma);
-                    unsafe { b.launch(cfg) }.map_err(|e| GpuError::cuda(format!("launch {name}"), e))?;
+                    unsafe { b.launch(cfg) }
+                        .map_err(|e| GpuError::cuda(format!("launch {name}"), e))?;
                 }
                 _ => return Err(GpuError::Unsupported("buffer dtype mismatch".into())),
             }
@@ -435,7 +583,11 @@ impl DeviceProblem {
             let f = g.func(&name)?;
             let smem = (64 * d.k * 2 + 64 * 64 + 64 * 32 + d.k * 32 + d.k) * 4;
             check_smem(g, smem)?;
-            let cfg = LaunchConfig { grid_dim: ((d.v / 32) as u32, d.h as u32, d.n as u32), block_dim: (128, 1, 1), shared_mem_bytes: smem as u32 };
+            let cfg = LaunchConfig {
+                grid_dim: ((d.v / 32) as u32, d.h as u32, d.n as u32),
+                block_dim: (128, 1, 1),
+                shared_mem_bytes: smem as u32,
+            };
             let tf32: i32 = (self.opts.precision == Precision::Tf32) as i32;
             match (&self.v, &out.qg, &out.kgt, &out.a, &mut out.o) {
                 (DBuf::F32(vv), DBuf::F32(qg), DBuf::F32(kg), DBuf::F32(a), DBuf::F32(o)) => {
@@ -445,8 +597,20 @@ impl DeviceProblem {
                         Some(h0) => b.arg(h0),
                         None => b.arg(&null),
                     };
-                    b.arg(&self.seqs).arg(&tlen).arg(&h).arg(&v).arg(&self.scale).arg(qg).arg(kg).arg(a).arg(&out.gamma).arg(o).arg(&mut out.ht).arg(&tf32);
-                    unsafe { b.launch(cfg) }.map_err(|e| GpuError::cuda(format!("launch {name}"), e))?;
+                    b.arg(&self.seqs)
+                        .arg(&tlen)
+                        .arg(&h)
+                        .arg(&v)
+                        .arg(&self.scale)
+                        .arg(qg)
+                        .arg(kg)
+                        .arg(a)
+                        .arg(&out.gamma)
+                        .arg(o)
+                        .arg(&mut out.ht)
+                        .arg(&tf32);
+                    unsafe { b.launch(cfg) }
+                        .map_err(|e| GpuError::cuda(format!("launch {name}"), e))?;
                 }
                 _ => return Err(GpuError::Unsupported("buffer dtype mismatch".into())),
             }
@@ -459,7 +623,11 @@ impl DeviceProblem {
             let stage = 64 * kp + d.k * cp + 64 * cp + 64 * vp + 2 * d.k;
             let smem = 2 * (2 * stage + bv * kp);
             check_smem(g, smem)?;
-            let cfg = LaunchConfig { grid_dim: ((d.v / bv) as u32, d.h as u32, d.n as u32), block_dim: (128, 1, 1), shared_mem_bytes: smem as u32 };
+            let cfg = LaunchConfig {
+                grid_dim: ((d.v / bv) as u32, d.h as u32, d.n as u32),
+                block_dim: (128, 1, 1),
+                shared_mem_bytes: smem as u32,
+            };
             match (&self.v, &out.qg, &out.kgt, &out.a, &mut out.o) {
                 (DBuf::U16(vv), DBuf::U16(qg), DBuf::U16(kg), DBuf::U16(a), DBuf::U16(o)) => {
                     let mut b = g.stream.launch_builder(f);
@@ -468,8 +636,19 @@ impl DeviceProblem {
                         Some(h0) => b.arg(h0),
                         None => b.arg(&null),
                     };
-                    b.arg(&self.seqs).arg(&tlen).arg(&h).arg(&v).arg(&self.scale).arg(qg).arg(kg).arg(a).arg(&out.gamma).arg(o).arg(&mut out.ht);
-                    unsafe { b.launch(cfg) }.map_err(|e| GpuError::cuda(format!("launch {name}"), e))?;
+                    b.arg(&self.seqs)
+                        .arg(&tlen)
+                        .arg(&h)
+                        .arg(&v)
+                        .arg(&self.scale)
+                        .arg(qg)
+                        .arg(kg)
+                        .arg(a)
+                        .arg(&out.gamma)
+                        .arg(o)
+                        .arg(&mut out.ht);
+                    unsafe { b.launch(cfg) }
+                        .map_err(|e| GpuError::cuda(format!("launch {name}"), e))?;
                 }
                 _ => return Err(GpuError::Unsupported("buffer dtype mismatch".into())),
             }
@@ -481,10 +660,18 @@ impl DeviceProblem {
     pub fn download(&self, out: &DeviceOutputs) -> Result<Solution, GpuError> {
         let g = gpu()?;
         let d = self.dims;
-        g.stream.synchronize().map_err(|e| GpuError::cuda("kernel execution", e))?;
+        g.stream
+            .synchronize()
+            .map_err(|e| GpuError::cuda("kernel execution", e))?;
         let no = d.b * d.t * d.h * d.v;
         let o: Vec<f64> = match &out.o {
-            DBuf::F32(s) => g.stream.clone_dtoh(s).map_err(|e| GpuError::cuda("download o", e))?.into_iter().map(|x| x as f64).collect(),
+            DBuf::F32(s) => g
+                .stream
+                .clone_dtoh(s)
+                .map_err(|e| GpuError::cuda("download o", e))?
+                .into_iter()
+                .map(|x| x as f64)
+                .collect(),
             DBuf::U16(s) => g
                 .stream
                 .clone_dtoh(s)
@@ -493,10 +680,18 @@ impl DeviceProblem {
                 .map(|x| from_bits(self.opts.dtype, x))
                 .collect(),
         };
-        let ht: Vec<f64> = g.stream.clone_dtoh(&out.ht).map_err(|e| GpuError::cuda("download ht", e))?.into_iter().map(|x| x as f64).collect();
-        let o = Array4::from_shape_vec((d.b, d.t, d.h, d.v), o[..no].to_vec()).map_err(|e| GpuError::cuda("reshape o", e))?;
+        let ht: Vec<f64> = g
+            .stream
+            .clone_dtoh(&out.ht)
+            .map_err(|e| GpuError::cuda("download ht", e))?
+            .into_iter()
+            .map(|x| x as f64)
+            .collect();
+        let o = Array4::from_shape_vec((d.b, d.t, d.h, d.v), o[..no].to_vec())
+            .map_err(|e| GpuError::cuda("reshape o", e))?;
         let nh = d.n * d.h * d.k * d.v;
-        let ht = Array4::from_shape_vec((d.n, d.h, d.k, d.v), ht[..nh].to_vec()).map_err(|e| GpuError::cuda("reshape ht", e))?;
+        let ht = Array4::from_shape_vec((d.n, d.h, d.k, d.v), ht[..nh].to_vec())
+            .map_err(|e| GpuError::cuda("reshape ht", e))?;
         Ok(Solution { o, ht, grads: None })
     }
 

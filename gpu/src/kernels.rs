@@ -42,14 +42,20 @@ pub fn nvrtc_available() -> Result<(), String> {
     let ok = std::panic::catch_unwind(|| unsafe { cudarc::nvrtc::sys::is_culib_present() });
     match ok {
         Ok(true) => Ok(()),
-        Ok(false) => Err("libnvrtc not found on the loader path (set LD_LIBRARY_PATH; see .ci/install-nvrtc.sh)".into()),
+        Ok(false) => Err(
+            "libnvrtc not found on the loader path (set LD_LIBRARY_PATH; see .ci/install-nvrtc.sh)"
+                .into(),
+        ),
         Err(_) => Err("loading libnvrtc panicked".into()),
     }
 }
 
 fn leak_arch(arch: &str) -> &'static str {
     static NAMES: OnceLock<Mutex<HashMap<String, &'static str>>> = OnceLock::new();
-    let mut m = NAMES.get_or_init(|| Mutex::new(HashMap::new())).lock().unwrap_or_else(|e| e.into_inner());
+    let mut m = NAMES
+        .get_or_init(|| Mutex::new(HashMap::new()))
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     if let Some(s) = m.get(arch) {
         return s;
     }
@@ -69,7 +75,9 @@ pub fn compile(name: &str, src: &str, arch: &str) -> Result<cudarc::nvrtc::Ptx, 
     // kernel that starts including cuda_bf16.h keeps compiling.
     let include_paths: Vec<String> = [
         std::env::var("GLA_NVRTC_INCLUDE").ok(),
-        std::env::var("CUDA_PATH").ok().map(|p| format!("{p}/include")),
+        std::env::var("CUDA_PATH")
+            .ok()
+            .map(|p| format!("{p}/include")),
     ]
     .into_iter()
     .flatten()
@@ -91,11 +99,16 @@ pub fn compile(name: &str, src: &str, arch: &str) -> Result<cudarc::nvrtc::Ptx, 
     let r = std::panic::catch_unwind(move || cudarc::nvrtc::compile_ptx_with_opts(src, opts));
     match r {
         Ok(Ok(ptx)) => Ok(ptx),
-        Ok(Err(cudarc::nvrtc::CompileError::CompileError { log, options, .. })) => Err(GpuError::Compile(
-            format!("{name} for {arch} (options {options:?}):\n{}", log.to_string_lossy()),
-        )),
+        Ok(Err(cudarc::nvrtc::CompileError::CompileError { log, options, .. })) => {
+            Err(GpuError::Compile(format!(
+                "{name} for {arch} (options {options:?}):\n{}",
+                log.to_string_lossy()
+            )))
+        }
         Ok(Err(e)) => Err(GpuError::Compile(format!("{name} for {arch}: {e:?}"))),
-        Err(_) => Err(GpuError::Compile(format!("{name} for {arch}: NVRTC panicked"))),
+        Err(_) => Err(GpuError::Compile(format!(
+            "{name} for {arch}: NVRTC panicked"
+        ))),
     }
 }
 

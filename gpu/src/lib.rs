@@ -29,14 +29,16 @@ pub mod kernels;
 pub use device::DeviceInfo;
 pub use error::GpuError;
 pub use forward::{
-    check_supported, forward, rounding_plan, DBuf, DeviceOutputs, DeviceProblem, GpuOptions, Precision,
-    SUPPORTED_DIMS,
+    check_supported, forward, rounding_plan, DBuf, DeviceOutputs, DeviceProblem, GpuOptions,
+    Precision, SUPPORTED_DIMS,
 };
 
 /// The device the kernels would run on, or the reason there is none (no driver library, no
 /// device, compute capability below 8.0, or a kernel that NVRTC rejected). Never panics.
 pub fn available() -> Result<DeviceInfo, String> {
-    device::gpu().map(|g| g.info.clone()).map_err(|e| e.to_string())
+    device::gpu()
+        .map(|g| g.info.clone())
+        .map_err(|e| e.to_string())
 }
 
 /// Per-kernel resource usage on the current device (registers per thread, local-memory bytes

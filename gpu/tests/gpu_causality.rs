@@ -66,7 +66,9 @@ fn changed_after(p: &Problem, scalar: bool, at: usize, fut: Future, seed: u64) -
         }
     }
     let gates = if scalar {
-        Gates::Scalar(Array3::from_shape_fn((b, t, h), |(bb, tt, hh)| g[[bb, tt, hh, 0]]))
+        Gates::Scalar(Array3::from_shape_fn((b, t, h), |(bb, tt, hh)| {
+            g[[bb, tt, hh, 0]]
+        }))
     } else {
         Gates::PerChannel(g)
     };
@@ -79,7 +81,13 @@ fn changed_after(p: &Problem, scalar: bool, at: usize, fut: Future, seed: u64) -
 
 /// Runs both problems (rounded to the options' dtype) and compares o at rows t < at, bit for bit.
 /// Returns the number of compared elements.
-fn assert_prefix_identical(name: &str, a: &Problem, b: &Problem, at: usize, o: &GpuOptions) -> usize {
+fn assert_prefix_identical(
+    name: &str,
+    a: &Problem,
+    b: &Problem,
+    at: usize,
+    o: &GpuOptions,
+) -> usize {
     let dt = o.dtype;
     let (ra, rb) = (a.rounded_to(dt).unwrap(), b.rounded_to(dt).unwrap());
     let sa = gla_gpu::forward(&ra, o).unwrap_or_else(|e| panic!("{name}: gpu forward: {e}"));
@@ -105,7 +113,12 @@ fn assert_prefix_identical(name: &str, a: &Problem, b: &Problem, at: usize, o: &
 }
 
 fn all_opts() -> Vec<GpuOptions> {
-    vec![opts(Dtype::Bf16), opts(Dtype::F16), opts(Dtype::F32), opts_tf32()]
+    vec![
+        opts(Dtype::Bf16),
+        opts(Dtype::F16),
+        opts(Dtype::F32),
+        opts_tf32(),
+    ]
 }
 
 /// Cut points: inside the first sub-chunk, at and inside later sub-chunks, past a chunk edge.
@@ -124,7 +137,15 @@ fn mild_past_any_future_prefix_identical() {
         }
         let base = spec.build();
         for (ci, &at) in CUTS.iter().enumerate() {
-            for (fi, &fut) in [Future::NegInf, Future::Minus300, Future::Minus50, Future::Mild].iter().enumerate() {
+            for (fi, &fut) in [
+                Future::NegInf,
+                Future::Minus300,
+                Future::Minus50,
+                Future::Mild,
+            ]
+            .iter()
+            .enumerate()
+            {
                 let changed = changed_after(&base, scalar, at, fut, 1000 + (ci * 10 + fi) as u64);
                 for o in all_opts() {
                     let name = format!("mild scalar={scalar} P={at} future={fut:?}");
@@ -146,7 +167,10 @@ fn strong_and_reset_past_prefix_identical() {
     // constant -6 (rows 7 and later), and mild gates with -inf resets at rows 3, 20 and 40 on every
     // other channel (per-channel) or on all of them (scalar).
     let mut total = 0;
-    for (pi, past) in ["const -2.7", "const -6", "mild + resets"].iter().enumerate() {
+    for (pi, past) in ["const -2.7", "const -6", "mild + resets"]
+        .iter()
+        .enumerate()
+    {
         for (si, &scalar) in [false, true].iter().enumerate() {
             let k = if pi == 0 { 128 } else { 64 };
             let mut spec = Spec::new(2, 90, 1, k, 64).seed(600 + (pi * 2 + si) as u64);
@@ -170,8 +194,17 @@ fn strong_and_reset_past_prefix_identical() {
             }
             let base = spec.build_with(g);
             for (ci, &at) in [9usize, 15, 16, 26, 45, 70].iter().enumerate() {
-                for (fi, &fut) in [Future::NegInf, Future::Mild, Future::Minus50].iter().enumerate() {
-                    let changed = changed_after(&base, scalar, at, fut, 2000 + (pi * 100 + ci * 10 + fi) as u64);
+                for (fi, &fut) in [Future::NegInf, Future::Mild, Future::Minus50]
+                    .iter()
+                    .enumerate()
+                {
+                    let changed = changed_after(
+                        &base,
+                        scalar,
+                        at,
+                        fut,
+                        2000 + (pi * 100 + ci * 10 + fi) as u64,
+                    );
                     for o in all_opts() {
                         let name = format!("{past} scalar={scalar} P={at} future={fut:?}");
                         total += assert_prefix_identical(&name, &base, &changed, at, &o);
@@ -206,15 +239,28 @@ fn findings_section_4_regression() {
         }
         // only the gate at row 11 changes (q, k, v stay)
         let gates = if scalar {
-            Gates::Scalar(Array3::from_shape_fn((2, 16, 2), |(bb, tt, hh)| g[[bb, tt, hh, 0]]))
+            Gates::Scalar(Array3::from_shape_fn((2, 16, 2), |(bb, tt, hh)| {
+                g[[bb, tt, hh, 0]]
+            }))
         } else {
             Gates::PerChannel(g)
         };
-        let changed = Problem::builder(base.q().to_owned(), base.k().to_owned(), base.v().to_owned(), gates)
-            .build()
-            .unwrap();
+        let changed = Problem::builder(
+            base.q().to_owned(),
+            base.k().to_owned(),
+            base.v().to_owned(),
+            gates,
+        )
+        .build()
+        .unwrap();
         for o in all_opts() {
-            assert_prefix_identical(&format!("FINDINGS 4 scalar={scalar}"), &base, &changed, 11, &o);
+            assert_prefix_identical(
+                &format!("FINDINGS 4 scalar={scalar}"),
+                &base,
+                &changed,
+                11,
+                &o,
+            );
         }
     }
 }

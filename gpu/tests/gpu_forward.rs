@@ -18,14 +18,30 @@ fn random_shapes_all_dtypes_within_bound_and_2x_twin() {
     if gpu_or_skip().is_none() {
         return;
     }
-    let shapes = [(2, 100, 2, 64, 64), (1, 130, 2, 128, 128), (1, 70, 1, 128, 256), (1, 65, 1, 256, 64), (1, 64, 2, 64, 128)];
+    let shapes = [
+        (2, 100, 2, 64, 64),
+        (1, 130, 2, 128, 128),
+        (1, 70, 1, 128, 256),
+        (1, 65, 1, 256, 64),
+        (1, 64, 2, 64, 128),
+    ];
     for (i, &(b, t, h, k, v)) in shapes.iter().enumerate() {
         for &dt in &DTYPES {
             let p = Spec::new(b, t, h, k, v).seed(10 + i as u64).h0().build();
-            check(&format!("rand b{b} t{t} h{h} k{k} v{v}"), &p, &opts(dt), true);
+            check(
+                &format!("rand b{b} t{t} h{h} k{k} v{v}"),
+                &p,
+                &opts(dt),
+                true,
+            );
         }
         let p = Spec::new(b, t, h, k, v).seed(20 + i as u64).build();
-        check(&format!("rand tf32 b{b} t{t} h{h} k{k} v{v}"), &p, &opts_tf32(), true);
+        check(
+            &format!("rand tf32 b{b} t{t} h{h} k{k} v{v}"),
+            &p,
+            &opts_tf32(),
+            true,
+        );
     }
 }
 
@@ -36,18 +52,28 @@ fn gate_strengths_and_scalar_gates() {
     }
     for (j, tau) in [64.0, 16.0, 1.0, 0.1].into_iter().enumerate() {
         for &dt in &DTYPES {
-            let p = Spec::new(1, 200, 2, 64, 64).gates(GateGen::LogSigmoid(tau)).seed(30 + j as u64).build();
+            let p = Spec::new(1, 200, 2, 64, 64)
+                .gates(GateGen::LogSigmoid(tau))
+                .seed(30 + j as u64)
+                .build();
             // f16 with strong decay: decayed keys underflow f16's range; BoundSpec::eta counts it
             // (unit 2^-24 for an fp16 stage, spec 8).
             let bound = true;
             check(&format!("logsigmoid/{tau}"), &p, &opts(dt), bound);
-            let p = Spec::new(1, 200, 2, 64, 64).gates(GateGen::LogSigmoid(tau)).scalar().h0().seed(40 + j as u64).build();
+            let p = Spec::new(1, 200, 2, 64, 64)
+                .gates(GateGen::LogSigmoid(tau))
+                .scalar()
+                .h0()
+                .seed(40 + j as u64)
+                .build();
             check(&format!("scalar logsigmoid/{tau}"), &p, &opts(dt), bound);
         }
     }
     // g == 0: plain linear attention
     for &dt in &DTYPES {
-        let p = Spec::new(1, 150, 1, 64, 64).gates(GateGen::Const(0.0)).build();
+        let p = Spec::new(1, 150, 1, 64, 64)
+            .gates(GateGen::Const(0.0))
+            .build();
         check("g == 0", &p, &opts(dt), true);
     }
 }
@@ -72,12 +98,29 @@ fn oracle_agrees() {
     }
     // The MPFR oracle as the truth (two sizes; the f64 recurrence elsewhere).
     for &dt in &DTYPES {
-        let p = Spec::new(1, 77, 1, 64, 64).h0().seed(5).gates(GateGen::LogSigmoid(1.0)).build().rounded_to(dt).unwrap();
-        let oracle = gla_oracle::evaluate(&p, &gla_oracle::OracleOptions::default()).expect("oracle");
+        let p = Spec::new(1, 77, 1, 64, 64)
+            .h0()
+            .seed(5)
+            .gates(GateGen::LogSigmoid(1.0))
+            .build()
+            .rounded_to(dt)
+            .unwrap();
+        let oracle =
+            gla_oracle::evaluate(&p, &gla_oracle::OracleOptions::default()).expect("oracle");
         let (_, _, v) = judge(&p, &opts(dt), Some(oracle.solution));
-        eprintln!("oracle {dt:?}: o ratio {:.3} (bound {:.1})", v.report.tensor("o").unwrap().ratio, v.report.tensor("o").unwrap().bound);
+        eprintln!(
+            "oracle {dt:?}: o ratio {:.3} (bound {:.1})",
+            v.report.tensor("o").unwrap().ratio,
+            v.report.tensor("o").unwrap().bound
+        );
         assert!(v.report.pass(), "{}", v.report);
-        assert!(v.two_x_ok(), "{:?} {:?} {:?}", v.gpu_err, v.twin_err, v.floor);
+        assert!(
+            v.two_x_ok(),
+            "{:?} {:?} {:?}",
+            v.gpu_err,
+            v.twin_err,
+            v.floor
+        );
     }
 }
 
@@ -88,7 +131,9 @@ fn f1_tiny_alpha_1e_minus_12() {
     }
     for t in [64usize, 100] {
         for &dt in &DTYPES {
-            let p = Spec::new(1, t, 1, 64, 64).gates(GateGen::Const((1e-12f64).ln())).build();
+            let p = Spec::new(1, t, 1, 64, 64)
+                .gates(GateGen::Const((1e-12f64).ln()))
+                .build();
             check(&format!("F1 alpha=1e-12 T={t}"), &p, &opts(dt), true);
         }
     }
@@ -100,7 +145,10 @@ fn log_gate_minus_300() {
         return;
     }
     for &dt in &DTYPES {
-        let p = Spec::new(1, 100, 1, 64, 64).gates(GateGen::Const(-300.0)).h0().build();
+        let p = Spec::new(1, 100, 1, 64, 64)
+            .gates(GateGen::Const(-300.0))
+            .h0()
+            .build();
         check("g == -300", &p, &opts(dt), true);
         let spec = Spec::new(1, 100, 1, 64, 64);
         let mut g = spec.gate_array();
@@ -109,7 +157,12 @@ fn log_gate_minus_300() {
                 g[[0, t, 0, d]] = -300.0;
             }
         }
-        check("g = -300 at rows 3,16,40,64,99", &spec.build_with(g), &opts(dt), true);
+        check(
+            "g = -300 at rows 3,16,40,64,99",
+            &spec.build_with(g),
+            &opts(dt),
+            true,
+        );
     }
 }
 
@@ -124,7 +177,10 @@ fn f2_minus_inf_gates_mid_chunk_start_end() {
         ("F2 -inf at row 0", vec![0]),
         ("F2 -inf at chunk start 64", vec![64]),
         ("F2 -inf at chunk end 63", vec![63]),
-        ("F2 -inf at sub-chunk edges 15,16,47,48", vec![15, 16, 47, 48]),
+        (
+            "F2 -inf at sub-chunk edges 15,16,47,48",
+            vec![15, 16, 47, 48],
+        ),
         ("F2 -inf at last row 149", vec![149]),
         ("F2 -inf twice in a chunk 70,71", vec![70, 71]),
     ] {
@@ -145,7 +201,12 @@ fn f2_minus_inf_gates_mid_chunk_start_end() {
                     g2[[0, t, 1, d]] = f64::NEG_INFINITY;
                 }
             }
-            check(&format!("{label} (every 3rd channel)"), &spec.build_with(g2), &opts(dt), true);
+            check(
+                &format!("{label} (every 3rd channel)"),
+                &spec.build_with(g2),
+                &opts(dt),
+                true,
+            );
         }
     }
     // scalar gates with -inf
@@ -154,11 +215,19 @@ fn f2_minus_inf_gates_mid_chunk_start_end() {
         let mut g = s.gate_array();
         g[[0, 20, 0, 0]] = f64::NEG_INFINITY;
         g[[0, 64, 0, 0]] = f64::NEG_INFINITY;
-        check("F2 scalar -inf at 20, 64", &s.build_with(g), &opts(dt), true);
+        check(
+            "F2 scalar -inf at 20, 64",
+            &s.build_with(g),
+            &opts(dt),
+            true,
+        );
     }
     // all gates -inf: memoryless
     for &dt in &DTYPES {
-        let p = Spec::new(1, 80, 1, 64, 64).gates(GateGen::Const(f64::NEG_INFINITY)).h0().build();
+        let p = Spec::new(1, 80, 1, 64, 64)
+            .gates(GateGen::Const(f64::NEG_INFINITY))
+            .h0()
+            .build();
         check("F2 all -inf", &p, &opts(dt), true);
     }
 }
@@ -171,9 +240,15 @@ fn f5_f6_strong_gates_partial_chunks() {
     // g == -6: a 16-row sub-chunk sums to -96 (< -88.7); T = 63, 100 leave padded rows.
     for t in [63usize, 100] {
         for &dt in &DTYPES {
-            let p = Spec::new(1, t, 2, 64, 64).gates(GateGen::Const(-6.0)).h0().build();
+            let p = Spec::new(1, t, 2, 64, 64)
+                .gates(GateGen::Const(-6.0))
+                .h0()
+                .build();
             check(&format!("F5/F6 g=-6 T={t}"), &p, &opts(dt), true);
-            let p = Spec::new(1, t, 2, 128, 64).gates(GateGen::Const(-6.0)).scalar().build();
+            let p = Spec::new(1, t, 2, 128, 64)
+                .gates(GateGen::Const(-6.0))
+                .scalar()
+                .build();
             check(&format!("F5/F6 scalar g=-6 T={t}"), &p, &opts(dt), true);
         }
     }
@@ -188,9 +263,15 @@ fn diagonal_factorization_threshold() {
     // and 15 * 2.7 = 40.5 (> 40: elementwise diagonal); K = 256 covers the largest tiles.
     for c in [-2.6, -2.7] {
         for &dt in &DTYPES {
-            let p = Spec::new(1, 100, 1, 256, 64).gates(GateGen::Const(c)).h0().build();
+            let p = Spec::new(1, 100, 1, 256, 64)
+                .gates(GateGen::Const(c))
+                .h0()
+                .build();
             check(&format!("diag threshold g={c}"), &p, &opts(dt), true);
-            let p = Spec::new(1, 100, 1, 64, 256).gates(GateGen::Const(c)).scalar().build();
+            let p = Spec::new(1, 100, 1, 64, 256)
+                .gates(GateGen::Const(c))
+                .scalar()
+                .build();
             check(&format!("diag threshold scalar g={c}"), &p, &opts(dt), true);
         }
     }
@@ -209,7 +290,12 @@ fn f7_large_gate_on_sub_chunk_first_row() {
                 g[[0, t, 0, d]] = -100.0;
             }
         }
-        check("F7 g=-100 on sub-chunk first rows", &spec.build_with(g), &opts(dt), true);
+        check(
+            "F7 g=-100 on sub-chunk first rows",
+            &spec.build_with(g),
+            &opts(dt),
+            true,
+        );
     }
 }
 
@@ -236,13 +322,22 @@ fn varlen_with_empty_sequences() {
             }
         }
         // packed == per-sequence runs (same kernels, so bit-identical)
-        let single = Spec::new(1, 64, 2, 64, 64).seed(78).h0().build().rounded_to(dt).unwrap();
+        let single = Spec::new(1, 64, 2, 64, 64)
+            .seed(78)
+            .h0()
+            .build()
+            .rounded_to(dt)
+            .unwrap();
         let a = gla_gpu::forward(&single, &opts(dt)).unwrap();
         assert!(a.o.iter().all(|x| x.is_finite()));
     }
     // varlen without h0, scalar gates, strong decay
     for &dt in &DTYPES {
-        let p = Spec::new(1, 230, 1, 128, 128).cu(&cu).scalar().gates(GateGen::LogSigmoid(0.1)).build();
+        let p = Spec::new(1, 230, 1, 128, 128)
+            .cu(&cu)
+            .scalar()
+            .gates(GateGen::LogSigmoid(0.1))
+            .build();
         check("varlen scalar strong", &p, &opts(dt), true);
     }
 }
@@ -253,13 +348,26 @@ fn reruns_are_bit_identical_and_every_output_written() {
         return;
     }
     for &dt in &DTYPES {
-        let p = Spec::new(2, 300, 3, 128, 128).h0().build().rounded_to(dt).unwrap();
+        let p = Spec::new(2, 300, 3, 128, 128)
+            .h0()
+            .build()
+            .rounded_to(dt)
+            .unwrap();
         let a = gla_gpu::forward(&p, &opts(dt)).unwrap();
         let b = gla_gpu::forward(&p, &opts(dt)).unwrap();
         // outputs start as NaN on the device: finite everywhere means every element was written
-        assert!(a.o.iter().chain(a.ht.iter()).all(|x| x.is_finite()), "{dt:?}: unwritten output");
-        let same = a.o.iter().zip(b.o.iter()).all(|(x, y)| x.to_bits() == y.to_bits())
-            && a.ht.iter().zip(b.ht.iter()).all(|(x, y)| x.to_bits() == y.to_bits());
+        assert!(
+            a.o.iter().chain(a.ht.iter()).all(|x| x.is_finite()),
+            "{dt:?}: unwritten output"
+        );
+        let same =
+            a.o.iter()
+                .zip(b.o.iter())
+                .all(|(x, y)| x.to_bits() == y.to_bits())
+                && a.ht
+                    .iter()
+                    .zip(b.ht.iter())
+                    .all(|(x, y)| x.to_bits() == y.to_bits());
         assert!(same, "{dt:?}: reruns differ");
     }
 }
@@ -290,10 +398,23 @@ fn unsupported_shapes_and_options_are_typed_errors() {
     let p = Spec::new(1, 10, 1, 64, 64).build();
     let mut o = opts(Dtype::Bf16);
     o.chunk = 32;
-    assert!(matches!(gla_gpu::check_supported(&p, &o), Err(GpuError::Unsupported(_))));
-    let o = gla_gpu::GpuOptions { dtype: Dtype::Bf16, precision: gla_gpu::Precision::Tf32, ..Default::default() };
-    assert!(matches!(gla_gpu::check_supported(&p, &o), Err(GpuError::Unsupported(_))));
-    assert!(matches!(gla_gpu::check_supported(&p, &opts(Dtype::F64)), Err(GpuError::Unsupported(_))));
+    assert!(matches!(
+        gla_gpu::check_supported(&p, &o),
+        Err(GpuError::Unsupported(_))
+    ));
+    let o = gla_gpu::GpuOptions {
+        dtype: Dtype::Bf16,
+        precision: gla_gpu::Precision::Tf32,
+        ..Default::default()
+    };
+    assert!(matches!(
+        gla_gpu::check_supported(&p, &o),
+        Err(GpuError::Unsupported(_))
+    ));
+    assert!(matches!(
+        gla_gpu::check_supported(&p, &opts(Dtype::F64)),
+        Err(GpuError::Unsupported(_))
+    ));
     // forward() reports the same error (with or without a GPU)
     let p = Spec::new(1, 10, 1, 96, 64).build();
     assert!(gla_gpu::forward(&p, &opts(Dtype::F32)).is_err());

@@ -18,12 +18,21 @@ fn every_kernel_compiles_for_every_target_arch() {
             let ptx = kernels::compile(name, src, arch).unwrap_or_else(|e| panic!("{e}"));
             let text = ptx.to_src();
             for k in kernels::FWD_KERNELS {
-                assert!(text.contains(&format!(".entry {k}(")), "{name} for {arch}: entry {k} missing from the PTX");
+                assert!(
+                    text.contains(&format!(".entry {k}(")),
+                    "{name} for {arch}: entry {k} missing from the PTX"
+                );
             }
-            assert!(text.contains(&format!(".target {arch}")), "{name}: PTX not built for {arch}");
+            assert!(
+                text.contains(&format!(".target {arch}")),
+                "{name}: PTX not built for {arch}"
+            );
             // tensor-core path present, no TF32 tensor-core MMA sneaking into the f32 path
             assert!(text.contains("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"));
-            assert!(!text.contains(".tf32.tf32"), "{name} for {arch}: TF32 MMA found");
+            assert!(
+                !text.contains(".tf32.tf32"),
+                "{name} for {arch}: TF32 MMA found"
+            );
             eprintln!("compiled {name} for {arch}: {} bytes of PTX", text.len());
         }
     }
@@ -35,7 +44,11 @@ fn a_broken_kernel_is_an_error_not_a_panic() {
         eprintln!("SKIP: NVRTC not available");
         return;
     }
-    let err = kernels::compile("broken.cu", "extern \"C\" __global__ void k() { this is not C++; }", "sm_90")
-        .expect_err("NVRTC must reject this");
+    let err = kernels::compile(
+        "broken.cu",
+        "extern \"C\" __global__ void k() { this is not C++; }",
+        "sm_90",
+    )
+    .expect_err("NVRTC must reject this");
     assert!(err.to_string().contains("broken.cu"), "{err}");
 }

@@ -12,7 +12,9 @@
 //! by [`Summary::table`].
 
 use crate::implementation::{bound_spec, bound_spec_forward, solve, Implementation};
-use gla_reference::bounds::{compare, magnitudes, BoundSpec, DgForm, Magnitudes, Report, TensorReport};
+use gla_reference::bounds::{
+    compare, magnitudes, BoundSpec, DgForm, Magnitudes, Report, TensorReport,
+};
 use gla_reference::{GlaError, Problem, Result, Solution, OUTPUT_NAMES};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -27,7 +29,13 @@ pub fn oracle(p: &Problem, backward: bool) -> Result<Solution> {
 
 /// The full oracle result (with the reverse-cumsum dg cross-check and the bits agreed).
 pub fn oracle_full(p: &Problem, backward: bool) -> Result<gla_oracle::OracleResult> {
-    gla_oracle::evaluate(p, &gla_oracle::OracleOptions { backward, ..Default::default() })
+    gla_oracle::evaluate(
+        p,
+        &gla_oracle::OracleOptions {
+            backward,
+            ..Default::default()
+        },
+    )
 }
 
 /// The outcome of judging one candidate on one problem.
@@ -70,7 +78,11 @@ pub fn judge(
     fwd: &Solution,
     bwd: Option<&Solution>,
 ) -> Result<Report> {
-    let fwd_only = Solution { o: fwd.o.clone(), ht: fwd.ht.clone(), grads: None };
+    let fwd_only = Solution {
+        o: fwd.o.clone(),
+        ht: fwd.ht.clone(),
+        grads: None,
+    };
     let sf = bound_spec_forward(imp, p);
     let mut r = compare(p, exact, mags, &fwd_only, &sf)?;
     if let Some(b) = bwd.filter(|b| b.grads.is_some()) {
@@ -102,20 +114,40 @@ pub fn twice_the_emulation(
     let spec = bound_spec_forward(imp, p);
     let mut out = Vec::new();
     for name in ["o", "ht"] {
-        let (Some(x), Some(c), Some(t), Some(m)) = (exact.tensor(name), cand.tensor(name), twin.tensor(name), mags.tensor(name)) else {
+        let (Some(x), Some(c), Some(t), Some(m)) = (
+            exact.tensor(name),
+            cand.tensor(name),
+            twin.tensor(name),
+            mags.tensor(name),
+        ) else {
             continue;
         };
         let maxerr = |a: &ndarray::Array4<f64>| {
-            a.iter().zip(x.iter()).filter(|(_, e)| e.is_finite()).fold(0.0f64, |m, (a, e)| {
-                if a.is_finite() { m.max((a - e).abs()) } else { f64::INFINITY }
-            })
+            a.iter()
+                .zip(x.iter())
+                .filter(|(_, e)| e.is_finite())
+                .fold(0.0f64, |m, (a, e)| {
+                    if a.is_finite() {
+                        m.max((a - e).abs())
+                    } else {
+                        f64::INFINITY
+                    }
+                })
         };
         let (eg, et) = (maxerr(c), maxerr(t));
         let mmax = m.iter().fold(0.0f64, |a, b| a.max(*b));
-        let cc = spec.c_for(name).unwrap_or(gla_reference::bounds::C_UNCALIBRATED);
+        let cc = spec
+            .c_for(name)
+            .unwrap_or(gla_reference::bounds::C_UNCALIBRATED);
         let floor = cc * spec.u_acc() * (spec.n_acc(p) + spec.lambda(p)) * mmax;
         let den = 2.0 * et + floor;
-        let ratio = if eg == 0.0 { 0.0 } else if den > 0.0 { eg / den } else { f64::INFINITY };
+        let ratio = if eg == 0.0 {
+            0.0
+        } else if den > 0.0 {
+            eg / den
+        } else {
+            f64::INFINITY
+        };
         out.push(TensorReport {
             name: format!("{name}~2x"),
             ratio,
@@ -176,11 +208,24 @@ pub fn check_against_oracle_as(
         let (pp, exact, mags) = &cache[idx];
         let verdict = (|| -> Result<Report> {
             let f = solve(imp, pp, false)?;
-            let b = if backward && imp.supports_backward() { Some(solve(imp, pp, true)?) } else { None };
+            let b = if backward && imp.supports_backward() {
+                Some(solve(imp, pp, true)?)
+            } else {
+                None
+            };
             let mut r = judge(imp, pp, mags, exact, &f, b.as_ref())?;
-            if let (Some(twin), true) = (imp.cpu_twin(), matches!(imp, Implementation::Gpu { dtype: gla_reference::Dtype::Bf16 | gla_reference::Dtype::F16 })) {
+            if let (Some(twin), true) = (
+                imp.cpu_twin(),
+                matches!(
+                    imp,
+                    Implementation::Gpu {
+                        dtype: gla_reference::Dtype::Bf16 | gla_reference::Dtype::F16
+                    }
+                ),
+            ) {
                 let tw = solve(&twin, pp, false)?;
-                r.tensors.extend(twice_the_emulation(imp, pp, mags, exact, &f, &tw));
+                r.tensors
+                    .extend(twice_the_emulation(imp, pp, mags, exact, &f, &tw));
             }
             Ok(r)
         })();
@@ -267,7 +312,9 @@ pub fn compare_pair(
 ) -> Result<Report> {
     let mut tensors = Vec::new();
     for name in OUTPUT_NAMES {
-        let (Some(ta), Some(tb)) = (a.tensor(name), b.tensor(name)) else { continue };
+        let (Some(ta), Some(tb)) = (a.tensor(name), b.tensor(name)) else {
+            continue;
+        };
         if ta.shape() != tb.shape() {
             return Err(GlaError::Shape {
                 tensor: name.into(),
@@ -276,11 +323,19 @@ pub fn compare_pair(
             });
         }
         let tol = |spec: &BoundSpec, p: &Problem| -> Result<(f64, f64, &ndarray::Array4<f64>)> {
-            let mname = if name == "dg" && spec.dg_form == DgForm::Local { "dg_local" } else { name };
+            let mname = if name == "dg" && spec.dg_form == DgForm::Local {
+                "dg_local"
+            } else {
+                name
+            };
             let m = mags.tensor(mname).ok_or_else(|| {
-                GlaError::Options(format!("no magnitude for `{mname}` (problem without `do`?)"))
+                GlaError::Options(format!(
+                    "no magnitude for `{mname}` (problem without `do`?)"
+                ))
             })?;
-            let c = spec.c_for(name).unwrap_or(gla_reference::bounds::C_UNCALIBRATED);
+            let c = spec
+                .c_for(name)
+                .unwrap_or(gla_reference::bounds::C_UNCALIBRATED);
             let coef = spec.u_stages() + c * spec.u_acc() * (spec.n_acc(p) + spec.lambda(p));
             Ok((coef, spec.eta(p, mname).unwrap_or(0.0), m))
         };
@@ -297,7 +352,13 @@ pub fn compare_pair(
             }
             let err = (x - y).abs();
             let t = ca * ma[idx] + ea + cb * mb[idx] + eb;
-            let r = if err == 0.0 { 0.0 } else if t > 0.0 { err / t } else { f64::INFINITY };
+            let r = if err == 0.0 {
+                0.0
+            } else if t > 0.0 {
+                err / t
+            } else {
+                f64::INFINITY
+            };
             if r > st.ratio || st.worst.is_none() {
                 st.ratio = st.ratio.max(r);
                 st.worst = Some((i, x, y, ma[idx]));
@@ -319,7 +380,11 @@ pub fn compare_pair(
             worst_magnitude: wm,
             max_abs_err: st.max_err,
             max_abs_exact: st.max_abs,
-            rel_err: if st.max_abs > 0.0 { st.max_err / st.max_abs } else { st.max_err },
+            rel_err: if st.max_abs > 0.0 {
+                st.max_err / st.max_abs
+            } else {
+                st.max_err
+            },
             candidate_nonfinite: st.nonfinite,
             exact_nonfinite: 0,
             first_nonfinite: st.first_nonfinite,
@@ -351,15 +416,25 @@ struct PairStats {
 /// NaN. Returns a description of the first difference.
 pub fn identical(a: &Solution, b: &Solution) -> std::result::Result<(), String> {
     for name in OUTPUT_NAMES {
-        let (Some(ta), Some(tb)) = (a.tensor(name), b.tensor(name)) else { continue };
+        let (Some(ta), Some(tb)) = (a.tensor(name), b.tensor(name)) else {
+            continue;
+        };
         if ta.shape() != tb.shape() {
-            return Err(format!("{name}: shapes {:?} vs {:?}", ta.shape(), tb.shape()));
+            return Err(format!(
+                "{name}: shapes {:?} vs {:?}",
+                ta.shape(),
+                tb.shape()
+            ));
         }
         for (idx, &x) in ta.indexed_iter() {
             let y = tb[idx];
-            let same = x.to_bits() == y.to_bits() || (x == 0.0 && y == 0.0) || (x.is_nan() && y.is_nan());
+            let same =
+                x.to_bits() == y.to_bits() || (x == 0.0 && y == 0.0) || (x.is_nan() && y.is_nan());
             if !same {
-                return Err(format!("{name}{:?}: {x:e} vs {y:e}", [idx.0, idx.1, idx.2, idx.3]));
+                return Err(format!(
+                    "{name}{:?}: {x:e} vs {y:e}",
+                    [idx.0, idx.1, idx.2, idx.3]
+                ));
             }
         }
     }
@@ -423,7 +498,9 @@ fn with_summary<R>(f: impl FnOnce(&mut Summary) -> R) -> R {
 }
 
 fn output_order(name: &str) -> usize {
-    const ORDER: [&str; 11] = ["o", "ht", "o.bwd", "ht.bwd", "dq", "dk", "dv", "dg", "dh0", "o~2x", "ht~2x"];
+    const ORDER: [&str; 11] = [
+        "o", "ht", "o.bwd", "ht.bwd", "dq", "dk", "dv", "dg", "dh0", "o~2x", "ht~2x",
+    ];
     ORDER.iter().position(|n| *n == name).unwrap_or(ORDER.len())
 }
 
@@ -434,13 +511,20 @@ pub fn record(property: &str, imp: &Implementation, r: &Report) {
             let row = s.rows.entry((imp.name(), t.name.clone())).or_default();
             row.cases += 1;
             row.max_ratio = row.max_ratio.max(t.ratio);
-            let frac = if t.candidate_nonfinite > 0 { f64::INFINITY } else { t.ratio / t.bound };
+            let frac = if t.candidate_nonfinite > 0 {
+                f64::INFINITY
+            } else {
+                t.ratio / t.bound
+            };
             if frac > row.max_fraction || row.bound_at_worst.is_nan() {
                 row.max_fraction = row.max_fraction.max(frac);
                 row.bound_at_worst = t.bound;
                 row.worst_property = property.to_string();
             }
-            row.bound_range = (row.bound_range.0.min(t.bound), row.bound_range.1.max(t.bound));
+            row.bound_range = (
+                row.bound_range.0.min(t.bound),
+                row.bound_range.1.max(t.bound),
+            );
             if !t.pass {
                 row.failures += 1;
             }
@@ -452,10 +536,17 @@ pub fn record(property: &str, imp: &Implementation, r: &Report) {
 pub fn record_pair(property: &str, label: &str, r: &Report) {
     with_summary(|s| {
         for t in &r.tensors {
-            let row = s.pairs.entry((property.to_string(), t.name.clone())).or_default();
+            let row = s
+                .pairs
+                .entry((property.to_string(), t.name.clone()))
+                .or_default();
             row.cases += 1;
             row.max_ratio = row.max_ratio.max(t.ratio);
-            let frac = if t.candidate_nonfinite > 0 { f64::INFINITY } else { t.ratio };
+            let frac = if t.candidate_nonfinite > 0 {
+                f64::INFINITY
+            } else {
+                t.ratio
+            };
             if frac > row.max_fraction || row.bound_at_worst.is_nan() {
                 row.max_fraction = row.max_fraction.max(frac);
                 row.bound_at_worst = 1.0;
@@ -481,7 +572,10 @@ pub fn record_error(property: &str, imp: &Implementation) {
 
 /// Record the outcome of one property run.
 pub fn record_property(name: &str, cases: u64, passed: bool, message: &str) {
-    with_summary(|s| s.properties.push((name.to_string(), cases, passed, message.to_string())))
+    with_summary(|s| {
+        s.properties
+            .push((name.to_string(), cases, passed, message.to_string()))
+    })
 }
 
 /// A copy of the global summary.
@@ -502,7 +596,14 @@ impl Summary {
         let _ = writeln!(
             s,
             "{:<26} {:<7} {:>6} {:>10} {:>10} {:>9} {:>21} {:>5}  worst in",
-            "implementation", "output", "cases", "max ratio", "bound", "ratio/bd", "bound range", "fails"
+            "implementation",
+            "output",
+            "cases",
+            "max ratio",
+            "bound",
+            "ratio/bd",
+            "bound range",
+            "fails"
         );
         let mut keys: Vec<&(String, String)> = self.rows.keys().collect();
         keys.sort_by_key(|(i, o)| (impl_order(i), i.clone(), output_order(o)));
@@ -511,8 +612,16 @@ impl Summary {
             let _ = writeln!(
                 s,
                 "{:<26} {:<7} {:>6} {:>10.3e} {:>10.3e} {:>9.3} {:>10.3e}..{:<9.3e} {:>5}  {}",
-                k.0, k.1, r.cases, r.max_ratio, r.bound_at_worst, r.max_fraction, r.bound_range.0,
-                r.bound_range.1, r.failures, r.worst_property
+                k.0,
+                k.1,
+                r.cases,
+                r.max_ratio,
+                r.bound_at_worst,
+                r.max_fraction,
+                r.bound_range.0,
+                r.bound_range.1,
+                r.failures,
+                r.worst_property
             );
         }
         if !self.pairs.is_empty() {
@@ -541,7 +650,11 @@ impl Summary {
                     n,
                     c,
                     if *ok { "PASS" } else { "FAIL" },
-                    if msg.is_empty() { String::new() } else { format!("  {}", msg.lines().next().unwrap_or("")) }
+                    if msg.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  {}", msg.lines().next().unwrap_or(""))
+                    }
                 );
             }
         }

@@ -126,15 +126,24 @@ impl fmt::Display for Implementation {
 
 impl Implementation {
     /// The f32 recurrence (reverse-cumsum dg).
-    pub const RECURRENT_F32: Implementation =
-        Implementation::Recurrent { compute: Compute::F32, dg: DgFormKey::ReverseCumsum };
+    pub const RECURRENT_F32: Implementation = Implementation::Recurrent {
+        compute: Compute::F32,
+        dg: DgFormKey::ReverseCumsum,
+    };
     /// The f64 recurrence (reverse-cumsum dg).
-    pub const RECURRENT_F64: Implementation =
-        Implementation::Recurrent { compute: Compute::F64, dg: DgFormKey::ReverseCumsum };
+    pub const RECURRENT_F64: Implementation = Implementation::Recurrent {
+        compute: Compute::F64,
+        dg: DgFormKey::ReverseCumsum,
+    };
 
     /// A chunked candidate without rounding.
     pub const fn chunked(compute: Compute, chunk: usize, sub_chunk: usize) -> Implementation {
-        Implementation::Chunked { compute, chunk, sub_chunk, round: Round::None }
+        Implementation::Chunked {
+            compute,
+            chunk,
+            sub_chunk,
+            round: Round::None,
+        }
     }
 
     /// Every CPU candidate, in table order: recurrent f32 / f32-local-dg / f64, parallel f32 / f64,
@@ -151,7 +160,10 @@ impl Implementation {
         use Compute::*;
         vec![
             Implementation::RECURRENT_F32,
-            Implementation::Recurrent { compute: F32, dg: DgFormKey::Local },
+            Implementation::Recurrent {
+                compute: F32,
+                dg: DgFormKey::Local,
+            },
             Implementation::RECURRENT_F64,
             Implementation::Parallel { compute: F32 },
             Implementation::Parallel { compute: F64 },
@@ -159,8 +171,18 @@ impl Implementation {
             Implementation::chunked(F64, 64, 16),
             Implementation::chunked(F32, 16, 4),
             Implementation::chunked(F64, 16, 4),
-            Implementation::Chunked { compute: F32, chunk: 64, sub_chunk: 16, round: Round::Bf16 },
-            Implementation::Chunked { compute: F32, chunk: 64, sub_chunk: 16, round: Round::F16 },
+            Implementation::Chunked {
+                compute: F32,
+                chunk: 64,
+                sub_chunk: 16,
+                round: Round::Bf16,
+            },
+            Implementation::Chunked {
+                compute: F32,
+                chunk: 64,
+                sub_chunk: 16,
+                round: Round::F16,
+            },
         ]
     }
 
@@ -180,10 +202,19 @@ impl Implementation {
             Implementation::Recurrent { compute, dg } => format!(
                 "recurrent-{}{}",
                 compute.dtype(),
-                if dg == DgFormKey::Local { "-dglocal" } else { "" }
+                if dg == DgFormKey::Local {
+                    "-dglocal"
+                } else {
+                    ""
+                }
             ),
             Implementation::Parallel { compute } => format!("parallel-{}", compute.dtype()),
-            Implementation::Chunked { compute, chunk, sub_chunk, round } => format!(
+            Implementation::Chunked {
+                compute,
+                chunk,
+                sub_chunk,
+                round,
+            } => format!(
                 "chunked-{}-C{chunk}c{sub_chunk}{}",
                 compute.dtype(),
                 match round.dtype() {
@@ -197,7 +228,10 @@ impl Implementation {
 
     /// Parse a name produced by [`name`](Self::name).
     pub fn from_name(name: &str) -> Option<Implementation> {
-        Self::all_cpu().into_iter().chain(crate::gpu::candidates()).find(|i| i.name() == name)
+        Self::all_cpu()
+            .into_iter()
+            .chain(crate::gpu::candidates())
+            .find(|i| i.name() == name)
     }
 
     /// True when the candidate computes gradients (every CPU form; not yet the GPU kernels).
@@ -248,7 +282,11 @@ impl Implementation {
             return Err(unsupported("no usable GPU on this machine"));
         }
         let r = p.rounded_to(d)?;
-        let r = if r == *p { Cow::Borrowed(p) } else { Cow::Owned(r) };
+        let r = if r == *p {
+            Cow::Borrowed(p)
+        } else {
+            Cow::Owned(r)
+        };
         if d == Dtype::F16 {
             f16_range_ok(&r)?;
         }
@@ -260,9 +298,16 @@ impl Implementation {
 
     fn chunk_options(&self) -> Option<ChunkOptions> {
         match *self {
-            Implementation::Chunked { chunk, sub_chunk, round, .. } => {
-                Some(ChunkOptions { chunk, sub_chunk, plan: round.plan() })
-            }
+            Implementation::Chunked {
+                chunk,
+                sub_chunk,
+                round,
+                ..
+            } => Some(ChunkOptions {
+                chunk,
+                sub_chunk,
+                plan: round.plan(),
+            }),
             _ => None,
         }
     }
@@ -369,14 +414,26 @@ fn stages(plan: &RoundingPlan, backward: bool) -> Vec<Dtype> {
 
 fn spec_with_stages(imp: &Implementation, stages: Vec<Dtype>) -> BoundSpec {
     let (alg, acc, dg) = match *imp {
-        Implementation::Recurrent { compute, dg } => (Algorithm::Recurrent, compute.dtype(), dg.form()),
-        Implementation::Parallel { compute } => (Algorithm::Parallel, compute.dtype(), DgForm::ReverseCumsum),
-        Implementation::Chunked { compute, chunk, .. } => {
-            (Algorithm::Chunked { chunk }, compute.dtype(), DgForm::ReverseCumsum)
+        Implementation::Recurrent { compute, dg } => {
+            (Algorithm::Recurrent, compute.dtype(), dg.form())
         }
-        Implementation::Gpu { .. } => (Algorithm::Chunked { chunk: 64 }, Dtype::F32, DgForm::ReverseCumsum),
+        Implementation::Parallel { compute } => {
+            (Algorithm::Parallel, compute.dtype(), DgForm::ReverseCumsum)
+        }
+        Implementation::Chunked { compute, chunk, .. } => (
+            Algorithm::Chunked { chunk },
+            compute.dtype(),
+            DgForm::ReverseCumsum,
+        ),
+        Implementation::Gpu { .. } => (
+            Algorithm::Chunked { chunk: 64 },
+            Dtype::F32,
+            DgForm::ReverseCumsum,
+        ),
     };
-    BoundSpec::new(alg, acc).with_stages(&stages).with_dg_form(dg)
+    BoundSpec::new(alg, acc)
+        .with_stages(&stages)
+        .with_dg_form(dg)
 }
 
 /// An f16 plan stores inputs, decayed queries and keys, chunk states, `A`, outputs and gradients
@@ -388,7 +445,9 @@ fn spec_with_stages(imp: &Implementation, stages: Vec<Dtype>) -> BoundSpec {
 /// outside the f16 plan's domain (an f16 kernel overflows there, spec F3): the candidate does not
 /// apply ([`GlaError::Unsupported`]).
 pub fn f16_range_ok(p: &Problem) -> Result<()> {
-    let amax = |a: Option<&ndarray::Array4<f64>>| a.map_or(0.0, |a| a.iter().fold(0.0f64, |m, x| m.max(x.abs())));
+    let amax = |a: Option<&ndarray::Array4<f64>>| {
+        a.map_or(0.0, |a| a.iter().fold(0.0f64, |m, x| m.max(x.abs())))
+    };
     let (mq, mk, mv) = (amax(Some(p.q())), amax(Some(p.k())), amax(Some(p.v())));
     let (mh0, mdo, mdht) = (amax(p.h0()), amax(p.do_()), amax(p.dht()));
     let d = p.dims();

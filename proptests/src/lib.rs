@@ -37,5 +37,7 @@ pub use implementation::{bound_spec, bound_spec_forward, solve, Compute, Impleme
 
 /// True when `GLA_DEEP=1` (or any value other than empty / `0`) is set: more cases, larger sizes.
 pub fn deep() -> bool {
-    std::env::var("GLA_DEEP").map(|v| !v.is_empty() && v != "0").unwrap_or(false)
+    std::env::var("GLA_DEEP")
+        .map(|v| !v.is_empty() && v != "0")
+        .unwrap_or(false)
 }

@@ -29,7 +29,10 @@ impl Dd {
     /// The exact product of two f64.
     pub fn prod(a: f64, b: f64) -> Dd {
         let hi = a * b;
-        Dd { hi, lo: a.mul_add(b, -hi) }
+        Dd {
+            hi,
+            lo: a.mul_add(b, -hi),
+        }
     }
     /// Sum (accurate to ~2^-104 relative).
     pub fn add(self, o: Dd) -> Dd {
@@ -105,7 +108,8 @@ pub fn solve(p: &Problem) -> Solution {
                 let t = sp.start + r;
                 for i in 0..kd {
                     for e in 0..vd {
-                        st[i * vd + e] = st[i * vd + e].add(Dd::prod(k[[b, t, h, i]], v[[b, t, h, e]]));
+                        st[i * vd + e] =
+                            st[i * vd + e].add(Dd::prod(k[[b, t, h, i]], v[[b, t, h, e]]));
                     }
                 }
                 for e in 0..vd {

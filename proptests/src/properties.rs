@@ -51,7 +51,11 @@ impl Ctx {
     pub fn from_env() -> Ctx {
         let mut impls = Implementation::all_available();
         if let Ok(sel) = std::env::var("GLA_IMPLS") {
-            let names: Vec<&str> = sel.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+            let names: Vec<&str> = sel
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect();
             if !names.is_empty() {
                 impls.retain(|i| names.contains(&i.name().as_str()));
             }
@@ -92,20 +96,56 @@ pub struct Property {
 /// Every property, in run order.
 pub fn all() -> Vec<Property> {
     vec![
-        Property { name: "oracle_agreement", default_cases: 512, run: oracle_agreement },
-        Property { name: "finiteness_extremes", default_cases: 256, run: finiteness_extremes },
-        Property { name: "causality", default_cases: 256, run: causality },
-        Property { name: "chunk_invariance", default_cases: 384, run: chunk_invariance },
-        Property { name: "split_invariance", default_cases: 256, run: split_invariance },
-        Property { name: "varlen_invariance", default_cases: 256, run: varlen_invariance },
+        Property {
+            name: "oracle_agreement",
+            default_cases: 512,
+            run: oracle_agreement,
+        },
+        Property {
+            name: "finiteness_extremes",
+            default_cases: 256,
+            run: finiteness_extremes,
+        },
+        Property {
+            name: "causality",
+            default_cases: 256,
+            run: causality,
+        },
+        Property {
+            name: "chunk_invariance",
+            default_cases: 384,
+            run: chunk_invariance,
+        },
+        Property {
+            name: "split_invariance",
+            default_cases: 256,
+            run: split_invariance,
+        },
+        Property {
+            name: "varlen_invariance",
+            default_cases: 256,
+            run: varlen_invariance,
+        },
         Property {
             name: "zero_gate_is_linear_attention",
             default_cases: 256,
             run: zero_gate_is_linear_attention,
         },
-        Property { name: "neg_inf_gate_resets", default_cases: 256, run: neg_inf_gate_resets },
-        Property { name: "pow2_scaling_exact", default_cases: 256, run: pow2_scaling_exact },
-        Property { name: "head_permutation_exact", default_cases: 256, run: head_permutation_exact },
+        Property {
+            name: "neg_inf_gate_resets",
+            default_cases: 256,
+            run: neg_inf_gate_resets,
+        },
+        Property {
+            name: "pow2_scaling_exact",
+            default_cases: 256,
+            run: pow2_scaling_exact,
+        },
+        Property {
+            name: "head_permutation_exact",
+            default_cases: 256,
+            run: head_permutation_exact,
+        },
         Property {
             name: "dg_local_equals_reverse_cumsum",
             default_cases: 256,
@@ -138,7 +178,11 @@ pub fn config(ctx: &Ctx, name: &str, default_cases: u32) -> ProptestConfig {
         .unwrap_or(default_cases * ctx.case_factor.max(1));
     let persistence: Option<Box<dyn proptest::test_runner::FailurePersistence>> = if ctx.persist {
         let path: &'static str = Box::leak(
-            format!("{}/proptest-regressions/{name}.txt", env!("CARGO_MANIFEST_DIR")).into_boxed_str(),
+            format!(
+                "{}/proptest-regressions/{name}.txt",
+                env!("CARGO_MANIFEST_DIR")
+            )
+            .into_boxed_str(),
         );
         Some(Box::new(FileFailurePersistence::Direct(path)))
     } else {
@@ -198,7 +242,8 @@ fn fail(msg: impl Into<String>) -> TestCaseError {
 }
 
 fn build(spec: &ProblemSpec) -> Result<Problem, TestCaseError> {
-    spec.build().map_err(|e| fail(format!("spec did not build: {e}")))
+    spec.build()
+        .map_err(|e| fail(format!("spec did not build: {e}")))
 }
 
 fn gla<T>(r: gla_reference::Result<T>, what: &str) -> Result<T, TestCaseError> {
@@ -214,16 +259,25 @@ fn prepared<'a>(imp: &Implementation, p: &'a Problem) -> Option<Cow<'a, Problem>
 
 /// Every candidate, forward and backward, against the oracle within the bound.
 pub fn oracle_agreement(ctx: &Ctx, name: &'static str, cases: u32) -> PropOutcome {
-    run_prop(ctx, name, cases, strategies::problem_spec(ctx.profile), |spec| {
-        let p = build(&spec)?;
-        let v = gla(harness::check_against_oracle_as(name, &p, &ctx.impls), "oracle")?;
-        let msg = harness::failures(&v);
-        if msg.is_empty() {
-            Ok(())
-        } else {
-            Err(fail(msg))
-        }
-    })
+    run_prop(
+        ctx,
+        name,
+        cases,
+        strategies::problem_spec(ctx.profile),
+        |spec| {
+            let p = build(&spec)?;
+            let v = gla(
+                harness::check_against_oracle_as(name, &p, &ctx.impls),
+                "oracle",
+            )?;
+            let msg = harness::failures(&v);
+            if msg.is_empty() {
+                Ok(())
+            } else {
+                Err(fail(msg))
+            }
+        },
+    )
 }
 
 /// Extreme gate regimes at larger sizes: every output of every candidate finite (the exact answer
@@ -244,33 +298,47 @@ pub fn finiteness_extremes(ctx: &Ctx, name: &'static str, cases: u32) -> PropOut
         max_packed: ctx.profile.max_packed * 2,
         ..ctx.profile
     };
-    run_prop(ctx, name, cases, strategies::problem_spec_with(profile, extremes, strategies::value_regime()), |spec| {
-        let p = build(&spec)?;
-        let m = magnitudes(&p);
-        for n in gla_reference::OUTPUT_NAMES {
-            if let Some(t) = m.tensor(n) {
-                if !t.iter().all(|x| x.is_finite()) {
-                    return Ok(()); // magnitude overflow: the exact answer may not be finite
-                }
-            }
-        }
-        for imp in &ctx.impls {
-            let Some(pp) = prepared(imp, &p) else { continue };
-            let s = gla(solve(imp, &pp, imp.supports_backward()), &imp.name())?;
+    run_prop(
+        ctx,
+        name,
+        cases,
+        strategies::problem_spec_with(profile, extremes, strategies::value_regime()),
+        |spec| {
+            let p = build(&spec)?;
+            let m = magnitudes(&p);
             for n in gla_reference::OUTPUT_NAMES {
-                let Some(t) = s.tensor(n) else { continue }; // forward-only candidates
-                if let Some((idx, x)) = t.indexed_iter().find(|(_, x)| !x.is_finite()) {
-                    return Err(fail(format!("{imp}: {n}{idx:?} = {x} (exact answer is finite)")));
+                if let Some(t) = m.tensor(n) {
+                    if !t.iter().all(|x| x.is_finite()) {
+                        return Ok(()); // magnitude overflow: the exact answer may not be finite
+                    }
                 }
             }
-        }
-        Ok(())
-    })
+            for imp in &ctx.impls {
+                let Some(pp) = prepared(imp, &p) else {
+                    continue;
+                };
+                let s = gla(solve(imp, &pp, imp.supports_backward()), &imp.name())?;
+                for n in gla_reference::OUTPUT_NAMES {
+                    let Some(t) = s.tensor(n) else { continue }; // forward-only candidates
+                    if let Some((idx, x)) = t.indexed_iter().find(|(_, x)| !x.is_finite()) {
+                        return Err(fail(format!(
+                            "{imp}: {n}{idx:?} = {x} (exact answer is finite)"
+                        )));
+                    }
+                }
+            }
+            Ok(())
+        },
+    )
 }
 
 /// Changing inputs at t >= P leaves o and dq before P bit-identical (forward and backward runs).
 pub fn causality(ctx: &Ctx, name: &'static str, cases: u32) -> PropOutcome {
-    let strat = (strategies::dense_problem_spec(ctx.profile, 2), any::<proptest::sample::Index>(), any::<u64>());
+    let strat = (
+        strategies::dense_problem_spec(ctx.profile, 2),
+        any::<proptest::sample::Index>(),
+        any::<u64>(),
+    );
     run_prop(ctx, name, cases, strat, |(spec, at, seed)| {
         let p = build(&spec)?;
         let t = p.dims().t;
@@ -283,12 +351,17 @@ pub fn causality(ctx: &Ctx, name: &'static str, cases: u32) -> PropOutcome {
             for backward in [false, imp.supports_backward()] {
                 let a = gla(solve(imp, &p, backward), &imp.name())?;
                 let b = gla(solve(imp, &p2, backward), &imp.name())?;
-                if let Err(e) = identical(&transform::prefix_outputs(&a, cut), &transform::prefix_outputs(&b, cut)) {
+                if let Err(e) = identical(
+                    &transform::prefix_outputs(&a, cut),
+                    &transform::prefix_outputs(&b, cut),
+                ) {
                     // Diagnose: is the candidate even deterministic on the unchanged input?
                     let again = gla(solve(imp, &p, backward), &imp.name())?;
                     let det = match identical(&a, &again) {
                         Ok(()) => "it is deterministic on the unchanged input".to_string(),
-                        Err(d) => format!("it is NOT deterministic: two runs on the same input differ at {d}"),
+                        Err(d) => format!(
+                            "it is NOT deterministic: two runs on the same input differ at {d}"
+                        ),
                     };
                     return Err(fail(format!(
                         "{imp} (backward={backward}): inputs changed from t={cut} on changed an output before it: {e}; {det}"
@@ -301,8 +374,20 @@ pub fn causality(ctx: &Ctx, name: &'static str, cases: u32) -> PropOutcome {
 }
 
 /// Chunkings the chunk-invariance property draws from (C, c).
-pub const CHUNKINGS: &[(usize, usize)] =
-    &[(64, 16), (32, 8), (16, 4), (16, 16), (8, 2), (8, 8), (4, 1), (4, 4), (2, 1), (1, 1), (48, 16), (128, 32)];
+pub const CHUNKINGS: &[(usize, usize)] = &[
+    (64, 16),
+    (32, 8),
+    (16, 4),
+    (16, 16),
+    (8, 2),
+    (8, 8),
+    (4, 1),
+    (4, 4),
+    (2, 1),
+    (1, 1),
+    (48, 16),
+    (128, 32),
+];
 
 /// Chunked (C1, c1) vs (C2, c2) vs the recurrence, f32 and f64, within the sum of their bounds.
 pub fn chunk_invariance(ctx: &Ctx, name: &'static str, cases: u32) -> PropOutcome {
@@ -318,7 +403,10 @@ pub fn chunk_invariance(ctx: &Ctx, name: &'static str, cases: u32) -> PropOutcom
         for compute in [Compute::F32, Compute::F64] {
             let a = Implementation::chunked(compute, c1.0, c1.1);
             let b = Implementation::chunked(compute, c2.0, c2.1);
-            let r = Implementation::Recurrent { compute, dg: crate::implementation::DgFormKey::ReverseCumsum };
+            let r = Implementation::Recurrent {
+                compute,
+                dg: crate::implementation::DgFormKey::ReverseCumsum,
+            };
             let sa = gla(solve(&a, &p, true), &a.name())?;
             let sb = gla(solve(&b, &p, true), &b.name())?;
             let sr = gla(solve(&r, &p, true), &r.name())?;
@@ -329,7 +417,10 @@ pub fn chunk_invariance(ctx: &Ctx, name: &'static str, cases: u32) -> PropOutcom
                 )?;
                 record_pair(name, &format!("{x} vs {y}"), &rep);
                 if !rep.pass() {
-                    return Err(fail(format!("{x} vs {y} disagree beyond bound_a + bound_b:\n{}", harness::failing_rows(&rep))));
+                    return Err(fail(format!(
+                        "{x} vs {y} disagree beyond bound_a + bound_b:\n{}",
+                        harness::failing_rows(&rep)
+                    )));
                 }
             }
         }
@@ -354,7 +445,11 @@ fn rebound(mut r: Report, n_acc: f64, lambda: f64) -> Report {
 /// Run a candidate as prefill (rows < cut) + continuation from the prefill's hT; the backward
 /// pass seeds the prefix with the continuation's dh0. Returns the stitched solution and the two
 /// part problems.
-fn split_run(imp: &Implementation, pp: &Problem, cut: usize) -> gla_reference::Result<(Solution, Problem, Problem)> {
+fn split_run(
+    imp: &Implementation,
+    pp: &Problem,
+    cut: usize,
+) -> gla_reference::Result<(Solution, Problem, Problem)> {
     let t = pp.dims().t;
     let pre = transform::slice_time(pp, 0, cut)?;
     let pre = transform::with_states(&pre, pp.h0().cloned(), None)?;
@@ -379,14 +474,19 @@ fn split_run(imp: &Implementation, pp: &Problem, cut: usize) -> gla_reference::R
 /// plan get one more rounding stage of their input dtype (the carried hT / dh0 is an input of the
 /// next part and is rounded like every input).
 pub fn split_invariance(ctx: &Ctx, name: &'static str, cases: u32) -> PropOutcome {
-    let strat = (strategies::dense_problem_spec(ctx.profile, 1), any::<proptest::sample::Index>());
+    let strat = (
+        strategies::dense_problem_spec(ctx.profile, 1),
+        any::<proptest::sample::Index>(),
+    );
     run_prop(ctx, name, cases, strat, |(spec, at)| {
         let p = build(&spec)?;
         let t = p.dims().t;
         let cut = at.index(t + 1); // 0..=T: empty parts included
         let mut cache: Vec<(Problem, Solution, gla_reference::bounds::Magnitudes)> = Vec::new();
         for imp in &ctx.impls {
-            let Some(pp) = prepared(imp, &p) else { continue };
+            let Some(pp) = prepared(imp, &p) else {
+                continue;
+            };
             let pp = pp.into_owned();
             let i = match cache.iter().position(|c| c.0 == pp) {
                 Some(i) => i,
@@ -422,7 +522,11 @@ pub fn split_invariance(ctx: &Ctx, name: &'static str, cases: u32) -> PropOutcom
 /// Packed varlen == every sequence run alone (bit-identical), and perturbing one sequence (its rows,
 /// h0 and dhT) leaves every other sequence's outputs bit-identical.
 pub fn varlen_invariance(ctx: &Ctx, name: &'static str, cases: u32) -> PropOutcome {
-    let strat = (strategies::varlen_problem_spec(ctx.profile), any::<proptest::sample::Index>(), any::<u64>());
+    let strat = (
+        strategies::varlen_problem_spec(ctx.profile),
+        any::<proptest::sample::Index>(),
+        any::<u64>(),
+    );
     run_prop(ctx, name, cases, strat, |(spec, which, seed)| {
         let p = build(&spec)?;
         let n = p.dims().n;
@@ -440,7 +544,9 @@ pub fn varlen_invariance(ctx: &Ctx, name: &'static str, cases: u32) -> PropOutco
             }
             let stitched = transform::pack_solutions(&p, &alone);
             identical(&packed, &stitched).map_err(|e| {
-                fail(format!("{imp}: packed varlen differs from the sequences run one by one: {e}"))
+                fail(format!(
+                    "{imp}: packed varlen differs from the sequences run one by one: {e}"
+                ))
             })?;
             let other = gla(solve(imp, &p2, imp.supports_backward()), &imp.name())?;
             let a = transform::unpack_solution(&p, &packed);
@@ -448,7 +554,9 @@ pub fn varlen_invariance(ctx: &Ctx, name: &'static str, cases: u32) -> PropOutco
             for (j, (x, y)) in a.iter().zip(&b).enumerate() {
                 if j != victim {
                     identical(x, y).map_err(|e| {
-                        fail(format!("{imp}: changing sequence {victim} changed sequence {j}: {e}"))
+                        fail(format!(
+                            "{imp}: changing sequence {victim} changed sequence {j}: {e}"
+                        ))
                     })?;
                 }
             }
@@ -460,16 +568,25 @@ pub fn varlen_invariance(ctx: &Ctx, name: &'static str, cases: u32) -> PropOutco
 /// g = 0 equals plain linear attention computed independently ([`crate::linear`], double-double),
 /// within each candidate's bound.
 pub fn zero_gate_is_linear_attention(ctx: &Ctx, name: &'static str, cases: u32) -> PropOutcome {
-    let strat = strategies::problem_spec_with(ctx.profile, Just(GateRegime::Zero), strategies::value_regime());
+    let strat = strategies::problem_spec_with(
+        ctx.profile,
+        Just(GateRegime::Zero),
+        strategies::value_regime(),
+    );
     run_prop(ctx, name, cases, strat, |spec| {
         let p = build(&spec)?;
         for imp in &ctx.impls {
-            let Some(pp) = prepared(imp, &p) else { continue };
+            let Some(pp) = prepared(imp, &p) else {
+                continue;
+            };
             let exact = crate::linear::solve(&pp);
             let m = magnitudes(&pp);
             let f = gla(solve(imp, &pp, false), &imp.name())?;
             let b = gla(solve(imp, &pp, imp.supports_backward()), &imp.name())?;
-            let rep = gla(harness::judge(imp, &pp, &m, &exact, &f, Some(&b)), "compare")?;
+            let rep = gla(
+                harness::judge(imp, &pp, &m, &exact, &f, Some(&b)),
+                "compare",
+            )?;
             harness::record(name, imp, &rep);
             if !rep.pass() {
                 return Err(fail(format!(
@@ -487,7 +604,10 @@ pub fn zero_gate_is_linear_attention(ctx: &Ctx, name: &'static str, cases: u32) 
 /// fresh run from t0 (h0 = 0), with the whole problem's bound; the recurrence must moreover be
 /// bit-identical to its own fresh run from t0 (o, hT, dq, dk, dv, dg at rows >= t0).
 pub fn neg_inf_gate_resets(ctx: &Ctx, name: &'static str, cases: u32) -> PropOutcome {
-    let strat = (strategies::dense_problem_spec(ctx.profile, 1), any::<proptest::sample::Index>());
+    let strat = (
+        strategies::dense_problem_spec(ctx.profile, 1),
+        any::<proptest::sample::Index>(),
+    );
     run_prop(ctx, name, cases, strat, |(spec, at)| {
         let p = build(&spec)?;
         let t = p.dims().t;
@@ -495,15 +615,23 @@ pub fn neg_inf_gate_resets(ctx: &Ctx, name: &'static str, cases: u32) -> PropOut
         let p = gla(transform::reset_at(&p, t0), "reset")?;
         let mut cache: Vec<(Problem, Solution)> = Vec::new();
         for imp in &ctx.impls {
-            let Some(pp) = prepared(imp, &p) else { continue };
+            let Some(pp) = prepared(imp, &p) else {
+                continue;
+            };
             let pp = pp.into_owned();
             let i = match cache.iter().position(|c| c.0 == pp) {
                 Some(i) => i,
                 None => {
                     let pre = gla(transform::slice_time(&pp, 0, t0), "slice")?;
-                    let pre = gla(transform::with_states(&pre, pp.h0().cloned(), None), "states")?;
+                    let pre = gla(
+                        transform::with_states(&pre, pp.h0().cloned(), None),
+                        "states",
+                    )?;
                     let suf = gla(transform::slice_time(&pp, t0, t), "slice")?;
-                    let suf = gla(transform::with_states(&suf, None, pp.dht().cloned()), "states")?;
+                    let suf = gla(
+                        transform::with_states(&suf, None, pp.dht().cloned()),
+                        "states",
+                    )?;
                     let ea = gla(harness::oracle(&pre, true), "oracle")?;
                     let eb = gla(harness::oracle(&suf, true), "oracle")?;
                     cache.push((pp.clone(), transform::concat_time(&ea, &eb)));
@@ -524,7 +652,10 @@ pub fn neg_inf_gate_resets(ctx: &Ctx, name: &'static str, cases: u32) -> PropOut
             }
             if matches!(imp, Implementation::Recurrent { .. }) {
                 let suf = gla(transform::slice_time(pp, t0, t), "slice")?;
-                let suf = gla(transform::with_states(&suf, None, pp.dht().cloned()), "states")?;
+                let suf = gla(
+                    transform::with_states(&suf, None, pp.dht().cloned()),
+                    "states",
+                )?;
                 let fresh = gla(solve(imp, &suf, imp.supports_backward()), &imp.name())?;
                 let tail = transform::time_rows(&b, t0, t);
                 identical(&tail, &transform::time_rows(&fresh, 0, t - t0)).map_err(|e| {
@@ -546,14 +677,22 @@ pub fn pow2_scaling_exact(ctx: &Ctx, name: &'static str, cases: u32) -> PropOutc
         ValueRegime::PositiveOnly,
         ValueRegime::Cancellation,
     ]);
-    let strat = (strategies::problem_spec_with(ctx.profile, gates, values), -12i32..=12);
+    let strat = (
+        strategies::problem_spec_with(ctx.profile, gates, values),
+        -12i32..=12,
+    );
     run_prop(ctx, name, cases, strat, |(spec, k)| {
         let p = build(&spec)?;
         let f = 2f64.powi(k);
         let p2 = gla(transform::scale_v_h0(&p, f), "scale")?;
         for imp in &ctx.impls {
-            if matches!(imp, Implementation::Chunked { round: Round::F16, .. })
-                || matches!(imp, Implementation::Gpu { dtype: Dtype::F16 })
+            if matches!(
+                imp,
+                Implementation::Chunked {
+                    round: Round::F16,
+                    ..
+                }
+            ) || matches!(imp, Implementation::Gpu { dtype: Dtype::F16 })
             {
                 continue;
             }
@@ -571,7 +710,9 @@ pub fn pow2_scaling_exact(ctx: &Ctx, name: &'static str, cases: u32) -> PropOutc
                 }),
             };
             identical(&scaled, &b).map_err(|e| {
-                fail(format!("{imp}: scaling v and h0 by 2^{k} is not exact: {e}"))
+                fail(format!(
+                    "{imp}: scaling v and h0 by 2^{k} is not exact: {e}"
+                ))
             })?;
         }
         Ok(())
@@ -580,7 +721,10 @@ pub fn pow2_scaling_exact(ctx: &Ctx, name: &'static str, cases: u32) -> PropOutc
 
 /// Permuting heads permutes every output bit-identically.
 pub fn head_permutation_exact(ctx: &Ctx, name: &'static str, cases: u32) -> PropOutcome {
-    let profile = SizeProfile { max_h: ctx.profile.max_h.max(3), ..ctx.profile };
+    let profile = SizeProfile {
+        max_h: ctx.profile.max_h.max(3),
+        ..ctx.profile
+    };
     let strat = (
         strategies::problem_spec(profile).prop_filter("at least 2 heads", |s| s.h >= 2),
         any::<u64>(),
@@ -603,7 +747,9 @@ pub fn head_permutation_exact(ctx: &Ctx, name: &'static str, cases: u32) -> Prop
             let a = gla(solve(imp, &p, imp.supports_backward()), &imp.name())?;
             let b = gla(solve(imp, &p2, imp.supports_backward()), &imp.name())?;
             identical(&transform::permute_heads_solution(&a, &perm), &b).map_err(|e| {
-                fail(format!("{imp}: permuting heads by {perm:?} did not permute the outputs: {e}"))
+                fail(format!(
+                    "{imp}: permuting heads by {perm:?} did not permute the outputs: {e}"
+                ))
             })?;
         }
         Ok(())
@@ -615,64 +761,113 @@ pub fn head_permutation_exact(ctx: &Ctx, name: &'static str, cases: u32) -> Prop
 /// max(|x|, 2^-32 M)); the reference's two forms (recurrent f32 and f64, and the chunked f32 reverse
 /// sums against the recurrent f32 local form) within the sum of their bounds.
 pub fn dg_local_equals_reverse_cumsum(ctx: &Ctx, name: &'static str, cases: u32) -> PropOutcome {
-    run_prop(ctx, name, cases, strategies::problem_spec(ctx.profile), |spec| {
-        let p = build(&spec)?;
-        let p = gla(p.rounded_to(Dtype::F32), "round")?;
-        let m = magnitudes(&p);
-        let r = gla(harness::oracle_full(&p, true), "oracle")?;
-        let local = &r.solution.grads.as_ref().expect("backward").dg;
-        let rc = r.dg_reverse_cumsum.as_ref().ok_or_else(|| fail("oracle gave no reverse-cumsum dg"))?;
-        let mdg = m.dg.as_ref().expect("magnitudes with do");
-        for (idx, &a) in local.indexed_iter() {
-            let b = rc[idx];
-            let tol = 2f64.powi(-52) * (a.abs() + b.abs()) + 2f64.powi(-70) * mdg[idx];
-            if (a - b).abs() > tol || (a - b).is_nan() {
-                return Err(fail(format!(
-                    "oracle: local dg {a:e} vs reverse-cumsum dg {b:e} at {idx:?} (M_dg {:e})",
-                    mdg[idx]
-                )));
+    run_prop(
+        ctx,
+        name,
+        cases,
+        strategies::problem_spec(ctx.profile),
+        |spec| {
+            let p = build(&spec)?;
+            let p = gla(p.rounded_to(Dtype::F32), "round")?;
+            let m = magnitudes(&p);
+            let r = gla(harness::oracle_full(&p, true), "oracle")?;
+            let local = &r.solution.grads.as_ref().expect("backward").dg;
+            let rc = r
+                .dg_reverse_cumsum
+                .as_ref()
+                .ok_or_else(|| fail("oracle gave no reverse-cumsum dg"))?;
+            let mdg = m.dg.as_ref().expect("magnitudes with do");
+            for (idx, &a) in local.indexed_iter() {
+                let b = rc[idx];
+                let tol = 2f64.powi(-52) * (a.abs() + b.abs()) + 2f64.powi(-70) * mdg[idx];
+                if (a - b).abs() > tol || (a - b).is_nan() {
+                    return Err(fail(format!(
+                        "oracle: local dg {a:e} vs reverse-cumsum dg {b:e} at {idx:?} (M_dg {:e})",
+                        mdg[idx]
+                    )));
+                }
             }
-        }
-        use crate::implementation::DgFormKey::*;
-        let pairs = [
-            (Implementation::Recurrent { compute: Compute::F32, dg: Local }, Implementation::RECURRENT_F32),
-            (Implementation::Recurrent { compute: Compute::F64, dg: Local }, Implementation::RECURRENT_F64),
-            (Implementation::Recurrent { compute: Compute::F32, dg: Local }, Implementation::chunked(Compute::F32, 64, 16)),
-            (Implementation::Recurrent { compute: Compute::F32, dg: Local }, Implementation::chunked(Compute::F32, 16, 4)),
-        ];
-        for (x, y) in pairs {
-            let sx = gla(solve(&x, &p, true), &x.name())?;
-            let sy = gla(solve(&y, &p, true), &y.name())?;
-            let only_dg = |s: &Solution| Solution {
-                o: ndarray::Array4::zeros((0, 0, 0, 0)),
-                ht: ndarray::Array4::zeros((0, 0, 0, 0)),
-                grads: s.grads.clone().map(|g| gla_reference::Gradients {
-                    dq: ndarray::Array4::zeros((0, 0, 0, 0)),
-                    dk: ndarray::Array4::zeros((0, 0, 0, 0)),
-                    dv: ndarray::Array4::zeros((0, 0, 0, 0)),
-                    dh0: ndarray::Array4::zeros((0, 0, 0, 0)),
-                    dg: g.dg,
-                }),
-            };
-            let rep = gla(
-                compare_pair(&p, &p, &m, &only_dg(&sx), &bound_spec(&x, &p), &only_dg(&sy), &bound_spec(&y, &p)),
-                "compare",
-            )?;
-            let rep = Report { tensors: rep.tensors.into_iter().filter(|t| t.name == "dg").collect() };
-            record_pair(name, &format!("{x} vs {y}"), &rep);
-            if !rep.pass() {
-                return Err(fail(format!("{x} (local dg) vs {y} (reverse-cumsum dg):\n{}", harness::failing_rows(&rep))));
+            use crate::implementation::DgFormKey::*;
+            let pairs = [
+                (
+                    Implementation::Recurrent {
+                        compute: Compute::F32,
+                        dg: Local,
+                    },
+                    Implementation::RECURRENT_F32,
+                ),
+                (
+                    Implementation::Recurrent {
+                        compute: Compute::F64,
+                        dg: Local,
+                    },
+                    Implementation::RECURRENT_F64,
+                ),
+                (
+                    Implementation::Recurrent {
+                        compute: Compute::F32,
+                        dg: Local,
+                    },
+                    Implementation::chunked(Compute::F32, 64, 16),
+                ),
+                (
+                    Implementation::Recurrent {
+                        compute: Compute::F32,
+                        dg: Local,
+                    },
+                    Implementation::chunked(Compute::F32, 16, 4),
+                ),
+            ];
+            for (x, y) in pairs {
+                let sx = gla(solve(&x, &p, true), &x.name())?;
+                let sy = gla(solve(&y, &p, true), &y.name())?;
+                let only_dg = |s: &Solution| Solution {
+                    o: ndarray::Array4::zeros((0, 0, 0, 0)),
+                    ht: ndarray::Array4::zeros((0, 0, 0, 0)),
+                    grads: s.grads.clone().map(|g| gla_reference::Gradients {
+                        dq: ndarray::Array4::zeros((0, 0, 0, 0)),
+                        dk: ndarray::Array4::zeros((0, 0, 0, 0)),
+                        dv: ndarray::Array4::zeros((0, 0, 0, 0)),
+                        dh0: ndarray::Array4::zeros((0, 0, 0, 0)),
+                        dg: g.dg,
+                    }),
+                };
+                let rep = gla(
+                    compare_pair(
+                        &p,
+                        &p,
+                        &m,
+                        &only_dg(&sx),
+                        &bound_spec(&x, &p),
+                        &only_dg(&sy),
+                        &bound_spec(&y, &p),
+                    ),
+                    "compare",
+                )?;
+                let rep = Report {
+                    tensors: rep.tensors.into_iter().filter(|t| t.name == "dg").collect(),
+                };
+                record_pair(name, &format!("{x} vs {y}"), &rep);
+                if !rep.pass() {
+                    return Err(fail(format!(
+                        "{x} (local dg) vs {y} (reverse-cumsum dg):\n{}",
+                        harness::failing_rows(&rep)
+                    )));
+                }
             }
-        }
-        // Each form against the oracle, with the magnitude of its own algorithm.
-        for x in [pairs[0].0, pairs[0].1] {
-            let sx = gla(solve(&x, &p, true), &x.name())?;
-            let rep = gla(compare(&p, &r.solution, &m, &sx, &bound_spec(&x, &p)), "compare")?;
-            harness::record(name, &x, &rep);
-            if !rep.pass() {
-                return Err(fail(format!("{x}:\n{}", harness::failing_rows(&rep))));
+            // Each form against the oracle, with the magnitude of its own algorithm.
+            for x in [pairs[0].0, pairs[0].1] {
+                let sx = gla(solve(&x, &p, true), &x.name())?;
+                let rep = gla(
+                    compare(&p, &r.solution, &m, &sx, &bound_spec(&x, &p)),
+                    "compare",
+                )?;
+                harness::record(name, &x, &rep);
+                if !rep.pass() {
+                    return Err(fail(format!("{x}:\n{}", harness::failing_rows(&rep))));
+                }
             }
-        }
-        Ok(())
-    })
+            Ok(())
+        },
+    )
 }

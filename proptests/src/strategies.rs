@@ -253,7 +253,11 @@ fn fill_btw(
                     for tt in (1..t).step_by(2) {
                         for hh in 0..h {
                             for x in 0..w {
-                                let noise = if sign < 0.0 { 2f64.powi(-10) * normal(rng) } else { 0.0 };
+                                let noise = if sign < 0.0 {
+                                    2f64.powi(-10) * normal(rng)
+                                } else {
+                                    0.0
+                                };
                                 a[[bb, tt, hh, x]] = sign * a[[bb, tt - 1, hh, x]] + noise;
                             }
                         }
@@ -288,9 +292,16 @@ impl ProblemSpec {
             GateKind::Scalar => 1,
         };
         let mut g = Array4::from_shape_fn((b, t, h, kg), |_| gate_value(self.gates, &mut rng));
-        if matches!(self.gates, GateRegime::IsolatedNegInf | GateRegime::IsolatedMinus300) && t > 0 {
-            let special =
-                if self.gates == GateRegime::IsolatedNegInf { f64::NEG_INFINITY } else { -300.0 };
+        if matches!(
+            self.gates,
+            GateRegime::IsolatedNegInf | GateRegime::IsolatedMinus300
+        ) && t > 0
+        {
+            let special = if self.gates == GateRegime::IsolatedNegInf {
+                f64::NEG_INFINITY
+            } else {
+                -300.0
+            };
             // Interesting rows: chunk / sub-chunk starts and ends of both default chunkings, and
             // one random row.
             let candidates = [0usize, 3, 4, 15, 16, 17, 63, 64, rng.gen_range(0..t)];
@@ -367,18 +378,45 @@ pub struct SizeProfile {
 
 impl Default for SizeProfile {
     fn default() -> Self {
-        SizeProfile { min_width: 1, max_b: 2, max_h: 2, max_width: 24, long: true, long_width: 4, max_seqs: 5, max_packed: 128 }
+        SizeProfile {
+            min_width: 1,
+            max_b: 2,
+            max_h: 2,
+            max_width: 24,
+            long: true,
+            long_width: 4,
+            max_seqs: 5,
+            max_packed: 128,
+        }
     }
 }
 
 impl SizeProfile {
     /// Larger sizes for nightly runs.
     pub fn deep() -> Self {
-        SizeProfile { min_width: 1, max_b: 3, max_h: 3, max_width: 24, long: true, long_width: 8, max_seqs: 8, max_packed: 300 }
+        SizeProfile {
+            min_width: 1,
+            max_b: 3,
+            max_h: 3,
+            max_width: 24,
+            long: true,
+            long_width: 8,
+            max_seqs: 8,
+            max_packed: 300,
+        }
     }
     /// Sizes the GPU kernels take (K, V in {64, 128}), kept small for the oracle.
     pub fn gpu() -> Self {
-        SizeProfile { min_width: 64, max_b: 2, max_h: 2, max_width: 128, long: true, long_width: 64, max_seqs: 4, max_packed: 160 }
+        SizeProfile {
+            min_width: 64,
+            max_b: 2,
+            max_h: 2,
+            max_width: 128,
+            long: true,
+            long_width: 64,
+            max_seqs: 4,
+            max_packed: 160,
+        }
     }
     /// `deep()` when `GLA_DEEP=1`, else the default.
     pub fn from_env() -> Self {
@@ -400,7 +438,11 @@ pub fn length() -> impl Strategy<Value = usize> {
 
 /// A width (K or V) in `min..=max` (the nearest listed width to `min` when none is in range).
 pub fn width(min: usize, max: usize) -> impl Strategy<Value = usize> {
-    let mut ws: Vec<usize> = WIDTHS.iter().copied().filter(|&w| w >= min && w <= max).collect();
+    let mut ws: Vec<usize> = WIDTHS
+        .iter()
+        .copied()
+        .filter(|&w| w >= min && w <= max)
+        .collect();
     if ws.is_empty() {
         ws.push(WIDTHS.iter().copied().find(|&w| w >= min).unwrap_or(min));
     }
@@ -436,8 +478,17 @@ pub fn seq_lens(profile: SizeProfile) -> impl Strategy<Value = Vec<usize>> {
 
 #[derive(Debug, Clone)]
 enum Layout {
-    Dense { b: usize, t: usize, k: usize, v: usize },
-    Varlen { lens: Vec<usize>, k: usize, v: usize },
+    Dense {
+        b: usize,
+        t: usize,
+        k: usize,
+        v: usize,
+    },
+    Varlen {
+        lens: Vec<usize>,
+        k: usize,
+        v: usize,
+    },
 }
 
 fn layout(profile: SizeProfile) -> impl Strategy<Value = Layout> {
@@ -485,17 +536,37 @@ pub fn problem_spec_with(
         prop_oneof![1 => Just(Dtype::F32), 1 => Just(Dtype::Bf16)],
         any::<u64>(),
     )
-        .prop_map(|(layout, h, gate_kind, gates, values, h0, dht, scale, grid, seed)| {
-            let (b, t, k, v, seq_lens) = match layout {
-                Layout::Dense { b, t, k, v } => (b, t, k, v, None),
-                Layout::Varlen { lens, k, v } => (1, lens.iter().sum(), k, v, Some(lens)),
-            };
-            ProblemSpec { b, t, h, k, v, gate_kind, gates, values, h0, dht, seq_lens, scale, grid, seed }
-        })
+        .prop_map(
+            |(layout, h, gate_kind, gates, values, h0, dht, scale, grid, seed)| {
+                let (b, t, k, v, seq_lens) = match layout {
+                    Layout::Dense { b, t, k, v } => (b, t, k, v, None),
+                    Layout::Varlen { lens, k, v } => (1, lens.iter().sum(), k, v, Some(lens)),
+                };
+                ProblemSpec {
+                    b,
+                    t,
+                    h,
+                    k,
+                    v,
+                    gate_kind,
+                    gates,
+                    values,
+                    h0,
+                    dht,
+                    seq_lens,
+                    scale,
+                    grid,
+                    seed,
+                }
+            },
+        )
 }
 
 /// Dense (no varlen) problems with at least `min_t` steps.
-pub fn dense_problem_spec(profile: SizeProfile, min_t: usize) -> impl Strategy<Value = ProblemSpec> {
+pub fn dense_problem_spec(
+    profile: SizeProfile,
+    min_t: usize,
+) -> impl Strategy<Value = ProblemSpec> {
     problem_spec(profile).prop_filter_map("dense problem with enough steps", move |mut s| {
         if let Some(lens) = s.seq_lens.take() {
             // Turn a varlen layout into a dense one of its packed length.

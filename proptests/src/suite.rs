@@ -26,7 +26,11 @@ pub struct SuiteOptions {
 impl SuiteOptions {
     /// Every available candidate, sizes and case counts from `GLA_DEEP` / `PROPTEST_CASES`.
     pub fn from_env() -> Self {
-        SuiteOptions { ctx: Ctx::from_env(), filters: Vec::new(), progress: true }
+        SuiteOptions {
+            ctx: Ctx::from_env(),
+            filters: Vec::new(),
+            progress: true,
+        }
     }
     /// Deep run (8x cases, larger sizes) whatever the environment says.
     pub fn deep() -> Self {
@@ -46,16 +50,29 @@ pub fn run(opts: &SuiteOptions) -> Summary {
         jobs.push((opts.ctx.clone(), prop.name, prop));
     }
     // The GPU round: the GPU candidates and their CPU twins on the sizes the kernels take.
-    let gpus: Vec<_> = opts.ctx.impls.iter().filter(|i| i.is_gpu()).copied().collect();
+    let gpus: Vec<_> = opts
+        .ctx
+        .impls
+        .iter()
+        .filter(|i| i.is_gpu())
+        .copied()
+        .collect();
     if !gpus.is_empty() {
         let mut impls = gpus.clone();
         impls.extend(gpus.iter().filter_map(|g| g.cpu_twin()));
         impls.dedup();
-        let ctx = Ctx { impls, profile: crate::strategies::SizeProfile::gpu(), ..opts.ctx.clone() };
+        let ctx = Ctx {
+            impls,
+            profile: crate::strategies::SizeProfile::gpu(),
+            ..opts.ctx.clone()
+        };
         for prop in properties::all() {
             if properties::GPU_PROPERTIES.contains(&prop.name) {
                 let name: &'static str = Box::leak(format!("gpu_{}", prop.name).into_boxed_str());
-                let p = properties::Property { default_cases: (prop.default_cases / 8).max(4), ..prop };
+                let p = properties::Property {
+                    default_cases: (prop.default_cases / 8).max(4),
+                    ..prop
+                };
                 jobs.push((ctx.clone(), name, p));
             }
         }
@@ -71,7 +88,10 @@ pub fn run(opts: &SuiteOptions) -> Summary {
         let out = (prop.run)(&ctx, name, prop.default_cases);
         if opts.progress {
             let status = if out.result.is_ok() { "ok" } else { "FAILED" };
-            println!("property {:<34} {:>5} cases {:>8.1}s  {}", out.name, out.cases, out.seconds, status);
+            println!(
+                "property {:<34} {:>5} cases {:>8.1}s  {}",
+                out.name, out.cases, out.seconds, status
+            );
             if let Err(msg) = &out.result {
                 println!("{msg}");
             }

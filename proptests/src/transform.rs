@@ -83,7 +83,11 @@ pub fn slice_time(p: &Problem, start: usize, end: usize) -> Result<Problem> {
 }
 
 /// The same problem with other initial state and final-state gradient.
-pub fn with_states(p: &Problem, h0: Option<Array4<f64>>, dht: Option<Array4<f64>>) -> Result<Problem> {
+pub fn with_states(
+    p: &Problem,
+    h0: Option<Array4<f64>>,
+    dht: Option<Array4<f64>>,
+) -> Result<Problem> {
     let mut x = Parts::of(p);
     x.h0 = h0;
     x.dht = dht;
@@ -135,13 +139,20 @@ pub fn pack_solutions(p: &Problem, parts: &[Solution]) -> Solution {
         let r = sp.start..sp.start + sp.len;
         let b = sp.batch;
         o.slice_mut(s![b..b + 1, r.clone(), .., ..]).assign(&sol.o);
-        ht.slice_mut(s![sp.state..sp.state + 1, .., .., ..]).assign(&sol.ht);
+        ht.slice_mut(s![sp.state..sp.state + 1, .., .., ..])
+            .assign(&sol.ht);
         if let (Some(g), Some(sg)) = (gr.as_mut(), sol.grads.as_ref()) {
-            g.dq.slice_mut(s![b..b + 1, r.clone(), .., ..]).assign(&sg.dq);
-            g.dk.slice_mut(s![b..b + 1, r.clone(), .., ..]).assign(&sg.dk);
-            g.dv.slice_mut(s![b..b + 1, r.clone(), .., ..]).assign(&sg.dv);
-            g.dg.slice_mut(s![b..b + 1, r.clone(), .., ..]).assign(&sg.dg);
-            g.dh0.slice_mut(s![sp.state..sp.state + 1, .., .., ..]).assign(&sg.dh0);
+            g.dq.slice_mut(s![b..b + 1, r.clone(), .., ..])
+                .assign(&sg.dq);
+            g.dk.slice_mut(s![b..b + 1, r.clone(), .., ..])
+                .assign(&sg.dk);
+            g.dv.slice_mut(s![b..b + 1, r.clone(), .., ..])
+                .assign(&sg.dv);
+            g.dg.slice_mut(s![b..b + 1, r.clone(), .., ..])
+                .assign(&sg.dg);
+            g.dh0
+                .slice_mut(s![sp.state..sp.state + 1, .., .., ..])
+                .assign(&sg.dh0);
         }
     }
     Solution { o, ht, grads: gr }
@@ -150,7 +161,9 @@ pub fn pack_solutions(p: &Problem, parts: &[Solution]) -> Solution {
 /// Concatenate the results of a prefix run (rows before the split) and of its continuation:
 /// time-indexed outputs concatenated, hT from the continuation, dh0 from the prefix.
 pub fn concat_time(a: &Solution, b: &Solution) -> Solution {
-    let cat = |x: &Array4<f64>, y: &Array4<f64>| concatenate(Axis(1), &[x.view(), y.view()]).expect("same shapes");
+    let cat = |x: &Array4<f64>, y: &Array4<f64>| {
+        concatenate(Axis(1), &[x.view(), y.view()]).expect("same shapes")
+    };
     Solution {
         o: cat(&a.o, &b.o),
         ht: b.ht.clone(),
@@ -270,7 +283,8 @@ pub fn perturb_sequence(p: &Problem, n: usize, seed: u64) -> Result<Problem> {
     }
     let n = sp.state;
     let mut st = |a: &mut Array4<f64>| {
-        a.slice_mut(s![n..n + 1, .., .., ..]).mapv_inplace(|_| f32r(crate::strategies::normal(&mut rng)))
+        a.slice_mut(s![n..n + 1, .., .., ..])
+            .mapv_inplace(|_| f32r(crate::strategies::normal(&mut rng)))
     };
     // h0 and dht of the sequence get fresh values when present.
     if let Some(h0) = x.h0.as_mut() {

@@ -21,12 +21,17 @@ fn randn(shape: (usize, usize, usize, usize), seed: u64) -> Array4<f64> {
 /// A problem with signed-normal q, k, v, do, dhT and h0 and the given per-channel gates.
 fn problem(t: usize, k: usize, v: usize, g: Array4<f64>, seed: u64) -> Problem {
     let (b, h) = (g.shape()[0], g.shape()[2]);
-    Problem::builder(randn((b, t, h, k), seed), randn((b, t, h, k), seed + 1), randn((b, t, h, v), seed + 2), Gates::PerChannel(g))
-        .h0(randn((b, h, k, v), seed + 3))
-        .do_(randn((b, t, h, v), seed + 4))
-        .dht(randn((b, h, k, v), seed + 5))
-        .build()
-        .expect("valid problem")
+    Problem::builder(
+        randn((b, t, h, k), seed),
+        randn((b, t, h, k), seed + 1),
+        randn((b, t, h, v), seed + 2),
+        Gates::PerChannel(g),
+    )
+    .h0(randn((b, h, k, v), seed + 3))
+    .do_(randn((b, t, h, v), seed + 4))
+    .dht(randn((b, h, k, v), seed + 5))
+    .build()
+    .expect("valid problem")
 }
 
 /// Every CPU candidate plus chunkings that put the recipe's boundaries where it needs them.
@@ -42,16 +47,29 @@ fn candidates(extra: &[(usize, usize)]) -> Vec<Implementation> {
 /// non-finite where the oracle is finite, beyond its bound, or errors. Returns the verdicts.
 fn check(name: &str, p: &Problem, extra: &[(usize, usize)]) -> Vec<(Implementation, Verdict)> {
     let o = oracle_full(p, true).expect("oracle converges");
-    assert!(o.bits_agreed >= 80, "{name}: oracle agreed to {} bits only", o.bits_agreed);
+    assert!(
+        o.bits_agreed >= 80,
+        "{name}: oracle agreed to {} bits only",
+        o.bits_agreed
+    );
     let s = &o.solution;
     for n in gla_reference::OUTPUT_NAMES {
-        assert!(s.tensor(n).unwrap().iter().all(|x| x.is_finite()), "{name}: oracle {n} not finite");
+        assert!(
+            s.tensor(n).unwrap().iter().all(|x| x.is_finite()),
+            "{name}: oracle {n} not finite"
+        );
     }
     let v = check_against_oracle_as(name, p, &candidates(extra)).expect("oracle");
     let msg = failures(&v);
     assert!(msg.is_empty(), "{name}:\n{msg}");
-    let judged = v.iter().filter(|(_, v)| matches!(v, Verdict::Judged(_))).count();
-    assert!(judged >= Implementation::all_cpu().len() - 1, "{name}: only {judged} candidates applied");
+    let judged = v
+        .iter()
+        .filter(|(_, v)| matches!(v, Verdict::Judged(_)))
+        .count();
+    assert!(
+        judged >= Implementation::all_cpu().len() - 1,
+        "{name}: only {judged} candidates applied"
+    );
     v
 }
 
@@ -69,11 +87,19 @@ fn f1_tiny_decay_factored_inverse_gate() {
     let s = oracle_full(&p, false).unwrap().solution;
     for tt in 1..t {
         for e in 0..v {
-            let qk: f64 = (0..k).map(|d| p.q()[[0, tt, 0, d]] * p.k()[[0, tt, 0, d]]).sum();
+            let qk: f64 = (0..k)
+                .map(|d| p.q()[[0, tt, 0, d]] * p.k()[[0, tt, 0, d]])
+                .sum();
             let local = p.scale() * qk * p.v()[[0, tt, 0, e]];
-            let scale_of = (0..k).map(|d| p.q()[[0, tt, 0, d]].abs() * p.k()[[0, tt, 0, d]].abs()).sum::<f64>()
-                * p.scale() * p.v()[[0, tt, 0, e]].abs().max(1.0);
-            assert!((s.o[[0, tt, 0, e]] - local).abs() <= 1e-10 * scale_of.max(1.0), "F1: o[{tt},{e}] not memoryless");
+            let scale_of = (0..k)
+                .map(|d| p.q()[[0, tt, 0, d]].abs() * p.k()[[0, tt, 0, d]].abs())
+                .sum::<f64>()
+                * p.scale()
+                * p.v()[[0, tt, 0, e]].abs().max(1.0);
+            assert!(
+                (s.o[[0, tt, 0, e]] - local).abs() <= 1e-10 * scale_of.max(1.0),
+                "F1: o[{tt},{e}] not memoryless"
+            );
         }
     }
 }
@@ -86,7 +112,9 @@ fn f1_tiny_decay_factored_inverse_gate() {
 fn f2_neg_inf_gate() {
     let (t, k, v) = (16, 4, 3);
     let mut rng = ChaCha8Rng::seed_from_u64(2);
-    let mut g = Array4::from_shape_fn((1, t, 1, k), |_| (gla_proptests::strategies::logsigmoid(normal(&mut rng)) / 16.0) as f32 as f64);
+    let mut g = Array4::from_shape_fn((1, t, 1, k), |_| {
+        (gla_proptests::strategies::logsigmoid(normal(&mut rng)) / 16.0) as f32 as f64
+    });
     for d in 0..k {
         g[[0, 5, 0, d]] = f64::NEG_INFINITY;
     }
@@ -99,28 +127,42 @@ fn f2_neg_inf_gate() {
     }
     // The same with scalar gates (SimpleGLA: one gate per head and step; dg is the channel sum).
     let mut rng = ChaCha8Rng::seed_from_u64(3);
-    let mut gs = Array3::from_shape_fn((2, t, 2), |_| (gla_proptests::strategies::logsigmoid(normal(&mut rng)) / 16.0) as f32 as f64);
+    let mut gs = Array3::from_shape_fn((2, t, 2), |_| {
+        (gla_proptests::strategies::logsigmoid(normal(&mut rng)) / 16.0) as f32 as f64
+    });
     for b in 0..2 {
         for h in 0..2 {
             gs[[b, 5, h]] = f64::NEG_INFINITY;
         }
     }
-    let ps = Problem::builder(randn((2, t, 2, k), 22), randn((2, t, 2, k), 23), randn((2, t, 2, v), 24), Gates::Scalar(gs))
-        .h0(randn((2, 2, k, v), 25))
-        .do_(randn((2, t, 2, v), 26))
-        .dht(randn((2, 2, k, v), 27))
-        .build()
-        .unwrap();
+    let ps = Problem::builder(
+        randn((2, t, 2, k), 22),
+        randn((2, t, 2, k), 23),
+        randn((2, t, 2, v), 24),
+        Gates::Scalar(gs),
+    )
+    .h0(randn((2, 2, k, v), 25))
+    .do_(randn((2, t, 2, v), 26))
+    .dht(randn((2, 2, k, v), 27))
+    .build()
+    .unwrap();
     check("F2 (scalar gates)", &ps, &[(4, 2), (8, 4)]);
     // The local-form recurrence gets the exact 0 too (alpha_5 = 0 times a finite sum).
     let loc = gla_proptests::solve(
-        &Implementation::Recurrent { compute: Compute::F32, dg: gla_proptests::implementation::DgFormKey::Local },
+        &Implementation::Recurrent {
+            compute: Compute::F32,
+            dg: gla_proptests::implementation::DgFormKey::Local,
+        },
         &p,
         true,
     )
     .unwrap();
     for d in 0..k {
-        assert_eq!(loc.grads.as_ref().unwrap().dg[[0, 5, 0, d]], 0.0, "F2: local dg_5 must be exactly 0");
+        assert_eq!(
+            loc.grads.as_ref().unwrap().dg[[0, 5, 0, d]],
+            0.0,
+            "F2: local dg_5 must be exactly 0"
+        );
     }
 }
 
@@ -133,15 +175,30 @@ fn f2_neg_inf_gate() {
 fn f3_positive_gate_rejected_and_fp16_storage() {
     let (t, k, v) = (64, 64, 2);
     let g = Array4::from_elem((1, t, 1, k), 5.0);
-    let err = Problem::builder(randn((1, t, 1, k), 1), randn((1, t, 1, k), 2), randn((1, t, 1, v), 3), Gates::PerChannel(g))
-        .build()
-        .unwrap_err();
-    assert!(matches!(err, GlaError::PositiveGate { ref index, value } if index == &vec![0, 0, 0, 0] && value == 5.0), "{err:?}");
+    let err = Problem::builder(
+        randn((1, t, 1, k), 1),
+        randn((1, t, 1, k), 2),
+        randn((1, t, 1, v), 3),
+        Gates::PerChannel(g),
+    )
+    .build()
+    .unwrap_err();
+    assert!(
+        matches!(err, GlaError::PositiveGate { ref index, value } if index == &vec![0, 0, 0, 0] && value == 5.0),
+        "{err:?}"
+    );
     let g = Array4::from_elem((1, t, 1, k), -0.2f32 as f64);
     let p = problem(t, k, v, g, 31);
     let verdicts = check("F3", &p, &[]);
-    let f16 = verdicts.iter().find(|(i, _)| i.name() == "chunked-f32-C64c16-f16").expect("f16 candidate");
-    assert!(matches!(f16.1, Verdict::Judged(_)), "F3: the f16 plan must apply here: {:?}", f16.1);
+    let f16 = verdicts
+        .iter()
+        .find(|(i, _)| i.name() == "chunked-f32-C64c16-f16")
+        .expect("f16 candidate");
+    assert!(
+        matches!(f16.1, Verdict::Judged(_)),
+        "F3: the f16 plan must apply here: {:?}",
+        f16.1
+    );
 }
 
 /// F4 — underflow / flush-to-zero inside an anchor factorization (tt-metal #56550; Triton's AMD
@@ -166,7 +223,10 @@ fn f4_underflow_in_anchor_factorization() {
         .unwrap();
     let o = oracle_full(&p, false).unwrap().solution.o[[0, 15, 0, 0]];
     let want = 1.25 * 0.75 * 1.5 * (-75f64).exp();
-    assert!((o - want).abs() <= 1e-15 * want, "F4: oracle {o:e} vs {want:e}");
+    assert!(
+        (o - want).abs() <= 1e-15 * want,
+        "F4: oracle {o:e} vs {want:e}"
+    );
     check("F4", &p, &[(16, 4), (8, 2), (16, 16)]);
 }
 
@@ -197,10 +257,15 @@ fn f6_masked_upper_triangle() {
             p_q[[0, tt, 0, d]] = 0.0;
         }
     }
-    let p = Problem::builder(p_q, randn((1, t, 2, 3), 62), randn((1, t, 2, 2), 63), Gates::PerChannel(g))
-        .do_(randn((1, t, 2, 2), 64))
-        .build()
-        .unwrap();
+    let p = Problem::builder(
+        p_q,
+        randn((1, t, 2, 3), 62),
+        randn((1, t, 2, 2), 63),
+        Gates::PerChannel(g),
+    )
+    .do_(randn((1, t, 2, 2), 64))
+    .build()
+    .unwrap();
     check("F6", &p, &[(32, 32), (64, 64)]);
 }
 
@@ -211,7 +276,9 @@ fn f6_masked_upper_triangle() {
 fn f7_anchor_off_by_one() {
     let (t, k, v) = (64, 4, 3);
     let mut rng = ChaCha8Rng::seed_from_u64(7);
-    let mut g = Array4::from_shape_fn((1, t, 1, k), |_| (gla_proptests::strategies::logsigmoid(normal(&mut rng)) / 16.0) as f32 as f64);
+    let mut g = Array4::from_shape_fn((1, t, 1, k), |_| {
+        (gla_proptests::strategies::logsigmoid(normal(&mut rng)) / 16.0) as f32 as f64
+    });
     for row in [0, 4, 8, 16, 32, 48] {
         for d in 0..k {
             g[[0, row, 0, d]] = -100.0;
@@ -246,10 +313,17 @@ fn f8_end_of_chunk_anchor() {
 fn f9_linear_alpha_passed_as_g() {
     let (t, k, v) = (8, 2, 2);
     let mut rng = ChaCha8Rng::seed_from_u64(9);
-    let alpha = Array4::from_shape_fn((1, t, 1, k), |_| 0.5 + 0.5 * gla_proptests::strategies::logsigmoid(normal(&mut rng)).exp());
-    let err = Problem::builder(randn((1, t, 1, k), 1), randn((1, t, 1, k), 2), randn((1, t, 1, v), 3), Gates::PerChannel(alpha.clone()))
-        .build()
-        .unwrap_err();
+    let alpha = Array4::from_shape_fn((1, t, 1, k), |_| {
+        0.5 + 0.5 * gla_proptests::strategies::logsigmoid(normal(&mut rng)).exp()
+    });
+    let err = Problem::builder(
+        randn((1, t, 1, k), 1),
+        randn((1, t, 1, k), 2),
+        randn((1, t, 1, v), 3),
+        Gates::PerChannel(alpha.clone()),
+    )
+    .build()
+    .unwrap_err();
     match &err {
         GlaError::PositiveGate { index, value } => {
             assert_eq!(index, &vec![0, 0, 0, 0]);
@@ -257,12 +331,23 @@ fn f9_linear_alpha_passed_as_g() {
         }
         other => panic!("F9: expected PositiveGate, got {other:?}"),
     }
-    assert!(err.to_string().contains("log(alpha)"), "F9: message should say to pass log(alpha): {err}");
+    assert!(
+        err.to_string().contains("log(alpha)"),
+        "F9: message should say to pass log(alpha): {err}"
+    );
     let scalar = Array3::from_shape_fn((1, t, 1), |(_, tt, _)| alpha[[0, tt, 0, 0]]);
-    let err = Problem::builder(randn((1, t, 1, k), 1), randn((1, t, 1, k), 2), randn((1, t, 1, v), 3), Gates::Scalar(scalar))
-        .build()
-        .unwrap_err();
-    assert!(matches!(err, GlaError::PositiveGate { ref index, .. } if index == &vec![0, 0, 0]), "{err:?}");
+    let err = Problem::builder(
+        randn((1, t, 1, k), 1),
+        randn((1, t, 1, k), 2),
+        randn((1, t, 1, v), 3),
+        Gates::Scalar(scalar),
+    )
+    .build()
+    .unwrap_err();
+    assert!(
+        matches!(err, GlaError::PositiveGate { ref index, .. } if index == &vec![0, 0, 0]),
+        "{err:?}"
+    );
     // The same values in log space are accepted and solved.
     let p = problem(t, k, v, alpha.mapv(|a| a.ln() as f32 as f64), 91);
     check("F9 (log space)", &p, &[]);
@@ -278,7 +363,9 @@ fn f10_gradient_through_masked_branch() {
     let g = Array4::from_elem((2, t, 1, 3), -10.0);
     let p = problem(t, 3, 3, g, 101);
     let v = check("F10", &p, &[]);
-    assert!(v.iter().any(|(i, _)| matches!(i, Implementation::Parallel { .. })));
+    assert!(v
+        .iter()
+        .any(|(i, _)| matches!(i, Implementation::Parallel { .. })));
 }
 
 /// F11 — silent cumsum-level precision loss (spec section 2: 2e-3 relative in f32 at |G| = 5e4):
@@ -290,16 +377,22 @@ fn f10_gradient_through_masked_branch() {
 fn f11_global_cumsum_precision() {
     let t = 1000;
     let mut rng = ChaCha8Rng::seed_from_u64(111);
-    let g = Array4::from_shape_fn((1, t, 1, 1), |_| -(rand::Rng::gen::<f64>(&mut rng)) as f32 as f64);
+    let g = Array4::from_shape_fn((1, t, 1, 1), |_| {
+        -(rand::Rng::gen::<f64>(&mut rng)) as f32 as f64
+    });
     let p = problem(t, 1, 1, g, 112);
     let v = check("F11", &p, &[]);
     for (imp, verdict) in &v {
         let r = verdict.report().expect("judged");
         let lambda = r.tensor("o").unwrap().lambda;
         match imp {
-            Implementation::Parallel { .. } => assert!(lambda > 400.0, "F11: parallel lambda {lambda}"),
+            Implementation::Parallel { .. } => {
+                assert!(lambda > 400.0, "F11: parallel lambda {lambda}")
+            }
             Implementation::Recurrent { .. } => assert_eq!(lambda, 0.0),
-            Implementation::Chunked { chunk, .. } => assert!(lambda <= *chunk as f64, "F11: {imp} lambda {lambda}"),
+            Implementation::Chunked { chunk, .. } => {
+                assert!(lambda <= *chunk as f64, "F11: {imp} lambda {lambda}")
+            }
             _ => {}
         }
     }

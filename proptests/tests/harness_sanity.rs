@@ -55,9 +55,17 @@ fn generated_specs_build_and_respect_the_profile() {
 
 #[test]
 fn gate_regimes_generate_what_they_promise() {
-    let g = |r: GateRegime| spec(r, ValueRegime::SignedNormal, 64, 3).build().unwrap().g().clone();
+    let g = |r: GateRegime| {
+        spec(r, ValueRegime::SignedNormal, 64, 3)
+            .build()
+            .unwrap()
+            .g()
+            .clone()
+    };
     assert!(g(GateRegime::Zero).iter().all(|&x| x == 0.0));
-    assert!(g(GateRegime::IsolatedNegInf).iter().any(|&x| x == f64::NEG_INFINITY));
+    assert!(g(GateRegime::IsolatedNegInf)
+        .iter()
+        .any(|&x| x == f64::NEG_INFINITY));
     assert!(g(GateRegime::IsolatedMinus300).iter().any(|&x| x == -300.0));
     let tiny = g(GateRegime::TinyDecay);
     assert!(tiny.iter().all(|&x| (-29.0..-26.0).contains(&x)));
@@ -71,7 +79,9 @@ fn gate_regimes_generate_what_they_promise() {
     assert!(col.iter().sum::<f64>() < -88.72);
     assert!(g(GateRegime::MixedExtremes).iter().all(|&x| x <= 0.0));
     // Cancellation pairs: k equal, v opposite (up to 2^-10 noise) on rows 2i, 2i+1.
-    let p = spec(GateRegime::Mild, ValueRegime::Cancellation, 8, 5).build().unwrap();
+    let p = spec(GateRegime::Mild, ValueRegime::Cancellation, 8, 5)
+        .build()
+        .unwrap();
     assert_eq!(p.k()[[0, 1, 0, 0]], p.k()[[0, 0, 0, 0]]);
     assert!((p.v()[[0, 1, 0, 0]] + p.v()[[0, 0, 0, 0]]).abs() < 0.01);
 }
@@ -96,7 +106,9 @@ fn transforms_round_trip() {
 
 #[test]
 fn judges_can_fail() {
-    let p = spec(GateRegime::Moderate, ValueRegime::SignedNormal, 20, 4).build().unwrap();
+    let p = spec(GateRegime::Moderate, ValueRegime::SignedNormal, 20, 4)
+        .build()
+        .unwrap();
     let imp = Implementation::RECURRENT_F32;
     let exact = oracle(&p, true).unwrap();
     let m = magnitudes(&p);
@@ -120,10 +132,28 @@ fn judges_can_fail() {
     // Pairwise: two candidates within bound pass, a perturbed one fails.
     let c = Implementation::chunked(gla_proptests::Compute::F32, 16, 4);
     let sc = solve(&c, &p, true).unwrap();
-    let ok = compare_pair(&p, &p, &m, &b, &bound_spec(&imp, &p), &sc, &bound_spec(&c, &p)).unwrap();
+    let ok = compare_pair(
+        &p,
+        &p,
+        &m,
+        &b,
+        &bound_spec(&imp, &p),
+        &sc,
+        &bound_spec(&c, &p),
+    )
+    .unwrap();
     assert!(ok.pass(), "{ok}");
     let mut sc2 = sc.clone();
     sc2.grads.as_mut().unwrap().dg[[0, 3, 0, 0]] += 1e-3 * m.dg.as_ref().unwrap()[[0, 3, 0, 0]];
-    let bad = compare_pair(&p, &p, &m, &b, &bound_spec(&imp, &p), &sc2, &bound_spec(&c, &p)).unwrap();
+    let bad = compare_pair(
+        &p,
+        &p,
+        &m,
+        &b,
+        &bound_spec(&imp, &p),
+        &sc2,
+        &bound_spec(&c, &p),
+    )
+    .unwrap();
     assert!(!bad.pass());
 }

@@ -29,7 +29,8 @@ fn main() {
             opts.filters.push(a.clone());
         }
     }
-    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/gla-proptests-summary.txt");
+    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/gla-proptests-summary.txt");
     let ok = run_and_print(&opts, Some(&target));
     std::process::exit(if ok { 0 } else { 1 });
 }

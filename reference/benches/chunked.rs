@@ -40,7 +40,8 @@ fn problem(t: usize, h: usize, k: usize, v: usize) -> Problem {
 /// dk_inter) + 4C^2V (dA, A^T do) + 2 K C^2 (intra dq, dk).
 fn chunked_flops(t: usize, h: usize, k: usize, v: usize, c: usize, sc: usize) -> f64 {
     let (k, v, cc, sc) = (k as f64, v as f64, c as f64, sc as f64);
-    let per_chunk_fwd = 4.0 * cc * k * v + 2.0 * cc * cc * v + k * cc * (cc - sc) + k * cc * (sc + 1.0);
+    let per_chunk_fwd =
+        4.0 * cc * k * v + 2.0 * cc * cc * v + k * cc * (cc - sc) + k * cc * (sc + 1.0);
     let per_chunk_bwd = 8.0 * cc * k * v + 4.0 * cc * cc * v + 2.0 * k * cc * cc;
     (t as f64 / cc) * h as f64 * (per_chunk_fwd + per_chunk_bwd)
 }
@@ -60,8 +61,12 @@ fn median_time(runs: usize, mut f: impl FnMut()) -> Duration {
 /// CPU seconds (user + system) this process has used so far (Linux `/proc/self/stat`; 0 elsewhere).
 /// On a shared, loaded machine CPU time is a steadier measure than wall time.
 fn cpu_seconds() -> f64 {
-    let Ok(st) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
-    let Some(rest) = st.rsplit(')').next() else { return 0.0 };
+    let Ok(st) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    let Some(rest) = st.rsplit(')').next() else {
+        return 0.0;
+    };
     let f: Vec<&str> = rest.split_whitespace().collect();
     // fields after the command: state is f[0]; utime = field 14 -> f[11], stime = field 15 -> f[12]
     let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
@@ -70,8 +75,12 @@ fn cpu_seconds() -> f64 {
 
 /// Minor page faults of this process so far (Linux `/proc/self/stat` field 10; 0 elsewhere).
 fn minor_faults() -> f64 {
-    let Ok(st) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
-    let Some(rest) = st.rsplit(')').next() else { return 0.0 };
+    let Ok(st) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    let Some(rest) = st.rsplit(')').next() else {
+        return 0.0;
+    };
     let f: Vec<&str> = rest.split_whitespace().collect();
     f.get(7).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0)
 }
@@ -95,8 +104,11 @@ fn gemm() -> (Array2<f32>, Array2<f32>) {
 fn benches(c: &mut Criterion) {
     let (a, b) = gemm();
     let mut g = c.benchmark_group("gemm");
-    g.sample_size(10).throughput(Throughput::Elements(2 * 512 * 512 * 512));
-    g.bench_function("f32 512x512x512 (elements = flops)", |bch| bch.iter(|| black_box(a.dot(&b))));
+    g.sample_size(10)
+        .throughput(Throughput::Elements(2 * 512 * 512 * 512));
+    g.bench_function("f32 512x512x512 (elements = flops)", |bch| {
+        bch.iter(|| black_box(a.dot(&b)))
+    });
     g.finish();
 
     let (t, h, k, v) = (4096, 8, 128, 128);
@@ -104,18 +116,26 @@ fn benches(c: &mut Criterion) {
     let opts = ChunkOptions::default();
     let mut g = c.benchmark_group("T4096_H8_K128_V128");
     g.sample_size(10).measurement_time(Duration::from_secs(20));
-    g.throughput(Throughput::Elements(chunked_flops(t, h, k, v, 64, 16) as u64));
+    g.throughput(Throughput::Elements(
+        chunked_flops(t, h, k, v, 64, 16) as u64
+    ));
     g.bench_function("chunked f32 fwd+bwd (elements = flops)", |bch| {
         bch.iter(|| black_box(chunked::backward::<f32>(&p, &opts).unwrap()))
     });
-    g.bench_function("chunked f32 fwd", |bch| bch.iter(|| black_box(chunked::forward::<f32>(&p, &opts).unwrap())));
-    g.bench_function("recurrent f32 fwd+bwd", |bch| bch.iter(|| black_box(recurrent::backward::<f32>(&p).unwrap())));
+    g.bench_function("chunked f32 fwd", |bch| {
+        bch.iter(|| black_box(chunked::forward::<f32>(&p, &opts).unwrap()))
+    });
+    g.bench_function("recurrent f32 fwd+bwd", |bch| {
+        bch.iter(|| black_box(recurrent::backward::<f32>(&p).unwrap()))
+    });
     g.finish();
 
     let p1 = problem(1024, h, k, v);
     let mut g = c.benchmark_group("parallel_T1024_H8_K128_V128");
     g.sample_size(10).measurement_time(Duration::from_secs(20));
-    g.bench_function("parallel f32 fwd", |bch| bch.iter(|| black_box(parallel::forward::<f32>(&p1).unwrap())));
+    g.bench_function("parallel f32 fwd", |bch| {
+        bch.iter(|| black_box(parallel::forward::<f32>(&p1).unwrap()))
+    });
     g.finish();
 }
 
@@ -143,16 +163,34 @@ fn quick(n: usize) {
         println!("{name:<28}: {:>8.1} ms wall (median of {n})  {:>8.1} ms CPU/run  {pf:>7.0} page faults/run", w.as_secs_f64() * 1e3, c * 1e3);
         (w.as_secs_f64(), c)
     };
-    println!("f32 GEMM 512^3 (1 thread)   : {:>8.2} ms wall {:>6.1} GFLOP/s; {:>6.1} GFLOP/CPU-s", tg.as_secs_f64() * 1e3, gflop / tg.as_secs_f64(), gflop / cg);
-    let (wc, cc) = row("chunked f32 fwd+bwd", &mut || drop(black_box(chunked::backward::<f32>(&p, &opts).unwrap())));
-    row("chunked f32 fwd", &mut || drop(black_box(chunked::forward::<f32>(&p, &opts).unwrap())));
-    let (wr, cr) = row("recurrent f32 fwd+bwd", &mut || drop(black_box(recurrent::backward::<f32>(&p).unwrap())));
+    println!(
+        "f32 GEMM 512^3 (1 thread)   : {:>8.2} ms wall {:>6.1} GFLOP/s; {:>6.1} GFLOP/CPU-s",
+        tg.as_secs_f64() * 1e3,
+        gflop / tg.as_secs_f64(),
+        gflop / cg
+    );
+    let (wc, cc) = row("chunked f32 fwd+bwd", &mut || {
+        drop(black_box(chunked::backward::<f32>(&p, &opts).unwrap()))
+    });
+    row("chunked f32 fwd", &mut || {
+        drop(black_box(chunked::forward::<f32>(&p, &opts).unwrap()))
+    });
+    let (wr, cr) = row("recurrent f32 fwd+bwd", &mut || {
+        drop(black_box(recurrent::backward::<f32>(&p).unwrap()))
+    });
     println!("chunked fwd+bwd: {flops:.2} GFLOP, {:.1} GFLOP/s wall, {:.1} GFLOP/CPU-s ({:.0}% of the GEMM's GFLOP/CPU-s)", flops / wc, flops / cc, 100.0 * (flops / cc) / (gflop / cg));
-    println!("speed-up vs recurrent: {:.2}x wall, {:.2}x CPU", wr / wc, cr / cc);
+    println!(
+        "speed-up vs recurrent: {:.2}x wall, {:.2}x CPU",
+        wr / wc,
+        cr / cc
+    );
 }
 
 fn summary() {
-    if let Some(n) = std::env::var("GLA_BENCH_QUICK").ok().and_then(|s| s.parse::<usize>().ok()) {
+    if let Some(n) = std::env::var("GLA_BENCH_QUICK")
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+    {
         quick(n.max(1));
         return;
     }
@@ -161,8 +199,12 @@ fn summary() {
         let p = problem(if only.contains("1024") { 1024 } else { 4096 }, 8, 128, 128);
         for _ in 0..8 {
             match only.as_str() {
-                "chunked" => drop(black_box(chunked::backward::<f32>(&p, &ChunkOptions::default()).unwrap())),
-                "chunked_fwd" => drop(black_box(chunked::forward::<f32>(&p, &ChunkOptions::default()).unwrap())),
+                "chunked" => drop(black_box(
+                    chunked::backward::<f32>(&p, &ChunkOptions::default()).unwrap(),
+                )),
+                "chunked_fwd" => drop(black_box(
+                    chunked::forward::<f32>(&p, &ChunkOptions::default()).unwrap(),
+                )),
                 "recurrent" => drop(black_box(recurrent::backward::<f32>(&p).unwrap())),
                 _ => drop(black_box(parallel::forward::<f32>(&p).unwrap())),
             }
@@ -198,15 +240,38 @@ fn summary() {
     let tp4 = median_time(1, || {
         black_box(parallel::forward::<f32>(&p).unwrap());
     });
-    println!("\n=== summary (B=1, H=8, K=V=128, f32; {} rayon threads) ===", rayon::current_num_threads());
-    println!("f32 GEMM 512^3 (ndarray dot, 1 thread)  : {:>8.2} ms  {:>7.2} GFLOP/s", tg.as_secs_f64() * 1e3, gemm_rate);
+    println!(
+        "\n=== summary (B=1, H=8, K=V=128, f32; {} rayon threads) ===",
+        rayon::current_num_threads()
+    );
+    println!(
+        "f32 GEMM 512^3 (ndarray dot, 1 thread)  : {:>8.2} ms  {:>7.2} GFLOP/s",
+        tg.as_secs_f64() * 1e3,
+        gemm_rate
+    );
     println!("chunked fwd+bwd T=4096 (C=64, c=16)     : {:>8.1} ms  {:>7.2} GFLOP/s ({:.2} GFLOP) = {:.0}% of {} x GEMM rate",
         tc.as_secs_f64() * 1e3, rate, flops / 1e9, 100.0 * rate / (gemm_rate * rayon::current_num_threads() as f64), rayon::current_num_threads());
-    println!("chunked fwd     T=4096                  : {:>8.1} ms", tcf.as_secs_f64() * 1e3);
-    println!("recurrent fwd+bwd T=4096                : {:>8.1} ms  -> chunked is {:.1}x faster", tr.as_secs_f64() * 1e3, tr.as_secs_f64() / tc.as_secs_f64());
-    println!("parallel fwd T=1024                     : {:>8.1} ms", tp1.as_secs_f64() * 1e3);
-    println!("parallel fwd+bwd T=1024                 : {:>8.1} ms", tp1b.as_secs_f64() * 1e3);
-    println!("parallel fwd T=4096                     : {:>8.1} ms", tp4.as_secs_f64() * 1e3);
+    println!(
+        "chunked fwd     T=4096                  : {:>8.1} ms",
+        tcf.as_secs_f64() * 1e3
+    );
+    println!(
+        "recurrent fwd+bwd T=4096                : {:>8.1} ms  -> chunked is {:.1}x faster",
+        tr.as_secs_f64() * 1e3,
+        tr.as_secs_f64() / tc.as_secs_f64()
+    );
+    println!(
+        "parallel fwd T=1024                     : {:>8.1} ms",
+        tp1.as_secs_f64() * 1e3
+    );
+    println!(
+        "parallel fwd+bwd T=1024                 : {:>8.1} ms",
+        tp1b.as_secs_f64() * 1e3
+    );
+    println!(
+        "parallel fwd T=4096                     : {:>8.1} ms",
+        tp4.as_secs_f64() * 1e3
+    );
     // CPU-time view (steadier under load): GFLOP per CPU-second.
     let cg = cpu_per_run(200, || {
         black_box(a.dot(&b));
@@ -218,9 +283,17 @@ fn summary() {
         black_box(recurrent::backward::<f32>(&p).unwrap());
     });
     println!("--- CPU time (user+sys, all threads) ---");
-    println!("f32 GEMM 512^3                          : {:>8.2} ms CPU  {:>7.2} GFLOP/CPU-s", cg * 1e3, 2.0 * 512f64.powi(3) / cg / 1e9);
+    println!(
+        "f32 GEMM 512^3                          : {:>8.2} ms CPU  {:>7.2} GFLOP/CPU-s",
+        cg * 1e3,
+        2.0 * 512f64.powi(3) / cg / 1e9
+    );
     println!("chunked fwd+bwd T=4096                  : {:>8.1} ms CPU  {:>7.2} GFLOP/CPU-s = {:.0}% of GEMM", cc * 1e3, flops / cc / 1e9, 100.0 * (flops / cc) / (2.0 * 512f64.powi(3) / cg));
-    println!("recurrent fwd+bwd T=4096                : {:>8.1} ms CPU  -> chunked uses {:.2}x less CPU", cr * 1e3, cr / cc);
+    println!(
+        "recurrent fwd+bwd T=4096                : {:>8.1} ms CPU  -> chunked uses {:.2}x less CPU",
+        cr * 1e3,
+        cr / cc
+    );
 }
 
 criterion_group!(group, benches);

@@ -118,7 +118,7 @@ fn round_binary(x: f64, p: i32, emin: i32, emax: i32) -> f64 {
     }
     let biased = ((x.to_bits() >> 52) & 0x7ff) as i32;
     let e = (biased - 1023).max(emin); // f64 subnormals lie far below every target's range
-    // The spacing of the target format at |x|; x / quantum is exact (power-of-two scaling in range).
+                                       // The spacing of the target format at |x|; x / quantum is exact (power-of-two scaling in range).
     let quantum = 2f64.powi(e - p + 1);
     let r = (x / quantum).round_ties_even() * quantum;
     let max_finite = (2.0 - 2f64.powi(1 - p)) * 2f64.powi(emax);
@@ -177,14 +177,28 @@ mod tests {
     fn f64_rounding_is_single() {
         // Cases where truncating to f32 first (or dropping low bits) gives the wrong answer.
         assert_eq!(Dtype::Bf16.round(-397.000_161_17), -398.0);
-        assert_eq!(Dtype::F16.round(1.0 + 2f64.powi(-11) + 2f64.powi(-40)), 1.0 + 2f64.powi(-10));
-        assert_eq!(Dtype::Tf32.round(1.0 + 2f64.powi(-11) + 2f64.powi(-40)), 1.0 + 2f64.powi(-10));
+        assert_eq!(
+            Dtype::F16.round(1.0 + 2f64.powi(-11) + 2f64.powi(-40)),
+            1.0 + 2f64.powi(-10)
+        );
+        assert_eq!(
+            Dtype::Tf32.round(1.0 + 2f64.powi(-11) + 2f64.powi(-40)),
+            1.0 + 2f64.powi(-10)
+        );
         // Agrees with `half` on f32-exact inputs, including subnormals, ties and overflow.
         let mut x = 1.0e-41f32;
         while x < 7.0e4 {
             for v in [x, -x, x * 1.000_001, x * 0.999_999] {
-                assert_eq!(Dtype::Bf16.round(v as f64), half::bf16::from_f32(v).to_f64(), "{v}");
-                assert_eq!(Dtype::F16.round(v as f64), half::f16::from_f32(v).to_f64(), "{v}");
+                assert_eq!(
+                    Dtype::Bf16.round(v as f64),
+                    half::bf16::from_f32(v).to_f64(),
+                    "{v}"
+                );
+                assert_eq!(
+                    Dtype::F16.round(v as f64),
+                    half::f16::from_f32(v).to_f64(),
+                    "{v}"
+                );
             }
             x *= 1.37;
         }

@@ -25,25 +25,27 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod bounds;
+pub mod chunked;
 pub mod dtype;
 pub mod error;
+pub mod parallel;
 pub mod problem;
 pub mod real;
-pub mod solution;
 pub mod recurrent;
-pub mod bounds;
-pub mod parallel;
-pub mod chunked;
 pub mod rounding;
+pub mod solution;
 
+pub use bounds::{
+    compare, magnitudes, Algorithm, BoundSpec, DgForm, Magnitudes, Report, TensorReport,
+};
+pub use chunked::ChunkOptions;
 pub use dtype::Dtype;
 pub use error::{GlaError, Result};
-pub use real::Real;
 pub use problem::{default_scale, Dims, GateKind, Gates, Problem, ProblemBuilder, SeqSpan};
-pub use solution::{Gradients, Solution, OUTPUT_NAMES};
-pub use bounds::{compare, magnitudes, Algorithm, BoundSpec, DgForm, Magnitudes, Report, TensorReport};
-pub use chunked::ChunkOptions;
+pub use real::Real;
 pub use rounding::RoundingPlan;
+pub use solution::{Gradients, Solution, OUTPUT_NAMES};
 
 /// The README's Rust examples, compiled and run as doctests so they cannot rot.
 #[cfg(doctest)]

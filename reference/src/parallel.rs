@@ -124,7 +124,11 @@ fn item<T: Real>(it: &Item<T>, scale: T, bwd: bool) -> ItemOut<T> {
     let end = cum.dec_vec(last, -1, kk);
 
     let mut a = Array2::<T>::zeros((l, l));
-    let da = it.do_.as_ref().filter(|_| bwd).map(|d| d.dot(&it.v.t()).mapv(|x| x * scale));
+    let da = it
+        .do_
+        .as_ref()
+        .filter(|_| bwd)
+        .map(|d| d.dot(&it.v.t()).mapv(|x| x * scale));
     let mut dq = Array2::<T>::zeros((l, kk));
     let mut dk = Array2::<T>::zeros((l, kk));
     {
@@ -189,7 +193,13 @@ fn item<T: Real>(it: &Item<T>, scale: T, bwd: bool) -> ItemOut<T> {
                     dg[[t, d]] = acc[d];
                 }
             }
-            Some(ItemGrads { dq, dk, dv, dg: seg::reduce_dg(dg, kg), dh0 })
+            Some(ItemGrads {
+                dq,
+                dk,
+                dv,
+                dg: seg::reduce_dg(dg, kg),
+                dh0,
+            })
         }
         _ => None,
     };

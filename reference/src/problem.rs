@@ -168,10 +168,16 @@ impl ProblemBuilder {
         let qs = self.q.shape().to_vec();
         let (b, t, h, k) = (qs[0], qs[1], qs[2], qs[3]);
         if h == 0 {
-            return Err(GlaError::ZeroDim { tensor: "q".into(), what: "H".into() });
+            return Err(GlaError::ZeroDim {
+                tensor: "q".into(),
+                what: "H".into(),
+            });
         }
         if k == 0 {
-            return Err(GlaError::ZeroDim { tensor: "q".into(), what: "K".into() });
+            return Err(GlaError::ZeroDim {
+                tensor: "q".into(),
+                what: "K".into(),
+            });
         }
         let want_qk = format!("[B, T, H, K] = {:?} (the shape of q)", [b, t, h, k]);
         check_shape("k", self.k.shape(), &[b, t, h, k], &want_qk)?;
@@ -184,7 +190,10 @@ impl ProblemBuilder {
             &format!("[B, T, H, V] with [B, T, H] = {:?}", [b, t, h]),
         )?;
         if v == 0 {
-            return Err(GlaError::ZeroDim { tensor: "v".into(), what: "V".into() });
+            return Err(GlaError::ZeroDim {
+                tensor: "v".into(),
+                what: "V".into(),
+            });
         }
         let (g, gate_kind) = match self.g {
             Gates::PerChannel(g) => {
@@ -258,7 +267,12 @@ impl ProblemBuilder {
             check_finite("h0", h0.view())?;
         }
         if let Some(d) = &self.do_ {
-            check_shape("do", d.shape(), &[b, t, h, v], &format!("[B, T, H, V] = {:?}", [b, t, h, v]))?;
+            check_shape(
+                "do",
+                d.shape(),
+                &[b, t, h, v],
+                &format!("[B, T, H, V] = {:?}", [b, t, h, v]),
+            )?;
             check_finite("do", d.view())?;
         }
         if let Some(d) = &self.dht {
@@ -292,7 +306,11 @@ pub fn default_scale(k: usize) -> f64 {
 
 fn check_shape(name: &str, got: &[usize], want: &[usize], expected: &str) -> Result<()> {
     if got != want {
-        return Err(GlaError::Shape { tensor: name.into(), got: got.to_vec(), expected: expected.into() });
+        return Err(GlaError::Shape {
+            tensor: name.into(),
+            got: got.to_vec(),
+            expected: expected.into(),
+        });
     }
     Ok(())
 }
@@ -300,7 +318,10 @@ fn check_shape(name: &str, got: &[usize], want: &[usize], expected: &str) -> Res
 fn check_finite(name: &str, a: ArrayView4<f64>) -> Result<()> {
     for (idx, &x) in a.indexed_iter() {
         if x.is_nan() {
-            return Err(GlaError::NaN { tensor: name.into(), index: vec![idx.0, idx.1, idx.2, idx.3] });
+            return Err(GlaError::NaN {
+                tensor: name.into(),
+                index: vec![idx.0, idx.1, idx.2, idx.3],
+            });
         }
         if x.is_infinite() {
             return Err(GlaError::NonFinite {
@@ -320,11 +341,18 @@ fn check_gates(g: ArrayView4<f64>, kind: GateKind) -> Result<()> {
             GateKind::Scalar => vec![idx.0, idx.1, idx.2],
         };
         if x.is_nan() {
-            return Err(GlaError::NaN { tensor: "g".into(), index });
+            return Err(GlaError::NaN {
+                tensor: "g".into(),
+                index,
+            });
         }
         if x > 0.0 {
             if x.is_infinite() {
-                return Err(GlaError::NonFinite { tensor: "g".into(), index, value: x });
+                return Err(GlaError::NonFinite {
+                    tensor: "g".into(),
+                    index,
+                    value: x,
+                });
             }
             return Err(GlaError::PositiveGate { index, value: x });
         }
@@ -335,7 +363,17 @@ fn check_gates(g: ArrayView4<f64>, kind: GateKind) -> Result<()> {
 impl Problem {
     /// Start building a problem from q, k, v and the gates.
     pub fn builder(q: Array4<f64>, k: Array4<f64>, v: Array4<f64>, g: Gates) -> ProblemBuilder {
-        ProblemBuilder { q, k, v, g, h0: None, scale: None, cu_seqlens: None, do_: None, dht: None }
+        ProblemBuilder {
+            q,
+            k,
+            v,
+            g,
+            h0: None,
+            scale: None,
+            cu_seqlens: None,
+            do_: None,
+            dht: None,
+        }
     }
 
     /// Build from dynamically-shaped arrays (as read from files), checking ranks.
@@ -453,10 +491,20 @@ impl Problem {
     pub fn sequences(&self) -> Vec<SeqSpan> {
         match &self.cu_seqlens {
             None => (0..self.dims.b)
-                .map(|b| SeqSpan { batch: b, start: 0, len: self.dims.t, state: b })
+                .map(|b| SeqSpan {
+                    batch: b,
+                    start: 0,
+                    len: self.dims.t,
+                    state: b,
+                })
                 .collect(),
             Some(cu) => (0..cu.len() - 1)
-                .map(|n| SeqSpan { batch: 0, start: cu[n], len: cu[n + 1] - cu[n], state: n })
+                .map(|n| SeqSpan {
+                    batch: 0,
+                    start: cu[n],
+                    len: cu[n + 1] - cu[n],
+                    state: n,
+                })
                 .collect(),
         }
     }
@@ -490,7 +538,11 @@ impl Problem {
     }
 
     /// A copy with the backward seeds replaced.
-    pub fn with_seeds(&self, do_: Option<Array4<f64>>, dht: Option<Array4<f64>>) -> Result<Problem> {
+    pub fn with_seeds(
+        &self,
+        do_: Option<Array4<f64>>,
+        dht: Option<Array4<f64>>,
+    ) -> Result<Problem> {
         let mut b = Problem::builder(self.q.clone(), self.k.clone(), self.v.clone(), self.gates())
             .h0_opt(self.h0.clone())
             .do_opt(do_)

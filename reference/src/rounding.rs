@@ -113,7 +113,15 @@ impl RoundingPlan {
     /// ```
     pub fn kernel_default(dtype: Dtype) -> Self {
         let d = Some(dtype);
-        Self { q_decay: d, k_decay: d, state: d, a: d, o: d, grads: d, ..Self::none() }
+        Self {
+            q_decay: d,
+            k_decay: d,
+            state: d,
+            a: d,
+            o: d,
+            grads: d,
+            ..Self::none()
+        }
     }
 
     /// True when nothing is rounded.
@@ -158,7 +166,10 @@ impl RoundingPlan {
 
     /// The rounding points that are active (`Some`), as `(name, dtype)`.
     pub fn stages(&self) -> Vec<(&'static str, Dtype)> {
-        self.points().into_iter().filter_map(|(n, d)| d.map(|d| (n, d))).collect()
+        self.points()
+            .into_iter()
+            .filter_map(|(n, d)| d.map(|d| (n, d)))
+            .collect()
     }
 
     /// The rounding stages that judge the forward outputs (o, ht), as dtypes for
@@ -173,12 +184,18 @@ impl RoundingPlan {
     /// assert!(RoundingPlan::none().q_decay(Some(Dtype::F32)).forward_stages().is_empty());
     /// ```
     pub fn forward_stages(&self) -> Vec<Dtype> {
-        self.points()[..9].iter().filter_map(|(_, d)| d.filter(|d| low_u(*d) > 0.0)).collect()
+        self.points()[..9]
+            .iter()
+            .filter_map(|(_, d)| d.filter(|d| low_u(*d) > 0.0))
+            .collect()
     }
 
     /// The rounding stages that judge the backward outputs (every active point coarser than f32).
     pub fn backward_stages(&self) -> Vec<Dtype> {
-        self.points().iter().filter_map(|(_, d)| d.filter(|d| low_u(*d) > 0.0)).collect()
+        self.points()
+            .iter()
+            .filter_map(|(_, d)| d.filter(|d| low_u(*d) > 0.0))
+            .collect()
     }
 
     /// Sum of the unit roundoffs of the active forward rounding points (spec 8.1 `sum_s u_s`, the
@@ -191,13 +208,19 @@ impl RoundingPlan {
     /// assert_eq!(p.forward_u_sum(), 5.0 * 2f64.powi(-8));
     /// ```
     pub fn forward_u_sum(&self) -> f64 {
-        self.points()[..9].iter().map(|(_, d)| d.map_or(0.0, low_u)).sum()
+        self.points()[..9]
+            .iter()
+            .map(|(_, d)| d.map_or(0.0, low_u))
+            .sum()
     }
 
     /// Sum of the unit roundoffs of every active rounding point (the backward pass recomputes the
     /// forward factors, so its gradients pass through all of them).
     pub fn backward_u_sum(&self) -> f64 {
-        self.points().iter().map(|(_, d)| d.map_or(0.0, low_u)).sum()
+        self.points()
+            .iter()
+            .map(|(_, d)| d.map_or(0.0, low_u))
+            .sum()
     }
 }
 

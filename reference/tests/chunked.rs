@@ -17,82 +17,13 @@ use gla_reference::bounds::{
 };
 use gla_reference::chunked::{self, ChunkOptions};
 use gla_reference::rounding::RoundingPlan;
-use gla_reference::{recurrent, Dtype, GlaError, Gates, Problem, Solution};
-use ndarray::{Array3, Array4};
-use rand::{Rng, SeedableRng};
+use gla_reference::{recurrent, Dtype, Gates, GlaError, Problem, Solution};
+use ndarray::Array4;
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-fn deep() -> bool {
-    std::env::var("GLA_DEEP").map(|v| v == "1").unwrap_or(false)
-}
-
-fn randn(r: &mut ChaCha8Rng) -> f64 {
-    let u1: f64 = r.gen::<f64>().max(1e-300);
-    let u2: f64 = r.gen();
-    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-}
-
-fn logsigmoid(x: f64) -> f64 {
-    if x < 0.0 {
-        x - (1.0 + x.exp()).ln()
-    } else {
-        -(1.0 + (-x).exp()).ln()
-    }
-}
-
-/// Gate generator: (rng, t, d) -> g.
-type GateFn<'a> = &'a dyn Fn(&mut ChaCha8Rng, usize, usize) -> f64;
-/// An owned gate generator (calibration regimes).
-type BoxedGate = Box<dyn Fn(&mut ChaCha8Rng, usize, usize) -> f64>;
-/// A named channel selector for -inf placement.
-type ChanSel = (&'static str, fn(usize) -> bool);
-
-#[derive(Clone)]
-struct Shape {
-    b: usize,
-    t: usize,
-    h: usize,
-    k: usize,
-    v: usize,
-    scalar: bool,
-    cu: Option<Vec<i64>>,
-    h0: bool,
-    dht: bool,
-}
-
-fn shape(t: usize, k: usize, v: usize) -> Shape {
-    Shape { b: 1, t, h: 2, k, v, scalar: false, cu: None, h0: true, dht: true }
-}
-
-/// Signed randn q, k, v, h0, do, dhT; gates from `gate`; rounded to f32 (the candidate's input
-/// format), so the truth consumes exactly the candidate's inputs.
-fn make(seed: u64, s: &Shape, gate: GateFn) -> Problem {
-    let mut r = ChaCha8Rng::seed_from_u64(seed);
-    let (b, t, h, k, v) = (s.b, s.t, s.h, s.k, s.v);
-    let q = Array4::from_shape_simple_fn((b, t, h, k), || randn(&mut r));
-    let kk = Array4::from_shape_simple_fn((b, t, h, k), || randn(&mut r));
-    let vv = Array4::from_shape_simple_fn((b, t, h, v), || randn(&mut r));
-    let do_ = Array4::from_shape_simple_fn((b, t, h, v), || randn(&mut r));
-    let n = s.cu.as_ref().map_or(b, |c| c.len() - 1);
-    let h0 = Array4::from_shape_simple_fn((n, h, k, v), || randn(&mut r));
-    let dht = Array4::from_shape_simple_fn((n, h, k, v), || randn(&mut r));
-    let gates = if s.scalar {
-        Gates::Scalar(Array3::from_shape_fn((b, t, h), |(_, ti, _)| gate(&mut r, ti, 0)))
-    } else {
-        Gates::PerChannel(Array4::from_shape_fn((b, t, h, k), |(_, ti, _, d)| gate(&mut r, ti, d)))
-    };
-    let mut bld = Problem::builder(q, kk, vv, gates).do_(do_);
-    if s.h0 {
-        bld = bld.h0(h0);
-    }
-    if s.dht {
-        bld = bld.dht(dht);
-    }
-    if let Some(cu) = &s.cu {
-        bld = bld.cu_seqlens(cu);
-    }
-    bld.build().unwrap().rounded_to(Dtype::F32).unwrap()
-}
+mod common;
+use common::*;
 
 fn logsig(tau: f64) -> impl Fn(&mut ChaCha8Rng, usize, usize) -> f64 {
     move |r, _, _| logsigmoid(randn(r)) / tau
@@ -107,7 +38,11 @@ fn spec_f32(opts: &ChunkOptions) -> BoundSpec {
 }
 
 fn spec_plan(opts: &ChunkOptions, backward: bool) -> BoundSpec {
-    let stages = if backward { opts.plan.backward_stages() } else { opts.plan.forward_stages() };
+    let stages = if backward {
+        opts.plan.backward_stages()
+    } else {
+        opts.plan.forward_stages()
+    };
     BoundSpec::new(Algorithm::Chunked { chunk: opts.chunk }, Dtype::F32)
         .with_stages(&stages)
         .with_constants(CHUNKED_BF16)
@@ -125,7 +60,10 @@ fn check_with(p: &Problem, opts: &ChunkOptions, what: &str) -> Report {
     let bwd = chunked::backward::<f32>(p, opts).unwrap();
     // The forward outputs of backward() are the forward's, bit for bit.
     assert_eq!(bwd.o, fwd.o, "{what}: backward's o differs from forward's");
-    assert_eq!(bwd.ht, fwd.ht, "{what}: backward's ht differs from forward's");
+    assert_eq!(
+        bwd.ht, fwd.ht,
+        "{what}: backward's ht differs from forward's"
+    );
     let sb = spec_plan_or(opts, bf, true);
     let rb = compare(p, &exact, &mags, &bwd, &sb).unwrap();
     assert!(rb.pass(), "{what}: chunked f32 backward failed\n{rb}");
@@ -151,7 +89,9 @@ fn small(c: usize, sc: usize) -> ChunkOptions {
 /// All outputs finite.
 fn all_finite(s: &Solution) -> bool {
     let g = s.grads.as_ref().unwrap();
-    [&s.o, &s.ht, &g.dq, &g.dk, &g.dv, &g.dg, &g.dh0].iter().all(|a| a.iter().all(|x| x.is_finite()))
+    [&s.o, &s.ht, &g.dq, &g.dk, &g.dv, &g.dg, &g.dh0]
+        .iter()
+        .all(|a| a.iter().all(|x| x.is_finite()))
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -162,9 +102,19 @@ fn all_finite(s: &Solution) -> bool {
 fn options_are_validated() {
     let p = make(1, &shape(5, 3, 2), &logsig(16.0));
     for (c, sc) in [(0, 16), (64, 0), (48, 32), (10, 4)] {
-        let o = ChunkOptions { chunk: c, sub_chunk: sc, plan: RoundingPlan::none() };
-        assert!(matches!(chunked::forward::<f32>(&p, &o), Err(GlaError::Options(_))), "{c},{sc}");
-        assert!(matches!(chunked::backward::<f32>(&p, &o), Err(GlaError::Options(_))), "{c},{sc}");
+        let o = ChunkOptions {
+            chunk: c,
+            sub_chunk: sc,
+            plan: RoundingPlan::none(),
+        };
+        assert!(
+            matches!(chunked::forward::<f32>(&p, &o), Err(GlaError::Options(_))),
+            "{c},{sc}"
+        );
+        assert!(
+            matches!(chunked::backward::<f32>(&p, &o), Err(GlaError::Options(_))),
+            "{c},{sc}"
+        );
     }
     let no_do = p.with_seeds(None, None).unwrap();
     assert!(matches!(
@@ -194,7 +144,14 @@ fn strong_gates_down_to_minus_30() {
     let p = make(20, &shape(200, 9, 7), &|r, _, _| -30.0 * r.gen::<f64>());
     let rep = check(&p, "U(-30,0)");
     assert!(rep.tensors.iter().all(|t| t.candidate_nonfinite == 0));
-    let ps = make(21, &Shape { scalar: true, ..shape(200, 9, 7) }, &|r, _, _| -30.0 * r.gen::<f64>());
+    let ps = make(
+        21,
+        &Shape {
+            scalar: true,
+            ..shape(200, 9, 7)
+        },
+        &|r, _, _| -30.0 * r.gen::<f64>(),
+    );
     check(&ps, "scalar U(-30,0)");
 }
 
@@ -202,7 +159,10 @@ fn strong_gates_down_to_minus_30() {
 fn zero_gates_long_sequence() {
     // Plain linear attention, T = 4096 (small K, V keep the test fast).
     let t = if deep() { 16384 } else { 4096 };
-    let s = Shape { h: 1, ..shape(t, 5, 3) };
+    let s = Shape {
+        h: 1,
+        ..shape(t, 5, 3)
+    };
     let p = make(30, &s, &|_, _, _| 0.0);
     check(&p, "g = 0");
 }
@@ -212,7 +172,10 @@ fn sequence_lengths_around_chunk_sizes() {
     let (c, sc) = (64usize, 16usize);
     for t in [1, sc - 1, sc, sc + 1, c - 1, c, c + 1, 1000] {
         for scalar in [false, true] {
-            let s = Shape { scalar, ..shape(t, 7, 5) };
+            let s = Shape {
+                scalar,
+                ..shape(t, 7, 5)
+            };
             let p = make(40 + t as u64, &s, &logsig(1.0));
             check(&p, &format!("T={t} scalar={scalar}"));
         }
@@ -221,8 +184,16 @@ fn sequence_lengths_around_chunk_sizes() {
 
 #[test]
 fn k_v_not_powers_of_two_and_absent_states() {
-    for (k, v, h0, dht) in [(3, 5, false, false), (17, 1, true, false), (1, 13, false, true)] {
-        let s = Shape { h0, dht, ..shape(77, k, v) };
+    for (k, v, h0, dht) in [
+        (3, 5, false, false),
+        (17, 1, true, false),
+        (1, 13, false, true),
+    ] {
+        let s = Shape {
+            h0,
+            dht,
+            ..shape(77, k, v)
+        };
         let p = make(50 + k as u64, &s, &logsig(4.0));
         check(&p, &format!("K={k} V={v} h0={h0} dht={dht}"));
     }
@@ -232,7 +203,11 @@ fn k_v_not_powers_of_two_and_absent_states() {
 fn varlen_with_empty_and_length_one_sequences() {
     let cu = vec![0i64, 0, 1, 70, 70, 135, 136];
     for scalar in [false, true] {
-        let s = Shape { scalar, cu: Some(cu.clone()), ..shape(136, 6, 4) };
+        let s = Shape {
+            scalar,
+            cu: Some(cu.clone()),
+            ..shape(136, 6, 4)
+        };
         let p = make(60, &s, &logsig(1.0));
         let rep = check(&p, &format!("varlen scalar={scalar}"));
         let _ = rep;
@@ -251,7 +226,9 @@ fn varlen_with_empty_and_length_one_sequences() {
         }
         // Packed == concatenation of separate runs (sequence 2, rows 1..70).
         let single = {
-            let sl = |a: &Array4<f64>, r: std::ops::Range<usize>| a.slice(ndarray::s![.., r, .., ..]).to_owned();
+            let sl = |a: &Array4<f64>, r: std::ops::Range<usize>| {
+                a.slice(ndarray::s![.., r, .., ..]).to_owned()
+            };
             let st = |a: &Array4<f64>| a.slice(ndarray::s![2..3, .., .., ..]).to_owned();
             let gates = match p.gates() {
                 Gates::PerChannel(g) => Gates::PerChannel(sl(&g, 1..70)),
@@ -286,7 +263,11 @@ fn varlen_with_empty_and_length_one_sequences() {
 // ------------------------------------------------------------------------------------------------
 
 /// Gates `base` with -inf at the given rows (per channel: only in channels where `chan(d)`).
-fn with_resets(rows: Vec<usize>, chan: fn(usize) -> bool, tau: f64) -> impl Fn(&mut ChaCha8Rng, usize, usize) -> f64 {
+fn with_resets(
+    rows: Vec<usize>,
+    chan: fn(usize) -> bool,
+    tau: f64,
+) -> impl Fn(&mut ChaCha8Rng, usize, usize) -> f64 {
     move |r, t, d| {
         let x = logsigmoid(randn(r)) / tau;
         if rows.contains(&t) && chan(d) {
@@ -311,15 +292,21 @@ fn minus_inf_gates_everywhere_they_can_hurt() {
         ("consecutive", vec![10, 11, 12, 13, 14, 15, 16, 17]),
         ("last row", vec![99]),
     ];
-    let chans: [ChanSel; 3] =
-        [("all channels", |_| true), ("even channels", |d| d % 2 == 0), ("channel 1", |d| d == 1)];
+    let chans: [ChanSel; 3] = [
+        ("all channels", |_| true),
+        ("even channels", |d| d % 2 == 0),
+        ("channel 1", |d| d == 1),
+    ];
     for (name, rows) in &cases {
         for (cname, chan) in chans {
             for scalar in [false, true] {
                 if scalar && cname != "all channels" {
                     continue;
                 }
-                let s = Shape { scalar, ..shape(100, 6, 5) };
+                let s = Shape {
+                    scalar,
+                    ..shape(100, 6, 5)
+                };
                 let p = make(70, &s, &with_resets(rows.clone(), chan, 1.0));
                 let what = format!("-inf at {name}, {cname}, scalar={scalar}");
                 check_with(&p, &opts, &what);
@@ -336,7 +323,10 @@ fn minus_inf_gates_everywhere_they_can_hurt() {
 fn minus_inf_resets_forget_exactly() {
     // g = -inf at row 37 in every channel: outputs from row 37 on must not depend on anything
     // before it (h0, earlier k, v), exactly, in f32.
-    let s = Shape { h: 1, ..shape(90, 4, 3) };
+    let s = Shape {
+        h: 1,
+        ..shape(90, 4, 3)
+    };
     let p = make(71, &s, &with_resets(vec![37], |_| true, 2.0));
     let a = chunked::forward::<f32>(&p, &small(32, 8)).unwrap();
     let mut k2 = p.k().clone();
@@ -368,15 +358,28 @@ fn tiny_alpha_and_isolated_huge_gates() {
     // alpha = 1e-12 constant (F1): essentially memoryless.
     let g12 = (1e-12f64).ln();
     for scalar in [false, true] {
-        let s = Shape { scalar, ..shape(130, 8, 6) };
+        let s = Shape {
+            scalar,
+            ..shape(130, 8, 6)
+        };
         let p = make(80, &s, &move |_, _, _| g12);
         check(&p, &format!("alpha=1e-12 scalar={scalar}"));
-        check_with(&p, &small(32, 8), &format!("alpha=1e-12 C=32 scalar={scalar}"));
+        check_with(
+            &p,
+            &small(32, 8),
+            &format!("alpha=1e-12 C=32 scalar={scalar}"),
+        );
     }
     // Isolated -300 gates on chunk/sub-chunk boundaries and inside (F7).
     let rows = [0usize, 15, 16, 17, 63, 64, 100];
     let s = shape(130, 8, 6);
-    let p = make(81, &s, &move |r, t, _| if rows.contains(&t) { -300.0 } else { logsigmoid(randn(r)) / 8.0 });
+    let p = make(81, &s, &move |r, t, _| {
+        if rows.contains(&t) {
+            -300.0
+        } else {
+            logsigmoid(randn(r)) / 8.0
+        }
+    });
     check(&p, "isolated -300");
     check_with(&p, &small(32, 8), "isolated -300, C=32");
 }
@@ -409,7 +412,10 @@ fn error_grows_no_faster_than_lambda() {
     // The error does grow with lambda (the term is real, not slack): strongest vs mildest.
     let (first, last) = (rows[0], rows[rows.len() - 1]);
     assert!(last.1 > 20.0 * first.1);
-    assert!(last.3 > 2.0 * first.3, "err did not grow with lambda: {rows:?}");
+    assert!(
+        last.3 > 2.0 * first.3,
+        "err did not grow with lambda: {rows:?}"
+    );
 }
 
 #[test]
@@ -437,19 +443,37 @@ fn bf16_kernel_plan_within_bf16_bound() {
             let p = p0.rounded_to(dt).unwrap();
             let opts = ChunkOptions::default().with_plan(plan);
             check_with(&p, &opts, &format!("{pname} tau={tau}"));
-            check_with(&p, &small(32, 8).with_plan(plan), &format!("{pname} C=32 tau={tau}"));
+            check_with(
+                &p,
+                &small(32, 8).with_plan(plan),
+                &format!("{pname} C=32 tau={tau}"),
+            );
         }
     }
 }
 
 #[test]
 fn bf16_plan_with_minus_inf_and_tiny_alpha_stays_finite() {
-    let plan = RoundingPlan::kernel_default(Dtype::Bf16).offdiag_q(Some(Dtype::Bf16)).offdiag_k(Some(Dtype::Bf16));
+    let plan = RoundingPlan::kernel_default(Dtype::Bf16)
+        .offdiag_q(Some(Dtype::Bf16))
+        .offdiag_k(Some(Dtype::Bf16));
     let g12 = (1e-12f64).ln();
-    let p = make(110, &shape(100, 8, 8), &with_resets(vec![0, 31, 32, 50], |_| true, 1.0)).rounded_to(Dtype::Bf16).unwrap();
+    let p = make(
+        110,
+        &shape(100, 8, 8),
+        &with_resets(vec![0, 31, 32, 50], |_| true, 1.0),
+    )
+    .rounded_to(Dtype::Bf16)
+    .unwrap();
     check_with(&p, &small(32, 8).with_plan(plan), "bf16 -inf");
-    let p = make(111, &shape(100, 8, 8), &move |_, _, _| g12).rounded_to(Dtype::Bf16).unwrap();
-    check_with(&p, &ChunkOptions::default().with_plan(plan), "bf16 alpha=1e-12");
+    let p = make(111, &shape(100, 8, 8), &move |_, _, _| g12)
+        .rounded_to(Dtype::Bf16)
+        .unwrap();
+    check_with(
+        &p,
+        &ChunkOptions::default().with_plan(plan),
+        "bf16 alpha=1e-12",
+    );
 }
 
 #[test]
@@ -475,7 +499,11 @@ fn deep_random_sweep() {
     }
     for seed in 0..20u64 {
         let tau = [64.0, 16.0, 1.0, 0.3, 0.1][seed as usize % 5];
-        let p = make(1000 + seed, &shape(1500 + 37 * seed as usize, 33, 21), &logsig(tau));
+        let p = make(
+            1000 + seed,
+            &shape(1500 + 37 * seed as usize, 33, 21),
+            &logsig(tau),
+        );
         check(&p, &format!("deep seed={seed}"));
     }
 }
@@ -489,7 +517,9 @@ fn c_needed(rep: &Report) -> Vec<(String, f64)> {
     rep.tensors
         .iter()
         .map(|t| {
-            let need = ((t.ratio * (t.u_stages + t.u_acc) - t.u_stages) / (t.u_acc * (t.n_acc + t.lambda))).max(0.0);
+            let need = ((t.ratio * (t.u_stages + t.u_acc) - t.u_stages)
+                / (t.u_acc * (t.n_acc + t.lambda)))
+                .max(0.0);
             (t.name.clone(), need)
         })
         .collect()
@@ -505,22 +535,52 @@ fn calibrate() {
         ("tau16", Box::new(logsig(16.0))),
         ("tau1", Box::new(logsig(1.0))),
         ("tau0.1", Box::new(logsig(0.1))),
-        ("U(-30,0)", Box::new(|r: &mut ChaCha8Rng, _, _| -30.0 * r.gen::<f64>())),
+        (
+            "U(-30,0)",
+            Box::new(|r: &mut ChaCha8Rng, _, _| -30.0 * r.gen::<f64>()),
+        ),
         ("g=0", Box::new(|_: &mut ChaCha8Rng, _, _| 0.0)),
-        ("alpha=1e-12", Box::new(|_: &mut ChaCha8Rng, _, _| (1e-12f64).ln())),
-        ("-inf", Box::new(with_resets(vec![0, 31, 32, 45, 100, 200], |d| d % 2 == 0, 1.0))),
-        ("isolated -300", Box::new(|r: &mut ChaCha8Rng, t: usize, _| {
-            if [0usize, 15, 16, 17, 63, 64, 100, 130, 131].contains(&t) { -300.0 } else { logsigmoid(randn(r)) / 8.0 }
-        })),
-        ("-88 every 7", Box::new(|r: &mut ChaCha8Rng, t: usize, _| {
-            if t % 7 == 3 { -88.0 } else { logsigmoid(randn(r)) / 4.0 }
-        })),
+        (
+            "alpha=1e-12",
+            Box::new(|_: &mut ChaCha8Rng, _, _| (1e-12f64).ln()),
+        ),
+        (
+            "-inf",
+            Box::new(with_resets(
+                vec![0, 31, 32, 45, 100, 200],
+                |d| d % 2 == 0,
+                1.0,
+            )),
+        ),
+        (
+            "isolated -300",
+            Box::new(|r: &mut ChaCha8Rng, t: usize, _| {
+                if [0usize, 15, 16, 17, 63, 64, 100, 130, 131].contains(&t) {
+                    -300.0
+                } else {
+                    logsigmoid(randn(r)) / 8.0
+                }
+            }),
+        ),
+        (
+            "-88 every 7",
+            Box::new(|r: &mut ChaCha8Rng, t: usize, _| {
+                if t % 7 == 3 {
+                    -88.0
+                } else {
+                    logsigmoid(randn(r)) / 4.0
+                }
+            }),
+        ),
     ];
     let sizes = [(256usize, 16usize, 16usize), (1024, 64, 64), (700, 33, 21)];
     for (rname, gate) in &regimes {
         for (si, &(t, k, v)) in sizes.iter().enumerate() {
             for scalar in [false, true] {
-                let s = Shape { scalar, ..shape(t, k, v) };
+                let s = Shape {
+                    scalar,
+                    ..shape(t, k, v)
+                };
                 let p = make(500 + si as u64 * 7 + scalar as u64, &s, gate.as_ref());
                 let exact = truth(&p);
                 let mags = magnitudes(&p);

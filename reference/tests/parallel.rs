@@ -10,82 +10,13 @@
 //! Calibration: `cargo test -p gla-reference --release --test parallel -- --ignored --nocapture calibrate`.
 
 use gla_reference::bounds::{compare, magnitudes, Algorithm, BoundSpec, Report, PARALLEL};
-use gla_reference::{parallel, recurrent, Dtype, GlaError, Gates, Problem, Solution};
-use ndarray::{Array3, Array4};
-use rand::{Rng, SeedableRng};
+use gla_reference::{parallel, recurrent, Dtype, GlaError, Problem, Solution};
+
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-fn deep() -> bool {
-    std::env::var("GLA_DEEP").map(|v| v == "1").unwrap_or(false)
-}
-
-fn randn(r: &mut ChaCha8Rng) -> f64 {
-    let u1: f64 = r.gen::<f64>().max(1e-300);
-    let u2: f64 = r.gen();
-    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-}
-
-fn logsigmoid(x: f64) -> f64 {
-    if x < 0.0 {
-        x - (1.0 + x.exp()).ln()
-    } else {
-        -(1.0 + (-x).exp()).ln()
-    }
-}
-
-/// Gate generator: (rng, t, d) -> g.
-type GateFn<'a> = &'a dyn Fn(&mut ChaCha8Rng, usize, usize) -> f64;
-/// An owned gate generator (calibration regimes).
-type BoxedGate = Box<dyn Fn(&mut ChaCha8Rng, usize, usize) -> f64>;
-/// A named channel selector for -inf placement.
-type ChanSel = (&'static str, fn(usize) -> bool);
-
-#[derive(Clone)]
-struct Shape {
-    b: usize,
-    t: usize,
-    h: usize,
-    k: usize,
-    v: usize,
-    scalar: bool,
-    cu: Option<Vec<i64>>,
-    h0: bool,
-    dht: bool,
-}
-
-fn shape(t: usize, k: usize, v: usize) -> Shape {
-    Shape { b: 1, t, h: 2, k, v, scalar: false, cu: None, h0: true, dht: true }
-}
-
-/// Signed randn q, k, v, h0, do, dhT; gates from `gate`; rounded to f32 (the candidate's input
-/// format), so the truth consumes exactly the candidate's inputs.
-fn make(seed: u64, s: &Shape, gate: GateFn) -> Problem {
-    let mut r = ChaCha8Rng::seed_from_u64(seed);
-    let (b, t, h, k, v) = (s.b, s.t, s.h, s.k, s.v);
-    let q = Array4::from_shape_simple_fn((b, t, h, k), || randn(&mut r));
-    let kk = Array4::from_shape_simple_fn((b, t, h, k), || randn(&mut r));
-    let vv = Array4::from_shape_simple_fn((b, t, h, v), || randn(&mut r));
-    let do_ = Array4::from_shape_simple_fn((b, t, h, v), || randn(&mut r));
-    let n = s.cu.as_ref().map_or(b, |c| c.len() - 1);
-    let h0 = Array4::from_shape_simple_fn((n, h, k, v), || randn(&mut r));
-    let dht = Array4::from_shape_simple_fn((n, h, k, v), || randn(&mut r));
-    let gates = if s.scalar {
-        Gates::Scalar(Array3::from_shape_fn((b, t, h), |(_, ti, _)| gate(&mut r, ti, 0)))
-    } else {
-        Gates::PerChannel(Array4::from_shape_fn((b, t, h, k), |(_, ti, _, d)| gate(&mut r, ti, d)))
-    };
-    let mut bld = Problem::builder(q, kk, vv, gates).do_(do_);
-    if s.h0 {
-        bld = bld.h0(h0);
-    }
-    if s.dht {
-        bld = bld.dht(dht);
-    }
-    if let Some(cu) = &s.cu {
-        bld = bld.cu_seqlens(cu);
-    }
-    bld.build().unwrap().rounded_to(Dtype::F32).unwrap()
-}
+mod common;
+use common::*;
 
 fn logsig(tau: f64) -> impl Fn(&mut ChaCha8Rng, usize, usize) -> f64 {
     move |r, _, _| logsigmoid(randn(r)) / tau
@@ -108,7 +39,10 @@ fn check(p: &Problem, what: &str) -> Report {
     assert!(rf.pass(), "{what}: parallel f32 forward failed\n{rf}");
     let bwd = parallel::backward::<f32>(p).unwrap();
     assert_eq!(bwd.o, fwd.o, "{what}: backward's o differs from forward's");
-    assert_eq!(bwd.ht, fwd.ht, "{what}: backward's ht differs from forward's");
+    assert_eq!(
+        bwd.ht, fwd.ht,
+        "{what}: backward's ht differs from forward's"
+    );
     let rb = compare(p, &exact, &mags, &bwd, &spec()).unwrap();
     assert!(rb.pass(), "{what}: parallel f32 backward failed\n{rb}");
     rb
@@ -116,14 +50,19 @@ fn check(p: &Problem, what: &str) -> Report {
 
 fn all_finite(s: &Solution) -> bool {
     let g = s.grads.as_ref().unwrap();
-    [&s.o, &s.ht, &g.dq, &g.dk, &g.dv, &g.dg, &g.dh0].iter().all(|a| a.iter().all(|x| x.is_finite()))
+    [&s.o, &s.ht, &g.dq, &g.dk, &g.dv, &g.dg, &g.dh0]
+        .iter()
+        .all(|a| a.iter().all(|x| x.is_finite()))
 }
 
 #[test]
 fn backward_needs_do() {
     let p = make(1, &shape(5, 3, 2), &logsig(16.0));
     let no_do = p.with_seeds(None, None).unwrap();
-    assert!(matches!(parallel::backward::<f32>(&no_do), Err(GlaError::Options(_))));
+    assert!(matches!(
+        parallel::backward::<f32>(&no_do),
+        Err(GlaError::Options(_))
+    ));
     assert!(parallel::forward::<f32>(&no_do).is_ok());
 }
 
@@ -131,7 +70,10 @@ fn backward_needs_do() {
 fn gate_regimes() {
     for (i, tau) in [64.0, 16.0, 1.0, 0.1].into_iter().enumerate() {
         for scalar in [false, true] {
-            let s = Shape { scalar, ..shape(150, 12, 10) };
+            let s = Shape {
+                scalar,
+                ..shape(150, 12, 10)
+            };
             let p = make(10 + i as u64, &s, &logsig(tau));
             check(&p, &format!("tau={tau} scalar={scalar}"));
         }
@@ -145,7 +87,11 @@ fn gate_regimes() {
 fn zero_gates_long_sequence() {
     // g = 0 (plain linear attention) at T = 4096; K, V and H small so O(T^2 K) stays fast.
     let t = if deep() { 8192 } else { 4096 };
-    let s = Shape { h: 1, h0: true, ..shape(t, 2, 2) };
+    let s = Shape {
+        h: 1,
+        h0: true,
+        ..shape(t, 2, 2)
+    };
     let p = make(30, &s, &|_, _, _| 0.0);
     check(&p, "g = 0");
 }
@@ -153,7 +99,10 @@ fn zero_gates_long_sequence() {
 #[test]
 fn sequence_lengths() {
     for t in [1, 15, 16, 17, 63, 64, 65, 1000] {
-        let s = Shape { h: 1, ..shape(t, 5, 3) };
+        let s = Shape {
+            h: 1,
+            ..shape(t, 5, 3)
+        };
         let p = make(40 + t as u64, &s, &logsig(4.0));
         check(&p, &format!("T={t}"));
     }
@@ -161,8 +110,16 @@ fn sequence_lengths() {
 
 #[test]
 fn k_v_not_powers_of_two_and_absent_states() {
-    for (k, v, h0, dht) in [(3, 5, false, false), (17, 1, true, false), (1, 13, false, true)] {
-        let s = Shape { h0, dht, ..shape(77, k, v) };
+    for (k, v, h0, dht) in [
+        (3, 5, false, false),
+        (17, 1, true, false),
+        (1, 13, false, true),
+    ] {
+        let s = Shape {
+            h0,
+            dht,
+            ..shape(77, k, v)
+        };
         let p = make(50 + k as u64, &s, &logsig(4.0));
         check(&p, &format!("K={k} V={v} h0={h0} dht={dht}"));
     }
@@ -172,20 +129,34 @@ fn k_v_not_powers_of_two_and_absent_states() {
 fn varlen_with_empty_and_length_one_sequences() {
     let cu = vec![0i64, 0, 1, 70, 70, 135, 136];
     for scalar in [false, true] {
-        let s = Shape { scalar, cu: Some(cu.clone()), ..shape(136, 6, 4) };
+        let s = Shape {
+            scalar,
+            cu: Some(cu.clone()),
+            ..shape(136, 6, 4)
+        };
         let p = make(60, &s, &logsig(1.0));
         check(&p, &format!("varlen scalar={scalar}"));
         let sol = parallel::backward::<f32>(&p).unwrap();
         let g = sol.grads.as_ref().unwrap();
         for n in [0usize, 3] {
-            assert_eq!(sol.ht.slice(ndarray::s![n, .., .., ..]), p.h0().unwrap().slice(ndarray::s![n, .., .., ..]));
-            assert_eq!(g.dh0.slice(ndarray::s![n, .., .., ..]), p.dht().unwrap().slice(ndarray::s![n, .., .., ..]));
+            assert_eq!(
+                sol.ht.slice(ndarray::s![n, .., .., ..]),
+                p.h0().unwrap().slice(ndarray::s![n, .., .., ..])
+            );
+            assert_eq!(
+                g.dh0.slice(ndarray::s![n, .., .., ..]),
+                p.dht().unwrap().slice(ndarray::s![n, .., .., ..])
+            );
         }
     }
 }
 
 /// Gates `base` with -inf at the given rows (per channel: only in channels where `chan(d)`).
-fn with_resets(rows: Vec<usize>, chan: fn(usize) -> bool, tau: f64) -> impl Fn(&mut ChaCha8Rng, usize, usize) -> f64 {
+fn with_resets(
+    rows: Vec<usize>,
+    chan: fn(usize) -> bool,
+    tau: f64,
+) -> impl Fn(&mut ChaCha8Rng, usize, usize) -> f64 {
     move |r, t, d| {
         let x = logsigmoid(randn(r)) / tau;
         if rows.contains(&t) && chan(d) {
@@ -206,19 +177,28 @@ fn minus_inf_gates() {
         ("several", vec![33, 35, 36, 41, 48, 62]),
         ("consecutive", vec![10, 11, 12, 13]),
     ];
-    let chans: [ChanSel; 3] =
-        [("all channels", |_| true), ("even channels", |d| d % 2 == 0), ("channel 1", |d| d == 1)];
+    let chans: [ChanSel; 3] = [
+        ("all channels", |_| true),
+        ("even channels", |d| d % 2 == 0),
+        ("channel 1", |d| d == 1),
+    ];
     for (name, rows) in &cases {
         for (cname, chan) in chans {
             for scalar in [false, true] {
                 if scalar && cname != "all channels" {
                     continue;
                 }
-                let s = Shape { scalar, ..shape(100, 6, 5) };
+                let s = Shape {
+                    scalar,
+                    ..shape(100, 6, 5)
+                };
                 let p = make(70, &s, &with_resets(rows.clone(), chan, 1.0));
                 let what = format!("-inf at {name}, {cname}, scalar={scalar}");
                 check(&p, &what);
-                assert!(all_finite(&parallel::backward::<f64>(&p).unwrap()), "{what}: f64 non-finite");
+                assert!(
+                    all_finite(&parallel::backward::<f64>(&p).unwrap()),
+                    "{what}: f64 non-finite"
+                );
             }
         }
     }
@@ -228,12 +208,21 @@ fn minus_inf_gates() {
 fn tiny_alpha_and_isolated_huge_gates() {
     let g12 = (1e-12f64).ln();
     for scalar in [false, true] {
-        let s = Shape { scalar, ..shape(130, 8, 6) };
+        let s = Shape {
+            scalar,
+            ..shape(130, 8, 6)
+        };
         let p = make(80, &s, &move |_, _, _| g12);
         check(&p, &format!("alpha=1e-12 scalar={scalar}"));
     }
     let rows = [0usize, 15, 16, 17, 63, 64, 100];
-    let p = make(81, &shape(130, 8, 6), &move |r, t, _| if rows.contains(&t) { -300.0 } else { logsigmoid(randn(r)) / 8.0 });
+    let p = make(81, &shape(130, 8, 6), &move |r, t, _| {
+        if rows.contains(&t) {
+            -300.0
+        } else {
+            logsigmoid(randn(r)) / 8.0
+        }
+    });
     check(&p, "isolated -300");
 }
 
@@ -242,8 +231,9 @@ fn f64_compute_agrees_with_recurrence() {
     let p = make(120, &shape(150, 12, 10), &logsig(0.5));
     let a = parallel::backward::<f64>(&p).unwrap();
     let b = recurrent::backward::<f64>(&p).unwrap();
-    let spec = BoundSpec::new(Algorithm::Parallel, Dtype::F64)
-        .with_constants(gla_reference::bounds::Constants::uniform(PARALLEL.o.max(PARALLEL.dg) + 4.0));
+    let spec = BoundSpec::new(Algorithm::Parallel, Dtype::F64).with_constants(
+        gla_reference::bounds::Constants::uniform(PARALLEL.o.max(PARALLEL.dg) + 4.0),
+    );
     let rep = compare(&p, &b, &magnitudes(&p), &a, &spec).unwrap();
     assert!(rep.pass(), "{rep}");
 }
@@ -257,22 +247,52 @@ fn calibrate() {
         ("tau16", Box::new(logsig(16.0))),
         ("tau1", Box::new(logsig(1.0))),
         ("tau0.1", Box::new(logsig(0.1))),
-        ("U(-30,0)", Box::new(|r: &mut ChaCha8Rng, _, _| -30.0 * r.gen::<f64>())),
+        (
+            "U(-30,0)",
+            Box::new(|r: &mut ChaCha8Rng, _, _| -30.0 * r.gen::<f64>()),
+        ),
         ("g=0", Box::new(|_: &mut ChaCha8Rng, _, _| 0.0)),
-        ("alpha=1e-12", Box::new(|_: &mut ChaCha8Rng, _, _| (1e-12f64).ln())),
-        ("-inf", Box::new(with_resets(vec![0, 31, 32, 45, 100, 200], |d| d % 2 == 0, 1.0))),
-        ("isolated -300", Box::new(|r: &mut ChaCha8Rng, t: usize, _| {
-            if [0usize, 15, 16, 17, 63, 64, 100, 130, 131].contains(&t) { -300.0 } else { logsigmoid(randn(r)) / 8.0 }
-        })),
-        ("-88 every 7", Box::new(|r: &mut ChaCha8Rng, t: usize, _| {
-            if t % 7 == 3 { -88.0 } else { logsigmoid(randn(r)) / 4.0 }
-        })),
+        (
+            "alpha=1e-12",
+            Box::new(|_: &mut ChaCha8Rng, _, _| (1e-12f64).ln()),
+        ),
+        (
+            "-inf",
+            Box::new(with_resets(
+                vec![0, 31, 32, 45, 100, 200],
+                |d| d % 2 == 0,
+                1.0,
+            )),
+        ),
+        (
+            "isolated -300",
+            Box::new(|r: &mut ChaCha8Rng, t: usize, _| {
+                if [0usize, 15, 16, 17, 63, 64, 100, 130, 131].contains(&t) {
+                    -300.0
+                } else {
+                    logsigmoid(randn(r)) / 8.0
+                }
+            }),
+        ),
+        (
+            "-88 every 7",
+            Box::new(|r: &mut ChaCha8Rng, t: usize, _| {
+                if t % 7 == 3 {
+                    -88.0
+                } else {
+                    logsigmoid(randn(r)) / 4.0
+                }
+            }),
+        ),
     ];
     let sizes = [(256usize, 16usize, 16usize), (700, 33, 21), (1024, 32, 32)];
     for (rname, gate) in &regimes {
         for (si, &(t, k, v)) in sizes.iter().enumerate() {
             for scalar in [false, true] {
-                let s = Shape { scalar, ..shape(t, k, v) };
+                let s = Shape {
+                    scalar,
+                    ..shape(t, k, v)
+                };
                 let p = make(500 + si as u64 * 7 + scalar as u64, &s, gate.as_ref());
                 let exact = truth(&p);
                 let c = parallel::backward::<f32>(&p).unwrap();

@@ -12,7 +12,12 @@ fn main() {
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--dtype" => dtype = args.next().and_then(|s| s.parse().ok()).unwrap_or(Dtype::Bf16),
+            "--dtype" => {
+                dtype = args
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(Dtype::Bf16)
+            }
             "--iters" => cfg.iters = args.next().and_then(|s| s.parse().ok()).unwrap_or(30),
             s => {
                 let v: Vec<usize> = s.split(',').filter_map(|x| x.trim().parse().ok()).collect();
@@ -26,7 +31,12 @@ fn main() {
         }
     }
     if shapes.is_empty() {
-        shapes = vec![(8, 4096, 16, 128, 128), (8, 4096, 16, 128, 256), (8, 2048, 16, 128, 128), (2, 16384, 16, 128, 128)];
+        shapes = vec![
+            (8, 4096, 16, 128, 128),
+            (8, 4096, 16, 128, 256),
+            (8, 2048, 16, 128, 128),
+            (2, 16384, 16, 128, 128),
+        ];
     }
     match gla_gpu::available() {
         Ok(i) => println!("device: {} ({}, {} SMs)", i.name, i.arch, i.sm_count),

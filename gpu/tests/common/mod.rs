@@ -2,7 +2,9 @@
 #![allow(dead_code)]
 
 use gla_gpu::{DeviceInfo, GpuOptions, Precision};
-use gla_reference::bounds::{compare, magnitudes, Algorithm, BoundSpec, Report, CHUNKED, CHUNKED_BF16};
+use gla_reference::bounds::{
+    compare, magnitudes, Algorithm, BoundSpec, Report, CHUNKED, CHUNKED_BF16,
+};
 use gla_reference::chunked::{self, ChunkOptions};
 use gla_reference::{recurrent, Dtype, Gates, Problem, Solution};
 use ndarray::{Array3, Array4};
@@ -63,7 +65,18 @@ pub struct Spec {
 
 impl Spec {
     pub fn new(b: usize, t: usize, h: usize, k: usize, v: usize) -> Spec {
-        Spec { b, t, h, k, v, scalar: false, gates: GateGen::LogSigmoid(16.0), h0: false, cu: None, seed: 1 }
+        Spec {
+            b,
+            t,
+            h,
+            k,
+            v,
+            scalar: false,
+            gates: GateGen::LogSigmoid(16.0),
+            h0: false,
+            cu: None,
+            seed: 1,
+        }
     }
     pub fn gates(mut self, g: GateGen) -> Spec {
         self.gates = g;
@@ -107,7 +120,9 @@ impl Spec {
         let kk = Array4::from_shape_fn((b, t, h, k), |_| normal(&mut r));
         let vv = Array4::from_shape_fn((b, t, h, v), |_| normal(&mut r));
         let gates = if self.scalar {
-            Gates::Scalar(Array3::from_shape_fn((b, t, h), |(bb, tt, hh)| g[[bb, tt, hh, 0]]))
+            Gates::Scalar(Array3::from_shape_fn((b, t, h), |(bb, tt, hh)| {
+                g[[bb, tt, hh, 0]]
+            }))
         } else {
             Gates::PerChannel(g)
         };
@@ -128,7 +143,11 @@ pub fn opts(dtype: Dtype) -> GpuOptions {
 }
 
 pub fn opts_tf32() -> GpuOptions {
-    GpuOptions { dtype: Dtype::F32, precision: Precision::Tf32, ..Default::default() }
+    GpuOptions {
+        dtype: Dtype::F32,
+        precision: Precision::Tf32,
+        ..Default::default()
+    }
 }
 
 /// The dtype inputs are rounded to for `o` (bf16/f16/f32; tf32 inputs are f32).
@@ -142,10 +161,20 @@ pub fn in_dtype(o: &GpuOptions) -> Dtype {
 /// for the observed ratios).
 pub fn bound_spec(o: &GpuOptions) -> BoundSpec {
     let plan = gla_gpu::rounding_plan(o);
-    let stages: Vec<Dtype> =
-        plan.stages().into_iter().map(|(_, d)| d).filter(|d| !matches!(d, Dtype::F32 | Dtype::F64)).collect();
-    let c = if stages.is_empty() { CHUNKED } else { CHUNKED_BF16 };
-    BoundSpec::new(Algorithm::Chunked { chunk: 64 }, Dtype::F32).with_stages(&stages).with_constants(c)
+    let stages: Vec<Dtype> = plan
+        .stages()
+        .into_iter()
+        .map(|(_, d)| d)
+        .filter(|d| !matches!(d, Dtype::F32 | Dtype::F64))
+        .collect();
+    let c = if stages.is_empty() {
+        CHUNKED
+    } else {
+        CHUNKED_BF16
+    };
+    BoundSpec::new(Algorithm::Chunked { chunk: 64 }, Dtype::F32)
+        .with_stages(&stages)
+        .with_constants(c)
 }
 
 /// Truth: the f64 recurrence on the already-rounded problem (its own error ~1e-16 M, invisible
@@ -156,14 +185,20 @@ pub fn truth(p: &Problem) -> Solution {
 
 /// The CPU twin: the chunked form in f32 with the kernels' rounding plan.
 pub fn twin(p: &Problem, o: &GpuOptions) -> Solution {
-    let co = ChunkOptions::new(64, 16).unwrap().with_plan(gla_gpu::rounding_plan(o));
+    let co = ChunkOptions::new(64, 16)
+        .unwrap()
+        .with_plan(gla_gpu::rounding_plan(o));
     chunked::forward::<f32>(p, &co).expect("chunked twin")
 }
 
 pub fn max_abs_diff(a: &Array4<f64>, b: &Array4<f64>) -> f64 {
     a.iter().zip(b.iter()).fold(0.0f64, |m, (x, y)| {
         let d = (x - y).abs();
-        if d.is_nan() { f64::INFINITY } else { m.max(d) }
+        if d.is_nan() {
+            f64::INFINITY
+        } else {
+            m.max(d)
+        }
     })
 }
 
@@ -212,8 +247,14 @@ pub fn judge(p: &Problem, o: &GpuOptions, exact: Option<Solution>) -> (Problem, 
     ];
     let v = Verdict {
         report,
-        gpu_err: [max_abs_diff(&gpu.o, &exact.o), max_abs_diff(&gpu.ht, &exact.ht)],
-        twin_err: [max_abs_diff(&tw.o, &exact.o), max_abs_diff(&tw.ht, &exact.ht)],
+        gpu_err: [
+            max_abs_diff(&gpu.o, &exact.o),
+            max_abs_diff(&gpu.ht, &exact.ht),
+        ],
+        twin_err: [
+            max_abs_diff(&tw.o, &exact.o),
+            max_abs_diff(&tw.ht, &exact.ht),
+        ],
         floor,
     };
     (p, gpu, v)
@@ -229,14 +270,20 @@ pub fn check(name: &str, p: &Problem, o: &GpuOptions, bound: bool) -> Solution {
         "{name:<40} {:>5?} o: ratio {:9.3} bound {:7.1} err {:9.2e} twin {:9.2e} | ht: ratio {:9.3} bound {:7.1} err {:9.2e} twin {:9.2e}",
         o.dtype, ro.ratio, ro.bound, v.gpu_err[0], v.twin_err[0], rh.ratio, rh.bound, v.gpu_err[1], v.twin_err[1]
     );
-    assert_eq!(ro.candidate_nonfinite + rh.candidate_nonfinite, 0, "{name}: non-finite outputs where the truth is finite\n{r}");
+    assert_eq!(
+        ro.candidate_nonfinite + rh.candidate_nonfinite,
+        0,
+        "{name}: non-finite outputs where the truth is finite\n{r}"
+    );
     if bound {
         assert!(ro.pass && rh.pass, "{name}: error bound exceeded\n{r}");
     }
     assert!(
         v.two_x_ok(),
         "{name}: GPU error {:?} > 2 x twin error {:?} + floor {:?}",
-        v.gpu_err, v.twin_err, v.floor
+        v.gpu_err,
+        v.twin_err,
+        v.floor
     );
     gpu
 }

@@ -254,7 +254,11 @@ impl BoundSpec {
         // factor it multiplies in: dividing by the smallest of max|q|, max|k|, max|v| (when
         // below 1) keeps the floor conservative for small inputs.
         let acc_unit = self.acc.underflow_unit();
-        let stage_unit = self.stages.iter().map(|s| s.underflow_unit()).fold(0.0, f64::max);
+        let stage_unit = self
+            .stages
+            .iter()
+            .map(|s| s.underflow_unit())
+            .fold(0.0, f64::max);
         let unit = if stage_unit > acc_unit {
             let smallest = [mq, mk, mv].into_iter().fold(1.0f64, f64::min);
             stage_unit / if smallest > 0.0 { smallest } else { 1.0 }

@@ -75,13 +75,13 @@
 
 pub(crate) mod seg;
 
+use crate::dtype::Dtype;
 use crate::error::{GlaError, Result};
 use crate::problem::Problem;
 use crate::real::Real;
-use crate::rounding::{round1, round_in_place};
 pub use crate::rounding::RoundingPlan;
+use crate::rounding::{round1, round_in_place};
 use crate::solution::Solution;
-use crate::dtype::Dtype;
 use ndarray::linalg::general_mat_mul;
 use ndarray::{s, Array2, ArrayView2, ArrayViewMut2, ShapeBuilder};
 use seg::{Cum, Item, ItemGrads, ItemOut};
@@ -100,7 +100,11 @@ pub struct ChunkOptions {
 
 impl Default for ChunkOptions {
     fn default() -> Self {
-        ChunkOptions { chunk: 64, sub_chunk: 16, plan: RoundingPlan::none() }
+        ChunkOptions {
+            chunk: 64,
+            sub_chunk: 16,
+            plan: RoundingPlan::none(),
+        }
     }
 }
 
@@ -114,7 +118,11 @@ impl ChunkOptions {
     /// assert!(ChunkOptions::new(0, 16).is_err());
     /// ```
     pub fn new(chunk: usize, sub_chunk: usize) -> Result<Self> {
-        let o = ChunkOptions { chunk, sub_chunk, plan: RoundingPlan::none() };
+        let o = ChunkOptions {
+            chunk,
+            sub_chunk,
+            plan: RoundingPlan::none(),
+        };
         o.validate()?;
         Ok(o)
     }
@@ -151,7 +159,9 @@ impl ChunkOptions {
 pub fn forward<T: Real>(p: &Problem, opts: &ChunkOptions) -> Result<Solution> {
     opts.validate()?;
     let scale = T::of(p.scale());
-    Ok(seg::run::<T>(p, false, |it| item_best(it, opts, scale, false)))
+    Ok(seg::run::<T>(p, false, |it| {
+        item_best(it, opts, scale, false)
+    }))
 }
 
 /// Forward and backward pass of the chunked form (spec section 4 chunk formulas) in compute
@@ -163,7 +173,9 @@ pub fn backward<T: Real>(p: &Problem, opts: &ChunkOptions) -> Result<Solution> {
     opts.validate()?;
     p.require_backward()?;
     let scale = T::of(p.scale());
-    Ok(seg::run::<T>(p, true, |it| item_best(it, opts, scale, true)))
+    Ok(seg::run::<T>(p, true, |it| {
+        item_best(it, opts, scale, true)
+    }))
 }
 
 /// `c = alpha * A @ B + beta * c` through matrixmultiply (ndarray's `general_mat_mul`) on
@@ -188,7 +200,8 @@ fn gemm<T: Real>(
     }
     let av = ArrayView2::from_shape((m, k).strides(sa), a).expect("gemm: A fits its slice");
     let bv = ArrayView2::from_shape((k, n).strides(sb), b).expect("gemm: B fits its slice");
-    let mut cv = ArrayViewMut2::from_shape((m, n).strides((ldc, 1)), c).expect("gemm: C fits its slice");
+    let mut cv =
+        ArrayViewMut2::from_shape((m, n).strides((ldc, 1)), c).expect("gemm: C fits its slice");
     general_mat_mul(alpha, &av, &bv, beta, &mut cv);
 }
 
@@ -285,7 +298,15 @@ impl<T: Real> Intra<T> {
     /// The intra-chunk matrix A with secondary chunking (see the module docs), rounded per
     /// `plan.a`, for chunk rows `q`, `k` (`[lp, K]`). Keeps the decays for [`Self::backward`].
     #[inline(always)]
-    fn forward(&mut self, cum: &Cum<T>, q: &[T], k: &[T], kk: usize, opts: &ChunkOptions, scale: T) {
+    fn forward(
+        &mut self,
+        cum: &Cum<T>,
+        q: &[T],
+        k: &[T],
+        kk: usize,
+        opts: &ChunkOptions,
+        scale: T,
+    ) {
         let lp = q.len() / kk;
         let sc = opts.sub_chunk;
         let plan = &opts.plan;
@@ -312,7 +333,17 @@ impl<T: Real> Intra<T> {
                     *o = T::one() * kv * *o;
                 }
                 round_slice(kf, plan.offdiag_k);
-                gemm((nb, kk, i0), T::one(), qf, (kk, 1), kf, (1, kk), T::zero(), &mut a[i0 * lp..], lp);
+                gemm(
+                    (nb, kk, i0),
+                    T::one(),
+                    qf,
+                    (kk, 1),
+                    kf,
+                    (1, kk),
+                    T::zero(),
+                    &mut a[i0 * lp..],
+                    lp,
+                );
                 koff += i0;
             }
             // Diagonal block, elementwise in log space; j > i never evaluated.
@@ -366,8 +397,22 @@ impl<T: Real> Intra<T> {
                 // dq, query block I, anchor a = first row of I: (dA_I,<I @ K*exp(a - Gl)) * exp(Gl_I - a)
                 let kf = &self.kf[koff * kk..(koff + i0) * kk];
                 let t = &mut self.t1[..nb * kk];
-                gemm((nb, i0, kk), T::one(), &da[i0 * lp..], (lp, 1), kf, (kk, 1), T::zero(), t, kk);
-                for ((o, &tv), &ev) in dq[i0 * kk..i1 * kk].iter_mut().zip(t.iter()).zip(&self.qd[i0 * kk..i1 * kk]) {
+                gemm(
+                    (nb, i0, kk),
+                    T::one(),
+                    &da[i0 * lp..],
+                    (lp, 1),
+                    kf,
+                    (kk, 1),
+                    T::zero(),
+                    t,
+                    kk,
+                );
+                for ((o, &tv), &ev) in dq[i0 * kk..i1 * kk]
+                    .iter_mut()
+                    .zip(t.iter())
+                    .zip(&self.qd[i0 * kk..i1 * kk])
+                {
                     *o += tv * ev;
                 }
                 koff += i0;
@@ -386,12 +431,26 @@ impl<T: Real> Intra<T> {
                 }
                 round_slice(qf, plan.offdiag_q);
                 let t = &mut self.t2[..nb * kk];
-                gemm((nb, nq, kk), T::one(), &da[i1 * lp + i0..], (1, lp), qf, (kk, 1), T::zero(), t, kk);
+                gemm(
+                    (nb, nq, kk),
+                    T::one(),
+                    &da[i1 * lp + i0..],
+                    (1, lp),
+                    qf,
+                    (kk, 1),
+                    T::zero(),
+                    t,
+                    kk,
+                );
                 let dec = &mut self.t1[..nb * kk];
                 for r in 0..nb {
                     cum.dec_row(b, (i0 + r) as isize, &mut dec[r * kk..(r + 1) * kk]);
                 }
-                for ((o, &tv), &ev) in dk[i0 * kk..i1 * kk].iter_mut().zip(t.iter()).zip(dec.iter()) {
+                for ((o, &tv), &ev) in dk[i0 * kk..i1 * kk]
+                    .iter_mut()
+                    .zip(t.iter())
+                    .zip(dec.iter())
+                {
                     *o += tv * ev;
                 }
             }
@@ -453,7 +512,12 @@ unsafe fn item_avx2<T: Real>(it: &Item<T>, opts: &ChunkOptions, scale: T, bwd: b
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn item_avx512<T: Real>(it: &Item<T>, opts: &ChunkOptions, scale: T, bwd: bool) -> ItemOut<T> {
+unsafe fn item_avx512<T: Real>(
+    it: &Item<T>,
+    opts: &ChunkOptions,
+    scale: T,
+    bwd: bool,
+) -> ItemOut<T> {
     item(it, opts, scale, bwd)
 }
 
@@ -478,8 +542,28 @@ fn chunk_out<T: Real>(
     intra.forward(cum, &q[rk.clone()], &k[rk.clone()], kk, opts, scale);
     let hs = round_view(hstate, plan.state, hs);
     let oc = &mut o[rv.clone()];
-    gemm((lp, kk, vv), scale, &qe[rk], (kk, 1), hs, (vv, 1), T::zero(), oc, vv);
-    gemm((lp, lp, vv), T::one(), &intra.a[..lp * lp], (lp, 1), &vr[rv], (vv, 1), T::one(), oc, vv);
+    gemm(
+        (lp, kk, vv),
+        scale,
+        &qe[rk],
+        (kk, 1),
+        hs,
+        (vv, 1),
+        T::zero(),
+        oc,
+        vv,
+    );
+    gemm(
+        (lp, lp, vv),
+        T::one(),
+        &intra.a[..lp * lp],
+        (lp, 1),
+        &vr[rv],
+        (vv, 1),
+        T::one(),
+        oc,
+        vv,
+    );
     round_slice(oc, plan.o);
 }
 
@@ -530,19 +614,55 @@ fn item<T: Real>(it: &Item<T>, opts: &ChunkOptions, scale: T, bwd: bool) -> Item
             cum.dec_row(i, -1, &mut e0[(p0 + i) * kk..(p0 + i + 1) * kk]);
             cum.dec_row(last, i as isize, &mut el[(p0 + i) * kk..(p0 + i + 1) * kk]);
         }
-        factor_into(&q[rk.clone()], &e0[rk.clone()], T::one(), &mut qe[rk.clone()], plan.q_decay);
-        factor_into(&k[rk.clone()], &el[rk.clone()], T::one(), &mut ke[rk.clone()], plan.k_decay);
+        factor_into(
+            &q[rk.clone()],
+            &e0[rk.clone()],
+            T::one(),
+            &mut qe[rk.clone()],
+            plan.q_decay,
+        );
+        factor_into(
+            &k[rk.clone()],
+            &el[rk.clone()],
+            T::one(),
+            &mut ke[rk.clone()],
+            plan.k_decay,
+        );
         if do_.is_some() {
             states[p * kv..(p + 1) * kv].copy_from_slice(&h);
         } else {
-            chunk_out(&mut intra, &cum, (q, k, vr, qe), (kk, vv), (p0, lp), opts, scale, &h, &mut hs, ov);
+            chunk_out(
+                &mut intra,
+                &cum,
+                (q, k, vr, qe),
+                (kk, vv),
+                (p0, lp),
+                opts,
+                scale,
+                &h,
+                &mut hs,
+                ov,
+            );
         }
         // State update: H <- Diag(exp(Gl_last)) H + ke^T @ v (compute-type accumulator).
-        gemm((kk, lp, vv), T::one(), &ke[rk], (1, kk), &vr[rv], (vv, 1), T::zero(), &mut u, vv);
+        gemm(
+            (kk, lp, vv),
+            T::one(),
+            &ke[rk],
+            (1, kk),
+            &vr[rv],
+            (vv, 1),
+            T::zero(),
+            &mut u,
+            vv,
+        );
         let glast = &e0[(p0 + last) * kk..(p0 + lp) * kk];
         for d in 0..kk {
             let gd = glast[d];
-            for (hv, &uv) in h[d * vv..(d + 1) * vv].iter_mut().zip(&u[d * vv..(d + 1) * vv]) {
+            for (hv, &uv) in h[d * vv..(d + 1) * vv]
+                .iter_mut()
+                .zip(&u[d * vv..(d + 1) * vv])
+            {
                 *hv = gd * *hv + uv;
             }
         }
@@ -559,12 +679,25 @@ fn item<T: Real>(it: &Item<T>, opts: &ChunkOptions, scale: T, bwd: bool) -> Item
         for (p, p0) in (0..l).step_by(cs).enumerate().rev() {
             let lp = cs.min(l - p0);
             let (rk, rv) = (p0 * kk..(p0 + lp) * kk, p0 * vv..(p0 + lp) * vv);
-            gemm((kk, lp, vv), T::one(), &qe[rk], (1, kk), &dor[rv], (vv, 1), T::zero(), &mut w, vv);
+            gemm(
+                (kk, lp, vv),
+                T::one(),
+                &qe[rk],
+                (1, kk),
+                &dor[rv],
+                (vv, 1),
+                T::zero(),
+                &mut w,
+                vv,
+            );
             dstates[p * kv..(p + 1) * kv].copy_from_slice(&dh);
             let glast = &e0[(p0 + lp - 1) * kk..(p0 + lp) * kk];
             for d in 0..kk {
                 let gd = glast[d];
-                for (x, &wv) in dh[d * vv..(d + 1) * vv].iter_mut().zip(&w[d * vv..(d + 1) * vv]) {
+                for (x, &wv) in dh[d * vv..(d + 1) * vv]
+                    .iter_mut()
+                    .zip(&w[d * vv..(d + 1) * vv])
+                {
                     *x = gd * *x + scale * wv;
                 }
             }
@@ -576,8 +709,14 @@ fn item<T: Real>(it: &Item<T>, opts: &ChunkOptions, scale: T, bwd: bool) -> Item
         let mut dk = pooled::<T>((l, kk));
         let mut dv = pooled::<T>((l, vv));
         let mut dg = pooled::<T>((l, kk));
-        let (dqs, dks) = (dq.as_slice_mut().expect("std"), dk.as_slice_mut().expect("std"));
-        let (dvs, dgs) = (dv.as_slice_mut().expect("std"), dg.as_slice_mut().expect("std"));
+        let (dqs, dks) = (
+            dq.as_slice_mut().expect("std"),
+            dk.as_slice_mut().expect("std"),
+        );
+        let (dvs, dgs) = (
+            dv.as_slice_mut().expect("std"),
+            dg.as_slice_mut().expect("std"),
+        );
         let mut hbuf = vec![T::zero(); kv];
         let mut dhbuf = vec![T::zero(); kv];
         let mut da = vec![T::zero(); cs * cs];
@@ -588,14 +727,40 @@ fn item<T: Real>(it: &Item<T>, opts: &ChunkOptions, scale: T, bwd: bool) -> Item
             let (rk, rv) = (p0 * kk..(p0 + lp) * kk, p0 * vv..(p0 + lp) * vv);
             let cum = Cum::<T>::new(it.g.slice(s![p0..p0 + lp, ..]));
             let hstate = &states[p * kv..(p + 1) * kv];
-            chunk_out(&mut intra, &cum, (q, k, vr, qe), (kk, vv), (p0, lp), opts, scale, hstate, &mut hs, ov);
+            chunk_out(
+                &mut intra,
+                &cum,
+                (q, k, vr, qe),
+                (kk, vv),
+                (p0, lp),
+                opts,
+                scale,
+                hstate,
+                &mut hs,
+                ov,
+            );
             let hb = round_view(hstate, plan.bwd_state, &mut hbuf);
             let dhp = round_view(&dstates[p * kv..(p + 1) * kv], plan.dstate, &mut dhbuf);
-            let (qc, kc, vc, doc) = (&q[rk.clone()], &k[rk.clone()], &vr[rv.clone()], &dor[rv.clone()]);
+            let (qc, kc, vc, doc) = (
+                &q[rk.clone()],
+                &k[rk.clone()],
+                &vr[rv.clone()],
+                &dor[rv.clone()],
+            );
 
             // dA = scale * do @ v^T on j <= i (upper triangle selected to exact 0).
             let da = &mut da[..lp * lp];
-            gemm((lp, vv, lp), scale, doc, (vv, 1), vc, (1, vv), T::zero(), da, lp);
+            gemm(
+                (lp, vv, lp),
+                scale,
+                doc,
+                (vv, 1),
+                vc,
+                (1, vv),
+                T::zero(),
+                da,
+                lp,
+            );
             for i in 0..lp {
                 da[i * lp + i + 1..(i + 1) * lp].fill(T::zero());
             }
@@ -603,17 +768,57 @@ fn item<T: Real>(it: &Item<T>, opts: &ChunkOptions, scale: T, bwd: bool) -> Item
 
             // dv = ke @ dH_p + A^T @ do
             let dvc = &mut dvs[rv.clone()];
-            gemm((lp, kk, vv), T::one(), &ke[rk.clone()], (kk, 1), dhp, (vv, 1), T::zero(), dvc, vv);
-            gemm((lp, lp, vv), T::one(), &intra.a[..lp * lp], (1, lp), doc, (vv, 1), T::one(), dvc, vv);
+            gemm(
+                (lp, kk, vv),
+                T::one(),
+                &ke[rk.clone()],
+                (kk, 1),
+                dhp,
+                (vv, 1),
+                T::zero(),
+                dvc,
+                vv,
+            );
+            gemm(
+                (lp, lp, vv),
+                T::one(),
+                &intra.a[..lp * lp],
+                (1, lp),
+                doc,
+                (vv, 1),
+                T::one(),
+                dvc,
+                vv,
+            );
 
             // Inter-chunk parts: dq = scale * exp(Gl) * (do @ H_p^T), dk = exp(Gl_last - Gl) * (v @ dH_p^T).
             let dqc = &mut dqs[rk.clone()];
-            gemm((lp, vv, kk), T::one(), doc, (vv, 1), hb, (1, vv), T::zero(), dqc, kk);
+            gemm(
+                (lp, vv, kk),
+                T::one(),
+                doc,
+                (vv, 1),
+                hb,
+                (1, vv),
+                T::zero(),
+                dqc,
+                kk,
+            );
             for (x, &ev) in dqc.iter_mut().zip(&e0[rk.clone()]) {
                 *x = *x * ev * scale;
             }
             let dki = &mut dki[..lp * kk];
-            gemm((lp, vv, kk), T::one(), vc, (vv, 1), dhp, (1, vv), T::zero(), dki, kk);
+            gemm(
+                (lp, vv, kk),
+                T::one(),
+                vc,
+                (vv, 1),
+                dhp,
+                (1, vv),
+                T::zero(),
+                dki,
+                kk,
+            );
             for (x, &ev) in dki.iter_mut().zip(&el[rk.clone()]) {
                 *x *= ev;
             }
@@ -640,7 +845,11 @@ fn item<T: Real>(it: &Item<T>, opts: &ChunkOptions, scale: T, bwd: bool) -> Item
             }
             let mut ksum = vec![T::zero(); kk];
             for j in 0..lp {
-                for ((s, &kv), &dv) in ksum.iter_mut().zip(&kc[j * kk..(j + 1) * kk]).zip(&dki[j * kk..(j + 1) * kk]) {
+                for ((s, &kv), &dv) in ksum
+                    .iter_mut()
+                    .zip(&kc[j * kk..(j + 1) * kk])
+                    .zip(&dki[j * kk..(j + 1) * kk])
+                {
                     *s += kv * dv;
                 }
             }
@@ -651,7 +860,8 @@ fn item<T: Real>(it: &Item<T>, opts: &ChunkOptions, scale: T, bwd: bool) -> Item
             for i in (0..lp).rev() {
                 let r = i * kk..(i + 1) * kk;
                 for d in 0..kk {
-                    acc[d] += qc[r.start + d] * dqc[r.start + d] - kc[r.start + d] * dkc[r.start + d];
+                    acc[d] +=
+                        qc[r.start + d] * dqc[r.start + d] - kc[r.start + d] * dkc[r.start + d];
                 }
                 dgc[r].copy_from_slice(&acc);
             }
@@ -660,7 +870,13 @@ fn item<T: Real>(it: &Item<T>, opts: &ChunkOptions, scale: T, bwd: bool) -> Item
         for a in [&mut dq, &mut dk, &mut dv, &mut dg] {
             round_in_place(a, plan.grads);
         }
-        grads = Some(ItemGrads { dq, dk, dv, dg, dh0 });
+        grads = Some(ItemGrads {
+            dq,
+            dk,
+            dv,
+            dg,
+            dh0,
+        });
     }
     give_pool(pool);
     ItemOut { o, ht, grads }
@@ -669,7 +885,8 @@ fn item<T: Real>(it: &Item<T>, opts: &ChunkOptions, scale: T, bwd: bool) -> Item
 /// A `[rows, cols]` array in a buffer from this thread's pool (given back by `seg::run`) with
 /// unspecified contents: every element of the results is written by [`item`].
 fn pooled<T: Real>(shape: (usize, usize)) -> Array2<T> {
-    Array2::from_shape_vec(shape, seg::take_buf_dirty::<T>(shape.0 * shape.1)).expect("shape matches length")
+    Array2::from_shape_vec(shape, seg::take_buf_dirty::<T>(shape.0 * shape.1))
+        .expect("shape matches length")
 }
 
 thread_local! {
@@ -716,7 +933,9 @@ mod tests {
         let mut g = Array4::from_shape_fn((1, t, 1, k), |(_, t, _, d)| -f(t + d).abs() * 3.0);
         g[[0, 20, 0, 2]] = f64::NEG_INFINITY;
         let p = Problem::builder(q, kk, vv, Gates::PerChannel(g))
-            .do_(Array4::from_shape_fn((1, t, 1, v), |(_, t, _, e)| f(t * 3 + e)))
+            .do_(Array4::from_shape_fn((1, t, 1, v), |(_, t, _, e)| {
+                f(t * 3 + e)
+            }))
             .build()
             .unwrap();
         let opts = ChunkOptions::new(32, 8).unwrap();
@@ -724,8 +943,12 @@ mod tests {
         let base = seg::run::<f32>(&p, true, |it| item(it, &opts, scale, true));
         let best = seg::run::<f32>(&p, true, |it| item_best(it, &opts, scale, true));
         assert_eq!(base, best);
-        let pb = seg::run::<f32>(&p, true, |it| crate::parallel::item_for_tests(it, scale, true, false));
-        let pa = seg::run::<f32>(&p, true, |it| crate::parallel::item_for_tests(it, scale, true, true));
+        let pb = seg::run::<f32>(&p, true, |it| {
+            crate::parallel::item_for_tests(it, scale, true, false)
+        });
+        let pa = seg::run::<f32>(&p, true, |it| {
+            crate::parallel::item_for_tests(it, scale, true, true)
+        });
         assert_eq!(pb, pa);
     }
 }

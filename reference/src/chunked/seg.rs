@@ -48,7 +48,13 @@ impl<T: Real> Cum<T> {
             let r = i * kg..(i + 1) * kg;
             let (zr, gw, gi) = (&mut zs[r.clone()], &mut gs[r.clone()], &gsl[r]);
             let ii = i as i32;
-            for ((((&x, la), a), zo), go) in gi.iter().zip(last.iter_mut()).zip(acc.iter_mut()).zip(zr.iter_mut()).zip(gw.iter_mut()) {
+            for ((((&x, la), a), zo), go) in gi
+                .iter()
+                .zip(last.iter_mut())
+                .zip(acc.iter_mut())
+                .zip(zr.iter_mut())
+                .zip(gw.iter_mut())
+            {
                 let reset = x == T::neg_infinity();
                 *la = if reset { ii } else { *la };
                 *a = if reset { T::zero() } else { *a + x };
@@ -66,9 +72,16 @@ impl<T: Real> Cum<T> {
         if self.z[[i, c]] as isize > j {
             T::zero()
         } else {
-            let base = if j < 0 { T::zero() } else { self.gr[[j as usize, c]] };
+            let base = if j < 0 {
+                T::zero()
+            } else {
+                self.gr[[j as usize, c]]
+            };
             let e = self.gr[[i, c]] - base;
-            debug_assert!(e <= T::zero(), "positive (or NaN) exponent {e:?} reached exp()");
+            debug_assert!(
+                e <= T::zero(),
+                "positive (or NaN) exponent {e:?} reached exp()"
+            );
             let mut a = [e];
             vexp(&mut a);
             a[0]
@@ -108,7 +121,10 @@ impl<T: Real> Cum<T> {
                 *o = if z > jj { ninf } else { g - h };
             }
         }
-        debug_assert!(out.iter().all(|x| *x <= T::zero()), "positive (or NaN) exponent reached exp()");
+        debug_assert!(
+            out.iter().all(|x| *x <= T::zero()),
+            "positive (or NaN) exponent reached exp()"
+        );
         vexp(out);
     }
 
@@ -142,7 +158,12 @@ impl<T: Real> Cum<T> {
 
     /// The decay matrix `decay(j(r) -> i(r))[d]`, `[rows, k]`.
     #[inline(always)]
-    pub fn decays(&self, rows: usize, k: usize, map: impl Fn(usize) -> (usize, isize)) -> Array2<T> {
+    pub fn decays(
+        &self,
+        rows: usize,
+        k: usize,
+        map: impl Fn(usize) -> (usize, isize),
+    ) -> Array2<T> {
         let mut out = Array2::<T>::zeros((rows, k));
         for (r, mut orow) in out.rows_mut().into_iter().enumerate() {
             let (i, j) = map(r);
@@ -153,7 +174,9 @@ impl<T: Real> Cum<T> {
 
     /// Per-channel decay vector `decay(j -> i)` expanded to K channels.
     pub fn dec_vec(&self, i: usize, j: isize, k: usize) -> Vec<T> {
-        (0..k).map(|d| self.dec(i, j, if self.kg == 1 { 0 } else { d })).collect()
+        (0..k)
+            .map(|d| self.dec(i, j, if self.kg == 1 { 0 } else { d }))
+            .collect()
     }
 }
 
@@ -232,7 +255,11 @@ pub(crate) fn take_buf_dirty<T: Real>(n: usize) -> Vec<T> {
             let mut b = b.borrow_mut();
             let cap = |x: &Box<dyn std::any::Any>| x.downcast_ref::<Vec<T>>().map(|v| v.capacity());
             let mut best: Option<(usize, usize)> = None;
-            for (i, c) in b.iter().enumerate().filter_map(|(i, x)| cap(x).map(|c| (i, c))) {
+            for (i, c) in b
+                .iter()
+                .enumerate()
+                .filter_map(|(i, x)| cap(x).map(|c| (i, c)))
+            {
                 let better = match best {
                     None => true,
                     Some((_, bc)) => (c >= n && (bc < n || c < bc)) || (bc < n && c > bc),
@@ -284,9 +311,18 @@ impl Shared4 {
     fn new(a: &mut Array4<f64>) -> Self {
         assert!(a.is_standard_layout());
         let st = a.strides();
-        let strides = [st[0] as usize, st[1] as usize, st[2] as usize, st[3] as usize];
+        let strides = [
+            st[0] as usize,
+            st[1] as usize,
+            st[2] as usize,
+            st[3] as usize,
+        ];
         let d = a.dim();
-        Shared4 { ptr: a.as_mut_ptr(), dim: [d.0, d.1, d.2, d.3], strides }
+        Shared4 {
+            ptr: a.as_mut_ptr(),
+            dim: [d.0, d.1, d.2, d.3],
+            strides,
+        }
     }
 
     /// Write `src` (`[len, C]`) to rows `start..start+len` of batch `b`, head `h` (`[B,T,H,C]`).
@@ -297,7 +333,9 @@ impl Shared4 {
         if len == 0 || c == 0 {
             return;
         }
-        assert!(b < self.dim[0] && start + len <= self.dim[1] && h < self.dim[2] && c == self.dim[3]);
+        assert!(
+            b < self.dim[0] && start + len <= self.dim[1] && h < self.dim[2] && c == self.dim[3]
+        );
         let off = b * self.strides[0] + start * self.strides[1] + h * self.strides[2];
         let dst = ndarray::ArrayViewMut2::from_shape_ptr(
             (len, c).strides((self.strides[1], self.strides[3])),
@@ -333,7 +371,9 @@ fn put<T: Real>(mut dst: ndarray::ArrayViewMut2<f64>, src: &Array2<T>) {
                     *d = s.f64();
                 }
             }
-            _ => ndarray::Zip::from(&mut dr).and(&sr).for_each(|d, &s| *d = s.f64()),
+            _ => ndarray::Zip::from(&mut dr)
+                .and(&sr)
+                .for_each(|d, &s| *d = s.f64()),
         }
     }
 }
@@ -349,8 +389,10 @@ pub(crate) fn run<T: Real>(
     let dims = p.dims();
     let (k, v) = (dims.k, dims.v);
     let spans = p.sequences();
-    let tasks: Vec<(SeqSpan, usize)> =
-        spans.iter().flat_map(|&s| (0..dims.h).map(move |h| (s, h))).collect();
+    let tasks: Vec<(SeqSpan, usize)> = spans
+        .iter()
+        .flat_map(|&s| (0..dims.h).map(move |h| (s, h)))
+        .collect();
     let kg = match p.gate_kind() {
         GateKind::PerChannel => k,
         GateKind::Scalar => 1,
@@ -415,12 +457,24 @@ pub(crate) fn run<T: Real>(
                 sg[4].state(span.state, h, &og.dh0);
             }
         }
-        let Item { q, k, v, g, h0, do_, dht } = item;
+        let Item {
+            q,
+            k,
+            v,
+            g,
+            h0,
+            do_,
+            dht,
+        } = item;
         for a in [q, k, v, g, h0, dht].into_iter().chain(do_) {
             give_arr(a);
         }
         let ItemOut { o, ht, grads } = out;
-        for a in [o, ht].into_iter().chain(grads.into_iter().flat_map(|g| [g.dq, g.dk, g.dv, g.dg, g.dh0])) {
+        for a in [o, ht].into_iter().chain(
+            grads
+                .into_iter()
+                .flat_map(|g| [g.dq, g.dk, g.dv, g.dg, g.dh0]),
+        ) {
             give_arr(a);
         }
     });
