@@ -27,12 +27,20 @@ fn problem(t: usize, k: usize, v: usize) -> Problem {
     let do_ = randn((1, t, 1, v));
     let h0 = randn((1, 1, k, v));
     let dht = randn((1, 1, k, v));
-    Problem::builder(q, kk, vv, Gates::PerChannel(g)).h0(h0).do_(do_).dht(dht).build().expect("valid problem")
+    Problem::builder(q, kk, vv, Gates::PerChannel(g))
+        .h0(h0)
+        .do_(do_)
+        .dht(dht)
+        .build()
+        .expect("valid problem")
 }
 
 fn bench(c: &mut Criterion) {
     let p = problem(1024, 64, 64);
-    let opts = OracleOptions { backward: true, ..OracleOptions::default() };
+    let opts = OracleOptions {
+        backward: true,
+        ..OracleOptions::default()
+    };
     let r = evaluate(&p, &opts).expect("oracle converges");
     println!(
         "oracle T=1024 K=V=64: precision {} bits, bits_agreed {}, threads {}",
@@ -41,7 +49,10 @@ fn bench(c: &mut Criterion) {
         rayon::current_num_threads()
     );
     let mut group = c.benchmark_group("oracle");
-    group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(20));
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(20));
     group.bench_function("fwd_bwd_T1024_K64_V64_converged", |b| {
         b.iter(|| evaluate(&p, &opts).expect("oracle converges"))
     });

@@ -44,10 +44,10 @@
 //!
 //! ## Cost
 //!
-//! Every evaluation costs about 19 MPFR operations per `(t, d, e)` for forward + backward
-//! (5 for forward only); the work runs in parallel over (sequence, head, block of value columns),
-//! see [`recurrent`]. B = 1, H = 1, T = 1024, K = V = 64, forward + backward converged to 80 bits
-//! (127 and 191 bits) takes about 2.1 s on two otherwise idle cores.
+//! Every evaluation costs about 16 MPFR operations per `(t, d, e)` for forward + backward
+//! (19 for units too long to keep every state, see [`recurrent`]; 5 for forward only); the work
+//! runs in parallel over (sequence, head, block of value columns), and the first two precisions
+//! run concurrently.
 //!
 //! ```
 //! use gla_oracle::{evaluate, OracleOptions};
@@ -149,7 +149,11 @@ impl OracleOptions {
 /// `64 (n-1) < p < 64 n` for n <= 3); 127 and 191 bits cost about 15 % less than 128 and 192.
 pub fn next_precision(p: u32, max: u32) -> u32 {
     let want = p.saturating_add((p / 2).max(64));
-    let aligned = want.div_ceil(64).saturating_mul(64).saturating_sub(1).max(p + 1);
+    let aligned = want
+        .div_ceil(64)
+        .saturating_mul(64)
+        .saturating_sub(1)
+        .max(p + 1);
     aligned.min(max)
 }
 
@@ -202,11 +206,24 @@ pub fn evaluate(p: &Problem, opts: &OracleOptions) -> Result<OracleResult> {
         p.require_backward()?;
     }
     let mut prec = opts.start_precision;
-    let (mags, mut prev) =
-        rayon::join(|| magnitude::magnitudes(p, opts.backward), || recurrent::solve(p, prec, opts.backward));
+    // The first two precisions (always both evaluated) and the magnitudes run concurrently, so
+    // the serial phases of one evaluation overlap the parallel work of the other.
+    let mut next = next_precision(prec, opts.max_precision);
+    let ((mags, mut prev), second) = rayon::join(
+        || {
+            rayon::join(
+                || magnitude::magnitudes(p, opts.backward),
+                || recurrent::solve(p, prec, opts.backward),
+            )
+        },
+        || recurrent::solve(p, next, opts.backward),
+    );
+    let mut first_cur = Some(second);
     loop {
-        let next = next_precision(prec, opts.max_precision);
-        let cur = recurrent::solve(p, next, opts.backward);
+        let cur = match first_cur.take() {
+            Some(c) => c,
+            None => recurrent::solve(p, next, opts.backward),
+        };
         let (bits, limiting) = agreement(&prev, &cur, &mags, opts.magnitude_floor_bits);
         if bits >= opts.min_agree_bits {
             return Ok(OracleResult {
@@ -220,7 +237,12 @@ pub fn evaluate(p: &Problem, opts: &OracleOptions) -> Result<OracleResult> {
         }
         if next >= opts.max_precision {
             let at = limiting
-                .map(|l| format!("; worst element {}{:?} agreed to {} bits", l.tensor, l.index, l.bits))
+                .map(|l| {
+                    format!(
+                        "; worst element {}{:?} agreed to {} bits",
+                        l.tensor, l.index, l.bits
+                    )
+                })
                 .unwrap_or_default();
             return Err(GlaError::Options(format!(
                 "oracle did not converge: precisions {prec} and {next} agree to {bits} bits, fewer than \
@@ -230,6 +252,7 @@ pub fn evaluate(p: &Problem, opts: &OracleOptions) -> Result<OracleResult> {
         }
         prev = cur;
         prec = next;
+        next = next_precision(prec, opts.max_precision);
     }
 }
 
@@ -242,8 +265,14 @@ pub(crate) fn agreement(
 ) -> (u32, Option<Limiting>) {
     let cap = lo.precision.min(hi.precision);
     let mut best = (cap, None);
-    type Entry<'a> = (&'static str, &'a Array4<Float>, &'a Array4<Float>, &'a Array4<f64>);
-    let mut tensors: Vec<Entry<'_>> = vec![("o", &lo.o, &hi.o, &m.o), ("ht", &lo.ht, &hi.ht, &m.ht)];
+    type Entry<'a> = (
+        &'static str,
+        &'a Array4<Float>,
+        &'a Array4<Float>,
+        &'a Array4<f64>,
+    );
+    let mut tensors: Vec<Entry<'_>> =
+        vec![("o", &lo.o, &hi.o, &m.o), ("ht", &lo.ht, &hi.ht, &m.ht)];
     if let (Some(a), Some(b), Some(mg)) = (&lo.grads, &hi.grads, &m.grads) {
         tensors.extend([
             ("dq", &a.dq, &b.dq, &mg.dq),
@@ -251,13 +280,25 @@ pub(crate) fn agreement(
             ("dv", &a.dv, &b.dv, &mg.dv),
             ("dg", &a.dg, &b.dg, &mg.dg_local),
             ("dh0", &a.dh0, &b.dh0, &mg.dh0),
-            ("dg_reverse_cumsum", &a.dg_reverse_cumsum, &b.dg_reverse_cumsum, &mg.dg_reverse_cumsum),
+            (
+                "dg_reverse_cumsum",
+                &a.dg_reverse_cumsum,
+                &b.dg_reverse_cumsum,
+                &mg.dg_reverse_cumsum,
+            ),
         ]);
     }
     for (name, a, b, mm) in tensors {
         let (bits, at) = tensor_agreement(a, b, mm, floor_bits, cap);
         if bits < best.0 {
-            best = (bits, at.map(|index| Limiting { tensor: name, index, bits }));
+            best = (
+                bits,
+                at.map(|index| Limiting {
+                    tensor: name,
+                    index,
+                    bits,
+                }),
+            );
         }
     }
     best
@@ -323,7 +364,14 @@ fn log2_abs(x: &Float) -> f64 {
 }
 
 /// Agreeing bits of one element (see the crate docs), capped at `cap`.
-fn element_bits(x1: &Float, x2: &Float, mag: f64, floor_bits: u32, cap: u32, diff: &mut Float) -> u32 {
+fn element_bits(
+    x1: &Float,
+    x2: &Float,
+    mag: f64,
+    floor_bits: u32,
+    cap: u32,
+    diff: &mut Float,
+) -> u32 {
     if x1 == x2 {
         return cap;
     }
@@ -367,7 +415,10 @@ mod tests {
         let tiny = Float::with_val(200, Float::i_exp(1, -150));
         assert_eq!(element_bits(&tiny, &z, 1.0, 32, 128, &mut d), 118);
         assert_eq!(element_bits(&tiny, &z, 0.0, 32, 128, &mut d), 0); // M = 0: only the 2^-1074 floor
-        assert_eq!(element_bits(&tiny, &z, 2f64.powi(-100), 32, 128, &mut d), 18);
+        assert_eq!(
+            element_bits(&tiny, &z, 2f64.powi(-100), 32, 128, &mut d),
+            18
+        );
     }
 
     #[test]

@@ -69,8 +69,9 @@ pub fn magnitudes(p: &Problem, backward: bool) -> Magnitudes {
     let (kk, vv) = (dims.k, dims.v);
     let kg = p.g().shape()[3];
     let seqs = p.sequences();
-    let units: Vec<(usize, usize)> =
-        (0..seqs.len()).flat_map(|s| (0..dims.h).map(move |h| (s, h))).collect();
+    let units: Vec<(usize, usize)> = (0..seqs.len())
+        .flat_map(|s| (0..dims.h).map(move |h| (s, h)))
+        .collect();
     let outs: Vec<HeadMags> = units
         .par_iter()
         .map(|&(si, h)| head_magnitudes(p, seqs[si], h, backward))
@@ -114,7 +115,14 @@ pub fn magnitudes(p: &Problem, backward: bool) -> Magnitudes {
             }
         }
     }
-    let grads = backward.then_some(GradMagnitudes { dq, dk, dv, dg_local: dgl, dg_reverse_cumsum: dgr, dh0 });
+    let grads = backward.then_some(GradMagnitudes {
+        dq,
+        dk,
+        dv,
+        dg_local: dgl,
+        dg_reverse_cumsum: dgr,
+        dh0,
+    });
     Magnitudes { o, ht, grads }
 }
 
@@ -129,7 +137,11 @@ fn alpha64(g: f64) -> f64 {
 fn head_magnitudes(p: &Problem, s: gla_reference::SeqSpan, h: usize, backward: bool) -> HeadMags {
     let dims = p.dims();
     let (kk, vv, len) = (dims.k, dims.v, s.len);
-    let kg = if p.gate_kind() == GateKind::Scalar { 1 } else { kk };
+    let kg = if p.gate_kind() == GateKind::Scalar {
+        1
+    } else {
+        kk
+    };
     let sc = p.scale().abs();
     let (b, t0) = (s.batch, s.start);
     let q = |i: usize, d: usize| p.q()[[b, t0 + i, h, d]].abs();
@@ -148,7 +160,9 @@ fn head_magnitudes(p: &Problem, s: gla_reference::SeqSpan, h: usize, backward: b
     };
 
     let mut st: Vec<f64> = match p.h0() {
-        Some(h0) => (0..kk * vv).map(|x| h0[[s.state, h, x / vv, x % vv]].abs()).collect(),
+        Some(h0) => (0..kk * vv)
+            .map(|x| h0[[s.state, h, x / vv, x % vv]].abs())
+            .collect(),
         None => vec![0.0; kk * vv],
     };
     let c = ckpt_interval(len);
@@ -177,7 +191,16 @@ fn head_magnitudes(p: &Problem, s: gla_reference::SeqSpan, h: usize, backward: b
     }
     let ht = st;
     if !backward {
-        return HeadMags { o, ht, dq, dk: vec![], dv: vec![], dgl: vec![], dgr: vec![], dh0: vec![] };
+        return HeadMags {
+            o,
+            ht,
+            dq,
+            dk: vec![],
+            dv: vec![],
+            dgl: vec![],
+            dgr: vec![],
+            dh0: vec![],
+        };
     }
     let dht = |d: usize, e: usize| p.dht().map_or(0.0, |a| a[[s.state, h, d, e]].abs());
     let mut ds: Vec<f64> = (0..kk * vv).map(|x| dht(x / vv, x % vv)).collect();
@@ -229,7 +252,9 @@ fn head_magnitudes(p: &Problem, s: gla_reference::SeqSpan, h: usize, backward: b
         }
     }
     let mut dgr = vec![0.0; len * kg];
-    let mut acc: Vec<f64> = (0..kk).map(|d| (0..vv).map(|e| ht[d * vv + e] * dht(d, e)).sum()).collect();
+    let mut acc: Vec<f64> = (0..kk)
+        .map(|d| (0..vv).map(|e| ht[d * vv + e] * dht(d, e)).sum())
+        .collect();
     for i in (0..len).rev() {
         for d in 0..kk {
             acc[d] += q(i, d) * dq[i * kk + d] + k(i, d) * dk[i * kk + d];
@@ -240,7 +265,16 @@ fn head_magnitudes(p: &Problem, s: gla_reference::SeqSpan, h: usize, backward: b
             }
         }
     }
-    HeadMags { o, ht, dq, dk, dv, dgl, dgr, dh0 }
+    HeadMags {
+        o,
+        ht,
+        dq,
+        dk,
+        dv,
+        dgl,
+        dgr,
+        dh0,
+    }
 }
 
 /// Checkpoint interval for the backward sweeps: about sqrt(T), at least 1.

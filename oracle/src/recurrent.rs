@@ -23,9 +23,12 @@
 //! added (in MPFR) afterwards. A single long sequence of one head is split into about
 //! `2 * threads` column blocks, so it still uses every core.
 //!
-//! Memory: the backward sweep needs `S_{t-1}`; it keeps a checkpoint of the state every
-//! `ceil(sqrt(T))` steps and recomputes each segment (about `2 sqrt(T) K V` MPFR numbers per unit
-//! instead of `T K V`).
+//! Memory: the backward sweep needs `S_{t-1}`. A unit with at most `STORE_ALL_MAX` (2^20) state
+//! values `(T + 1) K w` keeps every state from its forward sweep (buffers reused between the
+//! units of one evaluation); a larger one keeps a checkpoint of the state every `ceil(sqrt(T))`
+//! steps and recomputes each segment (about `2 sqrt(T) K w` MPFR numbers per unit instead of
+//! `T K w`, for 3 more MPFR operations per `(t, d, e)`). Both give the same values: the
+//! recomputation repeats the forward's operations exactly.
 
 use crate::magnitude::ckpt_interval;
 use gla_reference::{GateKind, GlaError, Problem, Result, SeqSpan};
@@ -77,7 +80,9 @@ impl ExactSolution {
     /// Round every value once, directly from MPFR, to `dtype` (values returned as f64); see
     /// [`crate::round::round_float`]. No double rounding through f64.
     pub fn round_to(&self, dtype: gla_reference::Dtype) -> gla_reference::Solution {
-        let r = |a: &Array4<Float>| ndarray::Zip::from(a).par_map_collect(|x| crate::round::round_float(x, dtype));
+        let r = |a: &Array4<Float>| {
+            ndarray::Zip::from(a).par_map_collect(|x| crate::round::round_float(x, dtype))
+        };
         gla_reference::Solution {
             o: r(&self.o),
             ht: r(&self.ht),
@@ -93,9 +98,10 @@ impl ExactSolution {
 
     /// The reverse-cumsum dg rounded once to `dtype`, when the backward pass ran.
     pub fn dg_reverse_cumsum(&self, dtype: gla_reference::Dtype) -> Option<Array4<f64>> {
-        self.grads
-            .as_ref()
-            .map(|g| ndarray::Zip::from(&g.dg_reverse_cumsum).par_map_collect(|x| crate::round::round_float(x, dtype)))
+        self.grads.as_ref().map(|g| {
+            ndarray::Zip::from(&g.dg_reverse_cumsum)
+                .par_map_collect(|x| crate::round::round_float(x, dtype))
+        })
     }
 }
 
@@ -191,28 +197,55 @@ fn alpha_of(g: f64, prec: u32) -> Float {
 fn build_ctx(p: &Problem, span: SeqSpan, h: usize, prec: u32, bwd: bool) -> HeadCtx {
     let dims = p.dims();
     let (kk, vv, len) = (dims.k, dims.v, span.len);
-    let kg = if p.gate_kind() == GateKind::Scalar { 1 } else { kk };
+    let kg = if p.gate_kind() == GateKind::Scalar {
+        1
+    } else {
+        kk
+    };
     let (b, t0) = (span.batch, span.start);
     let alpha: Vec<Float> = (0..len * kg)
         .into_par_iter()
         .map(|x| alpha_of(p.g_at(b, t0 + x / kg, h, x % kg), prec))
         .collect();
-    // Every operand is held at the working precision: MPFR's fast paths for + and * need all
-    // three operands (result included) at the same precision. Inputs are exact at any
-    // precision >= 53, the products scale*q and scale*do at any precision >= 106.
+    // Up to two limbs every operand is held at the working precision: MPFR's fast paths for +
+    // and * need all three operands (result included) at the same precision. Inputs are exact at
+    // any precision >= 53, the products scale*q and scale*do at any precision >= 106.
+    // Above two limbs MPFR has no fast path for *, and its general multiplication costs what the
+    // operands' limbs cost: there the inputs are held at 53 bits and the products scale*q and
+    // scale*do at 106 (both exact, so every correctly rounded result is the same).
+    let (p_in, p_prod) = if prec > 128 { (53, 106) } else { (prec, prec) };
     let scale = Float::with_val(prec, p.scale());
     let conv = |n: usize, w: usize, a: &Array4<f64>| -> Vec<Float> {
-        (0..n * w).into_par_iter().map(|x| Float::with_val(prec, a[[b, t0 + x / w, h, x % w]])).collect()
+        (0..n * w)
+            .into_par_iter()
+            .map(|x| Float::with_val(p_in, a[[b, t0 + x / w, h, x % w]]))
+            .collect()
     };
     let q = conv(len, kk, p.q());
-    let sq: Vec<Float> = q.par_iter().map(|x| Float::with_val(prec, x * &scale)).collect();
+    let sq: Vec<Float> = q
+        .par_iter()
+        .map(|x| Float::with_val(p_prod, x * &scale))
+        .collect();
     let k = conv(len, kk, p.k());
     let v = conv(len, vv, p.v());
     let sdo: Vec<Float> = match (bwd, p.do_()) {
-        (true, Some(d)) => conv(len, vv, d).into_par_iter().map(|x| Float::with_val(prec, x * &scale)).collect(),
+        (true, Some(d)) => conv(len, vv, d)
+            .par_iter()
+            .map(|x| Float::with_val(p_prod, x * &scale))
+            .collect(),
         _ => Vec::new(),
     };
-    HeadCtx { span, h, alpha, kg, q, sq, k, v, sdo }
+    HeadCtx {
+        span,
+        h,
+        alpha,
+        kg,
+        q,
+        sq,
+        k,
+        v,
+        sdo,
+    }
 }
 
 /// One step of the state recurrence on a column block: `st = Diag(alpha_i) st + outer(k_i, v_i)`.
@@ -222,7 +255,16 @@ fn build_ctx(p: &Problem, span: SeqSpan, h: usize, prec: u32, bwd: bool) -> Head
 /// paths; about twice as fast as its fused `a*b + c*d`).
 #[inline]
 #[allow(clippy::too_many_arguments)]
-fn state_step(ctx: &HeadCtx, kk: usize, vv: usize, e0: usize, w: usize, i: usize, st: &mut [Float], kv: &mut Float) {
+fn state_step(
+    ctx: &HeadCtx,
+    kk: usize,
+    vv: usize,
+    e0: usize,
+    w: usize,
+    i: usize,
+    st: &mut [Float],
+    kv: &mut Float,
+) {
     for d in 0..kk {
         let a = &ctx.alpha[i * ctx.kg + if ctx.kg == 1 { 0 } else { d }];
         let kd = &ctx.k[i * kk + d];
@@ -261,20 +303,113 @@ fn state_step_into(
     }
 }
 
-fn run_block(p: &Problem, ctx: &HeadCtx, e0: usize, e1: usize, prec: u32, bwd: bool) -> BlockOut {
+/// One step of the reverse sweep at step `i`: `dS = Diag(alpha_{i+1}) dS + scale outer(q_i, do_i)`,
+/// and the block's contributions to dk_i, dv_i and rowsum(S_{i-1} * dS_i) (`sprev` = S_{i-1}).
+#[inline]
+#[allow(clippy::too_many_arguments)]
+fn reverse_step(
+    ctx: &HeadCtx,
+    kk: usize,
+    vv: usize,
+    e0: usize,
+    w: usize,
+    i: usize,
+    sprev: &[Float],
+    ds: &mut [Float],
+    dk: &mut [Float],
+    dgs: &mut [Float],
+    dv: &mut [Float],
+    tmp: &mut Float,
+) {
+    let len = ctx.span.len;
+    let dvrow = &mut dv[i * w..(i + 1) * w];
+    for d in 0..kk {
+        let qd = &ctx.q[i * kk + d];
+        let kd = &ctx.k[i * kk + d];
+        let anext = if i + 1 < len {
+            Some(&ctx.alpha[(i + 1) * ctx.kg + if ctx.kg == 1 { 0 } else { d }])
+        } else {
+            None
+        };
+        let dkacc = &mut dk[i * kk + d];
+        let dgacc = &mut dgs[i * kk + d];
+        for e in 0..w {
+            let x = &mut ds[d * w + e];
+            if let Some(a) = anext {
+                *x *= a;
+            }
+            tmp.assign(qd * &ctx.sdo[i * vv + e0 + e]);
+            *x += &*tmp;
+            let x = &ds[d * w + e];
+            tmp.assign(x * &ctx.v[i * vv + e0 + e]);
+            *dkacc += &*tmp;
+            tmp.assign(x * kd);
+            dvrow[e] += &*tmp;
+            tmp.assign(&sprev[d * w + e] * x);
+            *dgacc += &*tmp;
+        }
+    }
+}
+
+/// Largest number of MPFR states (`(len + 1) K w`) a block keeps for its reverse sweep (about
+/// 64 bytes each at up to 191 bits); longer blocks keep `sqrt(len)` checkpoints and recompute.
+const STORE_ALL_MAX: usize = 1 << 20;
+
+/// Reusable state buffers of one [`solve`] (all at its working precision).
+type Pool = std::sync::Mutex<Vec<Vec<Float>>>;
+
+#[allow(clippy::too_many_arguments)]
+fn run_block(
+    p: &Problem,
+    ctx: &HeadCtx,
+    e0: usize,
+    e1: usize,
+    prec: u32,
+    bwd: bool,
+    pool: &Pool,
+    store_max: usize,
+) -> BlockOut {
     let dims = p.dims();
     let (kk, vv) = (dims.k, dims.v);
     let w = e1 - e0;
     let len = ctx.span.len;
     let (st_idx, h) = (ctx.span.state, ctx.h);
     let mut st: Vec<Float> = match p.h0() {
-        Some(h0) => (0..kk * w).map(|x| Float::with_val(prec, h0[[st_idx, h, x / w, e0 + x % w]])).collect(),
+        Some(h0) => (0..kk * w)
+            .map(|x| Float::with_val(prec, h0[[st_idx, h, x / w, e0 + x % w]]))
+            .collect(),
         None => zeros(prec, kk * w),
     };
+    let kw = kk * w;
+    // Backward: every state S_i (before step i, i = 0..=len) is kept, `all[i * kw..(i + 1) * kw]`,
+    // so the reverse sweep reads S_{i-1} instead of recomputing it (the same values: the same
+    // MPFR operations in the same order). Forward only: one state, updated in place.
+    // The state buffers come from `pool` (one per concurrently running block, reused: MPFR
+    // numbers are allocated once per thread instead of once per block).
+    let store_all = bwd && (len + 1) * kw <= store_max;
     let c = ckpt_interval(len);
     let mut ckpts: Vec<Vec<Float>> = Vec::new();
+    let mut all: Vec<Float> = Vec::new();
+    if store_all {
+        all = pool
+            .lock()
+            .map(|mut v| v.pop())
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        all.truncate((len + 1) * kw);
+        let have = all.len();
+        all.extend((have..(len + 1) * kw).map(|_| Float::new(prec)));
+        for (dst, src) in all[..kw].iter_mut().zip(&st) {
+            dst.assign(src);
+        }
+    }
     let mut o = zeros(prec, len * w);
-    let mut dq = if bwd { zeros(prec, len * kk) } else { Vec::new() };
+    let mut dq = if bwd {
+        zeros(prec, len * kk)
+    } else {
+        Vec::new()
+    };
 
     // Forward sweep: state, o, and the block's partial dq = scale * S_t do_t. Dot products are
     // accumulated as an MPFR multiplication into `tmp` and an addition (faster than MPFR's fma
@@ -282,14 +417,31 @@ fn run_block(p: &Problem, ctx: &HeadCtx, e0: usize, e1: usize, prec: u32, bwd: b
     let mut kv = Float::new(prec);
     let mut tmp = Float::new(prec);
     for i in 0..len {
-        if bwd && i % c == 0 {
+        if bwd && !store_all && i % c == 0 {
             ckpts.push(st.clone());
         }
-        state_step(ctx, kk, vv, e0, w, i, &mut st, &mut kv);
+        let cur: &[Float] = if store_all {
+            let (prev, next) = all.split_at_mut((i + 1) * kw);
+            state_step_into(
+                ctx,
+                kk,
+                vv,
+                e0,
+                w,
+                i,
+                &prev[i * kw..],
+                &mut next[..kw],
+                &mut kv,
+            );
+            &all[(i + 1) * kw..(i + 2) * kw]
+        } else {
+            state_step(ctx, kk, vv, e0, w, i, &mut st, &mut kv);
+            &st
+        };
         let orow = &mut o[i * w..(i + 1) * w];
         for d in 0..kk {
             let sqd = &ctx.sq[i * kk + d];
-            let srow = &st[d * w..(d + 1) * w];
+            let srow = &cur[d * w..(d + 1) * w];
             for (oe, x) in orow.iter_mut().zip(srow) {
                 tmp.assign(x * sqd);
                 *oe += &tmp;
@@ -303,17 +455,33 @@ fn run_block(p: &Problem, ctx: &HeadCtx, e0: usize, e1: usize, prec: u32, bwd: b
             }
         }
     }
-    let ht = st;
+    let ht = if store_all {
+        all[len * kw..].to_vec()
+    } else {
+        st
+    };
     if !bwd {
-        return BlockOut { e0, w, o, ht, dv: vec![], dh0: vec![], dq, dk: vec![], dgs: vec![], hdht: vec![] };
+        return BlockOut {
+            e0,
+            w,
+            o,
+            ht,
+            dv: vec![],
+            dh0: vec![],
+            dq,
+            dk: vec![],
+            dgs: vec![],
+            hdht: vec![],
+        };
     }
 
     // rowsum(hT * dhT) over this block.
     let mut hdht = zeros(prec, kk);
     let mut ds: Vec<Float> = match p.dht() {
         Some(dht) => {
-            let ds: Vec<Float> =
-                (0..kk * w).map(|x| Float::with_val(prec, dht[[st_idx, h, x / w, e0 + x % w]])).collect();
+            let ds: Vec<Float> = (0..kk * w)
+                .map(|x| Float::with_val(prec, dht[[st_idx, h, x / w, e0 + x % w]]))
+                .collect();
             for d in 0..kk {
                 for e in 0..w {
                     hdht[d] += &ht[d * w + e] * &ds[d * w + e];
@@ -324,51 +492,48 @@ fn run_block(p: &Problem, ctx: &HeadCtx, e0: usize, e1: usize, prec: u32, bwd: b
         None => zeros(prec, kk * w),
     };
 
-    // Reverse sweep over segments; each segment's states S_{i} (before step i) are recomputed
-    // from its checkpoint.
+    // Reverse sweep; S_{i} (before step i) comes from the stored states, or is recomputed from
+    // the checkpoints segment by segment (the same MPFR operations, so the same values).
     let mut dk = zeros(prec, len * kk);
     let mut dgs = zeros(prec, len * kk);
     let mut dv = zeros(prec, len * w);
-    let kw = kk * w;
-    let mut buf = zeros(prec, c.min(len.max(1)) * kw);
-    for j in (0..ckpts.len()).rev() {
-        let a0 = j * c;
-        let a1 = (a0 + c).min(len);
-        for (dst, src) in buf[..kw].iter_mut().zip(&ckpts[j]) {
-            dst.assign(src);
+    if store_all {
+        for i in (0..len).rev() {
+            let sprev = &all[i * kw..(i + 1) * kw];
+            reverse_step(
+                ctx, kk, vv, e0, w, i, sprev, &mut ds, &mut dk, &mut dgs, &mut dv, &mut tmp,
+            );
         }
-        for m in 1..(a1 - a0) {
-            let (prev, cur) = buf.split_at_mut(m * kw);
-            state_step_into(ctx, kk, vv, e0, w, a0 + m - 1, &prev[(m - 1) * kw..], &mut cur[..kw], &mut kv);
+        if let Ok(mut v) = pool.lock() {
+            v.push(all);
         }
-        for i in (a0..a1).rev() {
-            let sprev = &buf[(i - a0) * kw..(i - a0 + 1) * kw];
-            let dvrow = &mut dv[i * w..(i + 1) * w];
-            for d in 0..kk {
-                let qd = &ctx.q[i * kk + d];
-                let kd = &ctx.k[i * kk + d];
-                let anext = if i + 1 < len {
-                    Some(&ctx.alpha[(i + 1) * ctx.kg + if ctx.kg == 1 { 0 } else { d }])
-                } else {
-                    None
-                };
-                let dkacc = &mut dk[i * kk + d];
-                let dgacc = &mut dgs[i * kk + d];
-                for e in 0..w {
-                    let x = &mut ds[d * w + e];
-                    if let Some(a) = anext {
-                        *x *= a;
-                    }
-                    tmp.assign(qd * &ctx.sdo[i * vv + e0 + e]);
-                    *x += &tmp;
-                    let x = &ds[d * w + e];
-                    tmp.assign(x * &ctx.v[i * vv + e0 + e]);
-                    *dkacc += &tmp;
-                    tmp.assign(x * kd);
-                    dvrow[e] += &tmp;
-                    tmp.assign(&sprev[d * w + e] * x);
-                    *dgacc += &tmp;
-                }
+    } else {
+        let mut buf = zeros(prec, c.min(len.max(1)) * kw);
+        for j in (0..ckpts.len()).rev() {
+            let a0 = j * c;
+            let a1 = (a0 + c).min(len);
+            for (dst, src) in buf[..kw].iter_mut().zip(&ckpts[j]) {
+                dst.assign(src);
+            }
+            for m in 1..(a1 - a0) {
+                let (prev, cur) = buf.split_at_mut(m * kw);
+                state_step_into(
+                    ctx,
+                    kk,
+                    vv,
+                    e0,
+                    w,
+                    a0 + m - 1,
+                    &prev[(m - 1) * kw..],
+                    &mut cur[..kw],
+                    &mut kv,
+                );
+            }
+            for i in (a0..a1).rev() {
+                let sprev = &buf[(i - a0) * kw..(i - a0 + 1) * kw];
+                reverse_step(
+                    ctx, kk, vv, e0, w, i, sprev, &mut ds, &mut dk, &mut dgs, &mut dv, &mut tmp,
+                );
             }
         }
     }
@@ -382,35 +547,68 @@ fn run_block(p: &Problem, ctx: &HeadCtx, e0: usize, e1: usize, prec: u32, bwd: b
             }
         }
     }
-    BlockOut { e0, w, o, ht, dv, dh0, dq, dk, dgs, hdht }
+    BlockOut {
+        e0,
+        w,
+        o,
+        ht,
+        dv,
+        dh0,
+        dq,
+        dk,
+        dgs,
+        hdht,
+    }
 }
 
-/// Sum the blocks' partial vectors (consumes them).
+/// Sum the blocks' partial vectors (consumes them). Each element is the sum of its blocks'
+/// values in block order (the same roundings whatever the thread count); elements in parallel.
 fn reduce(parts: Vec<&mut Vec<Float>>) -> Vec<Float> {
     let mut it = parts.into_iter();
-    let first = match it.next() {
+    let mut acc = match it.next() {
         Some(f) => std::mem::take(f),
         None => return Vec::new(),
     };
-    let mut acc = first;
-    for part in it {
-        for (a, b) in acc.iter_mut().zip(part.iter()) {
-            *a += b;
-        }
-    }
+    let rest: Vec<&Vec<Float>> = it.map(|p| &*p).collect();
+    acc.par_iter_mut()
+        .enumerate()
+        .with_min_len(1024)
+        .for_each(|(x, a)| {
+            for part in &rest {
+                *a += &part[x];
+            }
+        });
     acc
 }
 
-fn run_head(p: &Problem, span: SeqSpan, h: usize, nblocks: usize, prec: u32, bwd: bool) -> HeadOut {
+#[allow(clippy::too_many_arguments)]
+fn run_head(
+    p: &Problem,
+    span: SeqSpan,
+    h: usize,
+    nblocks: usize,
+    prec: u32,
+    bwd: bool,
+    pool: &Pool,
+    store_max: usize,
+) -> HeadOut {
     let dims = p.dims();
     let (kk, vv, len) = (dims.k, dims.v, span.len);
     let ctx = build_ctx(p, span, h, prec, bwd);
     let nb = nblocks.clamp(1, vv);
     let bounds: Vec<(usize, usize)> = (0..nb).map(|j| (j * vv / nb, (j + 1) * vv / nb)).collect();
-    let mut blocks: Vec<BlockOut> =
-        bounds.par_iter().map(|&(e0, e1)| run_block(p, &ctx, e0, e1, prec, bwd)).collect();
+    let mut blocks: Vec<BlockOut> = bounds
+        .par_iter()
+        .map(|&(e0, e1)| run_block(p, &ctx, e0, e1, prec, bwd, pool, store_max))
+        .collect();
     if !bwd {
-        return HeadOut { blocks, dq: vec![], dk: vec![], dg: vec![], dgr: vec![] };
+        return HeadOut {
+            blocks,
+            dq: vec![],
+            dk: vec![],
+            dg: vec![],
+            dgr: vec![],
+        };
     }
     let dq = reduce(blocks.iter_mut().map(|b| &mut b.dq).collect());
     let dk = reduce(blocks.iter_mut().map(|b| &mut b.dk).collect());
@@ -451,7 +649,13 @@ fn run_head(p: &Problem, span: SeqSpan, h: usize, nblocks: usize, prec: u32, bwd
             }
         }
     }
-    HeadOut { blocks, dq, dk, dg, dgr }
+    HeadOut {
+        blocks,
+        dq,
+        dk,
+        dg,
+        dgr,
+    }
 }
 
 fn zeros4(prec: u32, shape: (usize, usize, usize, usize)) -> Array4<Float> {
@@ -463,19 +667,32 @@ const COLUMN_SPLIT_SLOTS: usize = 16;
 
 /// The MPFR recurrence at `prec` (validated by the callers).
 pub(crate) fn solve(p: &Problem, prec: u32, bwd: bool) -> ExactSolution {
+    solve_with(p, prec, bwd, STORE_ALL_MAX)
+}
+
+/// [`solve`] with units of more than `store_max` state values recomputing from checkpoints.
+fn solve_with(p: &Problem, prec: u32, bwd: bool, store_max: usize) -> ExactSolution {
     let dims = p.dims();
     let (kk, vv) = (dims.k, dims.v);
     let kg = p.g().shape()[3];
     let seqs = p.sequences();
-    let units: Vec<(usize, usize)> =
-        (0..seqs.len()).flat_map(|s| (0..dims.h).map(move |h| (s, h))).collect();
+    let units: Vec<(usize, usize)> = (0..seqs.len())
+        .flat_map(|s| (0..dims.h).map(move |h| (s, h)))
+        .collect();
     // Enough column blocks that every thread of a typical machine has work. The split is a fixed
     // function of the problem, never of the thread count: the order of the MPFR partial sums (and
     // so the last bits, and `bits_agreed`) must be the same on every machine.
     let want = COLUMN_SPLIT_SLOTS;
-    let nblocks = if units.len() >= want { 1 } else { want.div_ceil(units.len().max(1)) };
-    let outs: Vec<HeadOut> =
-        units.par_iter().map(|&(si, h)| run_head(p, seqs[si], h, nblocks, prec, bwd)).collect();
+    let pool: Pool = std::sync::Mutex::new(Vec::new());
+    let nblocks = if units.len() >= want {
+        1
+    } else {
+        want.div_ceil(units.len().max(1))
+    };
+    let outs: Vec<HeadOut> = units
+        .par_iter()
+        .map(|&(si, h)| run_head(p, seqs[si], h, nblocks, prec, bwd, &pool, store_max))
+        .collect();
 
     let mut o = zeros4(prec, (dims.b, dims.t, dims.h, vv));
     let mut ht = zeros4(prec, (dims.n, dims.h, kk, vv));
@@ -493,9 +710,15 @@ pub(crate) fn solve(p: &Problem, prec: u32, bwd: bool) -> ExactSolution {
             let w = blk.w;
             for i in 0..s.len {
                 for e in 0..w {
-                    std::mem::swap(&mut o[[s.batch, s.start + i, h, blk.e0 + e]], &mut blk.o[i * w + e]);
+                    std::mem::swap(
+                        &mut o[[s.batch, s.start + i, h, blk.e0 + e]],
+                        &mut blk.o[i * w + e],
+                    );
                     if let Some(g) = grads.as_mut() {
-                        std::mem::swap(&mut g.dv[[s.batch, s.start + i, h, blk.e0 + e]], &mut blk.dv[i * w + e]);
+                        std::mem::swap(
+                            &mut g.dv[[s.batch, s.start + i, h, blk.e0 + e]],
+                            &mut blk.dv[i * w + e],
+                        );
                     }
                 }
             }
@@ -503,7 +726,10 @@ pub(crate) fn solve(p: &Problem, prec: u32, bwd: bool) -> ExactSolution {
                 for e in 0..w {
                     std::mem::swap(&mut ht[[s.state, h, d, blk.e0 + e]], &mut blk.ht[d * w + e]);
                     if let Some(g) = grads.as_mut() {
-                        std::mem::swap(&mut g.dh0[[s.state, h, d, blk.e0 + e]], &mut blk.dh0[d * w + e]);
+                        std::mem::swap(
+                            &mut g.dh0[[s.state, h, d, blk.e0 + e]],
+                            &mut blk.dh0[d * w + e],
+                        );
                     }
                 }
             }
@@ -517,10 +743,57 @@ pub(crate) fn solve(p: &Problem, prec: u32, bwd: bool) -> ExactSolution {
                 }
                 for d in 0..kg {
                     std::mem::swap(&mut g.dg[[s.batch, t, h, d]], &mut out.dg[i * kg + d]);
-                    std::mem::swap(&mut g.dg_reverse_cumsum[[s.batch, t, h, d]], &mut out.dgr[i * kg + d]);
+                    std::mem::swap(
+                        &mut g.dg_reverse_cumsum[[s.batch, t, h, d]],
+                        &mut out.dgr[i * kg + d],
+                    );
                 }
             }
         }
     }
-    ExactSolution { precision: prec, o, ht, grads }
+    ExactSolution {
+        precision: prec,
+        o,
+        ht,
+        grads,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gla_reference::Gates;
+
+    /// Keeping every state and recomputing from checkpoints give bit-identical results.
+    #[test]
+    fn stored_states_match_checkpoint_recompute() {
+        let (b, t, h, k, v) = (1, 37, 2, 5, 6);
+        let f = |s: f64| {
+            move |(_, t, h, d): (usize, usize, usize, usize)| {
+                ((t * 7 + h * 3 + d * 5) as f64 * s).sin()
+            }
+        };
+        let q = Array4::from_shape_fn((b, t, h, k), f(0.37));
+        let kk = Array4::from_shape_fn((b, t, h, k), f(0.53));
+        let vv = Array4::from_shape_fn((b, t, h, v), f(0.71));
+        let mut g = Array4::from_shape_fn((b, t, h, k), |(_, t, h, d)| {
+            -0.05 - ((t + h + d) % 4) as f64 * 0.1
+        });
+        g[[0, 11, 1, 2]] = f64::NEG_INFINITY;
+        let do_ = Array4::from_shape_fn((b, t, h, v), f(0.29));
+        let h0 = Array4::from_shape_fn((1, h, k, v), f(0.91));
+        let dht = Array4::from_shape_fn((1, h, k, v), f(0.13));
+        let p = Problem::builder(q, kk, vv, Gates::PerChannel(g))
+            .h0(h0)
+            .do_(do_)
+            .dht(dht)
+            .build()
+            .unwrap();
+        for prec in [127, 191] {
+            let stored = solve_with(&p, prec, true, usize::MAX);
+            let recomputed = solve_with(&p, prec, true, 0);
+            assert_eq!(stored, recomputed);
+            assert_eq!(stored.to_solution(), recomputed.to_solution());
+        }
+    }
 }

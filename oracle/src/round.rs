@@ -70,7 +70,11 @@ pub fn round_float(x: &Float, dtype: Dtype) -> f64 {
         // r has at most p <= 53 significand bits; if its magnitude exceeds the format's largest
         // finite value, the rounded value overflows.
         if r.clone().abs() > max {
-            return if r.is_sign_negative() { f64::NEG_INFINITY } else { f64::INFINITY };
+            return if r.is_sign_negative() {
+                f64::NEG_INFINITY
+            } else {
+                f64::INFINITY
+            };
         }
         r.to_f64()
     } else {
@@ -97,16 +101,23 @@ mod tests {
     fn double_rounding_trap_bf16_f16_f32() {
         let one = Float::with_val(300, 1);
         // bf16: half ulp of 1 is 2^-8.
-        let x = one.clone() + Float::with_val(300, Float::i_exp(1, -8)) + Float::with_val(300, Float::i_exp(1, -70));
+        let x = one.clone()
+            + Float::with_val(300, Float::i_exp(1, -8))
+            + Float::with_val(300, Float::i_exp(1, -70));
         assert_eq!(round_float(&x, Dtype::Bf16), 1.0 + 2f64.powi(-7));
         assert_eq!(Dtype::Bf16.round(x.to_f64()), 1.0); // what double rounding gives
-        // f16: half ulp of 1 is 2^-11.
-        let x = one.clone() + Float::with_val(300, Float::i_exp(1, -11)) + Float::with_val(300, Float::i_exp(1, -80));
+                                                        // f16: half ulp of 1 is 2^-11.
+        let x = one.clone()
+            + Float::with_val(300, Float::i_exp(1, -11))
+            + Float::with_val(300, Float::i_exp(1, -80));
         assert_eq!(round_float(&x, Dtype::F16), 1.0 + 2f64.powi(-10));
         // f32: half ulp of 1 is 2^-24; just below the tie must go down.
-        let x = one.clone() + Float::with_val(300, Float::i_exp(1, -24)) - Float::with_val(300, Float::i_exp(1, -90));
+        let x = one.clone() + Float::with_val(300, Float::i_exp(1, -24))
+            - Float::with_val(300, Float::i_exp(1, -90));
         assert_eq!(round_float(&x, Dtype::F32), 1.0);
-        let x = one + Float::with_val(300, Float::i_exp(1, -24)) + Float::with_val(300, Float::i_exp(1, -90));
+        let x = one
+            + Float::with_val(300, Float::i_exp(1, -24))
+            + Float::with_val(300, Float::i_exp(1, -90));
         assert_eq!(round_float(&x, Dtype::F32), 1.0 + 2f64.powi(-23));
     }
 
@@ -115,7 +126,10 @@ mod tests {
         // 1 + 2^-8 is exactly halfway between bf16 neighbours 1 and 1 + 2^-7: even is 1.
         assert_eq!(round_float(&fl(1.0 + 2f64.powi(-8)), Dtype::Bf16), 1.0);
         // 1 + 3*2^-8 is halfway between 1 + 2^-7 and 1 + 2^-6: even is 1 + 2^-6.
-        assert_eq!(round_float(&fl(1.0 + 3.0 * 2f64.powi(-8)), Dtype::Bf16), 1.0 + 2f64.powi(-6));
+        assert_eq!(
+            round_float(&fl(1.0 + 3.0 * 2f64.powi(-8)), Dtype::Bf16),
+            1.0 + 2f64.powi(-6)
+        );
         assert_eq!(round_float(&fl(-(1.0 + 2f64.powi(-8))), Dtype::Bf16), -1.0);
     }
 
@@ -125,7 +139,10 @@ mod tests {
         assert_eq!(round_float(&fl(65519.0), Dtype::F16), 65504.0); // below the midpoint 65520
         assert_eq!(round_float(&fl(65520.0), Dtype::F16), f64::INFINITY); // tie rounds to 2^16
         assert_eq!(round_float(&fl(-1e300), Dtype::Bf16), f64::NEG_INFINITY);
-        assert_eq!(round_float(&fl(3.0e38), Dtype::Bf16), half::bf16::from_f64(3.0e38).to_f64());
+        assert_eq!(
+            round_float(&fl(3.0e38), Dtype::Bf16),
+            half::bf16::from_f64(3.0e38).to_f64()
+        );
         let huge = Float::with_val(100, Float::i_exp(1, 5000));
         assert_eq!(round_float(&huge, Dtype::F64), f64::INFINITY);
         assert!(round_float(&Float::with_val(53, rug::float::Special::Nan), Dtype::F32).is_nan());
@@ -137,12 +154,21 @@ mod tests {
     fn subnormals_and_underflow() {
         // f16 smallest subnormal 2^-24; half of it ties to even (0); just above goes up.
         assert_eq!(round_float(&fl(2f64.powi(-25)), Dtype::F16), 0.0);
-        assert_eq!(round_float(&fl(2f64.powi(-25) * (1.0 + 1e-9)), Dtype::F16), 2f64.powi(-24));
-        assert_eq!(round_float(&fl(3.0 * 2f64.powi(-25)), Dtype::F16), 2.0 * 2f64.powi(-24));
+        assert_eq!(
+            round_float(&fl(2f64.powi(-25) * (1.0 + 1e-9)), Dtype::F16),
+            2f64.powi(-24)
+        );
+        assert_eq!(
+            round_float(&fl(3.0 * 2f64.powi(-25)), Dtype::F16),
+            2.0 * 2f64.powi(-24)
+        );
         let tiny_neg = round_float(&fl(-2f64.powi(-30)), Dtype::F16);
         assert!(tiny_neg == 0.0 && tiny_neg.is_sign_negative());
         // bf16 smallest subnormal 2^-133.
-        assert_eq!(round_float(&fl(2f64.powi(-133) * 1.4), Dtype::Bf16), 2f64.powi(-133));
+        assert_eq!(
+            round_float(&fl(2f64.powi(-133) * 1.4), Dtype::Bf16),
+            2f64.powi(-133)
+        );
         // Rounding up into the smallest normal.
         let just_below = fl(2f64.powi(-126) * (1.0 - 2f64.powi(-30)));
         assert_eq!(round_float(&just_below, Dtype::F32), 2f64.powi(-126));
@@ -200,17 +226,35 @@ mod tests {
             assert!(x.is_finite());
             let f = fl(x);
             assert_eq!(round_float(&f, Dtype::F64).to_bits(), x.to_bits());
-            assert_eq!(round_float(&f, Dtype::F32).to_bits(), (x as f32 as f64).to_bits(), "{x:e}");
+            assert_eq!(
+                round_float(&f, Dtype::F32).to_bits(),
+                (x as f32 as f64).to_bits(),
+                "{x:e}"
+            );
             for dt in [Dtype::F32, Dtype::Tf32, Dtype::Bf16, Dtype::F16] {
-                assert_eq!(round_float(&f, dt).to_bits(), reference(x, dt).to_bits(), "{dt} {x:e}");
+                assert_eq!(
+                    round_float(&f, dt).to_bits(),
+                    reference(x, dt).to_bits(),
+                    "{dt} {x:e}"
+                );
             }
             let x32 = x as f32 as f64;
             if x32.is_finite() {
                 let f32v = fl(x32);
-                assert_eq!(round_float(&f32v, Dtype::Bf16).to_bits(), half::bf16::from_f64(x32).to_f64().to_bits());
-                assert_eq!(round_float(&f32v, Dtype::F16).to_bits(), half::f16::from_f64(x32).to_f64().to_bits());
+                assert_eq!(
+                    round_float(&f32v, Dtype::Bf16).to_bits(),
+                    half::bf16::from_f64(x32).to_f64().to_bits()
+                );
+                assert_eq!(
+                    round_float(&f32v, Dtype::F16).to_bits(),
+                    half::f16::from_f64(x32).to_f64().to_bits()
+                );
                 // tf32: the reference crate rounds f32 bits, a single rounding for f32 values.
-                assert_eq!(round_float(&f32v, Dtype::Tf32).to_bits(), Dtype::Tf32.round(x32).to_bits(), "tf32 {x32:e}");
+                assert_eq!(
+                    round_float(&f32v, Dtype::Tf32).to_bits(),
+                    Dtype::Tf32.round(x32).to_bits(),
+                    "tf32 {x32:e}"
+                );
             }
         }
     }
@@ -231,11 +275,20 @@ mod tests {
             };
             // hi + lo * 2^-(24 or 53) (+ a tail): values next to f32 and f64 rounding boundaries.
             let shift = if i % 2 == 0 { -24 } else { -53 };
-            let mut x = Float::with_val(200, hi) + Float::with_val(200, lo) * Float::with_val(200, Float::i_exp(1, shift));
+            let mut x = Float::with_val(200, hi)
+                + Float::with_val(200, lo) * Float::with_val(200, Float::i_exp(1, shift));
             x += Float::with_val(200, Float::i_exp(1, -150)) * rng.gen_range(-1.0..1.0f64);
             x <<= exp;
-            assert_eq!(round_float(&x, Dtype::F32).to_bits(), (x.to_f32() as f64).to_bits(), "{x}");
-            assert_eq!(round_float(&x, Dtype::F64).to_bits(), x.to_f64().to_bits(), "{x}");
+            assert_eq!(
+                round_float(&x, Dtype::F32).to_bits(),
+                (x.to_f32() as f64).to_bits(),
+                "{x}"
+            );
+            assert_eq!(
+                round_float(&x, Dtype::F64).to_bits(),
+                x.to_f64().to_bits(),
+                "{x}"
+            );
         }
     }
 

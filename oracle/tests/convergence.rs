@@ -10,11 +10,25 @@ use ndarray::Array4;
 use rug::Float;
 
 fn bwd_opts() -> OracleOptions {
-    OracleOptions { backward: true, ..OracleOptions::default() }
+    OracleOptions {
+        backward: true,
+        ..OracleOptions::default()
+    }
 }
 
 fn spec(t: usize, scalar: bool, seed: u64) -> Spec {
-    Spec { b: 1, t, h: 2, k: 6, v: 5, cu: None, scalar, h0: true, dht: true, seed }
+    Spec {
+        b: 1,
+        t,
+        h: 2,
+        k: 6,
+        v: 5,
+        cu: None,
+        scalar,
+        h0: true,
+        dht: true,
+        seed,
+    }
 }
 
 /// `evaluate` converges to >= 80 bits; its f64 values are within one ulp of a 1000-bit run's
@@ -23,8 +37,16 @@ fn spec(t: usize, scalar: bool, seed: u64) -> Spec {
 /// cancellation bound.
 fn converges(p: &Problem) -> OracleResult {
     let r = evaluate(p, &bwd_opts()).expect("oracle converges");
-    eprintln!("precision {} bits_agreed {} limiting {:?}", r.precision, r.bits_agreed, r.limiting);
-    assert!(r.bits_agreed >= 80, "bits_agreed = {} ({:?})", r.bits_agreed, r.limiting);
+    eprintln!(
+        "precision {} bits_agreed {} limiting {:?}",
+        r.precision, r.bits_agreed, r.limiting
+    );
+    assert!(
+        r.bits_agreed >= 80,
+        "bits_agreed = {} ({:?})",
+        r.bits_agreed,
+        r.limiting
+    );
     assert!(r.precision <= 319, "needed {} bits", r.precision);
     let hi_exact = recurrent::backward(p, 1000).unwrap();
     bits_agreed_is_honest(p, &r, &hi_exact);
@@ -32,7 +54,10 @@ fn converges(p: &Problem) -> OracleResult {
     for name in gla_reference::OUTPUT_NAMES {
         let (a, b) = (r.solution.tensor(name).unwrap(), hi.tensor(name).unwrap());
         for (x, y) in a.iter().zip(b.iter()) {
-            assert!((x - y).abs() <= 2f64.powi(-52) * y.abs(), "{name}: {x:e} vs 1000-bit {y:e}");
+            assert!(
+                (x - y).abs() <= 2f64.powi(-52) * y.abs(),
+                "{name}: {x:e} vs 1000-bit {y:e}"
+            );
         }
     }
     local_vs_reverse_cumsum(p, &r);
@@ -53,14 +78,27 @@ fn bits_agreed_is_honest(p: &Problem, r: &OracleResult, hi: &gla_oracle::ExactSo
         (&a.dv, &b.dv, &mg.dv),
         (&a.dg, &b.dg, &mg.dg_local),
         (&a.dh0, &b.dh0, &mg.dh0),
-        (&a.dg_reverse_cumsum, &b.dg_reverse_cumsum, &mg.dg_reverse_cumsum),
+        (
+            &a.dg_reverse_cumsum,
+            &b.dg_reverse_cumsum,
+            &mg.dg_reverse_cumsum,
+        ),
     ];
     for (x, y, mm) in pairs {
         for ((x, y), &mag) in x.iter().zip(y.iter()).zip(mm.iter()) {
             let err = Float::with_val(64, x - y).abs();
-            let scale = y.to_f64().abs().max(mag * 2f64.powi(-32)).max(2f64.powi(-1074));
+            let scale = y
+                .to_f64()
+                .abs()
+                .max(mag * 2f64.powi(-32))
+                .max(2f64.powi(-1074));
             let bound = scale * 2f64.powi(-(r.bits_agreed as i32));
-            assert!(err.to_f64() <= bound, "error {} exceeds 2^-{} * {scale:e}", err.to_f64(), r.bits_agreed);
+            assert!(
+                err.to_f64() <= bound,
+                "error {} exceeds 2^-{} * {scale:e}",
+                err.to_f64(),
+                r.bits_agreed
+            );
         }
     }
 }
@@ -78,10 +116,17 @@ fn local_vs_reverse_cumsum(p: &Problem, r: &OracleResult) {
     let u = 2f64.powi(-(r.precision as i32));
     let mut nonzero = 0;
     for ((a, b), (&ml, &mr)) in
-        g.dg.iter().zip(g.dg_reverse_cumsum.iter()).zip(mg.dg_local.iter().zip(mg.dg_reverse_cumsum.iter()))
+        g.dg.iter()
+            .zip(g.dg_reverse_cumsum.iter())
+            .zip(mg.dg_local.iter().zip(mg.dg_reverse_cumsum.iter()))
     {
         let diff = Float::with_val(r.precision, a - b).abs().to_f64();
-        assert!(diff <= 4.0 * n * u * mr, "local {} vs reverse-cumsum {}: diff {diff:e}, M {mr:e}", a.to_f64(), b.to_f64());
+        assert!(
+            diff <= 4.0 * n * u * mr,
+            "local {} vs reverse-cumsum {}: diff {diff:e}, M {mr:e}",
+            a.to_f64(),
+            b.to_f64()
+        );
         assert!(ml <= mr * (1.0 + 1e-12), "M_dg_local {ml:e} > M_dg {mr:e}");
         if !a.is_zero() {
             nonzero += 1;
@@ -127,7 +172,18 @@ fn converges_with_strong_gates() {
 
 #[test]
 fn converges_on_varlen_with_an_empty_sequence() {
-    let s = Spec { b: 1, t: 40, h: 2, k: 6, v: 5, cu: Some(vec![0, 9, 9, 30, 31, 40]), scalar: false, h0: true, dht: true, seed: 5 };
+    let s = Spec {
+        b: 1,
+        t: 40,
+        h: 2,
+        k: 6,
+        v: 5,
+        cu: Some(vec![0, 9, 9, 30, 31, 40]),
+        scalar: false,
+        h0: true,
+        dht: true,
+        seed: 5,
+    };
     let p = problem(&s, |_, g| g);
     let r = converges(&p);
     // Empty sequence 1: hT = h0 and dh0 = dhT exactly.
@@ -144,7 +200,13 @@ fn converges_on_varlen_with_an_empty_sequence() {
 
 #[test]
 fn converges_with_scalar_gates() {
-    let p = problem(&spec(40, true, 6), |i, g| if i[1] == 20 { f64::NEG_INFINITY } else { g });
+    let p = problem(&spec(40, true, 6), |i, g| {
+        if i[1] == 20 {
+            f64::NEG_INFINITY
+        } else {
+            g
+        }
+    });
     let r = converges(&p);
     let dg = &r.solution.grads.as_ref().unwrap().dg;
     assert_eq!(dg.shape(), &[1, 40, 2, 1]);
@@ -153,7 +215,9 @@ fn converges_with_scalar_gates() {
 
 #[test]
 fn forward_only_evaluation() {
-    let p = problem(&spec(20, false, 7), |_, g| g).with_seeds(None, None).unwrap();
+    let p = problem(&spec(20, false, 7), |_, g| g)
+        .with_seeds(None, None)
+        .unwrap();
     let r = evaluate(&p, &OracleOptions::default()).unwrap();
     assert!(r.bits_agreed >= 80);
     assert!(r.solution.grads.is_none() && r.dg_reverse_cumsum.is_none());
@@ -164,7 +228,18 @@ fn forward_only_evaluation() {
 /// independent of the inputs before it (bit-identical MPFR values), and dg at the reset is 0.
 fn reset_is_exact(scalar: bool) {
     let t0 = 9;
-    let s = Spec { b: 1, t: 16, h: 1, k: 4, v: 3, cu: None, scalar, h0: true, dht: true, seed: 21 };
+    let s = Spec {
+        b: 1,
+        t: 16,
+        h: 1,
+        k: 4,
+        v: 3,
+        cu: None,
+        scalar,
+        h0: true,
+        dht: true,
+        seed: 21,
+    };
     let reset = |i: [usize; 4], g: f64| if i[1] == t0 { f64::NEG_INFINITY } else { g };
     let p1 = problem(&s, reset);
     // Same inputs from t0 on, different before (and a different h0).
@@ -172,7 +247,13 @@ fn reset_is_exact(scalar: bool) {
         let s2 = Spec { seed: 22, ..s };
         let other = problem(&s2, reset);
         let mix = |a: &Array4<f64>, b: &Array4<f64>| {
-            Array4::from_shape_fn(a.raw_dim(), |(bb, t, h, c)| if t < t0 { b[[bb, t, h, c]] } else { a[[bb, t, h, c]] })
+            Array4::from_shape_fn(a.raw_dim(), |(bb, t, h, c)| {
+                if t < t0 {
+                    b[[bb, t, h, c]]
+                } else {
+                    a[[bb, t, h, c]]
+                }
+            })
         };
         let g = mix(p1.g(), other.g());
         let gates = if scalar {
@@ -180,32 +261,57 @@ fn reset_is_exact(scalar: bool) {
         } else {
             gla_reference::Gates::PerChannel(g)
         };
-        Problem::builder(mix(p1.q(), other.q()), mix(p1.k(), other.k()), mix(p1.v(), other.v()), gates)
-            .h0(other.h0().unwrap().clone())
-            .do_(p1.do_().unwrap().clone())
-            .dht(p1.dht().unwrap().clone())
-            .build()
-            .unwrap()
+        Problem::builder(
+            mix(p1.q(), other.q()),
+            mix(p1.k(), other.k()),
+            mix(p1.v(), other.v()),
+            gates,
+        )
+        .h0(other.h0().unwrap().clone())
+        .do_(p1.do_().unwrap().clone())
+        .dht(p1.dht().unwrap().clone())
+        .build()
+        .unwrap()
     };
     let a = recurrent::backward(&p1, 127).unwrap();
     let b = recurrent::backward(&p2, 127).unwrap();
     let (ga, gb) = (a.grads.as_ref().unwrap(), b.grads.as_ref().unwrap());
     let mut differs_before = false;
     for t in 0..16 {
-        let rows = [(&a.o, &b.o), (&ga.dq, &gb.dq), (&ga.dv, &gb.dv), (&ga.dk, &gb.dk), (&ga.dg, &gb.dg)];
+        let rows = [
+            (&a.o, &b.o),
+            (&ga.dq, &gb.dq),
+            (&ga.dv, &gb.dv),
+            (&ga.dk, &gb.dk),
+            (&ga.dg, &gb.dg),
+        ];
         for (x, y) in rows {
             let same = x.index_axis(ndarray::Axis(1), t) == y.index_axis(ndarray::Axis(1), t);
             if t >= t0 {
-                assert!(same, "row t = {t} depends on inputs before the reset at {t0}");
+                assert!(
+                    same,
+                    "row t = {t} depends on inputs before the reset at {t0}"
+                );
             } else if !same {
                 differs_before = true;
             }
         }
     }
-    assert!(differs_before, "vacuous: the two problems agree before the reset");
+    assert!(
+        differs_before,
+        "vacuous: the two problems agree before the reset"
+    );
     assert_eq!(a.ht, b.ht);
-    assert!(ga.dg.index_axis(ndarray::Axis(1), t0).iter().all(|x| x.is_zero()));
-    assert!(ga.dg_reverse_cumsum.index_axis(ndarray::Axis(1), t0 + 1).iter().any(|x| !x.is_zero()));
+    assert!(ga
+        .dg
+        .index_axis(ndarray::Axis(1), t0)
+        .iter()
+        .all(|x| x.is_zero()));
+    assert!(ga
+        .dg_reverse_cumsum
+        .index_axis(ndarray::Axis(1), t0 + 1)
+        .iter()
+        .any(|x| !x.is_zero()));
 }
 
 #[test]
@@ -222,15 +328,43 @@ fn reset_is_exact_scalar() {
 fn column_blocks_do_not_change_results() {
     // One sequence, one head: 1 thread gives one column block, 3 threads give 5 blocks of
     // width 1 (V = 5) whose dq, dk, dg partial sums are reduced afterwards.
-    let s = Spec { b: 1, t: 30, h: 1, k: 4, v: 5, cu: None, scalar: false, h0: true, dht: true, seed: 31 };
-    let p = problem(&s, |i, g| if i == [0, 12, 0, 3] { f64::NEG_INFINITY } else { g });
+    let s = Spec {
+        b: 1,
+        t: 30,
+        h: 1,
+        k: 4,
+        v: 5,
+        cu: None,
+        scalar: false,
+        h0: true,
+        dht: true,
+        seed: 31,
+    };
+    let p = problem(&s, |i, g| {
+        if i == [0, 12, 0, 3] {
+            f64::NEG_INFINITY
+        } else {
+            g
+        }
+    });
     let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
         pool.install(|| recurrent::backward(&p, 400).unwrap())
     };
     let (one, three) = (run(1), run(3));
     let (g1, g3) = (one.grads.as_ref().unwrap(), three.grads.as_ref().unwrap());
-    let pairs = [(&one.o, &three.o), (&one.ht, &three.ht), (&g1.dq, &g3.dq), (&g1.dk, &g3.dk), (&g1.dv, &g3.dv), (&g1.dg, &g3.dg), (&g1.dh0, &g3.dh0)];
+    let pairs = [
+        (&one.o, &three.o),
+        (&one.ht, &three.ht),
+        (&g1.dq, &g3.dq),
+        (&g1.dk, &g3.dk),
+        (&g1.dv, &g3.dv),
+        (&g1.dg, &g3.dg),
+        (&g1.dh0, &g3.dh0),
+    ];
     for (x, y) in pairs {
         for (a, b) in x.iter().zip(y.iter()) {
             let d = Float::with_val(400, a - b).abs().to_f64();
@@ -274,16 +408,31 @@ fn typed_errors() {
     ] {
         assert!(matches!(r, Err(GlaError::Options(_))), "{r:?}");
     }
-    assert!(matches!(recurrent::forward(&p, 10), Err(GlaError::Options(_))));
-    assert!(matches!(recurrent::backward(&p, 1 << 17), Err(GlaError::Options(_))));
+    assert!(matches!(
+        recurrent::forward(&p, 10),
+        Err(GlaError::Options(_))
+    ));
+    assert!(matches!(
+        recurrent::backward(&p, 1 << 17),
+        Err(GlaError::Options(_))
+    ));
     let no_do = p.with_seeds(None, None).unwrap();
-    assert!(matches!(recurrent::backward(&no_do, 128), Err(GlaError::Options(_))));
-    assert!(matches!(evaluate(&no_do, &bwd_opts()), Err(GlaError::Options(_))));
+    assert!(matches!(
+        recurrent::backward(&no_do, 128),
+        Err(GlaError::Options(_))
+    ));
+    assert!(matches!(
+        evaluate(&no_do, &bwd_opts()),
+        Err(GlaError::Options(_))
+    ));
     // Not converging by max_precision is an error naming the limiting element.
     let e = opt(|o| {
         o.min_agree_bits = 200;
         o.max_precision = 256;
     })
     .unwrap_err();
-    assert!(e.to_string().contains("did not converge") && e.to_string().contains("agreed to"), "{e}");
+    assert!(
+        e.to_string().contains("did not converge") && e.to_string().contains("agreed to"),
+        "{e}"
+    );
 }

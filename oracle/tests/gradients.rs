@@ -22,7 +22,11 @@ fn step() -> Float {
 }
 
 /// Central difference of the loss w.r.t. one element selected by `pick`.
-fn central(p: &gla_reference::Problem, base: &MpInputs, pick: impl Fn(&mut MpInputs, &Float)) -> Float {
+fn central(
+    p: &gla_reference::Problem,
+    base: &MpInputs,
+    pick: impl Fn(&mut MpInputs, &Float),
+) -> Float {
     let h = step();
     let mut plus = base.clone();
     pick(&mut plus, &h);
@@ -52,7 +56,10 @@ fn check_tensor(
     field: fn(&mut MpInputs) -> &mut Array4<Float>,
 ) -> usize {
     let m = max_abs(grad);
-    assert!(m > 0.0, "{name} is identically zero: the test would be vacuous");
+    assert!(
+        m > 0.0,
+        "{name} is identically zero: the test would be vacuous"
+    );
     let mut n = 0;
     for (idx, g) in grad.indexed_iter() {
         let i = [idx.0, idx.1, idx.2, idx.3];
@@ -72,9 +79,17 @@ fn check_all(p: &gla_reference::Problem) {
 
     // Forward: the recurrence equals the closed form.
     let (o, ht, _) = closed_form(p, &base, PREC);
-    for (a, b) in exact.o.iter().zip(o.iter()).chain(exact.ht.iter().zip(ht.iter())) {
+    for (a, b) in exact
+        .o
+        .iter()
+        .zip(o.iter())
+        .chain(exact.ht.iter().zip(ht.iter()))
+    {
         let err = Float::with_val(PREC, a - b).abs().to_f64();
-        assert!(err <= 1e-100 * (1.0 + b.to_f64().abs()), "forward differs from the closed form: {err:e}");
+        assert!(
+            err <= 1e-100 * (1.0 + b.to_f64().abs()),
+            "forward differs from the closed form: {err:e}"
+        );
     }
 
     let g = exact.grads.as_ref().expect("grads");
@@ -91,7 +106,11 @@ fn check_all(p: &gla_reference::Problem) {
     for (idx, dg) in g.dg.indexed_iter() {
         let i = [idx.0, idx.1, idx.2, idx.3];
         if base.g[i].is_none() {
-            assert!(dg.is_zero(), "dg at a g = -inf gate must be exactly 0, got {}", dg.to_f64());
+            assert!(
+                dg.is_zero(),
+                "dg at a g = -inf gate must be exactly 0, got {}",
+                dg.to_f64()
+            );
             resets += 1;
             continue;
         }
@@ -112,7 +131,18 @@ fn check_all(p: &gla_reference::Problem) {
 fn per_channel_varlen_with_reset_h0_and_dht() {
     // T = 7 packed as [3, 0, 4] (an empty sequence), H = 2, K = 3, V = 2, h0 and dhT present,
     // g = -inf at two places (mid-sequence and at a sequence start), g = 0 at one.
-    let s = Spec { b: 1, t: 7, h: 2, k: 3, v: 2, cu: Some(vec![0, 3, 3, 7]), scalar: false, h0: true, dht: true, seed: 11 };
+    let s = Spec {
+        b: 1,
+        t: 7,
+        h: 2,
+        k: 3,
+        v: 2,
+        cu: Some(vec![0, 3, 3, 7]),
+        scalar: false,
+        h0: true,
+        dht: true,
+        seed: 11,
+    };
     let p = problem(&s, |i, g| match i {
         [0, 5, 0, 1] | [0, 3, 1, 2] => f64::NEG_INFINITY,
         [0, 1, 1, 0] => 0.0,
@@ -124,7 +154,18 @@ fn per_channel_varlen_with_reset_h0_and_dht() {
 #[test]
 fn per_channel_batched_without_h0_and_dht() {
     // dh0 is the zero-h0 gradient; no dhT term.
-    let s = Spec { b: 2, t: 5, h: 1, k: 3, v: 2, cu: None, scalar: false, h0: false, dht: false, seed: 12 };
+    let s = Spec {
+        b: 2,
+        t: 5,
+        h: 1,
+        k: 3,
+        v: 2,
+        cu: None,
+        scalar: false,
+        h0: false,
+        dht: false,
+        seed: 12,
+    };
     let p = problem(&s, |_, g| g);
     check_all(&p);
 }
@@ -132,7 +173,24 @@ fn per_channel_batched_without_h0_and_dht() {
 #[test]
 fn scalar_gates_batched_with_reset() {
     // Scalar gates: dg [B, T, H, 1] is the sum over channels; a -inf gate resets the whole state.
-    let s = Spec { b: 2, t: 5, h: 2, k: 3, v: 2, cu: None, scalar: true, h0: true, dht: true, seed: 13 };
-    let p = problem(&s, |i, g| if i == [1, 2, 0, 0] { f64::NEG_INFINITY } else { g });
+    let s = Spec {
+        b: 2,
+        t: 5,
+        h: 2,
+        k: 3,
+        v: 2,
+        cu: None,
+        scalar: true,
+        h0: true,
+        dht: true,
+        seed: 13,
+    };
+    let p = problem(&s, |i, g| {
+        if i == [1, 2, 0, 0] {
+            f64::NEG_INFINITY
+        } else {
+            g
+        }
+    });
     check_all(&p);
 }

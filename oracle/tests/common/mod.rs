@@ -43,9 +43,13 @@ pub fn problem(s: &Spec, gate: impl Fn([usize; 4], f64) -> f64) -> Problem {
     let v = randn(&mut rng, (s.b, s.t, s.h, s.v));
     let kg = if s.scalar { 1 } else { s.k };
     let g0 = gates(&mut rng, (s.b, s.t, s.h, kg), 4.0);
-    let g = Array4::from_shape_fn((s.b, s.t, s.h, kg), |(b, t, h, d)| gate([b, t, h, d], g0[[b, t, h, d]]));
+    let g = Array4::from_shape_fn((s.b, s.t, s.h, kg), |(b, t, h, d)| {
+        gate([b, t, h, d], g0[[b, t, h, d]])
+    });
     let gates = if s.scalar {
-        Gates::Scalar(Array3::from_shape_fn((s.b, s.t, s.h), |(b, t, h)| g[[b, t, h, 0]]))
+        Gates::Scalar(Array3::from_shape_fn((s.b, s.t, s.h), |(b, t, h)| {
+            g[[b, t, h, 0]]
+        }))
     } else {
         Gates::PerChannel(g)
     };
@@ -88,10 +92,20 @@ impl MpInputs {
             q: f(p.q()),
             k: f(p.k()),
             v: f(p.v()),
-            g: p.g().map(|&x| if x == f64::NEG_INFINITY { None } else { Some(Float::with_val(prec, x)) }),
-            h0: p.h0().map(f).unwrap_or_else(|| Array4::from_shape_simple_fn((d.n, d.h, d.k, d.v), || Float::new(prec))),
+            g: p.g().map(|&x| {
+                if x == f64::NEG_INFINITY {
+                    None
+                } else {
+                    Some(Float::with_val(prec, x))
+                }
+            }),
+            h0: p.h0().map(f).unwrap_or_else(|| {
+                Array4::from_shape_simple_fn((d.n, d.h, d.k, d.v), || Float::new(prec))
+            }),
             do_: f(p.do_().expect("do")),
-            dht: p.dht().map(f).unwrap_or_else(|| Array4::from_shape_simple_fn((d.n, d.h, d.k, d.v), || Float::new(prec))),
+            dht: p.dht().map(f).unwrap_or_else(|| {
+                Array4::from_shape_simple_fn((d.n, d.h, d.k, d.v), || Float::new(prec))
+            }),
             scale: Float::with_val(prec, p.scale()),
         }
     }
@@ -115,7 +129,9 @@ pub fn closed_form(p: &Problem, x: &MpInputs, prec: u32) -> (Array4<Float>, Arra
                 }
             };
             // decay(from, to)[c] = prod_{from < r <= to} alpha_r[c]; `from = None` includes r = 0.
-            let alphas: Vec<Vec<Float>> = (0..s.len).map(|t| (0..d.k).map(|c| alpha(t, c)).collect()).collect();
+            let alphas: Vec<Vec<Float>> = (0..s.len)
+                .map(|t| (0..d.k).map(|c| alpha(t, c)).collect())
+                .collect();
             let decay = |from: Option<usize>, to: usize, c: usize| -> Float {
                 let mut r = Float::with_val(prec, 1);
                 let lo = from.map_or(0, |f| f + 1);
@@ -127,7 +143,10 @@ pub fn closed_form(p: &Problem, x: &MpInputs, prec: u32) -> (Array4<Float>, Arra
             let state = |t: usize, c: usize, e: usize| -> Float {
                 let mut acc = Float::with_val(prec, &x.h0[[s.state, h, c, e]] * decay(None, t, c));
                 for r in 0..=t {
-                    let kv = Float::with_val(prec, &x.k[[s.batch, s.start + r, h, c]] * &x.v[[s.batch, s.start + r, h, e]]);
+                    let kv = Float::with_val(
+                        prec,
+                        &x.k[[s.batch, s.start + r, h, c]] * &x.v[[s.batch, s.start + r, h, e]],
+                    );
                     acc += kv * decay(Some(r), t, c);
                 }
                 acc
@@ -136,7 +155,10 @@ pub fn closed_form(p: &Problem, x: &MpInputs, prec: u32) -> (Array4<Float>, Arra
                 for e in 0..d.v {
                     let mut acc = Float::new(prec);
                     for c in 0..d.k {
-                        acc += Float::with_val(prec, &x.q[[s.batch, s.start + t, h, c]] * state(t, c, e));
+                        acc += Float::with_val(
+                            prec,
+                            &x.q[[s.batch, s.start + t, h, c]] * state(t, c, e),
+                        );
                     }
                     acc *= &x.scale;
                     loss += Float::with_val(prec, &acc * &x.do_[[s.batch, s.start + t, h, e]]);
@@ -145,7 +167,11 @@ pub fn closed_form(p: &Problem, x: &MpInputs, prec: u32) -> (Array4<Float>, Arra
             }
             for c in 0..d.k {
                 for e in 0..d.v {
-                    let hv = if s.len == 0 { x.h0[[s.state, h, c, e]].clone() } else { state(s.len - 1, c, e) };
+                    let hv = if s.len == 0 {
+                        x.h0[[s.state, h, c, e]].clone()
+                    } else {
+                        state(s.len - 1, c, e)
+                    };
                     loss += Float::with_val(prec, &hv * &x.dht[[s.state, h, c, e]]);
                     ht[[s.state, h, c, e]] = hv;
                 }
