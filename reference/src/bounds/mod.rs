@@ -205,8 +205,9 @@ impl BoundSpec {
     /// The underflow floor `eta` for output `name` (`o`, `ht`, `dq`, `dk`, `dv`, `dh0`, `dg`,
     /// `dg_local`): `(#terms) * unit * (largest |product|)`, where `unit` is the largest
     /// [`Dtype::underflow_unit`] of the accumulation format and the rounding stages (the smallest
-    /// normal of f32/f64/bf16/tf32; 2^-24 when a stage stores fp16, divided by the smallest of
-    /// max|q|, max|k|, max|v| when that is below 1, since a stored operand's floor is absolute).
+    /// normal of f32/f64/bf16/tf32; 2^-24 when a stage stores fp16, divided by the product
+    /// of every nonzero maximum below 1 among scale, |q|, |k|, |v|, |h0|, |do|, |dhT|, since a stored operand's floor is absolute),
+    /// plus that stage unit once more for the final store of the output in the stage format.
     ///
     /// With `P_S = max(max|k| max|v|, max|h0|)` (a state term), `P_W = max(|scale| max|q| max|do|,
     /// max|dhT|)` (a state-gradient term) and `T1 = T_seq + 1`:
@@ -251,8 +252,7 @@ impl BoundSpec {
         // unit of a rounding stage (fp16 stores flush below 2^-24; see Dtype::underflow_unit).
         // A stage's floor is absolute on the STORED operand (e.g. q*exp(Gl), far below |q|
         // after a strong decay), so its partner in the product is `prod` without the input
-        // factor it multiplies in: dividing by the smallest of max|q|, max|k|, max|v| (when
-        // below 1) keeps the floor conservative for small inputs.
+        // factors it multiplies in (see below), which keeps the floor conservative for small inputs.
         let acc_unit = self.acc.underflow_unit();
         let stage_unit = self
             .stages
@@ -260,12 +260,21 @@ impl BoundSpec {
             .map(|s| s.underflow_unit())
             .fold(0.0, f64::max);
         let unit = if stage_unit > acc_unit {
-            let smallest = [mq, mk, mv].into_iter().fold(1.0f64, f64::min);
-            stage_unit / if smallest > 0.0 { smallest } else { 1.0 }
+            // A stored intermediate (e.g. A = scale q.k, or do) may be a product of several small
+            // factors: its partner is `prod` divided by that product, which is at most `prod`
+            // divided by every factor maximum below 1 (scale, q, k, v, h0, do, dhT); a factor
+            // whose max is 0 contributes no terms.
+            let below_one: f64 = [sc, mq, mk, mv, mh0, mdo, mdht]
+                .into_iter()
+                .filter(|&m| m > 0.0 && m < 1.0)
+                .product();
+            stage_unit / below_one
         } else {
             acc_unit
         };
-        Some(terms * unit * prod)
+        // Plus the final store of the output itself in a stage format (e.g. o cast to fp16):
+        // an absolute error of half its subnormal spacing, whatever the output's size.
+        Some(terms * unit * prod + stage_unit)
     }
 }
 
