@@ -1,36 +1,64 @@
 #!/usr/bin/env bash
-# One device call: tests (+ optional sanitizer), glacheck GPU bench, fla chunk_gla baseline.
-# Usage (from the repo root on the GPU machine): bash gpu/device-run.sh [tests|san|bench|fla]...
+# One device call: correctness (tests, sanitizers), the PyTorch/fla verify example, then timings
+# (fla chunk_gla first, in a fresh process with the benchmark shapes only, then glacheck bench).
+# Usage (repo root on the GPU machine, after ../shared/tools/gpu-pack -p gla-gpu -p glacheck here,
+# carry [".gpu-pack", ".whl"]):  bash gpu/device-run.sh [STEP...]
+# Steps: tests props san verify fla bench ncu (default: tests san verify fla bench).
 set -u
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export GLA_REQUIRE_GPU=1 LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/usr/local/cuda/lib64
-B=.gpu-pack/bin
+R=$PWD; B=$R/${PACK:-.gpu-pack}/bin
 SHAPES=${SHAPES:-"8,4096,16,128,128 8,4096,16,128,256 8,2048,16,128,128 8,16384,16,128,128 2,16384,16,128,128 8,4096,16,64,64"}
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader
-for step in "$@"; do
-  case $step in
-    tests)
-      echo "=== tests"; (cd gpu && CARGO_MANIFEST_DIR=$PWD timeout ${TT:-300} ../$B/gla-gpu__test__gpu_forward --test-threads ${THREADS:-8} --nocapture ${FILTER:-} 2>&1) | tee $OUT/tests.log | grep -v "^\s*$" | grep -E "test |result|panicked|SKIP|error|ratio" | tail -${TAIL:-80} ;;
-    nvrtc)
-      (cd gpu && GLA_REQUIRE_NVRTC=1 ../$B/gla-gpu__test__nvrtc_compile 2>&1 | tail -3) ;;
-    memcheck|racecheck)
-      echo "=== compute-sanitizer $step"; (cd gpu && CARGO_MANIFEST_DIR=$PWD timeout ${ST:-200} compute-sanitizer --tool $step --error-exitcode 9 ../$B/gla-gpu__test__gpu_forward --test-threads 1 ${SFILTER:-} 2>&1) > $OUT/$step.log; echo "rc=$?"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|test result|Error|Hazard" $OUT/$step.log | sort | uniq -c | head -20 ;;
-    bench)
-      echo "=== glacheck bench"; timeout ${BT:-150} $B/gla-gpu-bench $SHAPES 2>&1 | tee $OUT/bench.log ;;
-    cli)
-      echo "=== glacheck bench (CLI)"; args=""; for s in $SHAPES; do args="$args --shape $s"; done
-      timeout ${BT:-150} $B/glacheck bench --impl gpu --mode fwd $args 2>&1 | tee $OUT/cli-bench.log
-      $B/glacheck bench --impl gpu --mode bwd --shape 1,64,1,64,64 2>&1 | tail -2 ;;
-    fla)
-      echo "=== fla"; python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl 2>&1 | tail -2
-      PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 timeout ${FT:-200} python3 gpu/benches/fla_baseline.py $SHAPES 2>&1 | grep -v Warning | tee $OUT/fla.log ;;
-  esac
-done
-# extra steps (appended): ncu profile of the intra kernel at the main shape
-for step in "$@"; do
-  case $step in
-    ncu)
-      echo "=== ncu"; timeout ${NT:-150} ncu --kernel-name regex:gla_fwd_intra --launch-skip 1 --launch-count 1 --section SpeedOfLight --section Occupancy --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis $B/gla-gpu-bench --iters 1 8,4096,16,128,128 > $OUT/ncu.log 2>&1; echo "rc=$?"
-      grep -E "Duration|Throughput|Occupancy|Stall|Warp Cycles|Issued|Eligible|Active Warps|Registers|Shared Memory Config|Block Limit|Bank" $OUT/ncu.log | head -60 ;;
-  esac
-done
+STEPS=${*:-tests san verify fla bench}
+nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,clocks.max.mem --format=csv,noheader
+t0=$(date +%s)
+has() { [[ " $STEPS " == *" $1 "* ]]; }
+testbin() { # log-name binary threads [filters]
+  local name=$1 bin=$2 th=$3; shift 3
+  (cd gpu && CARGO_MANIFEST_DIR=$R/gpu timeout ${TT:-200} $B/$bin --test-threads $th --nocapture "$@" > $OUT/$name.log 2>&1; echo "rc=$?" >> $OUT/$name.log)
+}
+san() { # tool binary [filters]
+  local tool=$1 bin=$2; shift 2
+  (cd gpu && CARGO_MANIFEST_DIR=$R/gpu timeout ${ST:-240} compute-sanitizer --tool $tool --error-exitcode 9 $B/$bin --test-threads 1 "$@" > $OUT/$tool-$bin.log 2>&1; echo "rc=$? ($bin $*)" >> $OUT/$tool-$bin.log)
+}
+if has tests || has san || has verify || has props; then
+  has tests && { for t in ${TESTS:-gpu_forward gpu_causality gpu_backward}; do
+      [ -x $B/gla-gpu__test__$t ] && testbin $t gla-gpu__test__$t 6 & done; }
+  if has san; then
+    for t in ${MEMCHECK:-gpu_forward gpu_backward}; do [ -x $B/gla-gpu__test__$t ] && san memcheck gla-gpu__test__$t & done
+    for t in ${RACECHECK:-gpu_forward gpu_causality gpu_backward}; do [ -x $B/gla-gpu__test__$t ] && san racecheck gla-gpu__test__$t ${RFILTER:-} & done
+  fi
+  has props && [ -x $B/gla-proptests__test__properties ] && \
+    (cd proptests && CARGO_MANIFEST_DIR=$R/proptests GLA_REQUIRE_GPU=1 timeout ${PT:-300} $B/gla-proptests__test__properties gpu_ > $OUT/props.log 2>&1; echo "rc=$?" >> $OUT/props.log) &
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl > $OUT/pip.log 2>&1 &
+  wait
+  echo "=== phase 1 (correctness) done after $(( $(date +%s) - t0 )) s"
+  for f in gpu_forward gpu_causality gpu_backward; do
+    [ -f $OUT/$f.log ] || continue
+    echo "--- $f: $(grep -E '^test result|^rc=' $OUT/$f.log | tr '\n' ' ')"
+    grep -E "panicked|FAILED|failed|worst|ratio" $OUT/$f.log | head -${TAIL:-12}
+  done
+  [ -f $OUT/props.log ] && { echo "--- proptests gpu_ properties"; grep -vE "^\s*$" $OUT/props.log | tail -${PTAIL:-40}; }
+  for f in $OUT/memcheck-*.log $OUT/racecheck-*.log; do [ -f $f ] && { echo "--- $(basename $f)"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|^test result|^rc=" $f | sort | uniq -c; }; done
+fi
+if has verify; then
+  echo "=== verify_with_pytorch (fla)"
+  for fxdt in ${VERIFY_CASES:-k64_partial_resets:bfloat16 k64_partial_resets:float32 mild:bfloat16 mild:float32 varlen:bfloat16 partial_t100:bfloat16 scalar_mild:bfloat16 f2_neg_inf_gate:bfloat16}; do
+    fx=${fxdt%%:*}; dt=${fxdt##*:}; {
+      echo "--- $fx $dt"
+      PYTHONPATH=/tmp/site timeout 120 python3 examples/verify_with_pytorch.py fixtures/golden/$fx.safetensors --impl fla --dtype $dt --glacheck $B/glacheck --out-dir /tmp/v-$fx-$dt 2>&1 | grep -v Warning | tail -${VTAIL:-14}
+    }
+  done 2>&1 | tee $OUT/verify.log
+fi
+if has fla; then
+  echo "=== fla (fresh process, benchmark shapes only)"
+  PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 timeout ${FT:-300} python3 gpu/benches/fla_baseline.py --mode ${FLA_MODE:-fwd} $SHAPES 2>&1 | grep -v Warning | tee $OUT/fla.log
+fi
+if has bench; then
+  echo "=== glacheck bench"; timeout ${BT:-150} $B/gla-gpu-bench ${BENCH_ARGS:-} $SHAPES 2>&1 | tee $OUT/bench.log
+fi
+if has ncu; then
+  echo "=== ncu"; timeout ${NT:-150} ncu --kernel-name regex:${NCU_KERNEL:-gla_fwd_intra} --launch-skip 1 --launch-count 1 --set full --import-source yes -o $OUT/prof $B/gla-gpu-bench --iters 1 8,4096,16,128,128 > $OUT/ncu.log 2>&1; echo "rc=$?"
+  ncu --import $OUT/prof.ncu-rep --page details 2>/dev/null | grep -E "Duration|Throughput|Occupancy|Warp Cycles|Issued|Eligible|Registers|Block Limit|Executed Ipc" | head -40
+fi
+echo "=== total $(( $(date +%s) - t0 )) s"

@@ -21,9 +21,9 @@ pub enum BenchImpl {
 pub enum Mode {
     /// Forward pass.
     Fwd,
-    /// Backward pass (not implemented yet: reported as such).
+    /// Backward pass alone (the forward it needs runs untimed before each timed backward).
     Bwd,
-    /// Forward + backward (not implemented yet: reported as such).
+    /// Forward + backward.
     Fwdbwd,
 }
 

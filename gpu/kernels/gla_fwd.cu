@@ -22,7 +22,8 @@
 //       diagonal blocks: per (row, channel) either the factored product with anchor a or the
 //       elementwise form, j <= i only (no masked exponent); the choice for row i depends on rows
 //       <= i only, so o_i never depends on later tokens, bit for bit (see DIAG_SAFE).
-//  gla_fwd_state_<T>_k<K>_v<BV>  grid (V / BV, H, N), 128 threads. One (value block, head,
+//  gla_fwd_state_<T>_k<K>_v<BV>[_w8]  grid (V / BV, H, N), 128 threads (_w8: 256, 8 warps, K >= 128,
+//     K >= 128, same arithmetic in the same order, see gla_fwd_state_mma). One (value block, head,
 //     sequence) per block, walking the sequence's chunks in order with the fp32 state in registers:
 //           o_chunk = rnd( scale * (qg @ rnd(S)) + A @ v );   S = gamma * S + kgT @ v
 //     bf16/f16: mma.sync m16n8k16 (f32 accumulate). f32: FFMA (see gla_fwd_state_f32).
@@ -431,7 +432,7 @@ template <int K, int BV> struct StateSmem {
   static constexpr int TOTAL = ST + BV * KP;
 };
 
-template <typename T, int K, int BV>
+template <typename T, int K, int BV, int NTHR>
 __device__ __forceinline__ void state_issue_loads(u16* stage, const T* __restrict__ v,
                                                   const T* __restrict__ qg, const T* __restrict__ kgt,
                                                   const T* __restrict__ A, const float* __restrict__ gamma,
@@ -439,32 +440,36 @@ __device__ __forceinline__ void state_issue_loads(u16* stage, const T* __restric
                                                   int e0, int tid) {
   typedef StateSmem<K, BV> SM;
   const u16* gq = reinterpret_cast<const u16*>(qg) + cb * CH * K;
-  for (int i = tid; i < CH * K / 8; i += 128) {
+  for (int i = tid; i < CH * K / 8; i += NTHR) {
     int row = i / (K / 8), col = i - row * (K / 8);
     cp_async16(stage + SM::QG + row * SM::KP + col * 8, gq + (size_t)i * 8, 16);
   }
   const u16* gk = reinterpret_cast<const u16*>(kgt) + cb * K * CH;
-  for (int i = tid; i < K * CH / 8; i += 128) {
+  for (int i = tid; i < K * CH / 8; i += NTHR) {
     int row = i / (CH / 8), col = i - row * (CH / 8);
     cp_async16(stage + SM::KT + row * SM::CP + col * 8, gk + (size_t)i * 8, 16);
   }
   const u16* ga = reinterpret_cast<const u16*>(A) + cb * CH * CH;
-  for (int i = tid; i < CH * CH / 8; i += 128) {
+  for (int i = tid; i < CH * CH / 8; i += NTHR) {
     int row = i / (CH / 8), col = i - row * (CH / 8);
     cp_async16(stage + SM::AA + row * SM::CP + col * 8, ga + (size_t)i * 8, 16);
   }
   const u16* gv = reinterpret_cast<const u16*>(v);
-  for (int i = tid; i < CH * BV / 8; i += 128) {
+  for (int i = tid; i < CH * BV / 8; i += NTHR) {
     int row = i / (BV / 8), col = (i - row * (BV / 8)) * 8;
     const u16* src = gv + ((vrow0 + row) * H + h) * V + e0 + col;
     cp_async16(stage + SM::VS + row * SM::VP + col, row < L ? src : gv, row < L ? 16 : 0);
   }
   const float* gg = gamma + cb * K;
-  for (int i = tid; i < K / 4; i += 128) cp_async16(stage + SM::GM + i * 8, gg + i * 4, 16);
+  for (int i = tid; i < K / 4; i += NTHR) cp_async16(stage + SM::GM + i * 8, gg + i * 4, 16);
   cp_async_commit();
 }
 
-template <typename T, int K, int BV>
+// NW warps per block (4 or 8). State rows: warp w owns rows [w K/NW, (w+1) K/NW) (MT m16 tiles).
+// Output rows: the 4 row blocks of 16 are split over the warps, NW/4 warps per row block, each
+// taking NT/(NW/4) of the n8 tiles. Which warp computes an element never changes its operations
+// or their order, so every NW gives bit-identical o and hT.
+template <typename T, int K, int BV, int NW>
 __device__ void gla_fwd_state_mma(const T* __restrict__ v, const float* __restrict__ h0,
                                   const int* __restrict__ seqs, int Tlen, int H, int V,
                                   float scale, const T* __restrict__ qg, const T* __restrict__ kgt,
@@ -472,8 +477,12 @@ __device__ void gla_fwd_state_mma(const T* __restrict__ v, const float* __restri
                                   T* __restrict__ o, float* __restrict__ ht) {
   typedef StateSmem<K, BV> SM;
   constexpr int KP = SM::KP, CP = SM::CP, VP = SM::VP;
-  constexpr int MT = K / 64;   // m16 tiles of the state per warp (4 warps over K rows)
-  constexpr int NT = BV / 8;   // n8 tiles
+  constexpr int NTHR = 32 * NW;
+  constexpr int MT = K / (16 * NW);  // m16 tiles of the state per warp (NW warps over K rows)
+  constexpr int NT = BV / 8;         // n8 tiles
+  constexpr int OW = NW / 4;         // warps per 16-row output block
+  constexpr int NTO = NT / OW;       // n8 tiles of the output per warp
+  static_assert(MT >= 1 && NTO >= 1 && K % (16 * NW) == 0, "state kernel tiling");
   extern __shared__ __align__(16) unsigned char smem_raw[];
   u16* smem = reinterpret_cast<u16*>(smem_raw);
   u16* sSt = smem + SM::ST;  // [BV][KP]  rnd(S)^T
@@ -483,7 +492,7 @@ __device__ void gla_fwd_state_mma(const T* __restrict__ v, const float* __restri
   const int b = seqs[6 * n], start = seqs[6 * n + 1], len = seqs[6 * n + 2];
   const int c0 = seqs[6 * n + 3], nch = seqs[6 * n + 4];
   const int e0 = vb * BV;
-  const int rowbase = warp * (K / 4);
+  const int rowbase = warp * (K / NW);
 
   float S[MT][NT][4];
 #pragma unroll
@@ -498,14 +507,14 @@ __device__ void gla_fwd_state_mma(const T* __restrict__ v, const float* __restri
       }
 
   if (nch > 0)
-    state_issue_loads<T, K, BV>(smem, v, qg, kgt, A, gamma, (size_t)c0 * H + h,
+    state_issue_loads<T, K, BV, NTHR>(smem, v, qg, kgt, A, gamma, (size_t)c0 * H + h,
                                 (size_t)b * Tlen + start, min(CH, len), h, H, V, e0, tid);
   for (int ci = 0; ci < nch; ++ci) {
     const int L = min(CH, len - ci * CH);
     u16* stg = smem + (ci & 1) * SM::STAGE;
     if (ci + 1 < nch) {
       // the other stage was last read by chunk ci-1, finished before the barrier ending it
-      state_issue_loads<T, K, BV>(smem + ((ci + 1) & 1) * SM::STAGE, v, qg, kgt, A, gamma,
+      state_issue_loads<T, K, BV, NTHR>(smem + ((ci + 1) & 1) * SM::STAGE, v, qg, kgt, A, gamma,
                                   (size_t)(c0 + ci + 1) * H + h,
                                   (size_t)b * Tlen + start + (ci + 1) * CH,
                                   min(CH, len - (ci + 1) * CH), h, H, V, e0, tid);
@@ -538,14 +547,15 @@ __device__ void gla_fwd_state_mma(const T* __restrict__ v, const float* __restri
       bf[1] = (u32)p[8 * VP] | ((u32)p[9 * VP] << 16);
     };
 
-    // output rows 16*warp .. +15
+    // output rows 16*(warp % 4) .. +15, n8 tiles nt0 .. nt0 + NTO - 1
     {
-      float acc[NT][4];
+      float acc[NTO][4];
 #pragma unroll
-      for (int nt = 0; nt < NT; ++nt)
+      for (int nt = 0; nt < NTO; ++nt)
 #pragma unroll
         for (int r = 0; r < 4; ++r) acc[nt][r] = 0.0f;
-      const int r0 = warp * 16 + gid;
+      const int ow = warp & 3, nt0 = (warp >> 2) * NTO;
+      const int r0 = ow * 16 + gid;
 #pragma unroll 4
       for (int kk = 0; kk < K; kk += 16) {
         u32 af[4];
@@ -554,27 +564,27 @@ __device__ void gla_fwd_state_mma(const T* __restrict__ v, const float* __restri
         af[2] = ld32(sQg + r0 * KP + kk + 8 + tig * 2);
         af[3] = ld32(sQg + (r0 + 8) * KP + kk + 8 + tig * 2);
 #pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
+        for (int nt = 0; nt < NTO; ++nt) {
           u32 bf[2];
-          bf[0] = ld32(sSt + (nt * 8 + gid) * KP + kk + tig * 2);
-          bf[1] = ld32(sSt + (nt * 8 + gid) * KP + kk + 8 + tig * 2);
+          bf[0] = ld32(sSt + ((nt0 + nt) * 8 + gid) * KP + kk + tig * 2);
+          bf[1] = ld32(sSt + ((nt0 + nt) * 8 + gid) * KP + kk + 8 + tig * 2);
           Mma<T>::run(acc[nt], af, bf);
         }
       }
 #pragma unroll
-      for (int nt = 0; nt < NT; ++nt)
+      for (int nt = 0; nt < NTO; ++nt)
 #pragma unroll
         for (int r = 0; r < 4; ++r) acc[nt][r] *= scale;
-      for (int jj = 0; jj <= warp * 16; jj += 16) {
+      for (int jj = 0; jj <= ow * 16; jj += 16) {
         u32 af[4];
         af[0] = ld32(sA + r0 * CP + jj + tig * 2);
         af[1] = ld32(sA + (r0 + 8) * CP + jj + tig * 2);
         af[2] = ld32(sA + r0 * CP + jj + 8 + tig * 2);
         af[3] = ld32(sA + (r0 + 8) * CP + jj + 8 + tig * 2);
 #pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
+        for (int nt = 0; nt < NTO; ++nt) {
           u32 bf[2];
-          vfrag(jj, nt, bf);
+          vfrag(jj, nt0 + nt, bf);
           Mma<T>::run(acc[nt], af, bf);
         }
       }
@@ -584,9 +594,9 @@ __device__ void gla_fwd_state_mma(const T* __restrict__ v, const float* __restri
         if (row < L) {
           size_t base = (((size_t)b * Tlen + start + ci * CH + row) * H + h) * V + e0;
 #pragma unroll
-          for (int nt = 0; nt < NT; ++nt) {
+          for (int nt = 0; nt < NTO; ++nt) {
             u32 pk = (u32)bits<T>(acc[nt][half * 2]) | ((u32)bits<T>(acc[nt][half * 2 + 1]) << 16);
-            *reinterpret_cast<u32*>(o + base + nt * 8 + tig * 2) = pk;
+            *reinterpret_cast<u32*>(o + base + (nt0 + nt) * 8 + tig * 2) = pk;
           }
         }
       }
@@ -723,11 +733,11 @@ __device__ void gla_fwd_state_f32(const float* __restrict__ v, const float* __re
   }
 }
 
-#define STATE_MMA(NAME, T, K, BV)                                                              \
-  extern "C" __global__ void __launch_bounds__(128) NAME(                                      \
+#define STATE_MMA(NAME, T, K, BV, NW)                                                          \
+  extern "C" __global__ void __launch_bounds__(32 * NW) NAME(                                   \
       const T* v, const float* h0, const int* seqs, int Tlen, int H, int V, float scale,       \
       const T* qg, const T* kgt, const T* A, const float* gamma, T* o, float* ht) {            \
-    gla_fwd_state_mma<T, K, BV>(v, h0, seqs, Tlen, H, V, scale, qg, kgt, A, gamma, o, ht);     \
+    gla_fwd_state_mma<T, K, BV, NW>(v, h0, seqs, Tlen, H, V, scale, qg, kgt, A, gamma, o, ht); \
   }
 #define STATE_F32(NAME, K)                                                                     \
   extern "C" __global__ void __launch_bounds__(128) NAME(                                      \
@@ -737,14 +747,18 @@ __device__ void gla_fwd_state_f32(const float* __restrict__ v, const float* __re
     gla_fwd_state_f32<K>(v, h0, seqs, Tlen, H, V, scale, qg, kgt, A, gamma, o, ht, tf32);      \
   }
 
-STATE_MMA(gla_fwd_state_bf16_k64_v32, bf16_t, 64, 32)
-STATE_MMA(gla_fwd_state_bf16_k64_v64, bf16_t, 64, 64)
-STATE_MMA(gla_fwd_state_bf16_k128_v32, bf16_t, 128, 32)
-STATE_MMA(gla_fwd_state_bf16_k256_v32, bf16_t, 256, 32)
-STATE_MMA(gla_fwd_state_f16_k64_v32, f16_t, 64, 32)
-STATE_MMA(gla_fwd_state_f16_k64_v64, f16_t, 64, 64)
-STATE_MMA(gla_fwd_state_f16_k128_v32, f16_t, 128, 32)
-STATE_MMA(gla_fwd_state_f16_k256_v32, f16_t, 256, 32)
+STATE_MMA(gla_fwd_state_bf16_k64_v32, bf16_t, 64, 32, 4)
+STATE_MMA(gla_fwd_state_bf16_k64_v64, bf16_t, 64, 64, 4)
+STATE_MMA(gla_fwd_state_bf16_k128_v32, bf16_t, 128, 32, 4)
+STATE_MMA(gla_fwd_state_bf16_k128_v32_w8, bf16_t, 128, 32, 8)
+STATE_MMA(gla_fwd_state_bf16_k256_v32, bf16_t, 256, 32, 4)
+STATE_MMA(gla_fwd_state_bf16_k256_v32_w8, bf16_t, 256, 32, 8)
+STATE_MMA(gla_fwd_state_f16_k64_v32, f16_t, 64, 32, 4)
+STATE_MMA(gla_fwd_state_f16_k64_v64, f16_t, 64, 64, 4)
+STATE_MMA(gla_fwd_state_f16_k128_v32, f16_t, 128, 32, 4)
+STATE_MMA(gla_fwd_state_f16_k128_v32_w8, f16_t, 128, 32, 8)
+STATE_MMA(gla_fwd_state_f16_k256_v32, f16_t, 256, 32, 4)
+STATE_MMA(gla_fwd_state_f16_k256_v32_w8, f16_t, 256, 32, 8)
 STATE_F32(gla_fwd_state_f32_k64, 64)
 STATE_F32(gla_fwd_state_f32_k128, 128)
 STATE_F32(gla_fwd_state_f32_k256, 256)

@@ -1,6 +1,7 @@
 //! Timing of the GPU kernels: CUDA events, warm-up, median of many runs, inputs rotated over
 //! several buffer sets so that the L2 cache (50 MB on H100) cannot hold a previous run's data.
 
+use crate::backward::DeviceBwdProblem;
 use crate::device::gpu;
 use crate::error::GpuError;
 use crate::forward::{DeviceOutputs, DeviceProblem, GpuOptions};
@@ -11,9 +12,9 @@ use gla_reference::{Dims, Dtype, GateKind};
 pub enum BenchMode {
     /// Forward only.
     Fwd,
-    /// Backward only (not implemented yet).
+    /// Backward only (the forward that produces its inputs runs untimed before each timed run).
     Bwd,
-    /// Forward + backward (not implemented yet).
+    /// Forward + backward.
     FwdBwd,
 }
 
@@ -78,6 +79,12 @@ pub struct BenchResult {
     pub intra_ms: f64,
     /// Median time of the second kernel (states + output) in ms.
     pub state_ms: f64,
+    /// What was timed.
+    pub mode: BenchMode,
+    /// Backward modes: median time of the forward part (`FwdBwd`) in ms, 0 otherwise.
+    pub fwd_ms: f64,
+    /// Backward modes: median time of the backward part in ms, 0 otherwise.
+    pub bwd_ms: f64,
 }
 
 impl BenchResult {
@@ -218,10 +225,127 @@ pub fn bench_forward(
         value_block: p.value_block(),
         intra_ms,
         state_ms,
+        mode: BenchMode::Fwd,
+        fwd_ms: 0.0,
+        bwd_ms: 0.0,
     })
 }
 
-/// Run [`bench_forward`] for a mode (only `Fwd` is implemented).
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    v[v.len() / 2]
+}
+
+/// Time the backward (`Bwd`) or forward + backward (`FwdBwd`) at one shape: inputs as in
+/// [`bench_forward`] plus `do` uniform in [-1, 1), no dhT. `Bwd` runs the forward (which produces
+/// the intermediates the backward reads) untimed before each timed backward.
+pub fn bench_backward(
+    mode: BenchMode,
+    shape: (usize, usize, usize, usize, usize),
+    opts: &GpuOptions,
+    cfg: &BenchConfig,
+) -> Result<BenchResult, GpuError> {
+    let (b, t, h, k, v) = shape;
+    let g = gpu()?;
+    let dims = Dims {
+        b,
+        t,
+        h,
+        k,
+        v,
+        n: b,
+    };
+    let mut sets = Vec::new();
+    for s in 0..cfg.buffers.max(1) {
+        let seed = 1000 + s as u64;
+        let q = rand_vec(b * t * h * k, seed, |x| 2.0 * x - 1.0);
+        let kk = rand_vec(b * t * h * k, seed + 7, |x| 2.0 * x - 1.0);
+        let vv = rand_vec(b * t * h * v, seed + 13, |x| 2.0 * x - 1.0);
+        let gg = rand_vec(b * t * h * k, seed + 17, |x| {
+            let z = 8.0 * x - 4.0;
+            -((1.0 + (-z).exp()).ln()) / 16.0
+        });
+        let dd = rand_vec(b * t * h * v, seed + 23, |x| 2.0 * x - 1.0);
+        sets.push(DeviceBwdProblem::from_raw(
+            dims,
+            GateKind::PerChannel,
+            opts,
+            &q,
+            &kk,
+            &vv,
+            &gg,
+            None,
+            (k as f64).powf(-0.5),
+            &dd,
+            None,
+        )?);
+    }
+    let mut out = sets[0].alloc_outputs(false)?;
+    for i in 0..cfg.warmup {
+        sets[i % sets.len()].launch(&mut out)?;
+    }
+    g.stream
+        .synchronize()
+        .map_err(|e| GpuError::cuda("warm-up", e))?;
+    let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+    let ev = || {
+        g.ctx
+            .new_event(flags)
+            .map_err(|e| GpuError::cuda("event", e))
+    };
+    let el = |a: &cudarc::driver::CudaEvent, b: &cudarc::driver::CudaEvent| {
+        a.elapsed_ms(b)
+            .map(|x| x as f64)
+            .map_err(|e| GpuError::cuda("kernel execution", e))
+    };
+    let (mut times, mut tf, mut tb) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..cfg.iters.max(1) {
+        let p = &sets[i % sets.len()];
+        let (e0, em, e1) = (ev()?, ev()?, ev()?);
+        if mode == BenchMode::Bwd {
+            p.launch_forward(&mut out)?;
+        }
+        e0.record(&g.stream)
+            .map_err(|e| GpuError::cuda("event record", e))?;
+        if mode == BenchMode::FwdBwd {
+            p.launch_forward(&mut out)?;
+        }
+        em.record(&g.stream)
+            .map_err(|e| GpuError::cuda("event record", e))?;
+        p.launch_backward(&mut out)?;
+        e1.record(&g.stream)
+            .map_err(|e| GpuError::cuda("event record", e))?;
+        times.push(el(&e0, &e1)?);
+        tf.push(el(&e0, &em)?);
+        tb.push(el(&em, &e1)?);
+    }
+    let (fwd_ms, bwd_ms) = (median(&mut tf), median(&mut tb));
+    let median_ms = median(&mut times);
+    let p = &sets[0];
+    let (mut min_bytes, mut flops) = (p.min_bytes(), p.flops());
+    if mode == BenchMode::FwdBwd {
+        min_bytes += p.fwd.min_bytes();
+        flops += p.fwd.flops();
+    }
+    Ok(BenchResult {
+        shape,
+        dtype: opts.dtype,
+        median_ms,
+        min_ms: times[0],
+        max_ms: *times.last().unwrap_or(&median_ms),
+        min_bytes,
+        flops,
+        floor_ms: min_bytes / cfg.peak_bw * 1e3,
+        value_block: p.fwd.value_block(),
+        intra_ms: 0.0,
+        state_ms: 0.0,
+        mode,
+        fwd_ms,
+        bwd_ms,
+    })
+}
+
+/// Run [`bench_forward`] (`Fwd`) or [`bench_backward`] (`Bwd`, `FwdBwd`).
 pub fn bench(
     mode: BenchMode,
     shape: (usize, usize, usize, usize, usize),
@@ -230,17 +354,23 @@ pub fn bench(
 ) -> Result<BenchResult, GpuError> {
     match mode {
         BenchMode::Fwd => bench_forward(shape, opts, cfg),
-        m => Err(GpuError::Unsupported(format!(
-            "bench mode {m:?}: the GPU backward is not implemented yet (issue 7)"
-        ))),
+        m => bench_backward(m, shape, opts, cfg),
     }
 }
 
 /// One table row, e.g. for the CLI.
 pub fn format_row(r: &BenchResult) -> String {
     let (b, t, h, k, v) = r.shape;
+    let parts = match r.mode {
+        BenchMode::Fwd => format!(
+            "BV={} (intra {:.3} + state {:.3} ms)",
+            r.value_block, r.intra_ms, r.state_ms
+        ),
+        BenchMode::Bwd => format!("bwd (forward untimed) {:.3} ms", r.bwd_ms),
+        BenchMode::FwdBwd => format!("fwd {:.3} + bwd {:.3} ms", r.fwd_ms, r.bwd_ms),
+    };
     format!(
-        "{:>18} {:>5} {:>9.3} {:>9.3} {:>9.3} {:>8.0} {:>8.1} {:>8.3} {:>6.2}x  BV={} (intra {:.3} + state {:.3} ms)",
+        "{:>18} {:>5} {:>9.3} {:>9.3} {:>9.3} {:>8.0} {:>8.1} {:>8.3} {:>6.2}x  {}",
         format!("{b},{t},{h},{k},{v}"),
         format!("{:?}", r.dtype).to_lowercase(),
         r.median_ms,
@@ -250,9 +380,7 @@ pub fn format_row(r: &BenchResult) -> String {
         r.tflops(),
         r.floor_ms,
         r.ratio_to_floor(),
-        r.value_block,
-        r.intra_ms,
-        r.state_ms
+        parts
     )
 }
 

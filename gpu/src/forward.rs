@@ -207,25 +207,26 @@ pub struct DeviceProblem {
     pub opts: GpuOptions,
     /// Batch, time, heads, key and value sizes, number of sequences.
     pub dims: gla_reference::Dims,
-    gate_cols: i32,
-    scale: f32,
-    q: DBuf,
-    k: DBuf,
-    v: DBuf,
-    g: CudaSlice<f32>,
-    h0: Option<CudaSlice<f32>>,
-    chunks: CudaSlice<i32>,
-    seqs: CudaSlice<i32>,
-    num_chunks: usize,
-    bv: usize,
+    pub(crate) gate_cols: i32,
+    pub(crate) scale: f32,
+    pub(crate) q: DBuf,
+    pub(crate) k: DBuf,
+    pub(crate) v: DBuf,
+    pub(crate) g: CudaSlice<f32>,
+    pub(crate) h0: Option<CudaSlice<f32>>,
+    pub(crate) chunks: CudaSlice<i32>,
+    pub(crate) seqs: CudaSlice<i32>,
+    pub(crate) num_chunks: usize,
+    pub(crate) bv: usize,
+    pub(crate) warps: usize,
 }
 
 /// Device outputs and intermediates of one forward launch.
 pub struct DeviceOutputs {
-    qg: DBuf,
-    kgt: DBuf,
-    a: DBuf,
-    gamma: CudaSlice<f32>,
+    pub(crate) qg: DBuf,
+    pub(crate) kgt: DBuf,
+    pub(crate) a: DBuf,
+    pub(crate) gamma: CudaSlice<f32>,
     /// Output o `[B, T, H, V]` in the input dtype.
     pub o: DBuf,
     /// Final states `[N, H, K, V]` f32.
@@ -415,18 +416,7 @@ impl DeviceProblem {
         if chunks.is_empty() {
             chunks.extend_from_slice(&[0; 4]);
         }
-        // value-block width of the state kernel: 32 (more programs in flight; the V/32 programs of
-        // one head read the same qg / kg / A tiles, mostly from L2), 64 only for K = 64 when there
-        // are enough (block, head, sequence) programs to fill the GPU twice.
-        let bv = if opts.dtype != Dtype::F32
-            && d.k == 64
-            && d.v % 64 == 0
-            && (d.v / 64) * d.h * d.n >= 2 * g.info.sm_count as usize
-        {
-            64
-        } else {
-            32
-        };
+        let bv = default_value_block(opts, &d, g.info.sm_count as usize);
         Ok(DeviceProblem {
             opts: *opts,
             dims: d,
@@ -447,6 +437,7 @@ impl DeviceProblem {
                 .map_err(|e| GpuError::cuda("upload seqs", e))?,
             num_chunks,
             bv,
+            warps: default_state_warps(opts, &d),
         })
     }
 
@@ -616,7 +607,8 @@ impl DeviceProblem {
             }
         } else {
             let bv = self.bv;
-            let name = format!("gla_fwd_state_{suffix}_k{}_v{}", d.k, bv);
+            let w8 = if self.warps == 8 { "_w8" } else { "" };
+            let name = format!("gla_fwd_state_{suffix}_k{}_v{}{w8}", d.k, bv);
             let f = g.func(&name)?;
             // StateSmem<K, BV> in gla_fwd.cu: two stages of (qg, kg^T, A, v, gamma) + rnd(S)^T
             let (kp, cp, vp) = (d.k + 8, 64 + 8, bv + 8);
@@ -625,7 +617,7 @@ impl DeviceProblem {
             check_smem(g, smem)?;
             let cfg = LaunchConfig {
                 grid_dim: ((d.v / bv) as u32, d.h as u32, d.n as u32),
-                block_dim: (128, 1, 1),
+                block_dim: (32 * self.warps as u32, 1, 1),
                 shared_mem_bytes: smem as u32,
             };
             match (&self.v, &out.qg, &out.kgt, &out.a, &mut out.o) {
@@ -705,9 +697,79 @@ impl DeviceProblem {
         self.bv
     }
 
+    /// Warps per block of the bf16 / f16 state kernel (4, or 8 when K >= 128).
+    pub fn state_warps(&self) -> usize {
+        self.warps
+    }
+
+    /// Force the bf16 / f16 state kernel's warps per block: 4, or 8 when K >= 128 (f32: 4 only).
+    /// Like the value-block width, this changes which warp computes an element, never its
+    /// operations or their order: results are bit-identical.
+    pub fn set_state_warps(&mut self, warps: usize) -> Result<(), GpuError> {
+        let ok = warps == 4 || (warps == 8 && self.dims.k >= 128 && self.opts.dtype != Dtype::F32);
+        if !ok {
+            return Err(GpuError::Unsupported(format!(
+                "state kernel with {warps} warps for dtype {:?}, K = {}: 4, or 8 for bf16/f16 with K >= 128",
+                self.opts.dtype, self.dims.k
+            )));
+        }
+        self.warps = warps;
+        Ok(())
+    }
+
+    /// Force the state kernel's value-block width (bf16 / f16: 32, or 64 when K = 64; f32: 32). The width changes which block computes a column of o and hT, never the
+    /// arithmetic: every value column is an independent sequence of the same operations, so
+    /// results are bit-identical for every width (tested in gpu/tests/gpu_forward.rs).
+    pub fn set_value_block(&mut self, bv: usize) -> Result<(), GpuError> {
+        let ok = if self.opts.dtype == Dtype::F32 {
+            bv == 32
+        } else {
+            bv == 32 || (bv == 64 && self.dims.k == 64)
+        };
+        if !ok || self.dims.v % bv != 0 {
+            return Err(GpuError::Unsupported(format!(
+                "value block {bv} for dtype {:?}, K = {}, V = {}: bf16/f16 take 32 (64 if K = 64), f32 takes 32, and BV must divide V",
+                self.opts.dtype, self.dims.k, self.dims.v
+            )));
+        }
+        self.bv = bv;
+        Ok(())
+    }
+
     /// Size in elements of o.
     pub fn o_len(out: &DeviceOutputs) -> usize {
         out.o.len()
+    }
+}
+
+/// Value-block width of the state kernel: 32 (more programs in flight; the V/32 programs of one
+/// head read the same qg / kg / A tiles, mostly from L2), 64 only for K = 64 when there are enough
+/// (block, head, sequence) programs to fill the GPU twice. (A 16-wide variant for shapes with
+/// fewer programs than SMs was measured slower: gpu/NOTES.md.)
+fn default_value_block(opts: &GpuOptions, d: &gla_reference::Dims, sm_count: usize) -> usize {
+    if opts.dtype != Dtype::F32
+        && d.k == 64
+        && d.v % 64 == 0
+        && (d.v / 64) * d.h * d.n >= 2 * sm_count
+    {
+        64
+    } else {
+        32
+    }
+}
+
+/// Warps per block of the bf16 / f16 state kernel: 4. The 8-warp kernels (K >= 128; shorter
+/// dependent chains of tensor-core instructions per warp) were measured slower on an H100
+/// (state kernel 0.462 vs 0.388 ms at B=8, T=4096, H=16, K=V=128: gpu/NOTES.md) and are kept
+/// for A/B timing: `GLA_STATE_WARPS=8` selects them (bit-identical results).
+fn default_state_warps(opts: &GpuOptions, d: &gla_reference::Dims) -> usize {
+    if opts.dtype != Dtype::F32
+        && d.k >= 128
+        && std::env::var("GLA_STATE_WARPS").as_deref() == Ok("8")
+    {
+        8
+    } else {
+        4
     }
 }
 

@@ -7,12 +7,32 @@ use std::sync::{Mutex, OnceLock};
 /// The forward kernels' source (gpu/kernels/gla_fwd.cu), embedded so that a copied binary finds it.
 pub const GLA_FWD_SRC: &str = include_str!("../kernels/gla_fwd.cu");
 
+/// The backward kernels' source (gpu/kernels/gla_bwd.cu), embedded likewise.
+pub const GLA_BWD_SRC: &str = include_str!("../kernels/gla_bwd.cu");
+
 /// Every kernel source with the architectures it targets and the entry points it must define.
 ///
 /// The kernels use `mma.sync` (bf16/f16), `cvt.rn.bf16.f32` and `cvt.rna.tf32.f32`, all sm_80+;
 /// no Hopper-only instruction, so they are built for sm_80 and sm_90.
 pub fn sources() -> Vec<(&'static str, &'static str, &'static [&'static str])> {
-    vec![("gla_fwd.cu", GLA_FWD_SRC, &["sm_80", "sm_90"])]
+    vec![
+        ("gla_fwd.cu", GLA_FWD_SRC, &["sm_80", "sm_90"]),
+        ("gla_bwd.cu", GLA_BWD_SRC, &["sm_80", "sm_90"]),
+    ]
+}
+
+/// The kernel entry points a source (by its name in [`sources`]) must define.
+///
+/// ```
+/// assert!(gla_gpu::kernels::entry_points("gla_bwd.cu").contains(&"gla_bwd_dqk_bf16"));
+/// assert!(gla_gpu::kernels::entry_points("nope.cu").is_empty());
+/// ```
+pub fn entry_points(source: &str) -> &'static [&'static str] {
+    match source {
+        "gla_fwd.cu" => FWD_KERNELS,
+        "gla_bwd.cu" => crate::backward::BWD_KERNELS,
+        _ => &[],
+    }
 }
 
 /// Kernel entry points defined by gla_fwd.cu.
@@ -26,11 +46,15 @@ pub const FWD_KERNELS: &[&str] = &[
     "gla_fwd_state_bf16_k64_v32",
     "gla_fwd_state_bf16_k64_v64",
     "gla_fwd_state_bf16_k128_v32",
+    "gla_fwd_state_bf16_k128_v32_w8",
     "gla_fwd_state_bf16_k256_v32",
+    "gla_fwd_state_bf16_k256_v32_w8",
     "gla_fwd_state_f16_k64_v32",
     "gla_fwd_state_f16_k64_v64",
     "gla_fwd_state_f16_k128_v32",
+    "gla_fwd_state_f16_k128_v32_w8",
     "gla_fwd_state_f16_k256_v32",
+    "gla_fwd_state_f16_k256_v32_w8",
     "gla_fwd_state_f32_k64",
     "gla_fwd_state_f32_k128",
     "gla_fwd_state_f32_k256",

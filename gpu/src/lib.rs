@@ -12,6 +12,11 @@
 //! true f32 arithmetic unless [`Precision::Tf32`] is chosen. Every exponent reaching `exp2` is
 //! `<= 0` and `-inf` gates (alpha = 0) are exact (reset-aware chunk-local cumsums).
 //!
+//! The backward pass ([`backward`], [`DeviceBwdProblem`]) follows spec section 4: chunk states
+//! recomputed, state gradients swept in reverse, then dq, dk, dv and the gate gradient dg (chunk
+//! reverse-sum form, per-channel and scalar gates) and dh0, deterministic (no atomics), with the
+//! rounding points declared by [`backward_rounding_plan`].
+//!
 //! ```no_run
 //! match gla_gpu::available() {
 //!     Ok(info) => println!("{} ({})", info.name, info.arch),
@@ -20,12 +25,16 @@
 //! ```
 #![warn(missing_docs)]
 
+mod backward;
 pub mod bench;
 mod device;
 mod error;
 mod forward;
 pub mod kernels;
 
+pub use backward::{
+    backward, backward_rounding_plan, DeviceBwdOutputs, DeviceBwdProblem, BWD_KERNELS,
+};
 pub use device::DeviceInfo;
 pub use error::GpuError;
 pub use forward::{

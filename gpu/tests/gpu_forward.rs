@@ -373,6 +373,101 @@ fn reruns_are_bit_identical_and_every_output_written() {
 }
 
 #[test]
+fn state_kernel_layouts_are_bit_identical() {
+    if gpu_or_skip().is_none() {
+        return;
+    }
+    // The bf16/f16 state kernel's value-block width (32, or 64 for K = 64) and warps per block
+    // (4, or 8 for K >= 128) only change which block or warp computes an element, never its
+    // operations or their order: o and hT must be bit-identical for every layout. The other tests
+    // run the default layout (BV 32 or 64, 4 warps), so this covers the others on the same gates.
+    let cases = [
+        (2, 150, 2, 64, 128),
+        (1, 100, 1, 128, 64),
+        (1, 70, 1, 256, 64),
+        (1, 129, 3, 64, 64),
+        (2, 200, 2, 128, 256),
+    ];
+    for (i, &(b, t, h, k, v)) in cases.iter().enumerate() {
+        for &dt in &[Dtype::Bf16, Dtype::F16] {
+            let mut g = Spec::new(b, t, h, k, v).seed(70 + i as u64).gate_array();
+            // resets mid-chunk, strong decays at a chunk start on some channels
+            for c in (0..k).step_by(3) {
+                g[[0, t / 2, 0, c]] = f64::NEG_INFINITY;
+                g[[0, 64.min(t - 1), 0, c]] = -300.0;
+            }
+            let p = Spec::new(b, t, h, k, v)
+                .seed(70 + i as u64)
+                .h0()
+                .build_with(g)
+                .rounded_to(dt)
+                .unwrap();
+            let layouts: &[(usize, usize)] = if k == 64 {
+                &[(32, 4), (64, 4)]
+            } else {
+                &[(32, 4), (32, 8)]
+            };
+            let mut first: Option<gla_reference::Solution> = None;
+            for &(bv, warps) in layouts {
+                let mut dp = gla_gpu::DeviceProblem::upload(&p, &opts(dt)).unwrap();
+                dp.set_value_block(bv).unwrap();
+                dp.set_state_warps(warps).unwrap();
+                let mut out = dp.alloc_outputs(true).unwrap();
+                dp.launch(&mut out).unwrap();
+                let s = dp.download(&out).unwrap();
+                assert!(
+                    s.o.iter().chain(s.ht.iter()).all(|x| x.is_finite()),
+                    "{dt:?} BV {bv} warps {warps}: unwritten or non-finite output"
+                );
+                match &first {
+                    None => first = Some(s),
+                    Some(f) => {
+                        let same =
+                            f.o.iter()
+                                .zip(s.o.iter())
+                                .all(|(x, y)| x.to_bits() == y.to_bits())
+                                && f.ht
+                                    .iter()
+                                    .zip(s.ht.iter())
+                                    .all(|(x, y)| x.to_bits() == y.to_bits());
+                        assert!(
+                            same,
+                            "{dt:?} b{b} t{t} h{h} k{k} v{v}: layout {:?} differs from {:?}",
+                            (bv, warps),
+                            layouts[0]
+                        );
+                    }
+                }
+            }
+            eprintln!("state layouts {layouts:?} bit-identical: {dt:?} b{b} t{t} h{h} k{k} v{v}");
+        }
+    }
+    // layouts the kernels do not have are typed errors
+    let p = Spec::new(1, 10, 1, 64, 64)
+        .build()
+        .rounded_to(Dtype::Bf16)
+        .unwrap();
+    let mut dp = gla_gpu::DeviceProblem::upload(&p, &opts(Dtype::Bf16)).unwrap();
+    assert!(matches!(
+        dp.set_value_block(16),
+        Err(GpuError::Unsupported(_))
+    ));
+    assert!(matches!(
+        dp.set_state_warps(8),
+        Err(GpuError::Unsupported(_))
+    ));
+    let p = Spec::new(1, 10, 1, 128, 64)
+        .build()
+        .rounded_to(Dtype::Bf16)
+        .unwrap();
+    let mut dp = gla_gpu::DeviceProblem::upload(&p, &opts(Dtype::Bf16)).unwrap();
+    assert!(matches!(
+        dp.set_value_block(64),
+        Err(GpuError::Unsupported(_))
+    ));
+}
+
+#[test]
 fn large_problem_value_block_64_path() {
     if gpu_or_skip().is_none() {
         return;

@@ -1,6 +1,5 @@
 //! The GPU candidates (`gla-gpu`): chunk 64 / sub-chunk 16 kernels with bf16, f16 or f32 inputs,
-//! K and V in {64, 128, 256}, forward only (the backward kernels are not there yet: the candidates
-//! report [`Implementation::supports_backward`] false and are judged on o and hT).
+//! K and V in {64, 128, 256}, forward and backward (`gla_gpu::forward` / `gla_gpu::backward`).
 //!
 //! On a machine without a usable GPU ([`available`] false) the candidates are left out of
 //! [`Implementation::all_available`] and the GPU properties are skipped.
@@ -36,9 +35,11 @@ pub fn candidates() -> Vec<Implementation> {
     ]
 }
 
-/// The rounding plan the GPU kernels declare for inputs in `dtype` (`gla_gpu::rounding_plan`).
+/// The rounding plan the GPU kernels declare for inputs in `dtype`: the backward's
+/// (`gla_gpu::backward_rounding_plan`), whose forward points are the forward kernels' plan
+/// (`gla_gpu::rounding_plan`).
 pub fn plan(dtype: Dtype) -> RoundingPlan {
-    gla_gpu::rounding_plan(&GpuOptions::new(dtype))
+    gla_gpu::backward_rounding_plan(&GpuOptions::new(dtype))
 }
 
 /// Error unless the kernels support this (already rounded) problem (K, V, sizes).
@@ -46,11 +47,41 @@ pub fn check_supported(dtype: Dtype, p: &Problem) -> Result<()> {
     gla_gpu::check_supported(p, &GpuOptions::new(dtype)).map_err(unsupported)
 }
 
-/// Run the GPU kernels (forward only: `backward = true` is an error until the backward kernels
-/// exist).
+/// Run the GPU kernels: the forward, or the forward and the backward (`backward = true`; the
+/// problem must hold `do`).
 pub fn solve(dtype: Dtype, p: &Problem, backward: bool) -> Result<Solution> {
+    let o = GpuOptions::new(dtype);
     if backward {
-        return Err(unsupported("the GPU backward kernels are not available"));
+        gla_gpu::backward(p, &o).map_err(unsupported)
+    } else {
+        gla_gpu::forward(p, &o).map_err(unsupported)
     }
-    gla_gpu::forward(p, &GpuOptions::new(dtype)).map_err(unsupported)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::implementation::{Compute, Round};
+
+    #[test]
+    fn twins_follow_the_gpu_plans() {
+        // pure data: needs no GPU
+        for d in [Dtype::Bf16, Dtype::F16, Dtype::F32] {
+            let gpu = Implementation::Gpu { dtype: d };
+            let twin = gpu.cpu_twin().expect("twin");
+            assert_eq!(twin.plan(), plan(d), "{d:?}");
+            assert_eq!(gpu.plan(), plan(d), "{d:?}");
+            assert!(matches!(
+                twin,
+                Implementation::Chunked {
+                    compute: Compute::F32,
+                    ..
+                }
+            ));
+            // the forward points of the backward plan are the forward kernels' plan
+            let fwd = gla_gpu::rounding_plan(&GpuOptions::new(d));
+            assert_eq!(plan(d).points()[..9], fwd.points()[..9], "{d:?}");
+        }
+        assert_eq!(Round::Bf16Train.dtype(), Some(Dtype::Bf16));
+    }
 }

@@ -45,6 +45,12 @@ pub enum Round {
     Bf16,
     /// [`RoundingPlan::kernel_default`]`(F16)`, inputs pre-rounded to f16.
     F16,
+    /// The training plan of the GPU kernels in bf16: [`RoundingPlan::kernel_default`]`(Bf16)`
+    /// plus the backward's stored chunk states and state gradients in bf16
+    /// (`gla_gpu::backward_rounding_plan`; the twin of the GPU bf16 candidate).
+    Bf16Train,
+    /// The same in f16.
+    F16Train,
 }
 
 impl Round {
@@ -54,14 +60,20 @@ impl Round {
             Round::None => RoundingPlan::none(),
             Round::Bf16 => RoundingPlan::kernel_default(Dtype::Bf16),
             Round::F16 => RoundingPlan::kernel_default(Dtype::F16),
+            Round::Bf16Train => RoundingPlan::kernel_default(Dtype::Bf16)
+                .bwd_state(Some(Dtype::Bf16))
+                .dstate(Some(Dtype::Bf16)),
+            Round::F16Train => RoundingPlan::kernel_default(Dtype::F16)
+                .bwd_state(Some(Dtype::F16))
+                .dstate(Some(Dtype::F16)),
         }
     }
     /// The input dtype of the plan (`None`: the compute type's).
     pub fn dtype(self) -> Option<Dtype> {
         match self {
             Round::None => None,
-            Round::Bf16 => Some(Dtype::Bf16),
-            Round::F16 => Some(Dtype::F16),
+            Round::Bf16 | Round::Bf16Train => Some(Dtype::Bf16),
+            Round::F16 | Round::F16Train => Some(Dtype::F16),
         }
     }
 }
@@ -217,9 +229,10 @@ impl Implementation {
             } => format!(
                 "chunked-{}-C{chunk}c{sub_chunk}{}",
                 compute.dtype(),
-                match round.dtype() {
-                    Some(d) => format!("-{d}"),
-                    None => String::new(),
+                match (round, round.dtype()) {
+                    (Round::Bf16Train | Round::F16Train, Some(d)) => format!("-{d}-train"),
+                    (_, Some(d)) => format!("-{d}"),
+                    (_, None) => String::new(),
                 }
             ),
             Implementation::Gpu { dtype } => format!("gpu-{dtype}"),
@@ -234,10 +247,10 @@ impl Implementation {
             .find(|i| i.name() == name)
     }
 
-    /// True when the candidate computes gradients (every CPU form; not yet the GPU kernels).
+    /// True when the candidate computes gradients (every candidate, the GPU kernels included).
     /// Properties run `solve(imp, p, imp.supports_backward())`.
     pub fn supports_backward(&self) -> bool {
-        !self.is_gpu()
+        true
     }
 
     /// True for GPU candidates.
@@ -329,8 +342,8 @@ impl Implementation {
                 chunk: 64,
                 sub_chunk: 16,
                 round: match dtype {
-                    Dtype::Bf16 => Round::Bf16,
-                    Dtype::F16 => Round::F16,
+                    Dtype::Bf16 => Round::Bf16Train,
+                    Dtype::F16 => Round::F16Train,
                     _ => Round::None,
                 },
                 // (the GPU's f32 path rounds nothing: its twin is the plain chunked f32 form)

@@ -689,7 +689,7 @@ pub fn pow2_scaling_exact(ctx: &Ctx, name: &'static str, cases: u32) -> PropOutc
             if matches!(
                 imp,
                 Implementation::Chunked {
-                    round: Round::F16,
+                    round: Round::F16 | Round::F16Train,
                     ..
                 }
             ) || matches!(imp, Implementation::Gpu { dtype: Dtype::F16 })

@@ -7,7 +7,10 @@
 //! - the parallel form at T=1024 (criterion) and T=4096 (one timed run: it is O(T^2 K)).
 //!
 //! `cargo bench -p gla-reference --bench chunked` (criterion, sample_size 10). After criterion's
-//! output a summary table is printed (median of a few manual runs).
+//! output a summary table is printed (median of a few manual runs). `GLA_BENCH_QUICK=N` skips
+//! criterion and prints wall, CPU time and page faults of N runs each (GEMM rate probe, chunked,
+//! recurrent) and the chunked form's GFLOP/CPU-s against the GEMM's; `GLA_BENCH_PROFILE=chunked`
+//! (optionally `GLA_BENCH_PROFILE_RUNS=N`, default 8) just runs one workload, for a profiler.
 
 use criterion::{criterion_group, Criterion, Throughput};
 use gla_reference::chunked::{self, ChunkOptions};
@@ -197,7 +200,11 @@ fn summary() {
     if let Ok(only) = std::env::var("GLA_BENCH_PROFILE") {
         // Profiling aid: run one workload a few times and exit.
         let p = problem(if only.contains("1024") { 1024 } else { 4096 }, 8, 128, 128);
-        for _ in 0..8 {
+        let runs = std::env::var("GLA_BENCH_PROFILE_RUNS")
+            .ok()
+            .and_then(|s| s.parse::<usize>().ok())
+            .unwrap_or(8);
+        for _ in 0..runs {
             match only.as_str() {
                 "chunked" => drop(black_box(
                     chunked::backward::<f32>(&p, &ChunkOptions::default()).unwrap(),
@@ -299,7 +306,10 @@ fn summary() {
 criterion_group!(group, benches);
 
 fn main() {
-    if std::env::var("GLA_BENCH_SUMMARY_ONLY").is_err() {
+    // Quick mode and the profiling aid skip criterion.
+    let quick_or_profile =
+        std::env::var("GLA_BENCH_QUICK").is_ok() || std::env::var("GLA_BENCH_PROFILE").is_ok();
+    if std::env::var("GLA_BENCH_SUMMARY_ONLY").is_err() && !quick_or_profile {
         group();
         Criterion::default().configure_from_args().final_summary();
     }

@@ -233,20 +233,6 @@ fn low_u(d: Dtype) -> f64 {
     }
 }
 
-/// Round every element of an array in place to `dtype` (no-op for `None`).
-#[inline]
-pub(crate) fn round_in_place<T: crate::Real, D: ndarray::Dimension>(
-    a: &mut ndarray::Array<T, D>,
-    dtype: Option<Dtype>,
-) {
-    if let Some(dt) = dtype {
-        if dt == Dtype::F64 || (dt == Dtype::F32 && T::DTYPE == Dtype::F32) {
-            return;
-        }
-        a.mapv_inplace(|x| x.round_to(dt));
-    }
-}
-
 /// Round one scalar (no-op for `None`).
 #[inline(always)]
 pub(crate) fn round1<T: crate::Real>(x: T, dtype: Option<Dtype>) -> T {

@@ -1,5 +1,5 @@
-//! Stand-alone forward benchmark (same code as `glacheck bench --impl gpu`):
-//! `gla-gpu-bench [--dtype bf16|f16|f32] [--iters N] [B,T,H,K,V ...]`.
+//! Stand-alone benchmark (same code as `glacheck bench --impl gpu`):
+//! `gla-gpu-bench [--dtype bf16|f16|f32] [--mode fwd|bwd|fwdbwd] [--iters N] [B,T,H,K,V ...]`.
 
 use gla_gpu::bench::{bench, format_row, header, BenchConfig, BenchMode};
 use gla_gpu::GpuOptions;
@@ -9,6 +9,7 @@ fn main() {
     let mut shapes = Vec::new();
     let mut dtype = Dtype::Bf16;
     let mut cfg = BenchConfig::default();
+    let mut mode = BenchMode::Fwd;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -18,6 +19,13 @@ fn main() {
                     .and_then(|s| s.parse().ok())
                     .unwrap_or(Dtype::Bf16)
             }
+            "--mode" => match args.next().map(|s| s.parse::<BenchMode>()) {
+                Some(Ok(m)) => mode = m,
+                _ => {
+                    eprintln!("--mode takes fwd, bwd or fwdbwd");
+                    std::process::exit(2);
+                }
+            },
             "--iters" => cfg.iters = args.next().and_then(|s| s.parse().ok()).unwrap_or(30),
             s => {
                 let v: Vec<usize> = s.split(',').filter_map(|x| x.trim().parse().ok()).collect();
@@ -50,7 +58,7 @@ fn main() {
     }
     println!("{}", header());
     for s in shapes {
-        match bench(BenchMode::Fwd, s, &GpuOptions::new(dtype), &cfg) {
+        match bench(mode, s, &GpuOptions::new(dtype), &cfg) {
             Ok(r) => println!("{}", format_row(&r)),
             Err(e) => println!("{s:?}: error: {e}"),
         }

@@ -37,23 +37,27 @@
 //! (<= 2 ulp, the class of CUDA's `exp2f`) that flushes results below 2^-126 to 0 like Triton's
 //! `ex2.approx.ftz` (inside the error model's eta floor); f64 uses libm `exp`.
 //!
-//! Implementation: matrix products through matrixmultiply (ndarray's `general_mat_mul` on
-//! slices, transposes as strides, no temporaries; its runtime-detected AVX-512 kernels are
-//! enabled), rayon over (sequence, head) (matrixmultiply itself single-threaded), the
-//! per-(sequence, head) kernel compiled three times (baseline, AVX2+FMA, AVX-512; chosen at run
-//! time; bitwise identical results). Per (sequence, head): pass 1 computes the chunk-local
-//! decays `exp(Gl)`, `exp(Gl_last - Gl)`, the factors `q*exp(Gl)`, `k*exp(Gl_last - Gl)` and the
-//! state recurrence (one `[K, C] @ [C, V]` product per chunk); the backward keeps the states
-//! `H_p` (`[NT, K, V]`), runs the state-gradient sweep, then per chunk computes the outputs and
-//! all gradients, the intra-chunk decays (off-diagonal anchored factors, diagonal elementwise
-//! decays) evaluated once and shared by the forward and backward formulas. Buffers come from
-//! per-thread workspaces reused across items and calls (at most 64 MiB kept per thread).
-//! Measured on the 2-core shared machine (B=1, H=8, T=4096, K=V=128, f32; `cargo bench -p
-//! gla-reference --bench chunked`, `GLA_BENCH_QUICK=5` for a quick run): forward+backward
-//! ~0.32-0.36 CPU-s (the original implementation: ~0.69-0.73), 2.3-2.6x less than the recurrent
-//! reference in the same run (~0.80-0.82 CPU-s), ~25-28 GFLOP per CPU-second against the f32
-//! GEMM's ~130; a large share of what is left is the memory-bound part every form pays
-//! (widening the inputs, writing the f64 result tensors and faulting in their pages).
+//! Implementation: rayon over (sequence, head); each task reads its f64 inputs chunk by chunk
+//! straight into per-thread work buffers of the compute type (reused across items and calls,
+//! no whole-tensor copies) and writes its results chunk by chunk straight into the f64 result
+//! tensors. Matrix products: module `gemm` (unpacked register tiles for a row-major B;
+//! matrixmultiply, with its runtime-detected AVX-512 kernels, for a transposed B). The
+//! per-(sequence, head) kernel is compiled three times (baseline, AVX2+FMA, AVX-512; chosen at
+//! run time; bitwise identical results). Per (sequence, head): pass 1 reads q, k, v, g and
+//! computes the chunk-local decays `exp(Gl)`, `exp(Gl_last - Gl)`, the factors `q*exp(Gl)`,
+//! `k*exp(Gl_last - Gl)` and the state recurrence (one `[K, C] @ [C, V]` product per chunk);
+//! the backward keeps the states `H_p` (`[NT, K, V]`), reads `do` in the reverse state-gradient
+//! sweep, then per chunk computes the outputs and all gradients, the intra-chunk decays
+//! (off-diagonal anchored factors, diagonal elementwise decays) evaluated once and shared by
+//! the forward and backward formulas.
+//! Measured on the 2-core shared machine (B=1, H=8, T=4096, K=V=128, f32;
+//! `GLA_BENCH_QUICK=5 cargo bench -p gla-reference --bench chunked`): forward+backward
+//! ~0.29-0.33 CPU-s when the machine is quiet (the previous version ~0.32-0.36, the original
+//! ~0.69-0.73), ~2.6-3.2x less than the recurrent reference in the same run; ~27-30 GFLOP per
+//! CPU-second against the f32 GEMM's ~130. The matrix products run at about the GEMM rate
+//! (~25% of the time); the rest is the memory-bound interface every form pays (reading the f64
+//! inputs, faulting in and writing ~160 MB of f64 results: ~30%) and the elementwise work
+//! (exps, the diagonal blocks, dg).
 //!
 //! ```
 //! use gla_reference::{chunked::{self, ChunkOptions}, rounding::RoundingPlan, Dtype, Gates, Problem};
@@ -73,18 +77,20 @@
 //! # Ok::<(), gla_reference::GlaError>(())
 //! ```
 
+mod gemm;
 pub(crate) mod seg;
 
 use crate::dtype::Dtype;
 use crate::error::{GlaError, Result};
-use crate::problem::Problem;
+use crate::problem::{GateKind, Problem, SeqSpan};
 use crate::real::Real;
+use crate::rounding::round1;
 pub use crate::rounding::RoundingPlan;
-use crate::rounding::{round1, round_in_place};
-use crate::solution::Solution;
-use ndarray::linalg::general_mat_mul;
-use ndarray::{s, Array2, ArrayView2, ArrayViewMut2, ShapeBuilder};
-use seg::{Cum, Item, ItemGrads, ItemOut};
+use crate::solution::{Gradients, Solution};
+use gemm::gemm;
+use ndarray::{s, Array2, ArrayView2};
+use rayon::prelude::*;
+use seg::{zeros4, Cum, Shared4};
 
 /// Options of the chunked form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -158,10 +164,7 @@ impl ChunkOptions {
 /// Errors: [`GlaError::Options`] for invalid chunk sizes.
 pub fn forward<T: Real>(p: &Problem, opts: &ChunkOptions) -> Result<Solution> {
     opts.validate()?;
-    let scale = T::of(p.scale());
-    Ok(seg::run::<T>(p, false, |it| {
-        item_best(it, opts, scale, false)
-    }))
+    Ok(run::<T>(p, opts, false, Isa::Best))
 }
 
 /// Forward and backward pass of the chunked form (spec section 4 chunk formulas) in compute
@@ -172,41 +175,11 @@ pub fn forward<T: Real>(p: &Problem, opts: &ChunkOptions) -> Result<Solution> {
 pub fn backward<T: Real>(p: &Problem, opts: &ChunkOptions) -> Result<Solution> {
     opts.validate()?;
     p.require_backward()?;
-    let scale = T::of(p.scale());
-    Ok(seg::run::<T>(p, true, |it| {
-        item_best(it, opts, scale, true)
-    }))
-}
-
-/// `c = alpha * A @ B + beta * c` through matrixmultiply (ndarray's `general_mat_mul`) on
-/// slices: `a` is `[m, k]` with strides `sa`, `b` is `[k, n]` with strides `sb` (row, column;
-/// a transposed operand is just swapped strides, no copy), `c` is `[m, n]` row-major with row
-/// stride `ldc`.
-#[allow(clippy::too_many_arguments)]
-#[inline]
-fn gemm<T: Real>(
-    (m, k, n): (usize, usize, usize),
-    alpha: T,
-    a: &[T],
-    sa: (usize, usize),
-    b: &[T],
-    sb: (usize, usize),
-    beta: T,
-    c: &mut [T],
-    ldc: usize,
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    let av = ArrayView2::from_shape((m, k).strides(sa), a).expect("gemm: A fits its slice");
-    let bv = ArrayView2::from_shape((k, n).strides(sb), b).expect("gemm: B fits its slice");
-    let mut cv =
-        ArrayViewMut2::from_shape((m, n).strides((ldc, 1)), c).expect("gemm: C fits its slice");
-    general_mat_mul(alpha, &av, &bv, beta, &mut cv);
+    Ok(run::<T>(p, opts, true, Isa::Best))
 }
 
 /// Round a slice in place to `dtype` (the rounding points of the plan; no-op for `None`, for
-/// f64 and for f32 in f32 compute), like `rounding::round_in_place`.
+/// f64 and for f32 in f32 compute).
 #[inline(always)]
 fn round_slice<T: Real>(x: &mut [T], dtype: Option<Dtype>) {
     if let Some(dt) = dtype {
@@ -240,22 +213,6 @@ fn round_view<'a, T: Real>(x: &'a [T], dtype: Option<Dtype>, buf: &'a mut [T]) -
         }
         _ => x,
     }
-}
-
-/// A slice copy of `x` rounded to `dtype`, or `x` itself when nothing is rounded.
-fn rounded<'a, T: Real>(x: &'a [T], dtype: Option<Dtype>, own: &'a mut Vec<T>) -> &'a [T] {
-    match dtype {
-        Some(dt) if !(dt == Dtype::F64 || (dt == Dtype::F32 && T::DTYPE == Dtype::F32)) => {
-            own.extend_from_slice(x);
-            round_slice(own, dtype);
-            own
-        }
-        _ => x,
-    }
-}
-
-fn std_slice<T>(a: &Array2<T>) -> &[T] {
-    a.as_slice().expect("standard layout")
 }
 
 /// Per-chunk workspace of the intra-chunk part (allocated once per (sequence, head)), holding
@@ -488,41 +445,331 @@ impl<T: Real> Intra<T> {
     }
 }
 
+/// Which build of the per-(sequence, head) kernel runs (bitwise the same results).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Isa {
+    /// The baseline build (tests compare it with `Best`).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Base,
+    /// AVX-512 or AVX2 + FMA where the CPU has them (run-time detection), else the baseline.
+    Best,
+}
+
+/// Run the chunked form on every (sequence, head) pair in parallel (rayon); each task reads its
+/// f64 inputs chunk by chunk into f32/f64 work buffers and writes its results chunk by chunk
+/// straight into the (disjoint) rows of the f64 result tensors.
+fn run<T: Real>(p: &Problem, opts: &ChunkOptions, bwd: bool, isa: Isa) -> Solution {
+    let dims = p.dims();
+    let (k, v) = (dims.k, dims.v);
+    let kg = match p.gate_kind() {
+        GateKind::PerChannel => k,
+        GateKind::Scalar => 1,
+    };
+    let bwd = bwd && p.do_().is_some();
+    let mut o = zeros4((dims.b, dims.t, dims.h, v));
+    let mut ht = zeros4((dims.n, dims.h, k, v));
+    let mut grads = bwd.then(|| Gradients {
+        dq: zeros4((dims.b, dims.t, dims.h, k)),
+        dk: zeros4((dims.b, dims.t, dims.h, k)),
+        dv: zeros4((dims.b, dims.t, dims.h, v)),
+        dg: zeros4((dims.b, dims.t, dims.h, kg)),
+        dh0: zeros4((dims.n, dims.h, k, v)),
+    });
+    let outs = Outs {
+        o: Shared4::new(&mut o),
+        ht: Shared4::new(&mut ht),
+        grads: grads.as_mut().map(|g| {
+            [
+                Shared4::new(&mut g.dq),
+                Shared4::new(&mut g.dk),
+                Shared4::new(&mut g.dv),
+                Shared4::new(&mut g.dg),
+                Shared4::new(&mut g.dh0),
+            ]
+        }),
+    };
+    let scale = T::of(p.scale());
+    let tasks: Vec<(SeqSpan, usize)> = p
+        .sequences()
+        .into_iter()
+        .flat_map(|s| (0..dims.h).map(move |h| (s, h)))
+        .collect();
+    tasks.par_iter().for_each(|&(span, h)| {
+        let rows = span.start..span.start + span.len;
+        let b = span.batch;
+        let src = Src {
+            q: p.q().slice(s![b, rows.clone(), h, ..]),
+            k: p.k().slice(s![b, rows.clone(), h, ..]),
+            v: p.v().slice(s![b, rows.clone(), h, ..]),
+            g: p.g().slice(s![b, rows.clone(), h, ..]),
+            do_: p
+                .do_()
+                .filter(|_| bwd)
+                .map(|a| a.slice(s![b, rows.clone(), h, ..])),
+            h0: p.h0().map(|a| a.slice(s![span.state, h, .., ..])),
+            dht: p.dht().map(|a| a.slice(s![span.state, h, .., ..])),
+        };
+        let sink = Sink {
+            outs: &outs,
+            b,
+            start: span.start,
+            h,
+            state: span.state,
+        };
+        let mut w = take_work::<T>();
+        match isa {
+            Isa::Base => item(&src, &sink, &mut w, opts, scale),
+            Isa::Best => item_best(&src, &sink, &mut w, opts, scale),
+        }
+        give_work(w);
+    });
+    // `outs` holds raw pointers only (no borrow): the tasks are done, the tensors are handed out.
+    Solution { o, ht, grads }
+}
+
+/// The f64 inputs of one (sequence, head): views into the problem's tensors.
+struct Src<'a> {
+    /// `[L, K]`
+    q: ArrayView2<'a, f64>,
+    /// `[L, K]`
+    k: ArrayView2<'a, f64>,
+    /// `[L, V]`
+    v: ArrayView2<'a, f64>,
+    /// `[L, Kg]`
+    g: ArrayView2<'a, f64>,
+    /// `[L, V]`, present when the backward pass runs.
+    do_: Option<ArrayView2<'a, f64>>,
+    /// `[K, V]`
+    h0: Option<ArrayView2<'a, f64>>,
+    /// `[K, V]`
+    dht: Option<ArrayView2<'a, f64>>,
+}
+
+/// The result tensors, written by all tasks (each its own rows and states).
+struct Outs {
+    o: Shared4,
+    ht: Shared4,
+    /// dq, dk, dv, dg, dh0
+    grads: Option<[Shared4; 5]>,
+}
+
+/// Where the results of one (sequence, head) go.
+struct Sink<'a> {
+    outs: &'a Outs,
+    b: usize,
+    start: usize,
+    h: usize,
+    state: usize,
+}
+
+impl Sink<'_> {
+    /// Write rows `r0..` (sequence-relative; `[len, C]` in `x`) of result tensor `t`.
+    #[inline]
+    fn rows<T: Real>(&self, t: &Shared4, r0: usize, x: &[T]) {
+        // SAFETY: each task owns its (sequence, head): sequences are disjoint row ranges
+        // (validated by `Problem`) with distinct state indices, so no two tasks write the same
+        // element; the tensors outlive the parallel loop (`run`).
+        unsafe { t.put_rows(self.b, self.start + r0, self.h, x) }
+    }
+
+    /// Write a `[K, V]` state (`ht` or `dh0`).
+    #[inline]
+    fn state<T: Real>(&self, t: &Shared4, x: &Array2<T>) {
+        // SAFETY: as in `rows`: the state index of this task's sequence is its own.
+        unsafe { t.state(self.state, self.h, x) }
+    }
+}
+
+/// Rows `r0..r0 + len` of `src` (`len = dst.len() / C`) converted to the compute type into
+/// `dst` (row-major), rounded to `round`.
+#[inline(always)]
+fn load<T: Real>(src: &ArrayView2<f64>, r0: usize, dst: &mut [T], round: Option<Dtype>) {
+    let c = src.ncols();
+    if c == 0 {
+        return;
+    }
+    for (r, d) in dst.chunks_exact_mut(c).enumerate() {
+        let row = src.row(r0 + r);
+        match row.as_slice() {
+            Some(xs) => {
+                for (d, &x) in d.iter_mut().zip(xs) {
+                    *d = T::of(x);
+                }
+            }
+            None => {
+                for (d, &x) in d.iter_mut().zip(row.iter()) {
+                    *d = T::of(x);
+                }
+            }
+        }
+    }
+    round_slice(dst, round);
+}
+
+/// Per-thread work buffers of [`item`], reused across (sequence, head) pairs and calls (no
+/// allocation or page faults per call). Contents are unspecified between uses: every element
+/// is written before it is read.
+struct Work<T> {
+    /// Whole-sequence `[L, K]` / `[L, V]` / `[L, Kg]` buffers.
+    q: Vec<T>,
+    k: Vec<T>,
+    v: Vec<T>,
+    g: Vec<T>,
+    do_: Vec<T>,
+    e0: Vec<T>,
+    el: Vec<T>,
+    qe: Vec<T>,
+    ke: Vec<T>,
+    /// Chunk states `H_p` and state gradients `dH_p`, `[NT, K, V]` each (backward).
+    states: Vec<T>,
+    dstates: Vec<T>,
+    /// `[K, V]` scratch.
+    u: Vec<T>,
+    hs: Vec<T>,
+    hbuf: Vec<T>,
+    dhbuf: Vec<T>,
+    /// Per-chunk results and scratch.
+    oc: Vec<T>,
+    dq: Vec<T>,
+    dk: Vec<T>,
+    dv: Vec<T>,
+    dg: Vec<T>,
+    dgr: Vec<T>,
+    dki: Vec<T>,
+    da: Vec<T>,
+    acc: Vec<T>,
+    ksum: Vec<T>,
+    cum: Cum<T>,
+    intra: Option<((usize, usize, usize), Intra<T>)>,
+}
+
+impl<T: Real> Work<T> {
+    fn new() -> Self {
+        Work {
+            q: Vec::new(),
+            k: Vec::new(),
+            v: Vec::new(),
+            g: Vec::new(),
+            do_: Vec::new(),
+            e0: Vec::new(),
+            el: Vec::new(),
+            qe: Vec::new(),
+            ke: Vec::new(),
+            states: Vec::new(),
+            dstates: Vec::new(),
+            u: Vec::new(),
+            hs: Vec::new(),
+            hbuf: Vec::new(),
+            dhbuf: Vec::new(),
+            oc: Vec::new(),
+            dq: Vec::new(),
+            dk: Vec::new(),
+            dv: Vec::new(),
+            dg: Vec::new(),
+            dgr: Vec::new(),
+            dki: Vec::new(),
+            da: Vec::new(),
+            acc: Vec::new(),
+            ksum: Vec::new(),
+            cum: Cum::empty(),
+            intra: None,
+        }
+    }
+
+    /// Bytes held.
+    fn bytes(&self) -> usize {
+        let v = [
+            &self.q,
+            &self.k,
+            &self.v,
+            &self.g,
+            &self.do_,
+            &self.e0,
+            &self.el,
+            &self.qe,
+            &self.ke,
+            &self.states,
+            &self.dstates,
+        ];
+        v.iter().map(|x| x.capacity()).sum::<usize>() * std::mem::size_of::<T>()
+    }
+}
+
+/// `v` resized to `n` elements (contents unspecified) as a slice.
+#[inline]
+fn sized<T: Real>(v: &mut Vec<T>, n: usize) -> &mut [T] {
+    if v.len() < n {
+        v.resize(n, T::zero());
+    }
+    &mut v[..n]
+}
+
+thread_local! {
+    /// This thread's [`Work`] (one per compute type), kept between calls up to [`WORK_KEEP`] bytes.
+    static WORK: std::cell::RefCell<Vec<Box<dyn std::any::Any>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Largest workspace kept between calls (bytes).
+const WORK_KEEP: usize = 128 << 20;
+
+fn take_work<T: Real>() -> Box<Work<T>> {
+    WORK.with(|w| {
+        let mut w = w.borrow_mut();
+        let i = w.iter().position(|b| b.is::<Work<T>>());
+        i.and_then(|i| w.swap_remove(i).downcast::<Work<T>>().ok())
+    })
+    .unwrap_or_else(|| Box::new(Work::new()))
+}
+
+fn give_work<T: Real>(w: Box<Work<T>>) {
+    if w.bytes() <= WORK_KEEP {
+        WORK.with(|p| p.borrow_mut().push(w));
+    }
+}
+
 /// [`item`] compiled with AVX2 + FMA (or AVX-512) when available (bitwise the same results).
-fn item_best<T: Real>(it: &Item<T>, opts: &ChunkOptions, scale: T, bwd: bool) -> ItemOut<T> {
+fn item_best<T: Real>(src: &Src, sink: &Sink, w: &mut Work<T>, opts: &ChunkOptions, scale: T) {
     #[cfg(target_arch = "x86_64")]
     {
         if seg::has_avx512() {
             // SAFETY: the CPU features were detected at run time.
-            return unsafe { item_avx512(it, opts, scale, bwd) };
+            return unsafe { item_avx512(src, sink, w, opts, scale) };
         }
         if seg::has_avx2() {
             // SAFETY: the CPU features were detected at run time.
-            return unsafe { item_avx2(it, opts, scale, bwd) };
+            return unsafe { item_avx2(src, sink, w, opts, scale) };
         }
     }
-    item(it, opts, scale, bwd)
+    item(src, sink, w, opts, scale)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn item_avx2<T: Real>(it: &Item<T>, opts: &ChunkOptions, scale: T, bwd: bool) -> ItemOut<T> {
-    item(it, opts, scale, bwd)
+unsafe fn item_avx2<T: Real>(
+    src: &Src,
+    sink: &Sink,
+    w: &mut Work<T>,
+    opts: &ChunkOptions,
+    scale: T,
+) {
+    item(src, sink, w, opts, scale)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn item_avx512<T: Real>(
-    it: &Item<T>,
+    src: &Src,
+    sink: &Sink,
+    w: &mut Work<T>,
     opts: &ChunkOptions,
     scale: T,
-    bwd: bool,
-) -> ItemOut<T> {
-    item(it, opts, scale, bwd)
+) {
+    item(src, sink, w, opts, scale)
 }
 
-/// Forward outputs of one chunk (rows `p0..p0+lp`): `o = scale * (qe @ round(H_p)) + A @ v`,
-/// A from [`Intra::forward`] (its decays kept for the backward).
+/// Forward outputs of one chunk: `o = scale * (qe @ round(H_p)) + A @ v` into `oc` (`[lp, V]`),
+/// A from [`Intra::forward`] (its decays kept for the backward). `q`, `k`, `qe` are the chunk's
+/// `[lp, K]` rows, `vr` its `[lp, V]` rows.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn chunk_out<T: Real>(
@@ -530,22 +777,20 @@ fn chunk_out<T: Real>(
     cum: &Cum<T>,
     (q, k, vr, qe): (&[T], &[T], &[T], &[T]),
     (kk, vv): (usize, usize),
-    (p0, lp): (usize, usize),
     opts: &ChunkOptions,
     scale: T,
     hstate: &[T],
     hs: &mut [T],
-    o: &mut [T],
+    oc: &mut [T],
 ) {
     let plan = &opts.plan;
-    let (rk, rv) = (p0 * kk..(p0 + lp) * kk, p0 * vv..(p0 + lp) * vv);
-    intra.forward(cum, &q[rk.clone()], &k[rk.clone()], kk, opts, scale);
+    let lp = q.len() / kk;
+    intra.forward(cum, q, k, kk, opts, scale);
     let hs = round_view(hstate, plan.state, hs);
-    let oc = &mut o[rv.clone()];
     gemm(
         (lp, kk, vv),
         scale,
-        &qe[rk],
+        qe,
         (kk, 1),
         hs,
         (vv, 1),
@@ -558,7 +803,7 @@ fn chunk_out<T: Real>(
         T::one(),
         &intra.a[..lp * lp],
         (lp, 1),
-        &vr[rv],
+        vr,
         (vv, 1),
         T::one(),
         oc,
@@ -567,49 +812,92 @@ fn chunk_out<T: Real>(
     round_slice(oc, plan.o);
 }
 
-/// One (sequence, head): forward, and the backward when `bwd` and `do` is present.
+/// One (sequence, head): forward, and the backward when `src.do_` is present; results go
+/// straight to `sink`, chunk by chunk.
 ///
-/// Pass 1 (chunk order): chunk-local reset-aware cumsum, the decays `exp(Gl)` and
-/// `exp(Gl_last - Gl)` (kept for the whole sequence), the factors `qe`, `ke`, the state
-/// recurrence (one `[K, lp] @ [lp, V]` GEMM per chunk); forward only: the chunk's outputs.
-/// Backward: pass 2 (reverse) the state gradients `dH_p`; pass 3 per chunk the outputs and all
-/// gradients, the intra-chunk decays computed once and shared by forward and backward.
+/// Pass 1 (chunk order): read the chunk's inputs, the chunk-local reset-aware cumsum, the
+/// decays `exp(Gl)` and `exp(Gl_last - Gl)` (kept for the whole sequence), the factors `qe`,
+/// `ke`, the state recurrence (one `[K, lp] @ [lp, V]` GEMM per chunk); forward only: the
+/// chunk's outputs. Backward: pass 2 (reverse) reads `do` and computes the state gradients
+/// `dH_p`; pass 3 per chunk the outputs and all gradients, the intra-chunk decays computed once
+/// and shared by forward and backward.
 #[inline(always)]
-fn item<T: Real>(it: &Item<T>, opts: &ChunkOptions, scale: T, bwd: bool) -> ItemOut<T> {
+fn item<T: Real>(src: &Src, sink: &Sink, w: &mut Work<T>, opts: &ChunkOptions, scale: T) {
     let plan = &opts.plan;
-    let (l, kk) = it.q.dim();
-    let vv = it.v.ncols();
+    let (l, kk) = src.q.dim();
+    let vv = src.v.ncols();
+    let kg = src.g.ncols();
     let kv = kk * vv;
     let cs = opts.chunk;
     let nt = l.div_ceil(cs);
-    let q = std_slice(&it.q);
-    let k = std_slice(&it.k);
-    let mut vown = Vec::new();
-    let vr = rounded(std_slice(&it.v), plan.v, &mut vown);
-    let do_ = if bwd { it.do_.as_ref() } else { None };
+    let bwd = src.do_.is_some();
+    let nst = if bwd { nt * kv } else { 0 };
 
-    // Whole-sequence buffers from this thread's reused workspace (every element is written
-    // before it is read): the decays exp(Gl), exp(Gl_last - Gl), the factors qe, ke, and
-    // (backward) the chunk states H_p and state gradients dH_p.
-    let nst = if do_.is_some() { nt * kv } else { 0 };
-    let mut pool = take_pool::<T>(4 * l * kk + 2 * nst);
-    let (e0, rest) = pool.split_at_mut(l * kk);
-    let (el, rest) = rest.split_at_mut(l * kk);
-    let (qe, rest) = rest.split_at_mut(l * kk);
-    let (ke, rest) = rest.split_at_mut(l * kk);
-    let (states, dstates) = rest.split_at_mut(nst);
-    let mut o = pooled::<T>((l, vv));
-    let ov = o.as_slice_mut().expect("standard layout");
-    let mut h = std_slice(&it.h0).to_vec();
-    let mut u = vec![T::zero(); kv];
-    let mut hs = vec![T::zero(); kv];
-    let mut intra = Intra::<T>::new(cs, opts.sub_chunk, kk);
+    let Work {
+        q,
+        k,
+        v,
+        g,
+        do_,
+        e0,
+        el,
+        qe,
+        ke,
+        states,
+        dstates,
+        u,
+        hs,
+        hbuf,
+        dhbuf,
+        oc,
+        dq,
+        dk,
+        dv,
+        dg,
+        dgr,
+        dki,
+        da,
+        acc,
+        ksum,
+        cum,
+        intra,
+    } = w;
+    let (q, k, vr, g) = (
+        sized(q, l * kk),
+        sized(k, l * kk),
+        sized(v, l * vv),
+        sized(g, l * kg),
+    );
+    let (e0, el, qe, ke) = (
+        sized(e0, l * kk),
+        sized(el, l * kk),
+        sized(qe, l * kk),
+        sized(ke, l * kk),
+    );
+    let (states, dstates) = (sized(states, nst), sized(dstates, nst));
+    let (u, hs) = (sized(u, kv), sized(hs, kv));
+    let oc = sized(oc, cs * vv);
+    let key = (cs, opts.sub_chunk, kk);
+    if intra.as_ref().map(|x| x.0) != Some(key) {
+        *intra = Some((key, Intra::<T>::new(cs, opts.sub_chunk, kk)));
+    }
+    let intra = &mut intra.as_mut().expect("set above").1;
+
+    let mut h = vec![T::zero(); kv];
+    if let Some(h0) = &src.h0 {
+        load(h0, 0, &mut h, None);
+    }
 
     for (p, p0) in (0..l).step_by(cs).enumerate() {
         let lp = cs.min(l - p0);
         let last = lp - 1;
         let (rk, rv) = (p0 * kk..(p0 + lp) * kk, p0 * vv..(p0 + lp) * vv);
-        let cum = Cum::<T>::new(it.g.slice(s![p0..p0 + lp, ..]));
+        load(&src.q, p0, &mut q[rk.clone()], None);
+        load(&src.k, p0, &mut k[rk.clone()], None);
+        load(&src.v, p0, &mut vr[rv.clone()], plan.v);
+        let gc = &mut g[p0 * kg..(p0 + lp) * kg];
+        load(&src.g, p0, gc, None);
+        cum.refill(gc, lp, kg);
         for i in 0..lp {
             cum.dec_row(i, -1, &mut e0[(p0 + i) * kk..(p0 + i + 1) * kk]);
             cum.dec_row(last, i as isize, &mut el[(p0 + i) * kk..(p0 + i + 1) * kk]);
@@ -628,21 +916,27 @@ fn item<T: Real>(it: &Item<T>, opts: &ChunkOptions, scale: T, bwd: bool) -> Item
             &mut ke[rk.clone()],
             plan.k_decay,
         );
-        if do_.is_some() {
+        if bwd {
             states[p * kv..(p + 1) * kv].copy_from_slice(&h);
         } else {
+            let oc = &mut oc[..lp * vv];
             chunk_out(
-                &mut intra,
-                &cum,
-                (q, k, vr, qe),
+                intra,
+                cum,
+                (
+                    &q[rk.clone()],
+                    &k[rk.clone()],
+                    &vr[rv.clone()],
+                    &qe[rk.clone()],
+                ),
                 (kk, vv),
-                (p0, lp),
                 opts,
                 scale,
                 &h,
-                &mut hs,
-                ov,
+                hs,
+                oc,
             );
+            sink.rows(&sink.outs.o, p0, oc);
         }
         // State update: H <- Diag(exp(Gl_last)) H + ke^T @ v (compute-type accumulator).
         gemm(
@@ -653,7 +947,7 @@ fn item<T: Real>(it: &Item<T>, opts: &ChunkOptions, scale: T, bwd: bool) -> Item
             &vr[rv],
             (vv, 1),
             T::zero(),
-            &mut u,
+            u,
             vv,
         );
         let glast = &e0[(p0 + last) * kk..(p0 + lp) * kk];
@@ -667,252 +961,230 @@ fn item<T: Real>(it: &Item<T>, opts: &ChunkOptions, scale: T, bwd: bool) -> Item
             }
         }
     }
-    let ht = Array2::from_shape_vec((kk, vv), h).expect("state shape");
-    let mut grads = None;
-    if let Some(do_) = do_ {
-        let mut down = Vec::new();
-        let dor = rounded(std_slice(do_), plan.do_, &mut down);
+    sink.state(
+        &sink.outs.ht,
+        &Array2::from_shape_vec((kk, vv), h).expect("state shape"),
+    );
+    let (Some(src_do), Some(gout)) = (src.do_.as_ref(), sink.outs.grads.as_ref()) else {
+        return;
+    };
 
-        // Pass 2: state gradients, dstates[p] = dL/d(state after chunk p).
-        let mut dh = std_slice(&it.dht).to_vec();
-        let mut w = vec![T::zero(); kv];
-        for (p, p0) in (0..l).step_by(cs).enumerate().rev() {
-            let lp = cs.min(l - p0);
-            let (rk, rv) = (p0 * kk..(p0 + lp) * kk, p0 * vv..(p0 + lp) * vv);
-            gemm(
-                (kk, lp, vv),
-                T::one(),
-                &qe[rk],
-                (1, kk),
-                &dor[rv],
-                (vv, 1),
-                T::zero(),
-                &mut w,
-                vv,
-            );
-            dstates[p * kv..(p + 1) * kv].copy_from_slice(&dh);
-            let glast = &e0[(p0 + lp - 1) * kk..(p0 + lp) * kk];
-            for d in 0..kk {
-                let gd = glast[d];
-                for (x, &wv) in dh[d * vv..(d + 1) * vv]
-                    .iter_mut()
-                    .zip(&w[d * vv..(d + 1) * vv])
-                {
-                    *x = gd * *x + scale * wv;
-                }
-            }
-        }
-        let dh0 = Array2::from_shape_vec((kk, vv), dh).expect("state shape");
-
-        // Pass 3: per chunk, the outputs and the gradients.
-        let mut dq = pooled::<T>((l, kk));
-        let mut dk = pooled::<T>((l, kk));
-        let mut dv = pooled::<T>((l, vv));
-        let mut dg = pooled::<T>((l, kk));
-        let (dqs, dks) = (
-            dq.as_slice_mut().expect("std"),
-            dk.as_slice_mut().expect("std"),
-        );
-        let (dvs, dgs) = (
-            dv.as_slice_mut().expect("std"),
-            dg.as_slice_mut().expect("std"),
-        );
-        let mut hbuf = vec![T::zero(); kv];
-        let mut dhbuf = vec![T::zero(); kv];
-        let mut da = vec![T::zero(); cs * cs];
-        let mut dki = vec![T::zero(); cs * kk];
-        let mut acc = vec![T::zero(); kk];
-        for (p, p0) in (0..l).step_by(cs).enumerate() {
-            let lp = cs.min(l - p0);
-            let (rk, rv) = (p0 * kk..(p0 + lp) * kk, p0 * vv..(p0 + lp) * vv);
-            let cum = Cum::<T>::new(it.g.slice(s![p0..p0 + lp, ..]));
-            let hstate = &states[p * kv..(p + 1) * kv];
-            chunk_out(
-                &mut intra,
-                &cum,
-                (q, k, vr, qe),
-                (kk, vv),
-                (p0, lp),
-                opts,
-                scale,
-                hstate,
-                &mut hs,
-                ov,
-            );
-            let hb = round_view(hstate, plan.bwd_state, &mut hbuf);
-            let dhp = round_view(&dstates[p * kv..(p + 1) * kv], plan.dstate, &mut dhbuf);
-            let (qc, kc, vc, doc) = (
-                &q[rk.clone()],
-                &k[rk.clone()],
-                &vr[rv.clone()],
-                &dor[rv.clone()],
-            );
-
-            // dA = scale * do @ v^T on j <= i (upper triangle selected to exact 0).
-            let da = &mut da[..lp * lp];
-            gemm(
-                (lp, vv, lp),
-                scale,
-                doc,
-                (vv, 1),
-                vc,
-                (1, vv),
-                T::zero(),
-                da,
-                lp,
-            );
-            for i in 0..lp {
-                da[i * lp + i + 1..(i + 1) * lp].fill(T::zero());
-            }
-            round_slice(da, plan.da);
-
-            // dv = ke @ dH_p + A^T @ do
-            let dvc = &mut dvs[rv.clone()];
-            gemm(
-                (lp, kk, vv),
-                T::one(),
-                &ke[rk.clone()],
-                (kk, 1),
-                dhp,
-                (vv, 1),
-                T::zero(),
-                dvc,
-                vv,
-            );
-            gemm(
-                (lp, lp, vv),
-                T::one(),
-                &intra.a[..lp * lp],
-                (1, lp),
-                doc,
-                (vv, 1),
-                T::one(),
-                dvc,
-                vv,
-            );
-
-            // Inter-chunk parts: dq = scale * exp(Gl) * (do @ H_p^T), dk = exp(Gl_last - Gl) * (v @ dH_p^T).
-            let dqc = &mut dqs[rk.clone()];
-            gemm(
-                (lp, vv, kk),
-                T::one(),
-                doc,
-                (vv, 1),
-                hb,
-                (1, vv),
-                T::zero(),
-                dqc,
-                kk,
-            );
-            for (x, &ev) in dqc.iter_mut().zip(&e0[rk.clone()]) {
-                *x = *x * ev * scale;
-            }
-            let dki = &mut dki[..lp * kk];
-            gemm(
-                (lp, vv, kk),
-                T::one(),
-                vc,
-                (vv, 1),
-                dhp,
-                (1, vv),
-                T::zero(),
-                dki,
-                kk,
-            );
-            for (x, &ev) in dki.iter_mut().zip(&el[rk.clone()]) {
-                *x *= ev;
-            }
-            let dkc = &mut dks[rk.clone()];
-            dkc.copy_from_slice(dki);
-
-            // Intra parts: off-diagonal blocks as matrix products, diagonal blocks elementwise.
-            intra.backward(&cum, qc, kc, da, kk, opts, dqc, dkc);
-
-            // dg: within-chunk reverse sum plus the state term.
-            let glast = &e0[(p0 + lp - 1) * kk..(p0 + lp) * kk];
-            // rowsum(H_p * dH_p), each channel summed in order over e; eight channels at a time
-            // as independent chains (same sums, no serial latency chain).
-            for d0 in (0..kk).step_by(8) {
-                let nd = 8.min(kk - d0);
-                let mut hsum = [T::zero(); 8];
-                for e in 0..vv {
-                    for (x, hs_) in hsum.iter_mut().enumerate().take(nd) {
-                        let at = (d0 + x) * vv + e;
-                        *hs_ += hb[at] * dhp[at];
-                    }
-                }
-                acc[d0..d0 + nd].copy_from_slice(&hsum[..nd]);
-            }
-            let mut ksum = vec![T::zero(); kk];
-            for j in 0..lp {
-                for ((s, &kv), &dv) in ksum
-                    .iter_mut()
-                    .zip(&kc[j * kk..(j + 1) * kk])
-                    .zip(&dki[j * kk..(j + 1) * kk])
-                {
-                    *s += kv * dv;
-                }
-            }
-            for d in 0..kk {
-                acc[d] = glast[d] * acc[d] + ksum[d];
-            }
-            let dgc = &mut dgs[rk];
-            for i in (0..lp).rev() {
-                let r = i * kk..(i + 1) * kk;
-                for d in 0..kk {
-                    acc[d] +=
-                        qc[r.start + d] * dqc[r.start + d] - kc[r.start + d] * dkc[r.start + d];
-                }
-                dgc[r].copy_from_slice(&acc);
-            }
-        }
-        let mut dg = seg::reduce_dg(dg, it.g.ncols());
-        for a in [&mut dq, &mut dk, &mut dv, &mut dg] {
-            round_in_place(a, plan.grads);
-        }
-        grads = Some(ItemGrads {
-            dq,
-            dk,
-            dv,
-            dg,
-            dh0,
-        });
+    // Pass 2 (reverse chunk order): read do; state gradients, dstates[p] = dL/d(state after chunk p).
+    let dor = sized(do_, l * vv);
+    let mut dh = vec![T::zero(); kv];
+    if let Some(dht) = &src.dht {
+        load(dht, 0, &mut dh, None);
     }
-    give_pool(pool);
-    ItemOut { o, ht, grads }
-}
+    let wbuf = u;
+    for (p, p0) in (0..l).step_by(cs).enumerate().rev() {
+        let lp = cs.min(l - p0);
+        let (rk, rv) = (p0 * kk..(p0 + lp) * kk, p0 * vv..(p0 + lp) * vv);
+        load(src_do, p0, &mut dor[rv.clone()], plan.do_);
+        gemm(
+            (kk, lp, vv),
+            T::one(),
+            &qe[rk],
+            (1, kk),
+            &dor[rv],
+            (vv, 1),
+            T::zero(),
+            wbuf,
+            vv,
+        );
+        dstates[p * kv..(p + 1) * kv].copy_from_slice(&dh);
+        let glast = &e0[(p0 + lp - 1) * kk..(p0 + lp) * kk];
+        for d in 0..kk {
+            let gd = glast[d];
+            for (x, &wv) in dh[d * vv..(d + 1) * vv]
+                .iter_mut()
+                .zip(&wbuf[d * vv..(d + 1) * vv])
+            {
+                *x = gd * *x + scale * wv;
+            }
+        }
+    }
+    sink.state(
+        &gout[4],
+        &Array2::from_shape_vec((kk, vv), dh).expect("state shape"),
+    );
 
-/// A `[rows, cols]` array in a buffer from this thread's pool (given back by `seg::run`) with
-/// unspecified contents: every element of the results is written by [`item`].
-fn pooled<T: Real>(shape: (usize, usize)) -> Array2<T> {
-    Array2::from_shape_vec(shape, seg::take_buf_dirty::<T>(shape.0 * shape.1))
-        .expect("shape matches length")
-}
+    // Pass 3: per chunk, the outputs and the gradients.
+    let (hbuf, dhbuf) = (sized(hbuf, kv), sized(dhbuf, kv));
+    let (dqs, dks, dvs, dgs) = (
+        sized(dq, cs * kk),
+        sized(dk, cs * kk),
+        sized(dv, cs * vv),
+        sized(dg, cs * kk),
+    );
+    let dgr = sized(dgr, cs);
+    let (da, dki) = (sized(da, cs * cs), sized(dki, cs * kk));
+    let (acc, ksum) = (sized(acc, kk), sized(ksum, kk));
+    for (p, p0) in (0..l).step_by(cs).enumerate() {
+        let lp = cs.min(l - p0);
+        let (rk, rv) = (p0 * kk..(p0 + lp) * kk, p0 * vv..(p0 + lp) * vv);
+        cum.refill(&g[p0 * kg..(p0 + lp) * kg], lp, kg);
+        let hstate = &states[p * kv..(p + 1) * kv];
+        let (qc, kc, vc, doc) = (
+            &q[rk.clone()],
+            &k[rk.clone()],
+            &vr[rv.clone()],
+            &dor[rv.clone()],
+        );
+        let oc = &mut oc[..lp * vv];
+        chunk_out(
+            intra,
+            cum,
+            (qc, kc, vc, &qe[rk.clone()]),
+            (kk, vv),
+            opts,
+            scale,
+            hstate,
+            hs,
+            oc,
+        );
+        sink.rows(&sink.outs.o, p0, oc);
+        let hb = round_view(hstate, plan.bwd_state, hbuf);
+        let dhp = round_view(&dstates[p * kv..(p + 1) * kv], plan.dstate, dhbuf);
 
-thread_local! {
-    /// Per-thread workspace of [`item`], reused across (sequence, head) pairs and calls (no
-    /// allocation or page faults per call); at most [`POOL_KEEP`] bytes are kept.
-    static POOL: std::cell::RefCell<Option<Box<dyn std::any::Any>>> = const { std::cell::RefCell::new(None) };
-}
+        // dA = scale * do @ v^T on j <= i (upper triangle selected to exact 0).
+        let da = &mut da[..lp * lp];
+        gemm(
+            (lp, vv, lp),
+            scale,
+            doc,
+            (vv, 1),
+            vc,
+            (1, vv),
+            T::zero(),
+            da,
+            lp,
+        );
+        for i in 0..lp {
+            da[i * lp + i + 1..(i + 1) * lp].fill(T::zero());
+        }
+        round_slice(da, plan.da);
 
-/// Largest workspace kept between calls (bytes).
-const POOL_KEEP: usize = 64 << 20;
+        // dv = ke @ dH_p + A^T @ do
+        let dvc = &mut dvs[..lp * vv];
+        gemm(
+            (lp, kk, vv),
+            T::one(),
+            &ke[rk.clone()],
+            (kk, 1),
+            dhp,
+            (vv, 1),
+            T::zero(),
+            dvc,
+            vv,
+        );
+        gemm(
+            (lp, lp, vv),
+            T::one(),
+            &intra.a[..lp * lp],
+            (1, lp),
+            doc,
+            (vv, 1),
+            T::one(),
+            dvc,
+            vv,
+        );
 
-/// This thread's workspace as `n` elements of `T` (contents unspecified).
-fn take_pool<T: Real>(n: usize) -> Vec<T> {
-    let mut v = POOL
-        .with(|p| p.borrow_mut().take())
-        .and_then(|b| b.downcast::<Vec<T>>().ok())
-        .map(|b| *b)
-        .unwrap_or_default();
-    v.resize(n, T::zero());
-    v
-}
+        // Inter-chunk parts: dq = scale * exp(Gl) * (do @ H_p^T), dk = exp(Gl_last - Gl) * (v @ dH_p^T).
+        let dqc = &mut dqs[..lp * kk];
+        gemm(
+            (lp, vv, kk),
+            T::one(),
+            doc,
+            (vv, 1),
+            hb,
+            (1, vv),
+            T::zero(),
+            dqc,
+            kk,
+        );
+        for (x, &ev) in dqc.iter_mut().zip(&e0[rk.clone()]) {
+            *x = *x * ev * scale;
+        }
+        let dki = &mut dki[..lp * kk];
+        gemm(
+            (lp, vv, kk),
+            T::one(),
+            vc,
+            (vv, 1),
+            dhp,
+            (1, vv),
+            T::zero(),
+            dki,
+            kk,
+        );
+        for (x, &ev) in dki.iter_mut().zip(&el[rk.clone()]) {
+            *x *= ev;
+        }
+        let dkc = &mut dks[..lp * kk];
+        dkc.copy_from_slice(dki);
 
-/// Return the workspace for the next item on this thread.
-fn give_pool<T: Real>(v: Vec<T>) {
-    if v.capacity() * std::mem::size_of::<T>() <= POOL_KEEP {
-        POOL.with(|p| *p.borrow_mut() = Some(Box::new(v)));
+        // Intra parts: off-diagonal blocks as matrix products, diagonal blocks elementwise.
+        intra.backward(cum, qc, kc, da, kk, opts, dqc, dkc);
+
+        // dg: within-chunk reverse sum plus the state term.
+        let glast = &e0[(p0 + lp - 1) * kk..(p0 + lp) * kk];
+        // rowsum(H_p * dH_p), each channel summed in order over e; eight channels at a time
+        // as independent chains (same sums, no serial latency chain).
+        for d0 in (0..kk).step_by(8) {
+            let nd = 8.min(kk - d0);
+            let mut hsum = [T::zero(); 8];
+            for e in 0..vv {
+                for (x, hs_) in hsum.iter_mut().enumerate().take(nd) {
+                    let at = (d0 + x) * vv + e;
+                    *hs_ += hb[at] * dhp[at];
+                }
+            }
+            acc[d0..d0 + nd].copy_from_slice(&hsum[..nd]);
+        }
+        ksum.fill(T::zero());
+        for j in 0..lp {
+            for ((s, &kv), &dv) in ksum
+                .iter_mut()
+                .zip(&kc[j * kk..(j + 1) * kk])
+                .zip(&dki[j * kk..(j + 1) * kk])
+            {
+                *s += kv * dv;
+            }
+        }
+        for d in 0..kk {
+            acc[d] = glast[d] * acc[d] + ksum[d];
+        }
+        let dgc = &mut dgs[..lp * kk];
+        for i in (0..lp).rev() {
+            let r = i * kk..(i + 1) * kk;
+            for d in 0..kk {
+                acc[d] += qc[r.start + d] * dqc[r.start + d] - kc[r.start + d] * dkc[r.start + d];
+            }
+            dgc[r].copy_from_slice(acc);
+        }
+
+        // Results of the chunk (rounded per `plan.grads`); scalar gates: dg summed over channels.
+        round_slice(dqc, plan.grads);
+        round_slice(dkc, plan.grads);
+        round_slice(dvc, plan.grads);
+        sink.rows(&gout[0], p0, dqc);
+        sink.rows(&gout[1], p0, dkc);
+        sink.rows(&gout[2], p0, dvc);
+        if kg == 1 && kk != 1 {
+            let dgr = &mut dgr[..lp];
+            for (o, row) in dgr.iter_mut().zip(dgc.chunks_exact(kk)) {
+                let mut s = T::zero();
+                for &x in row {
+                    s += x;
+                }
+                *o = s;
+            }
+            round_slice(dgr, plan.grads);
+            sink.rows(&gout[3], p0, dgr);
+        } else {
+            round_slice(dgc, plan.grads);
+            sink.rows(&gout[3], p0, dgc);
+        }
     }
 }
 
@@ -922,26 +1194,36 @@ mod tests {
     use crate::Gates;
     use ndarray::Array4;
 
-    /// The AVX2 build and the baseline build give bitwise identical results.
-    #[test]
-    fn avx2_build_is_bitwise_identical() {
-        let (t, k, v) = (70, 13, 6);
+    fn test_problem(t: usize, k: usize, v: usize, scalar: bool) -> Problem {
         let f = |i: usize| ((i * 7919) % 1000) as f64 / 500.0 - 1.0;
-        let q = Array4::from_shape_fn((1, t, 1, k), |(_, t, _, d)| f(t * 31 + d));
-        let kk = Array4::from_shape_fn((1, t, 1, k), |(_, t, _, d)| f(t * 17 + d + 3));
-        let vv = Array4::from_shape_fn((1, t, 1, v), |(_, t, _, e)| f(t * 13 + e + 9));
-        let mut g = Array4::from_shape_fn((1, t, 1, k), |(_, t, _, d)| -f(t + d).abs() * 3.0);
-        g[[0, 20, 0, 2]] = f64::NEG_INFINITY;
-        let p = Problem::builder(q, kk, vv, Gates::PerChannel(g))
-            .do_(Array4::from_shape_fn((1, t, 1, v), |(_, t, _, e)| {
+        let q = Array4::from_shape_fn((1, t, 2, k), |(_, t, h, d)| f(t * 31 + d + h));
+        let kk = Array4::from_shape_fn((1, t, 2, k), |(_, t, _, d)| f(t * 17 + d + 3));
+        let vv = Array4::from_shape_fn((1, t, 2, v), |(_, t, _, e)| f(t * 13 + e + 9));
+        let gates = if scalar {
+            let mut g = ndarray::Array3::from_shape_fn((1, t, 2), |(_, t, _)| -f(t).abs() * 3.0);
+            g[[0, 20.min(t - 1), 0]] = f64::NEG_INFINITY;
+            Gates::Scalar(g)
+        } else {
+            let mut g = Array4::from_shape_fn((1, t, 2, k), |(_, t, _, d)| -f(t + d).abs() * 3.0);
+            g[[0, 20.min(t - 1), 0, 2.min(k - 1)]] = f64::NEG_INFINITY;
+            Gates::PerChannel(g)
+        };
+        Problem::builder(q, kk, vv, gates)
+            .do_(Array4::from_shape_fn((1, t, 2, v), |(_, t, _, e)| {
                 f(t * 3 + e)
             }))
             .build()
-            .unwrap();
+            .unwrap()
+    }
+
+    /// The AVX2/AVX-512 build and the baseline build give bitwise identical results.
+    #[test]
+    fn avx2_build_is_bitwise_identical() {
+        let p = test_problem(70, 13, 6, false);
         let opts = ChunkOptions::new(32, 8).unwrap();
         let scale = p.scale() as f32;
-        let base = seg::run::<f32>(&p, true, |it| item(it, &opts, scale, true));
-        let best = seg::run::<f32>(&p, true, |it| item_best(it, &opts, scale, true));
+        let base = run::<f32>(&p, &opts, true, Isa::Base);
+        let best = run::<f32>(&p, &opts, true, Isa::Best);
         assert_eq!(base, best);
         let pb = seg::run::<f32>(&p, true, |it| {
             crate::parallel::item_for_tests(it, scale, true, false)

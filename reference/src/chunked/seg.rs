@@ -35,34 +35,65 @@ impl<T: Real> Cum<T> {
     #[inline(always)]
     pub fn new(g: ArrayView2<T>) -> Self {
         let (l, kg) = g.dim();
-        let mut z = Array2::<i32>::from_elem((l, kg), -1);
-        let mut gr = Array2::<T>::zeros((l, kg));
-        // Row by row (vectorizable across channels); per channel the same sequential sums.
-        let mut acc = vec![T::zero(); kg];
-        let mut last = vec![-1i32; kg];
-        let zs = z.as_slice_mut().expect("standard layout");
-        let gs = gr.as_slice_mut().expect("standard layout");
         let gstd = g.as_standard_layout();
-        let gsl = gstd.as_slice().expect("standard layout");
-        for i in 0..l {
-            let r = i * kg..(i + 1) * kg;
-            let (zr, gw, gi) = (&mut zs[r.clone()], &mut gs[r.clone()], &gsl[r]);
-            let ii = i as i32;
-            for ((((&x, la), a), zo), go) in gi
-                .iter()
-                .zip(last.iter_mut())
-                .zip(acc.iter_mut())
-                .zip(zr.iter_mut())
-                .zip(gw.iter_mut())
-            {
-                let reset = x == T::neg_infinity();
-                *la = if reset { ii } else { *la };
-                *a = if reset { T::zero() } else { *a + x };
-                *zo = *la;
-                *go = *a;
+        let mut c = Self::empty();
+        c.refill(gstd.as_slice().expect("standard layout"), l, kg);
+        c
+    }
+
+    /// An empty one, to be filled by [`Self::refill`].
+    pub fn empty() -> Self {
+        Cum {
+            z: Array2::from_elem((0, 0), -1),
+            gr: Array2::zeros((0, 0)),
+            kg: 1,
+        }
+    }
+
+    /// Rebuild in place from gates `gsl` (`[l, kg]` row-major, in the compute type), reusing
+    /// the buffers when the shape is unchanged.
+    #[inline(always)]
+    pub fn refill(&mut self, gsl: &[T], l: usize, kg: usize) {
+        assert_eq!(gsl.len(), l * kg, "gates [l, kg]");
+        if self.z.dim() != (l, kg) {
+            self.z = Array2::from_elem((l, kg), -1);
+            self.gr = Array2::zeros((l, kg));
+        }
+        self.kg = kg;
+        let zs = self.z.as_slice_mut().expect("standard layout");
+        let gs = self.gr.as_slice_mut().expect("standard layout");
+        // Row by row (vectorizable across channels); per channel the same sequential sums,
+        // starting from "no reset" (-1) and 0 before row 0.
+        let ninf = T::neg_infinity();
+        for ((zr, gw), gi) in zs
+            .chunks_exact_mut(kg)
+            .zip(gs.chunks_exact_mut(kg))
+            .zip(gsl.chunks_exact(kg))
+            .take(1)
+        {
+            for ((zo, go), &x) in zr.iter_mut().zip(gw.iter_mut()).zip(gi) {
+                let reset = x == ninf;
+                *zo = if reset { 0 } else { -1 };
+                *go = if reset { T::zero() } else { T::zero() + x };
             }
         }
-        Cum { z, gr, kg }
+        for i in 1..l {
+            let (zprev, zcur) = zs[(i - 1) * kg..(i + 1) * kg].split_at_mut(kg);
+            let (gprev, gcur) = gs[(i - 1) * kg..(i + 1) * kg].split_at_mut(kg);
+            let gi = &gsl[i * kg..(i + 1) * kg];
+            let ii = i as i32;
+            for ((((zo, go), &zp), &gp), &x) in zcur
+                .iter_mut()
+                .zip(gcur.iter_mut())
+                .zip(zprev.iter())
+                .zip(gprev.iter())
+                .zip(gi)
+            {
+                let reset = x == ninf;
+                *zo = if reset { ii } else { zp };
+                *go = if reset { T::zero() } else { gp + x };
+            }
+        }
     }
 
     /// Decay from row `j` to row `i` (`j <= i`; `j = -1`: from before row 0) in gate channel `c`
@@ -297,7 +328,7 @@ fn give_arr<T: Real>(a: Array2<T>) {
 }
 
 /// A 4-d f64 result tensor shared by the parallel tasks, each writing its own disjoint region.
-struct Shared4 {
+pub(crate) struct Shared4 {
     ptr: *mut f64,
     dim: [usize; 4],
     strides: [usize; 4],
@@ -308,7 +339,7 @@ unsafe impl Send for Shared4 {}
 unsafe impl Sync for Shared4 {}
 
 impl Shared4 {
-    fn new(a: &mut Array4<f64>) -> Self {
+    pub(crate) fn new(a: &mut Array4<f64>) -> Self {
         assert!(a.is_standard_layout());
         let st = a.strides();
         let strides = [
@@ -344,10 +375,40 @@ impl Shared4 {
         put(dst, src);
     }
 
+    /// Write `src` (`[len, C]` row-major, `len = src.len() / C`) widened to f64 to rows
+    /// `start..start+len` of batch `b`, head `h` (`[B,T,H,C]`).
+    ///
+    /// SAFETY: no two concurrent calls may write overlapping (b, rows, h) regions.
+    /// (Inlined: compiled with the caller's vector extensions.)
+    #[inline(always)]
+    pub(crate) unsafe fn put_rows<T: Real>(&self, b: usize, start: usize, h: usize, src: &[T]) {
+        let c = self.dim[3];
+        if c == 0 || src.is_empty() {
+            return;
+        }
+        let len = src.len() / c;
+        assert!(
+            src.len() == len * c
+                && b < self.dim[0]
+                && start + len <= self.dim[1]
+                && h < self.dim[2]
+        );
+        // Standard layout (asserted in `new`): each row's C elements are contiguous.
+        let base = b * self.strides[0] + start * self.strides[1] + h * self.strides[2];
+        for (r, sr) in src.chunks_exact(c).enumerate() {
+            // SAFETY: the row lies inside the tensor (asserted above); the caller guarantees
+            // that no other task writes it concurrently.
+            let dst = std::slice::from_raw_parts_mut(self.ptr.add(base + r * self.strides[1]), c);
+            for (d, &s) in dst.iter_mut().zip(sr) {
+                *d = s.f64();
+            }
+        }
+    }
+
     /// Write `src` (`[K, V]`) to state `n`, head `h` (`[N, H, K, V]`).
     ///
     /// SAFETY: no two concurrent calls may write the same (n, h).
-    unsafe fn state<T: Real>(&self, n: usize, h: usize, src: &Array2<T>) {
+    pub(crate) unsafe fn state<T: Real>(&self, n: usize, h: usize, src: &Array2<T>) {
         let (kk, vv) = src.dim();
         if kk == 0 || vv == 0 {
             return;
@@ -487,7 +548,7 @@ pub(crate) fn run<T: Real>(
 /// write faults them in; on Linux they are marked `MADV_HUGEPAGE` first (where transparent huge
 /// pages are in `madvise` mode this turns ~500 page faults per MB into one per 2 MB; a pure
 /// hint: the contents and the semantics are unchanged, and a failure is ignored).
-fn zeros4(shape: (usize, usize, usize, usize)) -> Array4<f64> {
+pub(crate) fn zeros4(shape: (usize, usize, usize, usize)) -> Array4<f64> {
     let n = shape.0 * shape.1 * shape.2 * shape.3;
     let data = vec![0.0f64; n];
     #[cfg(target_os = "linux")]

@@ -1,0 +1,665 @@
+// glacheck GLA chunked BACKWARD kernels (compiled at run time by NVRTC; no CUDA headers needed).
+//
+// Spec gla-math.md section 4 ("fla chunk backward"), chunk C = 64, sub-chunk c = 16, with the
+// forward's reset-aware chunk-local cumsum (a -inf gate restarts the sum; a decay across a reset
+// is exactly 0; every exponent reaching exp2 is <= 0).
+//
+// Inputs from the forward (gla_fwd.cu, kernel gla_fwd_intra_*): per chunk and head
+//   qg = rnd(q * D(start, i)) [64][K], kgT = rnd(k_j * D(j, last)) [K][64] (transposed),
+//   A = rnd(scale q_i.k_j D(j, i)) [64][64] (j > i: 0), gamma = D(start, last) [K] (f32).
+//
+// Kernels (rnd = round to the input dtype T; identity for f32):
+//  gla_bwd_state_<T>_k<K>   grid (V/32, H, N), 128 threads. One (value block, head, sequence):
+//     forward sweep  Hs[p]  = rnd(S) (state BEFORE chunk p), S = gamma*S + kgT @ v  (S0 = h0)
+//     reverse sweep  dHs[p] = rnd(dS) (gradient of the state AFTER chunk p),
+//                    dS = gamma*dS + scale * qg^T @ do  (dS seeded with dhT); dh0 = final dS (f32).
+//  gla_bwd_dqk_<T>          grid (chunks, H, K/64), 256 threads. One (chunk, head, 64 channels):
+//     dA = scale * do @ v^T (j <= i, f32), dq_inter = scale * D(start,i) * (do @ Hs^T),
+//     dk_inter = D(i,last) * (v @ dHs^T), then the intra parts in f32 FFMA exactly as the CPU twin
+//     (reference/src/chunked/mod.rs Intra::backward): off-diagonal sub-blocks through the anchor
+//     a = first row of the query block (dq) / b = last row of the key block (dk), both factors
+//     <= 1; diagonal sub-blocks elementwise (j <= i only). Then the gate gradient in the chunk
+//     reverse-sum form of spec section 4:
+//        dg_i = sum_{s=i..L-1} (q_s dq_s - k_s dk_s) + gamma * rowsum(Hs * dHs) + sum_j k_j dk_inter_j
+//     (per-channel gates: written rounded to T; scalar gates: per-channel f32 partials to a
+//     scratch buffer, summed over channels by gla_bwd_dg_reduce_<T>).
+//  gla_bwd_dv_<T>           grid (chunks, H, V/64), 128 threads:  dv = A^T @ do + kg @ dHs.
+//  gla_bwd_dg_reduce_<T>    one thread per (b, t, h) row: dg = rnd(sum_d dg_partial[d]).
+// Products: bf16/f16 operands on tensor cores (mma.sync m16n8k16, f32 accumulation); f32: FFMA
+// with the same accumulator layout (tf32 != 0 rounds every product operand to TF32 first).
+// Every sum has a fixed order: no atomics, bit-identical reruns.
+//
+// Rounding points (declared on the host as gla_gpu::backward_rounding_plan(); keep in sync):
+// the forward's (qg, kgT, A, o) + the stored states Hs (bwd_state) and state gradients dHs
+// (dstate) + the final dq, dk, dv, dg (grads). dA, the intra factors and dh0 stay f32.
+
+typedef unsigned short u16;
+typedef unsigned int u32;
+
+#define RCP_LN2 1.4426950216f
+#define CH 64
+#define LDA_F 65  // row stride (floats) of the f32 dA tile
+
+// ---------------------------------------------------------------- element types
+struct bf16_t { u16 x; };
+struct f16_t { u16 x; };
+
+__device__ __forceinline__ float to_f(float v) { return v; }
+__device__ __forceinline__ float to_f(bf16_t v) { return __uint_as_float(((u32)v.x) << 16); }
+__device__ __forceinline__ float to_f(f16_t v) {
+  float f;
+  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v.x));
+  return f;
+}
+template <typename T> __device__ __forceinline__ T from_f(float v);
+template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
+template <> __device__ __forceinline__ bf16_t from_f<bf16_t>(float v) {
+  bf16_t r;
+  asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r.x) : "f"(v));
+  return r;
+}
+template <> __device__ __forceinline__ f16_t from_f<f16_t>(float v) {
+  f16_t r;
+  asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r.x) : "f"(v));
+  return r;
+}
+
+__device__ __forceinline__ float tf32r(float x) {
+  u32 r;
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+  return __uint_as_float(r);
+}
+
+// exp of a non-positive natural-log exponent: ex2.approx.ftz of the log2-scaled value (as the
+// forward's default kernels; a result below 2^-126 flushes to +0).
+__device__ __forceinline__ float exp_nonpos(float x) {
+  const float y = fminf(x, 0.0f) * RCP_LN2;
+  float r;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(y));
+  return r;
+}
+// decay from row x to row y (x <= y): 0 across a reset (different reset counts), else exp(Fy - Fx).
+__device__ __forceinline__ float decay(float fx, int zx, float fy, int zy) {
+  return (zx == zy) ? exp_nonpos(fy - fx) : 0.0f;
+}
+
+__device__ __forceinline__ u32 smem_addr(const void* p) {
+  u32 r;
+  asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(r) : "l"(p));
+  return r;
+}
+// 16-byte global -> shared copy; src_bytes = 0 zero-fills (src must still be a valid address).
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_addr(dst)), "l"(src), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
+
+// Stage a [rows][cols] tile (global row stride lds elements) into shared memory (row stride ldd);
+// rows >= valid are zero-filled. cols * sizeof(T) must be a multiple of 16, as must the addresses.
+template <typename T>
+__device__ __forceinline__ void stage(T* dst, int ldd, const T* src, size_t lds, int rows, int cols,
+                                      int valid, int tid, int nthr) {
+  constexpr int PER = 16 / sizeof(T);
+  const int cpr = cols / PER;
+  for (int i = tid; i < rows * cpr; i += nthr) {
+    const int r = i / cpr, c = (i - r * cpr) * PER;
+    const T* s = src + (size_t)r * lds + c;
+    cp_async16(dst + r * ldd + c, r < valid ? s : src, r < valid ? 16 : 0);
+  }
+}
+
+// ---------------------------------------------------------------- warp-level 16x8x16 product
+// c (mma.sync accumulator layout: c0,c1 = row gid, cols 2tig, 2tig+1; c2,c3 = row gid+8) +=
+// A[16 x 16] @ B[16 x 8], A(m, k) = A[m*SAM + k*SAK], B(k, n) = B[k*SBK + n*SBN] (shared memory).
+template <typename T> struct Mma;
+template <> struct Mma<bf16_t> {
+  static __device__ __forceinline__ void run(float* c, const u32* a, const u32* b) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  }
+};
+template <> struct Mma<f16_t> {
+  static __device__ __forceinline__ void run(float* c, const u32* a, const u32* b) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  }
+};
+
+template <int STEP> __device__ __forceinline__ u32 pk(const u16* p, int off) {
+  if (STEP == 1) return *reinterpret_cast<const u32*>(p + off);
+  return (u32)p[off] | ((u32)p[off + STEP] << 16);
+}
+
+template <typename T, int SAM, int SAK, int SBK, int SBN> struct Tile {
+  static __device__ __forceinline__ void mma(float* c, const T* A, const T* B, int) {
+    const int lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
+    const u16* a = reinterpret_cast<const u16*>(A);
+    const u16* b = reinterpret_cast<const u16*>(B);
+    u32 af[4], bf[2];
+    af[0] = pk<SAK>(a, gid * SAM + (2 * tig) * SAK);
+    af[1] = pk<SAK>(a, (gid + 8) * SAM + (2 * tig) * SAK);
+    af[2] = pk<SAK>(a, gid * SAM + (2 * tig + 8) * SAK);
+    af[3] = pk<SAK>(a, (gid + 8) * SAM + (2 * tig + 8) * SAK);
+    bf[0] = pk<SBK>(b, (2 * tig) * SBK + gid * SBN);
+    bf[1] = pk<SBK>(b, (2 * tig + 8) * SBK + gid * SBN);
+    Mma<T>::run(c, af, bf);
+  }
+};
+// f32: FFMA with the same accumulator layout, k in order; tf32 rounds every operand first.
+// (The k loop is kept rolled: fully unrolled f32 tiles inside the callers' unrolled loops made
+// NVRTC take minutes.)
+template <int SAM, int SAK, int SBK, int SBN> struct Tile<float, SAM, SAK, SBK, SBN> {
+  static __device__ __forceinline__ void mma(float* c, const float* A, const float* B, int tf32) {
+    const int lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
+    float c0 = c[0], c1 = c[1], c2 = c[2], c3 = c[3];
+#pragma unroll 1
+    for (int kk = 0; kk < 16; ++kk) {
+      float a0 = A[gid * SAM + kk * SAK], a1 = A[(gid + 8) * SAM + kk * SAK];
+      float b0 = B[kk * SBK + (2 * tig) * SBN], b1 = B[kk * SBK + (2 * tig + 1) * SBN];
+      if (tf32) {
+        a0 = tf32r(a0);
+        a1 = tf32r(a1);
+        b0 = tf32r(b0);
+        b1 = tf32r(b1);
+      }
+      c0 = fmaf(a0, b0, c0);
+      c1 = fmaf(a0, b1, c1);
+      c2 = fmaf(a1, b0, c2);
+      c3 = fmaf(a1, b1, c3);
+    }
+    c[0] = c0;
+    c[1] = c1;
+    c[2] = c2;
+    c[3] = c3;
+  }
+};
+
+template <typename T> struct Ld { static constexpr int PAD = 16 / sizeof(T); };
+
+// store two consecutive values (columns 2tig, 2tig+1) of an accumulator row
+template <typename T> __device__ __forceinline__ void store2(T* p, float x, float y);
+template <> __device__ __forceinline__ void store2<float>(float* p, float x, float y) {
+  p[0] = x;
+  p[1] = y;
+}
+template <> __device__ __forceinline__ void store2<bf16_t>(bf16_t* p, float x, float y) {
+  *reinterpret_cast<u32*>(p) = (u32)from_f<bf16_t>(x).x | ((u32)from_f<bf16_t>(y).x << 16);
+}
+template <> __device__ __forceinline__ void store2<f16_t>(f16_t* p, float x, float y) {
+  *reinterpret_cast<u32*>(p) = (u32)from_f<f16_t>(x).x | ((u32)from_f<f16_t>(y).x << 16);
+}
+
+// ---------------------------------------------------------------- kernel 1: states and state gradients
+// seqs: per sequence 6 ints (batch, start row, length, first chunk, number of chunks, unused).
+template <typename T, int K>
+__device__ void bwd_state(const T* __restrict__ v, const T* __restrict__ dout,
+                          const float* __restrict__ h0, const float* __restrict__ dht,
+                          const int* __restrict__ seqs, int Tlen, int H, int V, float scale,
+                          const T* __restrict__ qg, const T* __restrict__ kgt,
+                          const float* __restrict__ gamma, T* __restrict__ Hs,
+                          T* __restrict__ dHs, float* __restrict__ dh0, int tf32) {
+  constexpr int BV = 32, PAD = Ld<T>::PAD;
+  constexpr int LDK = CH + PAD, LDV = BV + PAD, LDQ = K + PAD;
+  constexpr int R0 = (K * LDK > CH * LDQ) ? K * LDK : CH * LDQ;
+  constexpr int MT = K / 64, NT = BV / 8;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  T* sX = reinterpret_cast<T*>(smem_raw);  // kgT [K][LDK] (forward sweep) / qg [64][LDQ] (reverse)
+  T* sVd = sX + R0;                         // v / do [64][LDV]
+  float* sGam = reinterpret_cast<float*>(sVd + CH * LDV);  // [K]
+
+  const int vb = blockIdx.x, h = blockIdx.y, n = blockIdx.z;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
+  const int b = seqs[6 * n], start = seqs[6 * n + 1], len = seqs[6 * n + 2];
+  const int c0 = seqs[6 * n + 3], nch = seqs[6 * n + 4];
+  const int e0 = vb * BV;
+  const int rowbase = warp * (K / 4);
+
+  float S[MT][NT][4];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const int d = rowbase + mt * 16 + gid + ((r & 2) ? 8 : 0);
+        const int e = e0 + nt * 8 + tig * 2 + (r & 1);
+        S[mt][nt][r] = h0 ? h0[(((size_t)n * H + h) * K + d) * V + e] : 0.0f;
+      }
+  // forward sweep: Hs[p] = rnd(S before chunk p)
+  for (int ci = 0; ci < nch; ++ci) {
+    const int L = min(CH, len - ci * CH);
+    const size_t cb = (size_t)(c0 + ci) * H + h;
+    __syncthreads();
+    stage<T>(sX, LDK, kgt + cb * K * CH, CH, K, CH, K, tid, 128);
+    stage<T>(sVd, LDV, v + (((size_t)b * Tlen + start + ci * CH) * H + h) * V + e0, (size_t)H * V,
+             CH, BV, L, tid, 128);
+    cp_async_commit();
+    for (int i = tid; i < K; i += 128) sGam[i] = gamma[cb * K + i];
+    cp_async_wait<0>();
+    __syncthreads();
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const int d = rowbase + mt * 16 + gid + half * 8;
+          const int e = e0 + nt * 8 + tig * 2;
+          store2<T>(Hs + (cb * K + d) * V + e, S[mt][nt][2 * half], S[mt][nt][2 * half + 1]);
+        }
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      const float g0 = sGam[rowbase + mt * 16 + gid], g1 = sGam[rowbase + mt * 16 + gid + 8];
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        S[mt][nt][0] *= g0;
+        S[mt][nt][1] *= g0;
+        S[mt][nt][2] *= g1;
+        S[mt][nt][3] *= g1;
+      }
+    }
+#pragma unroll
+    for (int jj = 0; jj < CH; jj += 16)
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt)
+          Tile<T, LDK, 1, LDV, 1>::mma(S[mt][nt], sX + (rowbase + mt * 16) * LDK + jj,
+                                       sVd + jj * LDV + nt * 8, tf32);
+  }
+  // reverse sweep: dHs[p] = rnd(dS after chunk p)
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const int d = rowbase + mt * 16 + gid + ((r & 2) ? 8 : 0);
+        const int e = e0 + nt * 8 + tig * 2 + (r & 1);
+        S[mt][nt][r] = dht ? dht[(((size_t)n * H + h) * K + d) * V + e] : 0.0f;
+      }
+  for (int ci = nch - 1; ci >= 0; --ci) {
+    const int L = min(CH, len - ci * CH);
+    const size_t cb = (size_t)(c0 + ci) * H + h;
+    __syncthreads();
+    stage<T>(sX, LDQ, qg + cb * CH * K, K, CH, K, CH, tid, 128);
+    stage<T>(sVd, LDV, dout + (((size_t)b * Tlen + start + ci * CH) * H + h) * V + e0,
+             (size_t)H * V, CH, BV, L, tid, 128);
+    cp_async_commit();
+    for (int i = tid; i < K; i += 128) sGam[i] = gamma[cb * K + i];
+    cp_async_wait<0>();
+    __syncthreads();
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const int d = rowbase + mt * 16 + gid + half * 8;
+          const int e = e0 + nt * 8 + tig * 2;
+          store2<T>(dHs + (cb * K + d) * V + e, S[mt][nt][2 * half], S[mt][nt][2 * half + 1]);
+        }
+    float W[MT][NT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) W[mt][nt][r] = 0.0f;
+#pragma unroll
+    for (int ii = 0; ii < CH; ii += 16)
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt)
+          Tile<T, 1, LDQ, LDV, 1>::mma(W[mt][nt], sX + ii * LDQ + rowbase + mt * 16,
+                                       sVd + ii * LDV + nt * 8, tf32);
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      const float g0 = sGam[rowbase + mt * 16 + gid], g1 = sGam[rowbase + mt * 16 + gid + 8];
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        S[mt][nt][0] = g0 * S[mt][nt][0] + scale * W[mt][nt][0];
+        S[mt][nt][1] = g0 * S[mt][nt][1] + scale * W[mt][nt][1];
+        S[mt][nt][2] = g1 * S[mt][nt][2] + scale * W[mt][nt][2];
+        S[mt][nt][3] = g1 * S[mt][nt][3] + scale * W[mt][nt][3];
+      }
+    }
+  }
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const int d = rowbase + mt * 16 + gid + ((r & 2) ? 8 : 0);
+        const int e = e0 + nt * 8 + tig * 2 + (r & 1);
+        dh0[(((size_t)n * H + h) * K + d) * V + e] = S[mt][nt][r];
+      }
+}
+
+// ---------------------------------------------------------------- kernel 2: dq, dk, dg
+// chunks: per chunk 4 ints (batch, first row within the batch row, length L in 1..64, unused).
+template <typename T>
+__device__ void bwd_dqk(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                        const T* __restrict__ dout, const float* __restrict__ g, int gate_cols,
+                        const int* __restrict__ chunks, int Tlen, int H, int K, int V, float scale,
+                        const T* __restrict__ Hs, const T* __restrict__ dHs,
+                        const float* __restrict__ gamma, T* __restrict__ dq, T* __restrict__ dk,
+                        T* __restrict__ dg, float* __restrict__ dgp, int tf32) {
+  constexpr int PAD = Ld<T>::PAD, LD = CH + PAD;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  float* sF = reinterpret_cast<float*>(smem_raw);  // [64][64] cumsum
+  float* sQ = sF + CH * CH;                          // [64][64] q (f32)
+  float* sK = sQ + CH * CH;                          // [64][64] k (f32)
+  float* sDA = sK + CH * CH;                         // [64][LDA_F] dA (scaled, j <= i)
+  float* sHd = sDA + CH * LDA_F;                     // [256] partial rowsums of Hs * dHs
+  float* sKs = sHd + 256;                            // [64] sum_j k_j dk_inter_j
+  float* sHdc = sKs + CH;                            // [64] rowsum(Hs * dHs)
+  unsigned char* sZ = reinterpret_cast<unsigned char*>(sHdc + CH);  // [64][64] reset counts
+  T* stg = reinterpret_cast<T*>(sZ + CH * CH);        // staging: do, v, Hs, dHs tiles [64][LD]
+  T* sDo = stg;
+  T* sV = sDo + CH * LD;
+  T* sH = sV + CH * LD;
+  T* sDH = sH + CH * LD;
+  float* sDQ = reinterpret_cast<float*>(stg);  // [64][64], aliases the staging (used after it)
+  float* sDK = sDQ + CH * CH;
+
+  const int c = blockIdx.x, h = blockIdx.y, d0 = blockIdx.z * CH;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
+  const int b = chunks[4 * c], t0 = chunks[4 * c + 1], L = chunks[4 * c + 2];
+  const size_t row0 = (size_t)b * Tlen + t0;
+  const size_t cb = (size_t)c * H + h;
+
+  for (int idx = tid; idx < CH * CH; idx += 256) {
+    const int r = idx >> 6, dd = idx & 63;
+    float x = 0.0f, qv = 0.0f, kv = 0.0f;
+    if (r < L) {
+      const size_t rh = (row0 + r) * H + h;
+      x = gate_cols == 1 ? g[rh] : g[rh * K + d0 + dd];
+      qv = to_f(q[rh * K + d0 + dd]);
+      kv = to_f(k[rh * K + d0 + dd]);
+    }
+    sF[idx] = x;
+    sQ[idx] = qv;
+    sK[idx] = kv;
+  }
+  __syncthreads();
+  if (tid < CH) {
+    float F = 0.0f;
+    int Z = 0;
+    for (int r = 0; r < CH; ++r) {
+      const float x = sF[r * CH + tid];
+      if (x == -__int_as_float(0x7f800000)) {
+        Z += 1;
+        F = 0.0f;
+      } else {
+        F += x;
+      }
+      sF[r * CH + tid] = F;
+      sZ[r * CH + tid] = (unsigned char)Z;
+    }
+  }
+
+  // products over the value dimension, 64 columns at a time; warp w: rows 16 (w & 3) .. +15,
+  // output columns 32 (w >> 2) .. +31
+  const int mrow = (warp & 3) * 16, nh = (warp >> 2) * 4;
+  float accA[4][4], accQ[4][4], accK[4][4];
+#pragma unroll
+  for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+    for (int r = 0; r < 4; ++r) accA[nt][r] = accQ[nt][r] = accK[nt][r] = 0.0f;
+  float hdp = 0.0f;
+  for (int e0 = 0; e0 < V; e0 += CH) {
+    __syncthreads();
+    stage<T>(sDo, LD, dout + (row0 * H + h) * V + e0, (size_t)H * V, CH, CH, L, tid, 256);
+    stage<T>(sV, LD, v + (row0 * H + h) * V + e0, (size_t)H * V, CH, CH, L, tid, 256);
+    stage<T>(sH, LD, Hs + (cb * K + d0) * V + e0, V, CH, CH, CH, tid, 256);
+    stage<T>(sDH, LD, dHs + (cb * K + d0) * V + e0, V, CH, CH, CH, tid, 256);
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < CH; kk += 16) {
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt) {
+        const int n0 = (nh + nt) * 8;
+        if (n0 <= mrow + 15)
+          Tile<T, LD, 1, 1, LD>::mma(accA[nt], sDo + mrow * LD + kk, sV + n0 * LD + kk, tf32);
+        Tile<T, LD, 1, 1, LD>::mma(accQ[nt], sDo + mrow * LD + kk, sH + n0 * LD + kk, tf32);
+        Tile<T, LD, 1, 1, LD>::mma(accK[nt], sV + mrow * LD + kk, sDH + n0 * LD + kk, tf32);
+      }
+    }
+    {
+      const int d = tid >> 2, e1 = (tid & 3) * 16;
+      for (int e = e1; e < e1 + 16; ++e) {
+        float hv = to_f(sH[d * LD + e]), dv = to_f(sDH[d * LD + e]);
+        if (tf32) {
+          hv = tf32r(hv);
+          dv = tf32r(dv);
+        }
+        hdp = fmaf(hv, dv, hdp);
+      }
+    }
+  }
+  sHd[tid] = hdp;
+  __syncthreads();  // staging is free from here on (sDQ / sDK alias it)
+  const int Lm = L - 1;
+#pragma unroll
+  for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      const int i = mrow + gid + ((r & 2) ? 8 : 0);
+      const int j = (nh + nt) * 8 + tig * 2 + (r & 1);  // key row (dA) or channel (dq, dk)
+      sDA[i * LDA_F + j] = (j <= i) ? accA[nt][r] * scale : 0.0f;
+      const float Fi = sF[i * CH + j];
+      const int Zi = sZ[i * CH + j];
+      const float e0v = (Zi == 0) ? exp_nonpos(Fi) : 0.0f;
+      sDQ[i * CH + j] = accQ[nt][r] * e0v * scale;
+      const float el = decay(Fi, Zi, sF[Lm * CH + j], sZ[Lm * CH + j]);
+      sDK[i * CH + j] = accK[nt][r] * el;
+    }
+  __syncthreads();
+  if (tid < CH) {
+    float ks = 0.0f;
+    for (int j = 0; j < L; ++j) ks += sK[j * CH + tid] * sDK[j * CH + tid];
+    sKs[tid] = ks;
+    sHdc[tid] = (sHd[4 * tid] + sHd[4 * tid + 1]) + (sHd[4 * tid + 2] + sHd[4 * tid + 3]);
+  }
+  __syncthreads();
+  // intra-chunk parts (FFMA): thread = (channel d, sub-chunk I): dq of query block I and dk of
+  // key block I (disjoint rows; off-diagonal work I + (3 - I) = 3 blocks for every thread).
+  {
+    const int d = tid & 63, I = tid >> 6;
+    {
+      // dq, query block I, anchor a = its first row
+      {
+        const int a = 16 * I;
+        const float Fa = sF[a * CH + d];
+        const int Za = sZ[a * CH + d];
+        float acc[16];
+#pragma unroll
+        for (int r = 0; r < 16; ++r) acc[r] = 0.0f;
+        for (int j = 0; j < a; ++j) {
+          const float kf = sK[j * CH + d] * decay(sF[j * CH + d], sZ[j * CH + d], Fa, Za);
+#pragma unroll
+          for (int r = 0; r < 16; ++r) acc[r] = fmaf(sDA[(a + r) * LDA_F + j], kf, acc[r]);
+        }
+#pragma unroll 1
+        for (int r = 0; r < 16; ++r) {
+          const int i = a + r;
+          const float Fi = sF[i * CH + d];
+          const int Zi = sZ[i * CH + d];
+          float x = sDQ[i * CH + d];
+          if (I > 0) x += acc[r] * decay(Fa, Za, Fi, Zi);
+          for (int j = a; j <= i; ++j)
+            x += sDA[i * LDA_F + j] * (sK[j * CH + d] * decay(sF[j * CH + d], sZ[j * CH + d], Fi, Zi));
+          sDQ[i * CH + d] = x;
+        }
+      }
+      // dk, key block J = I, anchor bb = its last row (padded rows carry g = 0: same decays as
+      // the last valid row)
+      {
+        const int j0 = 16 * I, bb = j0 + 15;
+        const float Fb = sF[bb * CH + d];
+        const int Zb = sZ[bb * CH + d];
+        float acc[16];
+#pragma unroll
+        for (int r = 0; r < 16; ++r) acc[r] = 0.0f;
+        for (int i = bb + 1; i < CH; ++i) {
+          const float qf = sQ[i * CH + d] * decay(Fb, Zb, sF[i * CH + d], sZ[i * CH + d]);
+#pragma unroll
+          for (int r = 0; r < 16; ++r) acc[r] = fmaf(sDA[i * LDA_F + j0 + r], qf, acc[r]);
+        }
+#pragma unroll 1
+        for (int r = 0; r < 16; ++r) {
+          const int j = j0 + r;
+          const float Fj = sF[j * CH + d];
+          const int Zj = sZ[j * CH + d];
+          float x = sDK[j * CH + d];
+          if (I < 3) x += acc[r] * decay(Fj, Zj, Fb, Zb);
+          for (int i = j; i <= bb; ++i)
+            x += sDA[i * LDA_F + j] * (sQ[i * CH + d] * decay(Fj, Zj, sF[i * CH + d], sZ[i * CH + d]));
+          sDK[j * CH + d] = x;
+        }
+      }
+    }
+  }
+  __syncthreads();
+  // gate gradient: chunk reverse sum plus the state terms (one thread per channel)
+  if (tid < CH) {
+    const int d = tid;
+    float acc = gamma[cb * K + d0 + d] * sHdc[d] + sKs[d];
+    for (int i = L - 1; i >= 0; --i) {
+      acc += sQ[i * CH + d] * sDQ[i * CH + d] - sK[i * CH + d] * sDK[i * CH + d];
+      const size_t o = ((row0 + i) * H + h) * K + d0 + d;
+      if (gate_cols == 1)
+        dgp[o] = acc;
+      else
+        dg[o] = from_f<T>(acc);
+    }
+  }
+  for (int idx = tid; idx < L * CH; idx += 256) {
+    const int i = idx >> 6, dd = idx & 63;
+    const size_t o = ((row0 + i) * H + h) * K + d0 + dd;
+    dq[o] = from_f<T>(sDQ[idx]);
+    dk[o] = from_f<T>(sDK[idx]);
+  }
+}
+
+// ---------------------------------------------------------------- kernel 3: dv
+template <typename T>
+__device__ void bwd_dv(const T* __restrict__ dout, const int* __restrict__ chunks, int Tlen, int H,
+                       int K, int V, const T* __restrict__ A, const T* __restrict__ kgt,
+                       const T* __restrict__ dHs, T* __restrict__ dv, int tf32) {
+  constexpr int PAD = Ld<T>::PAD, LD = CH + PAD;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  T* sA = reinterpret_cast<T*>(smem_raw);  // A [i][j]
+  T* sDo = sA + CH * LD;                    // do [i][e]
+  T* sKt = sDo + CH * LD;                   // kgT [d][j]
+  T* sDH = sKt + CH * LD;                   // dHs [d][e]
+  const int c = blockIdx.x, h = blockIdx.y, e0 = blockIdx.z * CH;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
+  const int b = chunks[4 * c], t0 = chunks[4 * c + 1], L = chunks[4 * c + 2];
+  const size_t row0 = (size_t)b * Tlen + t0;
+  const size_t cb = (size_t)c * H + h;
+  stage<T>(sA, LD, A + cb * CH * CH, CH, CH, CH, CH, tid, 128);
+  stage<T>(sDo, LD, dout + (row0 * H + h) * V + e0, (size_t)H * V, CH, CH, L, tid, 128);
+  cp_async_commit();
+  float acc[8][4];
+#pragma unroll
+  for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+    for (int r = 0; r < 4; ++r) acc[nt][r] = 0.0f;
+  for (int dd0 = 0; dd0 < K; dd0 += CH) {
+    __syncthreads();
+    stage<T>(sKt, LD, kgt + (cb * K + dd0) * CH, CH, CH, CH, CH, tid, 128);
+    stage<T>(sDH, LD, dHs + (cb * K + dd0) * V + e0, V, CH, CH, CH, tid, 128);
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < CH; kk += 16)
+#pragma unroll
+      for (int nt = 0; nt < 8; ++nt)
+        Tile<T, 1, LD, LD, 1>::mma(acc[nt], sKt + kk * LD + warp * 16, sDH + kk * LD + nt * 8, tf32);
+  }
+  // A^T @ do: rows j of this warp take i >= j only (A is zero above the diagonal)
+  for (int ii = warp * 16; ii < CH; ii += 16)
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt)
+      Tile<T, 1, LD, LD, 1>::mma(acc[nt], sA + ii * LD + warp * 16, sDo + ii * LD + nt * 8, tf32);
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int j = warp * 16 + gid + half * 8;
+    if (j < L) {
+#pragma unroll
+      for (int nt = 0; nt < 8; ++nt)
+        store2<T>(dv + ((row0 + j) * H + h) * V + e0 + nt * 8 + tig * 2, acc[nt][2 * half],
+                  acc[nt][2 * half + 1]);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- kernel 4: scalar-gate dg
+template <typename T>
+__device__ void bwd_dg_reduce(const float* __restrict__ dgp, int rows, int K, T* __restrict__ dg) {
+  const int r = blockIdx.x * blockDim.x + threadIdx.x;
+  if (r >= rows) return;
+  float s = 0.0f;
+  for (int d = 0; d < K; ++d) s += dgp[(size_t)r * K + d];
+  dg[r] = from_f<T>(s);
+}
+
+// ---------------------------------------------------------------- entry points
+#define BWD_STATE(NAME, T, K)                                                                     \
+  extern "C" __global__ void __launch_bounds__(128) NAME(                                         \
+      const T* v, const T* dout, const float* h0, const float* dht, const int* seqs, int Tlen,    \
+      int H, int V, float scale, const T* qg, const T* kgt, const float* gamma, T* Hs, T* dHs,    \
+      float* dh0, int tf32) {                                                                     \
+    bwd_state<T, K>(v, dout, h0, dht, seqs, Tlen, H, V, scale, qg, kgt, gamma, Hs, dHs, dh0, tf32); \
+  }
+#define BWD_DQK(NAME, T)                                                                          \
+  extern "C" __global__ void __launch_bounds__(256) NAME(                                         \
+      const T* q, const T* k, const T* v, const T* dout, const float* g, int gate_cols,           \
+      const int* chunks, int Tlen, int H, int K, int V, float scale, const T* Hs, const T* dHs,   \
+      const float* gamma, T* dq, T* dk, T* dg, float* dgp, int tf32) {                            \
+    bwd_dqk<T>(q, k, v, dout, g, gate_cols, chunks, Tlen, H, K, V, scale, Hs, dHs, gamma, dq, dk, \
+               dg, dgp, tf32);                                                                    \
+  }
+#define BWD_DV(NAME, T)                                                                           \
+  extern "C" __global__ void __launch_bounds__(128) NAME(                                         \
+      const T* dout, const int* chunks, int Tlen, int H, int K, int V, const T* A, const T* kgt,  \
+      const T* dHs, T* dv, int tf32) {                                                            \
+    bwd_dv<T>(dout, chunks, Tlen, H, K, V, A, kgt, dHs, dv, tf32);                                \
+  }
+#define BWD_DG(NAME, T)                                                                           \
+  extern "C" __global__ void __launch_bounds__(128) NAME(const float* dgp, int rows, int K, T* dg) { \
+    bwd_dg_reduce<T>(dgp, rows, K, dg);                                                           \
+  }
+
+BWD_STATE(gla_bwd_state_bf16_k64, bf16_t, 64)
+BWD_STATE(gla_bwd_state_bf16_k128, bf16_t, 128)
+BWD_STATE(gla_bwd_state_bf16_k256, bf16_t, 256)
+BWD_STATE(gla_bwd_state_f16_k64, f16_t, 64)
+BWD_STATE(gla_bwd_state_f16_k128, f16_t, 128)
+BWD_STATE(gla_bwd_state_f16_k256, f16_t, 256)
+BWD_STATE(gla_bwd_state_f32_k64, float, 64)
+BWD_STATE(gla_bwd_state_f32_k128, float, 128)
+BWD_STATE(gla_bwd_state_f32_k256, float, 256)
+BWD_DQK(gla_bwd_dqk_bf16, bf16_t)
+BWD_DQK(gla_bwd_dqk_f16, f16_t)
+BWD_DQK(gla_bwd_dqk_f32, float)
+BWD_DV(gla_bwd_dv_bf16, bf16_t)
+BWD_DV(gla_bwd_dv_f16, f16_t)
+BWD_DV(gla_bwd_dv_f32, float)
+BWD_DG(gla_bwd_dg_reduce_bf16, bf16_t)
+BWD_DG(gla_bwd_dg_reduce_f16, f16_t)
+BWD_DG(gla_bwd_dg_reduce_f32, float)
