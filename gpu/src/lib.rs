@@ -5,7 +5,9 @@
 //! per process), driven through cudarc with dynamic loading (the crate builds and its non-GPU
 //! parts run on machines without CUDA).
 //!
-//! The forward pass follows the chunked algorithm with secondary chunking of
+//! [`forward`] and [`backward`] (dq, dk, dv, dg, dh0 from `do` and optional `dht`, spec section
+//! 4, with the rounding plan [`backward_rounding_plan`]) return the same [`gla_reference::Solution`]
+//! as the CPU references. The forward pass follows the chunked algorithm with secondary chunking of
 //! `../shared/spec/gla-math.md` section 3 (chunk 64, sub-chunk 16), per-channel and scalar gates,
 //! `h0` / `hT` in f32, packed variable-length sequences, any T, K and V in {64, 128, 256}.
 //! bf16 / f16 inputs use tensor cores (`mma.sync.m16n8k16`, f32 accumulation); f32 inputs use
