@@ -16,7 +16,8 @@
 use crate::device::{gpu, Gpu};
 use crate::error::GpuError;
 use crate::forward::{
-    check_supported, rounding_plan, DBuf, DeviceOutputs, DeviceProblem, GpuOptions, Precision,
+    check_smem, check_supported, rounding_plan, DBuf, DeviceOutputs, DeviceProblem, GpuOptions,
+    Precision,
 };
 use crate::kernels;
 use cudarc::driver::{
@@ -563,16 +564,6 @@ impl DeviceBwdProblem {
         let rows = (d.b * d.t * d.h) as f64;
         rows * (10 * d.k * d.v + 128 * d.v + 96 * d.k) as f64
     }
-}
-
-fn check_smem(g: &Gpu, bytes: usize) -> Result<(), GpuError> {
-    if bytes > g.max_smem_optin as usize {
-        return Err(GpuError::Unsupported(format!(
-            "needs {bytes} B of shared memory per block, the device allows {}",
-            g.max_smem_optin
-        )));
-    }
-    Ok(())
 }
 
 /// The chunked GLA forward and backward on the GPU: host arrays in, o, hT and the gradients

@@ -119,6 +119,22 @@ fn rand_vec(n: usize, seed: u64, f: impl Fn(f32) -> f32) -> Vec<f32> {
     (0..n).map(|_| f(r.next_f32())).collect()
 }
 
+/// One input set of the benchmarks: q, k, v uniform in [-1, 1), per-channel gates
+/// g = logsigmoid(x)/16 with x uniform in [-4, 4), from `seed`.
+fn bench_inputs(
+    (b, t, h, k, v): (usize, usize, usize, usize, usize),
+    seed: u64,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+    let q = rand_vec(b * t * h * k, seed, |x| 2.0 * x - 1.0);
+    let kk = rand_vec(b * t * h * k, seed + 7, |x| 2.0 * x - 1.0);
+    let vv = rand_vec(b * t * h * v, seed + 13, |x| 2.0 * x - 1.0);
+    let gg = rand_vec(b * t * h * k, seed + 17, |x| {
+        let z = 8.0 * x - 4.0;
+        -((1.0 + (-z).exp()).ln()) / 16.0
+    });
+    (q, kk, vv, gg)
+}
+
 /// Time the forward at one shape. Inputs: q, k, v uniform in [-1, 1), per-channel gates
 /// g = logsigmoid(x)/16 with x uniform in [-4, 4) (fla's GLA normalizer), no h0.
 pub fn bench_forward(
@@ -139,13 +155,7 @@ pub fn bench_forward(
     let mut sets = Vec::new();
     for s in 0..cfg.buffers.max(1) {
         let seed = 1000 + s as u64;
-        let q = rand_vec(b * t * h * k, seed, |x| 2.0 * x - 1.0);
-        let kk = rand_vec(b * t * h * k, seed + 7, |x| 2.0 * x - 1.0);
-        let vv = rand_vec(b * t * h * v, seed + 13, |x| 2.0 * x - 1.0);
-        let gg = rand_vec(b * t * h * k, seed + 17, |x| {
-            let z = 8.0 * x - 4.0;
-            -((1.0 + (-z).exp()).ln()) / 16.0
-        });
+        let (q, kk, vv, gg) = bench_inputs(shape, seed);
         sets.push(DeviceProblem::from_raw(
             dims,
             GateKind::PerChannel,
@@ -258,13 +268,7 @@ pub fn bench_backward(
     let mut sets = Vec::new();
     for s in 0..cfg.buffers.max(1) {
         let seed = 1000 + s as u64;
-        let q = rand_vec(b * t * h * k, seed, |x| 2.0 * x - 1.0);
-        let kk = rand_vec(b * t * h * k, seed + 7, |x| 2.0 * x - 1.0);
-        let vv = rand_vec(b * t * h * v, seed + 13, |x| 2.0 * x - 1.0);
-        let gg = rand_vec(b * t * h * k, seed + 17, |x| {
-            let z = 8.0 * x - 4.0;
-            -((1.0 + (-z).exp()).ln()) / 16.0
-        });
+        let (q, kk, vv, gg) = bench_inputs(shape, seed);
         let dd = rand_vec(b * t * h * v, seed + 23, |x| 2.0 * x - 1.0);
         sets.push(DeviceBwdProblem::from_raw(
             dims,

@@ -781,7 +781,7 @@ fn intra_fast() -> bool {
     std::env::var("GLA_INTRA_ACCURATE").as_deref() != Ok("1")
 }
 
-fn check_smem(g: &Gpu, bytes: usize) -> Result<(), GpuError> {
+pub(crate) fn check_smem(g: &Gpu, bytes: usize) -> Result<(), GpuError> {
     if bytes > g.max_smem_optin as usize {
         return Err(GpuError::Unsupported(format!(
             "needs {bytes} B of shared memory per block, the device allows {}",

@@ -69,8 +69,7 @@ mod tests {
         for d in [Dtype::Bf16, Dtype::F16, Dtype::F32] {
             let gpu = Implementation::Gpu { dtype: d };
             let twin = gpu.cpu_twin().expect("twin");
-            assert_eq!(twin.plan(), plan(d), "{d:?}");
-            assert_eq!(gpu.plan(), plan(d), "{d:?}");
+            assert_eq!(twin.plan(), gpu.plan(), "{d:?}");
             assert!(matches!(
                 twin,
                 Implementation::Chunked {
@@ -78,10 +77,18 @@ mod tests {
                     ..
                 }
             ));
-            // the forward points of the backward plan are the forward kernels' plan
+            // the forward points of the backward plan are the forward kernels' plan, and the
+            // bf16 / f16 training plans add exactly the backward's stored states and state
+            // gradients to the forward twin's plan
             let fwd = gla_gpu::rounding_plan(&GpuOptions::new(d));
             assert_eq!(plan(d).points()[..9], fwd.points()[..9], "{d:?}");
         }
-        assert_eq!(Round::Bf16Train.dtype(), Some(Dtype::Bf16));
+        for (train, fwd, d) in [
+            (Round::Bf16Train, Round::Bf16, Dtype::Bf16),
+            (Round::F16Train, Round::F16, Dtype::F16),
+        ] {
+            assert_eq!(train.plan(), fwd.plan().bwd_state(Some(d)).dstate(Some(d)));
+            assert_eq!(train.dtype(), Some(d));
+        }
     }
 }

@@ -60,12 +60,8 @@ impl Round {
             Round::None => RoundingPlan::none(),
             Round::Bf16 => RoundingPlan::kernel_default(Dtype::Bf16),
             Round::F16 => RoundingPlan::kernel_default(Dtype::F16),
-            Round::Bf16Train => RoundingPlan::kernel_default(Dtype::Bf16)
-                .bwd_state(Some(Dtype::Bf16))
-                .dstate(Some(Dtype::Bf16)),
-            Round::F16Train => RoundingPlan::kernel_default(Dtype::F16)
-                .bwd_state(Some(Dtype::F16))
-                .dstate(Some(Dtype::F16)),
+            Round::Bf16Train => crate::gpu::plan(Dtype::Bf16),
+            Round::F16Train => crate::gpu::plan(Dtype::F16),
         }
     }
     /// The input dtype of the plan (`None`: the compute type's).
