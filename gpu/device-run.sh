@@ -3,7 +3,9 @@
 # (fla chunk_gla first, in a fresh process with the benchmark shapes only, then glacheck bench).
 # Usage (repo root on the GPU machine, after ../shared/tools/gpu-pack -p gla-gpu -p glacheck here,
 # carry [".gpu-pack", ".whl"]):  bash gpu/device-run.sh [STEP...]
-# Steps: tests props san verify fla bench ncu (default: tests san verify fla bench).
+# Steps: tests props san race verify fla bench ncu (default: tests san verify fla bench).
+#   race: compute-sanitizer racecheck over every test of each binary in RACESPLIT (default
+#   gpu_backward), one process per test, all in parallel (ST seconds each); one log, race.log.
 set -u
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export GLA_REQUIRE_GPU=1 LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/usr/local/cuda/lib64
@@ -21,7 +23,16 @@ san() { # tool binary [filters]
   local tool=$1 bin=$2; shift 2
   (cd gpu && CARGO_MANIFEST_DIR=$R/gpu timeout ${ST:-240} compute-sanitizer --tool $tool --error-exitcode 9 $B/$bin --test-threads 1 "$@" > $OUT/$tool-$bin.log 2>&1; echo "rc=$? ($bin $*)" >> $OUT/$tool-$bin.log)
 }
-if has tests || has san || has verify || has props; then
+if has race; then
+  for t in ${RACESPLIT:-gpu_backward}; do
+    bin=gla-gpu__test__$t
+    for name in $(cd gpu && $B/$bin --list 2>/dev/null | sed -n 's/: test$//p'); do
+      (cd gpu && CARGO_MANIFEST_DIR=$R/gpu timeout ${ST:-240} compute-sanitizer --tool racecheck --error-exitcode 9 \
+         $B/$bin --test-threads 1 --exact $name > /tmp/race-$t-$name.log 2>&1; echo "rc=$? ($t $name)" >> /tmp/race-$t-$name.log) &
+    done
+  done
+fi
+if has tests || has san || has verify || has props || has race; then
   has tests && { for t in ${TESTS:-gpu_forward gpu_causality gpu_backward}; do
       [ -x $B/gla-gpu__test__$t ] && testbin $t gla-gpu__test__$t 6 & done; }
   if has san; then
@@ -40,6 +51,11 @@ if has tests || has san || has verify || has props; then
   done
   [ -f $OUT/props.log ] && { echo "--- proptests gpu_ properties"; grep -vE "^\s*$" $OUT/props.log | tail -${PTAIL:-40}; }
   for f in $OUT/memcheck-*.log $OUT/racecheck-*.log; do [ -f $f ] && { echo "--- $(basename $f)"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|^test result|^rc=" $f | sort | uniq -c; }; done
+  if has race; then
+    cat /tmp/race-*.log > $OUT/race.log 2>/dev/null
+    echo "--- racecheck, one process per test:"
+    for f in /tmp/race-*.log; do echo "$(basename $f .log): $(grep -E "RACECHECK SUMMARY|^test result|^rc=" $f | tr '\n' ' ')"; done
+  fi
 fi
 if has verify; then
   echo "=== verify_with_pytorch (fla)"

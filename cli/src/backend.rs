@@ -98,6 +98,9 @@ pub struct SolverConfig {
     pub chunk: usize,
     /// Sub-chunk length c.
     pub sub_chunk: usize,
+    /// Gate-gradient algorithm (recurrent, chunked, gpu; the parallel form has only the reverse
+    /// cumsum).
+    pub dg: DgForm,
 }
 
 impl SolverConfig {
@@ -114,7 +117,10 @@ impl SolverConfig {
             Some(Dtype::F16) => PRound::F16,
             Some(d) => bail!("rounding to {d} is not supported (use bf16 or f16)"),
         };
-        Ok(match self.kind {
+        if self.dg == DgForm::Local && self.kind == ImplKind::Parallel {
+            bail!("--dg-form local: the parallel form computes dg by the reverse cumsum only");
+        }
+        let imp = match self.kind {
             ImplKind::Oracle => bail!("the oracle is not a float implementation"),
             ImplKind::Recurrent => Implementation::Recurrent {
                 compute,
@@ -126,10 +132,11 @@ impl SolverConfig {
                 chunk: self.chunk,
                 sub_chunk: self.sub_chunk,
                 round,
+                dg: DgFormKey::ReverseCumsum,
             },
             ImplKind::Gpu => {
                 let dtype = self.round.unwrap_or(Dtype::F32);
-                let imp = Implementation::Gpu { dtype };
+                let imp = Implementation::gpu(dtype);
                 if !gla_proptests::gpu::candidates().contains(&imp) {
                     bail!(
                         "gpu: no kernel for inputs in {dtype} (available: {:?})",
@@ -141,6 +148,11 @@ impl SolverConfig {
                 }
                 imp
             }
+        };
+        Ok(if self.dg == DgForm::Local {
+            imp.with_local_dg()
+        } else {
+            imp
         })
     }
 }

@@ -2,6 +2,7 @@
 
 use crate::backend::{self, ImplKind, SolverConfig};
 use crate::common::{Status, VERSION};
+use crate::verify::DgArg;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use gla_reference::Dtype;
@@ -78,6 +79,11 @@ pub struct EvalArgs {
     /// Also compute dq, dk, dv, dg, dh0 (the input must hold `do`; `dht` is optional).
     #[arg(long)]
     pub backward: bool,
+    /// Gate-gradient algorithm with --backward (recurrent, chunked, gpu): the reverse cumsum
+    /// (fla's kernels; judged against M_dg) or the local form alpha_t rowsum(S_{t-1} dS_t)
+    /// (accurate relative to M_dg_local, also for tiny alpha).
+    #[arg(long = "dg-form", value_enum, default_value = "reverse-cumsum")]
+    pub dg_form: DgArg,
     /// Input file.
     pub input: PathBuf,
     /// Output file (written atomically).
@@ -121,6 +127,17 @@ pub fn check_options(a: &EvalArgs) -> Result<()> {
             );
         }
     }
+    if a.dg_form == DgArg::Local {
+        if !a.backward {
+            bail!("--dg-form applies with --backward");
+        }
+        if matches!(a.imp, ImplKind::Oracle | ImplKind::Parallel) {
+            bail!(
+                "--dg-form local applies to --impl recurrent, chunked or gpu, not {}",
+                a.imp.name()
+            );
+        }
+    }
     Ok(())
 }
 
@@ -156,6 +173,7 @@ pub fn run(a: EvalArgs) -> Result<Status> {
             round: a.round.dtype(),
             chunk: a.chunk,
             sub_chunk: a.sub_chunk,
+            dg: a.dg_form.form(),
         };
         meta.insert("compute".to_string(), cfg.compute.to_string());
         meta.insert(

@@ -3,6 +3,7 @@
 
 use crate::backend::{self, ImplKind, Implementation, SolverConfig, TensorReport};
 use crate::common::{progress, write_atomically, Status};
+use crate::verify::DgArg;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use gla_proptests::strategies::{GateRegime, ProblemSpec, ValueRegime};
@@ -110,9 +111,14 @@ pub struct SweepArgs {
     /// Sub-chunk length c of the chunked form.
     #[arg(long = "sub-chunk", default_value_t = 16)]
     pub sub_chunk: usize,
-    /// Also run the backward pass and plot dg.
+    /// Also run the backward pass and plot dg (against the magnitude of the algorithm each
+    /// candidate runs, and, in `<impl>-dg_vs_M_dg_local.svg`, against the local magnitude).
     #[arg(long)]
     pub backward: bool,
+    /// Gate-gradient algorithms with --backward (repeatable): each of recurrent, chunked, gpu
+    /// runs once per form (the parallel form only has the reverse cumsum).
+    #[arg(long = "dg-form", value_enum, default_values_t = vec![DgArg::ReverseCumsum])]
+    pub dg_form: Vec<DgArg>,
     /// Seed of the problem generator.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -126,7 +132,13 @@ struct Point {
     regime: Regime,
     t: usize,
     report: TensorReport,
+    /// Informational (not judged): dg's ratio against M_dg_local for every dg algorithm.
+    info: bool,
 }
+
+/// The informational output: dg's error against the local magnitude M_dg_local (the judged
+/// magnitude of the local form; the reverse cumsum is judged against M_dg instead).
+const DG_VS_LOCAL: &str = "dg_vs_M_dg_local";
 
 /// Ratios below this are drawn at it (log axes cannot show 0).
 const PLOT_FLOOR: f64 = 1e-3;
@@ -154,16 +166,23 @@ fn implementations(a: &SweepArgs) -> Result<Vec<Implementation>> {
                 eprintln!("glacheck sweep: skipping gpu f64: the kernels compute in f32");
                 continue;
             }
-            let cfg = SolverConfig {
-                kind,
-                compute,
-                round,
-                chunk: a.chunk,
-                sub_chunk: a.sub_chunk,
-            };
-            let imp = cfg.implementation()?;
-            if !out.contains(&imp) {
-                out.push(imp);
+            for &dg in &a.dg_form {
+                if dg == DgArg::Local && kind == ImplKind::Parallel {
+                    eprintln!("glacheck sweep: skipping parallel with --dg-form local: it has only the reverse cumsum");
+                    continue;
+                }
+                let cfg = SolverConfig {
+                    kind,
+                    compute,
+                    round,
+                    chunk: a.chunk,
+                    sub_chunk: a.sub_chunk,
+                    dg: dg.form(),
+                };
+                let imp = cfg.implementation()?;
+                if !out.contains(&imp) {
+                    out.push(imp);
+                }
             }
         }
     }
@@ -221,7 +240,7 @@ pub fn run(a: SweepArgs) -> Result<Status> {
     }
 
     let outputs: Vec<&str> = if a.backward {
-        vec!["o", "dg"]
+        vec!["o", "dg", DG_VS_LOCAL]
     } else {
         vec!["o"]
     };
@@ -275,11 +294,25 @@ pub fn run(a: SweepArgs) -> Result<Status> {
                 };
                 let rep = gla_proptests::harness::judge(imp, &p, &m, &exact, &fwd, bwd.as_ref())?;
                 for t_rep in rep.tensors {
+                    if let (true, Some(dg)) = (t_rep.name == "dg", t_rep.dg) {
+                        let mut r = t_rep.clone();
+                        r.name = DG_VS_LOCAL.to_string();
+                        r.ratio = dg.local;
+                        r.pass = true;
+                        points.push(Point {
+                            imp: imp.name(),
+                            regime,
+                            t,
+                            report: r,
+                            info: true,
+                        });
+                    }
                     points.push(Point {
                         imp: imp.name(),
                         regime,
                         t,
                         report: t_rep,
+                        info: false,
                     });
                 }
                 pb.inc(1);
@@ -303,7 +336,11 @@ pub fn run(a: SweepArgs) -> Result<Status> {
             r.name,
             r.ratio,
             r.bound,
-            r.pass,
+            if pt.info {
+                "info".to_string()
+            } else {
+                r.pass.to_string()
+            },
             r.n_acc,
             r.lambda,
             r.u_stages + 0.0,
@@ -334,13 +371,16 @@ pub fn run(a: SweepArgs) -> Result<Status> {
     }
 
     // Summary on stdout.
-    let failing: Vec<&Point> = points.iter().filter(|p| !p.report.pass).collect();
+    let failing: Vec<&Point> = points
+        .iter()
+        .filter(|p| !p.info && !p.report.pass)
+        .collect();
     crate::outln!("glacheck sweep: {} points, wrote:", points.len());
     for f in &files {
         crate::outln!("  {f}");
     }
     let mut worst: BTreeMap<(String, String), (f64, f64)> = BTreeMap::new();
-    for p in &points {
+    for p in points.iter().filter(|p| !p.info) {
         let e = worst
             .entry((p.imp.clone(), p.report.name.clone()))
             .or_insert((0.0, 0.0));

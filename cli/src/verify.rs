@@ -45,6 +45,16 @@ pub enum DgArg {
     Local,
 }
 
+impl DgArg {
+    /// The bounds crate's enum.
+    pub fn form(self) -> DgForm {
+        match self {
+            DgArg::ReverseCumsum => DgForm::ReverseCumsum,
+            DgArg::Local => DgForm::Local,
+        }
+    }
+}
+
 /// Arguments of `glacheck verify`.
 #[derive(Debug, Args)]
 #[command(after_help = "\

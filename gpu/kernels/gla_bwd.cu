@@ -23,6 +23,9 @@
 //        dg_i = sum_{s=i..L-1} (q_s dq_s - k_s dk_s) + gamma * rowsum(Hs * dHs) + sum_j k_j dk_inter_j
 //     (per-channel gates: written rounded to T; scalar gates: per-channel f32 partials to a
 //     scratch buffer, summed over channels by gla_bwd_dg_reduce_<T>).
+//  gla_bwd_dqk_local_<T>    the same, with dg in the LOCAL form alpha_t rowsum(S_{t-1} dS_t),
+//     evaluated chunkwise as plain sums of terms that all carry alpha_t (see bwd_dqk): accurate
+//     relative to M_dg_local where the reverse sum above cancels (alpha -> 0). dq, dk identical.
 //  gla_bwd_dv_<T>           grid (chunks, H, V/64), 128 threads:  dv = A^T @ do + kg @ dHs.
 //  gla_bwd_dg_reduce_<T>    one thread per (b, t, h) row: dg = rnd(sum_d dg_partial[d]).
 // Products: bf16/f16 operands on tensor cores (mma.sync m16n8k16, f32 accumulation); f32: FFMA
@@ -347,7 +350,7 @@ __device__ void bwd_state(const T* __restrict__ v, const T* __restrict__ dout,
 
 // ---------------------------------------------------------------- kernel 2: dq, dk, dg
 // chunks: per chunk 4 ints (batch, first row within the batch row, length L in 1..64, unused).
-template <typename T>
+template <typename T, bool LOCAL>
 __device__ void bwd_dqk(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                         const T* __restrict__ dout, const float* __restrict__ g, int gate_cols,
                         const int* __restrict__ chunks, int Tlen, int H, int K, int V, float scale,
@@ -371,6 +374,11 @@ __device__ void bwd_dqk(const T* __restrict__ q, const T* __restrict__ k, const 
   T* sDH = sH + CH * LD;
   float* sDQ = reinterpret_cast<float*>(stg);  // [64][64], aliases the staging (used after it)
   float* sDK = sDQ + CH * CH;
+  // LOCAL only (after the staging): per sub-chunk block sums of q dq_inter and k dk_inter, and the
+  // full-block snapshots X_{I,<m} (slots: (I=2,m=1), (I=3,m=1), (I=3,m=2)), [4][64], [4][64], [3][64]
+  float* sBA = reinterpret_cast<float*>(stg + 4 * CH * LD);
+  float* sBB = sBA + 4 * CH;
+  float* sX = sBB + 4 * CH;
 
   const int c = blockIdx.x, h = blockIdx.y, d0 = blockIdx.z * CH;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
@@ -476,32 +484,68 @@ __device__ void bwd_dqk(const T* __restrict__ q, const T* __restrict__ k, const 
   __syncthreads();
   // intra-chunk parts (FFMA): thread = (channel d, sub-chunk I): dq of query block I and dk of
   // key block I (disjoint rows; off-diagonal work I + (3 - I) = 3 blocks for every thread).
+  //
+  // LOCAL (gate gradient in the local form, good relative accuracy for tiny alpha): with
+  // W_rs = q_r k_s dA_rs D(s, r) (s < r), every term below carries the factor alpha_t:
+  //   dg_t = gamma rowsum(Hs dHs) + sum_{r >= t} q_r dq_inter_r + sum_{s < t} k_s dk_inter_s
+  //        + sum_{s < t <= r} W_rs,
+  // the pairs split by sub-chunk (t in block m): full blocks J < m < I (snapshots X_{I,<m} of the
+  // dq accumulator), r in m with s in J < m (suffix of q dq_off), s in m with r in I > m (prefix
+  // of k dk_off), both in m (elementwise). Plain sums only: no partial sum is ever subtracted.
+  // The row loops below are unrolled so that acc[] (and LOCAL's dl[]) stay in registers: a
+  // rolled loop indexes them at run time, which puts them in local memory.
+  const int d = tid & 63, I = tid >> 6;
+  float dl[16];  // LOCAL: the local dg partial of each row of block I
+#pragma unroll
+  for (int r = 0; r < 16; ++r) dl[r] = 0.0f;
+  float blkA = 0.0f, blkB = 0.0f;
   {
-    const int d = tid & 63, I = tid >> 6;
     {
       // dq, query block I, anchor a = its first row
       {
         const int a = 16 * I;
         const float Fa = sF[a * CH + d];
         const int Za = sZ[a * CH + d];
-        float acc[16];
+        float acc[16], qdec[16];
 #pragma unroll
         for (int r = 0; r < 16; ++r) acc[r] = 0.0f;
-        for (int j = 0; j < a; ++j) {
-          const float kf = sK[j * CH + d] * decay(sF[j * CH + d], sZ[j * CH + d], Fa, Za);
+        if (LOCAL && I >= 2) {
 #pragma unroll
-          for (int r = 0; r < 16; ++r) acc[r] = fmaf(sDA[(a + r) * LDA_F + j], kf, acc[r]);
+          for (int r = 0; r < 16; ++r) {
+            const int i = a + r;
+            qdec[r] = sQ[i * CH + d] * decay(Fa, Za, sF[i * CH + d], sZ[i * CH + d]);
+          }
         }
-#pragma unroll 1
+        for (int jb = 0; jb < a; jb += 16) {
+          for (int j = jb; j < jb + 16; ++j) {
+            const float kf = sK[j * CH + d] * decay(sF[j * CH + d], sZ[j * CH + d], Fa, Za);
+#pragma unroll
+            for (int r = 0; r < 16; ++r) acc[r] = fmaf(sDA[(a + r) * LDA_F + j], kf, acc[r]);
+          }
+          if (LOCAL && jb + 16 < a) {
+            // acc holds key blocks J < m = jb / 16 + 1 < I: X_{I,<m} = sum_r q_r D(a, r) acc_r
+            float x = 0.0f;
+#pragma unroll
+            for (int r = 0; r < 16; ++r) x = fmaf(qdec[r], acc[r], x);
+            sX[((I == 2) ? 0 : jb / 16 + 1) * CH + d] = x;
+          }
+        }
+#pragma unroll
         for (int r = 0; r < 16; ++r) {
           const int i = a + r;
           const float Fi = sF[i * CH + d];
           const int Zi = sZ[i * CH + d];
           float x = sDQ[i * CH + d];
+          if (LOCAL) blkA = fmaf(sQ[i * CH + d], x, blkA);
           if (I > 0) x += acc[r] * decay(Fa, Za, Fi, Zi);
+          if (LOCAL) dl[r] = sQ[i * CH + d] * x;  // q (dq_inter + dq_off)
           for (int j = a; j <= i; ++j)
             x += sDA[i * LDA_F + j] * (sK[j * CH + d] * decay(sF[j * CH + d], sZ[j * CH + d], Fi, Zi));
           sDQ[i * CH + d] = x;
+        }
+        if (LOCAL) {
+#pragma unroll
+          for (int r = 14; r >= 0; --r) dl[r] += dl[r + 1];  // suffix over r >= t in the block
         }
       }
       // dk, key block J = I, anchor bb = its last row (padded rows carry g = 0: same decays as
@@ -518,28 +562,75 @@ __device__ void bwd_dqk(const T* __restrict__ q, const T* __restrict__ k, const 
 #pragma unroll
           for (int r = 0; r < 16; ++r) acc[r] = fmaf(sDA[i * LDA_F + j0 + r], qf, acc[r]);
         }
-#pragma unroll 1
+        float runB = 0.0f;
+#pragma unroll
         for (int r = 0; r < 16; ++r) {
           const int j = j0 + r;
           const float Fj = sF[j * CH + d];
           const int Zj = sZ[j * CH + d];
           float x = sDK[j * CH + d];
+          if (LOCAL) blkB = fmaf(sK[j * CH + d], x, blkB);
           if (I < 3) x += acc[r] * decay(Fj, Zj, Fb, Zb);
+          if (LOCAL) {
+            dl[r] += runB;  // prefix over s < t in the block of k (dk_inter + dk_off)
+            runB = fmaf(sK[j * CH + d], x, runB);
+          }
           for (int i = j; i <= bb; ++i)
             x += sDA[i * LDA_F + j] * (sQ[i * CH + d] * decay(Fj, Zj, sF[i * CH + d], sZ[i * CH + d]));
           sDK[j * CH + d] = x;
         }
       }
+      if (LOCAL) {
+        // pairs inside block I: for each key row s, suffix sums over r > s of W_rs go to rows t = r
+        const int j0 = 16 * I;
+        for (int s = 0; s < 15; ++s) {
+          const int js = j0 + s;
+          const float Fs = sF[js * CH + d], ks = sK[js * CH + d];
+          const int Zs = sZ[js * CH + d];
+          float suf = 0.0f;
+#pragma unroll
+          for (int r = 15; r >= 1; --r) {
+            if (r > s) {
+              const int ir = j0 + r;
+              const float w = sDA[ir * LDA_F + js] *
+                              (sQ[ir * CH + d] * (ks * decay(Fs, Zs, sF[ir * CH + d], sZ[ir * CH + d])));
+              suf += w;
+              dl[r] += suf;
+            }
+          }
+        }
+        sBA[I * CH + d] = blkA;
+        sBB[I * CH + d] = blkB;
+      }
     }
   }
   __syncthreads();
-  // gate gradient: chunk reverse sum plus the state terms (one thread per channel)
-  if (tid < CH) {
-    const int d = tid;
-    float acc = gamma[cb * K + d0 + d] * sHdc[d] + sKs[d];
+  if (LOCAL) {
+    // dg of the rows of block I: the state term, the blocks after (q dq_inter) and before
+    // (k dk_inter), the full off-diagonal blocks, then the row's own partial
+    float aft = 0.0f, bef = 0.0f;
+    for (int J = 3; J > I; --J) aft += sBA[J * CH + d];
+    for (int J = 0; J < I; ++J) bef += sBB[J * CH + d];
+    const float full = (I == 1) ? sX[d] + sX[CH + d] : (I == 2) ? sX[2 * CH + d] : 0.0f;
+    const float base = (gamma[cb * K + d0 + d] * sHdc[d] + aft) + (bef + full);
+#pragma unroll
+    for (int r = 0; r < 16; ++r) {
+      const int i = 16 * I + r;
+      if (i < L) {
+        const float x = base + dl[r];
+        const size_t o = ((row0 + i) * H + h) * K + d0 + d;
+        if (gate_cols == 1)
+          dgp[o] = x;
+        else
+          dg[o] = from_f<T>(x);
+      }
+    }
+  } else if (tid < CH) {
+    // gate gradient: chunk reverse sum plus the state terms (one thread per channel)
+    float acc = gamma[cb * K + d0 + tid] * sHdc[tid] + sKs[tid];
     for (int i = L - 1; i >= 0; --i) {
-      acc += sQ[i * CH + d] * sDQ[i * CH + d] - sK[i * CH + d] * sDK[i * CH + d];
-      const size_t o = ((row0 + i) * H + h) * K + d0 + d;
+      acc += sQ[i * CH + tid] * sDQ[i * CH + tid] - sK[i * CH + tid] * sDK[i * CH + tid];
+      const size_t o = ((row0 + i) * H + h) * K + d0 + tid;
       if (gate_cols == 1)
         dgp[o] = acc;
       else
@@ -626,12 +717,12 @@ __device__ void bwd_dg_reduce(const float* __restrict__ dgp, int rows, int K, T*
       float* dh0, int tf32) {                                                                     \
     bwd_state<T, K>(v, dout, h0, dht, seqs, Tlen, H, V, scale, qg, kgt, gamma, Hs, dHs, dh0, tf32); \
   }
-#define BWD_DQK(NAME, T)                                                                          \
+#define BWD_DQK(NAME, T, LOCAL)                                                                   \
   extern "C" __global__ void __launch_bounds__(256) NAME(                                         \
       const T* q, const T* k, const T* v, const T* dout, const float* g, int gate_cols,           \
       const int* chunks, int Tlen, int H, int K, int V, float scale, const T* Hs, const T* dHs,   \
       const float* gamma, T* dq, T* dk, T* dg, float* dgp, int tf32) {                            \
-    bwd_dqk<T>(q, k, v, dout, g, gate_cols, chunks, Tlen, H, K, V, scale, Hs, dHs, gamma, dq, dk, \
+    bwd_dqk<T, LOCAL>(q, k, v, dout, g, gate_cols, chunks, Tlen, H, K, V, scale, Hs, dHs, gamma, dq, dk, \
                dg, dgp, tf32);                                                                    \
   }
 #define BWD_DV(NAME, T)                                                                           \
@@ -654,9 +745,12 @@ BWD_STATE(gla_bwd_state_f16_k256, f16_t, 256)
 BWD_STATE(gla_bwd_state_f32_k64, float, 64)
 BWD_STATE(gla_bwd_state_f32_k128, float, 128)
 BWD_STATE(gla_bwd_state_f32_k256, float, 256)
-BWD_DQK(gla_bwd_dqk_bf16, bf16_t)
-BWD_DQK(gla_bwd_dqk_f16, f16_t)
-BWD_DQK(gla_bwd_dqk_f32, float)
+BWD_DQK(gla_bwd_dqk_bf16, bf16_t, false)
+BWD_DQK(gla_bwd_dqk_f16, f16_t, false)
+BWD_DQK(gla_bwd_dqk_f32, float, false)
+BWD_DQK(gla_bwd_dqk_local_bf16, bf16_t, true)
+BWD_DQK(gla_bwd_dqk_local_f16, f16_t, true)
+BWD_DQK(gla_bwd_dqk_local_f32, float, true)
 BWD_DV(gla_bwd_dv_bf16, bf16_t)
 BWD_DV(gla_bwd_dv_f16, f16_t)
 BWD_DV(gla_bwd_dv_f32, float)

@@ -23,6 +23,7 @@ use crate::kernels;
 use cudarc::driver::{
     sys, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
 };
+use gla_reference::bounds::DgForm;
 use gla_reference::rounding::RoundingPlan;
 use gla_reference::{Dims, Dtype, GateKind, Gradients, Problem, Solution};
 use ndarray::Array4;
@@ -72,6 +73,9 @@ pub const BWD_KERNELS: &[&str] = &[
     "gla_bwd_dqk_bf16",
     "gla_bwd_dqk_f16",
     "gla_bwd_dqk_f32",
+    "gla_bwd_dqk_local_bf16",
+    "gla_bwd_dqk_local_f16",
+    "gla_bwd_dqk_local_f32",
     "gla_bwd_dv_bf16",
     "gla_bwd_dv_f16",
     "gla_bwd_dv_f32",
@@ -114,6 +118,20 @@ fn module() -> Result<&'static BwdModule, GpuError> {
     })
     .as_ref()
     .map_err(|e| e.clone())
+}
+
+/// Resource usage of the backward kernels (see [`crate::kernel_report`]); empty without a GPU.
+pub(crate) fn kernel_report() -> Vec<(String, String)> {
+    let Ok(m) = module() else {
+        return Vec::new();
+    };
+    let mut v: Vec<(String, String)> = m
+        .funcs
+        .iter()
+        .map(|(n, f)| (n.to_string(), crate::device::func_report(f)))
+        .collect();
+    v.sort();
+    v
 }
 
 fn func(name: &str) -> Result<&'static CudaFunction, GpuError> {
@@ -430,9 +448,19 @@ impl DeviceBwdProblem {
         let ld = 64 + pad;
         // 2. dq, dk, dg
         {
-            let name = format!("gla_bwd_dqk_{suffix}");
+            let local = p.opts.dg_form == DgForm::Local;
+            let name = if local {
+                format!("gla_bwd_dqk_local_{suffix}")
+            } else {
+                format!("gla_bwd_dqk_{suffix}")
+            };
             let f = func(&name)?;
-            let smem = (3 * 64 * 64 + 64 * 65 + 256 + 64 + 64) * 4 + 64 * 64 + 4 * 64 * ld * es;
+            // cumsums, q, k, dA, partial sums, reset counts, staging (+ the local form's block
+            // sums and snapshots, 11 x 64 f32)
+            let smem = (3 * 64 * 64 + 64 * 65 + 256 + 64 + 64) * 4
+                + 64 * 64
+                + 4 * 64 * ld * es
+                + if local { 11 * 64 * 4 } else { 0 };
             check_smem(g, smem)?;
             let cfg = LaunchConfig {
                 grid_dim: (p.num_chunks as u32, d.h as u32, (d.k / 64) as u32),

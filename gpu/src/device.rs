@@ -22,6 +22,19 @@ pub struct DeviceInfo {
 }
 
 /// The device, its stream and every kernel function.
+/// Registers per thread, local-memory bytes per thread and static shared bytes of a kernel.
+pub(crate) fn func_report(f: &CudaFunction) -> String {
+    use sys::CUfunction_attribute_enum as A;
+    let regs = f.get_attribute(A::CU_FUNC_ATTRIBUTE_NUM_REGS).unwrap_or(-1);
+    let local = f
+        .get_attribute(A::CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES)
+        .unwrap_or(-1);
+    let shared = f
+        .get_attribute(A::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES)
+        .unwrap_or(-1);
+    format!("{regs} regs, {local} B local, {shared} B static shared")
+}
+
 pub(crate) struct Gpu {
     pub ctx: Arc<CudaContext>,
     pub stream: Arc<CudaStream>,
@@ -33,23 +46,10 @@ pub(crate) struct Gpu {
 
 impl Gpu {
     pub fn kernel_report(&self) -> Vec<(String, String)> {
-        use sys::CUfunction_attribute_enum as A;
         let mut v: Vec<(String, String)> = self
             .funcs
             .iter()
-            .map(|(n, f)| {
-                let regs = f.get_attribute(A::CU_FUNC_ATTRIBUTE_NUM_REGS).unwrap_or(-1);
-                let local = f
-                    .get_attribute(A::CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES)
-                    .unwrap_or(-1);
-                let shared = f
-                    .get_attribute(A::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES)
-                    .unwrap_or(-1);
-                (
-                    n.to_string(),
-                    format!("{regs} regs, {local} B local, {shared} B static shared"),
-                )
-            })
+            .map(|(n, f)| (n.to_string(), func_report(f)))
             .collect();
         v.sort();
         v

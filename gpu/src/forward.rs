@@ -3,6 +3,7 @@
 use crate::device::{gpu, Gpu};
 use crate::error::GpuError;
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use gla_reference::bounds::DgForm;
 use gla_reference::rounding::RoundingPlan;
 use gla_reference::{Dtype, GateKind, Problem, Solution};
 use ndarray::Array4;
@@ -29,6 +30,12 @@ pub struct GpuOptions {
     pub chunk: usize,
     /// Sub-chunk size c (only 16 is supported).
     pub sub_chunk: usize,
+    /// Gate-gradient algorithm of the backward (default [`DgForm::ReverseCumsum`], spec section
+    /// 4, judged against `M_dg`). [`DgForm::Local`] evaluates `alpha_t * rowsum(S_{t-1} * dS_t)`
+    /// chunkwise as plain sums of terms that all carry `alpha_t`: accurate relative to
+    /// `M_dg_local` also where `alpha` is tiny and the reverse sum cancels. dq, dk, dv, dh0 are
+    /// bitwise the same either way. The forward ignores it.
+    pub dg_form: DgForm,
 }
 
 impl Default for GpuOptions {
@@ -38,6 +45,7 @@ impl Default for GpuOptions {
             precision: Precision::Native,
             chunk: 64,
             sub_chunk: 16,
+            dg_form: DgForm::ReverseCumsum,
         }
     }
 }

@@ -53,7 +53,10 @@ pub fn available() -> Result<DeviceInfo, String> {
 }
 
 /// Per-kernel resource usage on the current device (registers per thread, local-memory bytes
-/// per thread, static shared bytes): `(kernel, description)`. Empty without a GPU.
+/// per thread, static shared bytes): `(kernel, description)`, forward then backward kernels
+/// (compiling the backward module if needed). Empty without a GPU.
 pub fn kernel_report() -> Vec<(String, String)> {
-    device::gpu().map(|g| g.kernel_report()).unwrap_or_default()
+    let mut v = device::gpu().map(|g| g.kernel_report()).unwrap_or_default();
+    v.extend(backward::kernel_report());
+    v
 }

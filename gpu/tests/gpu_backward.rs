@@ -10,7 +10,7 @@ mod common;
 use common::*;
 use gla_gpu::{backward_rounding_plan, GpuError, GpuOptions};
 use gla_reference::bounds::{
-    compare, magnitudes, Algorithm, BoundSpec, Report, CHUNKED, CHUNKED_BF16,
+    compare, magnitudes, Algorithm, BoundSpec, DgForm, Report, CHUNKED, CHUNKED_BF16,
 };
 use gla_reference::chunked::{self, ChunkOptions};
 use gla_reference::{recurrent, Dtype, Problem, Solution};
@@ -32,8 +32,9 @@ fn seeded(p: &Problem, dht: bool, seed: u64) -> Problem {
 
 /// The backward error model of the kernels under `o`: chunked family, C = 64, f32 accumulation,
 /// one stage per low-precision rounding point of `backward_rounding_plan` (spec 8.1), the
-/// chunked constants (CHUNKED / CHUNKED_BF16, not loosened), dg judged with M_dg (the kernels run
-/// the chunk reverse-sum form).
+/// chunked constants (CHUNKED / CHUNKED_BF16, not loosened), dg judged with the magnitude of the
+/// algorithm the kernels run (`o.dg_form`: M_dg for the chunk reverse sum, M_dg_local for the local
+/// form).
 fn bwd_bound_spec(o: &GpuOptions) -> BoundSpec {
     let stages = backward_rounding_plan(o).backward_stages();
     let c = if stages.is_empty() {
@@ -44,13 +45,14 @@ fn bwd_bound_spec(o: &GpuOptions) -> BoundSpec {
     BoundSpec::new(Algorithm::Chunked { chunk: 64 }, Dtype::F32)
         .with_stages(&stages)
         .with_constants(c)
+        .with_dg_form(o.dg_form)
 }
 
 fn twin_bwd(p: &Problem, o: &GpuOptions) -> Solution {
     let co = ChunkOptions::new(64, 16)
         .unwrap()
         .with_plan(backward_rounding_plan(o));
-    chunked::backward::<f32>(p, &co).expect("chunked twin")
+    chunked::backward_with::<f32>(p, &co, o.dg_form).expect("chunked twin")
 }
 
 fn tensor<'a>(s: &'a Solution, name: &str) -> &'a Array4<f64> {
@@ -79,7 +81,8 @@ impl BwdVerdict {
 }
 
 /// Run the GPU backward on `p` (rounded to the dtype first) and judge it against `exact`
-/// (default: the f64 recurrence) with the 8.1 bound, and against the CPU twin (2x rule; floor =
+/// (default: the f64 recurrence with the local-form dg, accurate relative to M_dg_local, so it
+/// can judge either dg algorithm) with the 8.1 bound, and against the CPU twin (2x rule; floor =
 /// one rounding of the output format at the output's size plus the f32 accumulation term of the
 /// bound with c = 1, as gpu_forward.rs).
 fn judge_bwd(
@@ -89,7 +92,9 @@ fn judge_bwd(
 ) -> (Problem, Solution, BwdVerdict) {
     let p = p.rounded_to(o.dtype).expect("rounding");
     let gpu = gla_gpu::backward(&p, o).unwrap_or_else(|e| panic!("gpu backward: {e}"));
-    let exact = exact.unwrap_or_else(|| recurrent::backward::<f64>(&p).expect("f64 recurrence"));
+    let exact = exact.unwrap_or_else(|| {
+        recurrent::backward_with::<f64>(&p, DgForm::Local).expect("f64 recurrence")
+    });
     let tw = twin_bwd(&p, o);
     let mags = magnitudes(&p);
     let spec = bwd_bound_spec(o);
@@ -115,7 +120,12 @@ fn judge_bwd(
         };
         v.gpu_err[i] = max_abs_diff(tensor(&gpu, name), ex);
         v.twin_err[i] = max_abs_diff(tensor(&tw, name), ex);
-        v.floor[i] = u * max_abs(ex) + acc * max_abs(mags.tensor(name).expect("magnitude"));
+        // the magnitude of the algorithm the kernels run (dg: M_dg or M_dg_local)
+        let mag = match (*name, o.dg_form) {
+            ("dg", DgForm::Local) => "dg_local",
+            _ => name,
+        };
+        v.floor[i] = u * max_abs(ex) + acc * max_abs(mags.tensor(mag).expect("magnitude"));
     }
     (p, gpu, v)
 }
@@ -530,4 +540,181 @@ fn unsupported_and_missing_seeds_are_typed_errors() {
         gla_gpu::backward(&p, &opts(Dtype::F64)),
         Err(GpuError::Unsupported(_))
     ));
+}
+
+/// `opts(dt)` with the local-form gate gradient.
+fn local(dt: Dtype) -> GpuOptions {
+    GpuOptions {
+        dg_form: DgForm::Local,
+        ..opts(dt)
+    }
+}
+
+#[test]
+fn local_form_dg_same_other_outputs_and_deterministic() {
+    if gpu_or_skip().is_none() {
+        return;
+    }
+    // The local form changes dg only: every other output is bitwise the reverse-sum kernels'; dg
+    // reruns are bit-identical; every element is written (outputs start as NaN).
+    for &dt in &DTYPES {
+        for scalar in [false, true] {
+            let mut s = Spec::new(2, 300, 3, 128, 128).h0();
+            if scalar {
+                s = s.scalar();
+            }
+            let p = seeded(&s.build(), true, 31).rounded_to(dt).unwrap();
+            let a = gla_gpu::backward(&p, &local(dt)).unwrap();
+            let b = gla_gpu::backward(&p, &local(dt)).unwrap();
+            let rc = gla_gpu::backward(&p, &opts(dt)).unwrap();
+            for n in NAMES {
+                let (x, y, z) = (tensor(&a, n), tensor(&b, n), tensor(&rc, n));
+                assert!(x.iter().all(|v| v.is_finite()), "{dt:?} {n}: unwritten");
+                let same = |u: &Array4<f64>, w: &Array4<f64>| {
+                    u.iter()
+                        .zip(w.iter())
+                        .all(|(p, q)| p.to_bits() == q.to_bits())
+                };
+                assert!(same(x, y), "{dt:?} {n}: local-form reruns differ");
+                if n != "dg" {
+                    assert!(
+                        same(x, z),
+                        "{dt:?} {n}: differs from the reverse-sum kernels"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn local_form_dg_within_local_bound() {
+    if gpu_or_skip().is_none() {
+        return;
+    }
+    // dg in the local form judged against M_dg_local (every other output as elsewhere), and the
+    // 2x rule against the CPU twin `chunked::backward_with(.., DgForm::Local)`.
+    let minf = f64::NEG_INFINITY;
+    let mut cases: Vec<(String, Problem)> = Vec::new();
+    for t in [64usize, 100] {
+        let p = Spec::new(1, t, 1, 64, 64)
+            .gates(GateGen::Const((1e-12f64).ln()))
+            .h0()
+            .build();
+        cases.push((format!("local F1 alpha=1e-12 T={t}"), seeded(&p, true, 41)));
+        let p = Spec::new(1, t, 1, 64, 64)
+            .gates(GateGen::Const((1e-12f64).ln()))
+            .scalar()
+            .build();
+        cases.push((
+            format!("local F1 scalar alpha=1e-12 T={t}"),
+            seeded(&p, false, 42),
+        ));
+    }
+    for (j, tau) in [16.0, 1.0, 0.1].into_iter().enumerate() {
+        let p = Spec::new(1, 200, 2, 64, 64)
+            .gates(GateGen::LogSigmoid(tau))
+            .h0()
+            .seed(50 + j as u64)
+            .build();
+        cases.push((format!("local logsigmoid/{tau}"), seeded(&p, true, 43)));
+    }
+    let p = Spec::new(1, 130, 2, 128, 256).seed(60).h0().build();
+    cases.push(("local rand k128 v256".into(), seeded(&p, true, 44)));
+    for t in [1usize, 17, 65, 129] {
+        let p = Spec::new(1, t, 1, 64, 64).seed(61 + t as u64).build();
+        cases.push((format!("local T = {t}"), seeded(&p, t % 2 == 0, 45)));
+    }
+    let spec = Spec::new(1, 150, 2, 64, 64).h0();
+    let mut g = spec.gate_array();
+    for t in [0usize, 5, 63, 64, 100] {
+        for d in 0..64 {
+            g[[0, t, 0, d]] = minf;
+        }
+    }
+    for d in (0..64).step_by(3) {
+        g[[0, 30, 1, d]] = minf;
+    }
+    cases.push((
+        "local -inf rows 0,5,63,64,100 + channels".into(),
+        seeded(&spec.build_with(g), true, 46),
+    ));
+    let mut g = spec.gate_array();
+    for t in [3usize, 16, 40, 64, 99] {
+        for d in 0..64 {
+            g[[0, t, 1, d]] = -300.0;
+        }
+    }
+    cases.push((
+        "local g = -300 rows".into(),
+        seeded(&spec.build_with(g), true, 47),
+    ));
+    let cu = [0i64, 0, 37, 37, 101, 102, 230];
+    let p = Spec::new(1, 230, 2, 64, 64).cu(&cu).h0().seed(78).build();
+    cases.push((
+        "local varlen [0,0,37,37,101,102,230]".into(),
+        seeded(&p, true, 48),
+    ));
+    let p = Spec::new(1, 230, 1, 128, 128)
+        .cu(&cu)
+        .scalar()
+        .gates(GateGen::LogSigmoid(0.1))
+        .build();
+    cases.push(("local varlen scalar strong".into(), seeded(&p, false, 49)));
+    let mut all = DTYPES.map(local).to_vec();
+    all.push(GpuOptions {
+        dg_form: DgForm::Local,
+        ..opts_tf32()
+    });
+    for (name, p) in &cases {
+        for o in &all {
+            let (_, _, v) = judge_bwd(p, o, None);
+            assert_verdict(name, o, &v);
+        }
+    }
+}
+
+#[test]
+fn sanitizer_coverage_every_backward_kernel() {
+    if gpu_or_skip().is_none() {
+        return;
+    }
+    // Every backward kernel (state for K = 64/128/256, dq/dk/dg in both dg forms, dv, the
+    // scalar-gate reduction) in every dtype, once, on small problems with a partial chunk and a
+    // -inf gate: the run that compute-sanitizer racecheck / memcheck covers in minutes (the
+    // judged tests above repeat the same kernels on many more cases). Checks finiteness.
+    let mut all = DTYPES.map(opts).to_vec();
+    all.push(opts_tf32());
+    for o in all {
+        for dg_form in [DgForm::ReverseCumsum, DgForm::Local] {
+            let o = GpuOptions { dg_form, ..o };
+            for (i, &(t, k, v, scalar)) in [
+                (100usize, 64usize, 64usize, false),
+                (70, 128, 256, true),
+                (65, 256, 64, false),
+            ]
+            .iter()
+            .enumerate()
+            {
+                let mut s = Spec::new(1, t, 2, k, v).h0().seed(90 + i as u64);
+                if scalar {
+                    s = s.scalar();
+                }
+                let mut g = s.gate_array();
+                for d in 0..g.shape()[3] {
+                    g[[0, 40, 0, d]] = f64::NEG_INFINITY;
+                }
+                let p = seeded(&s.build_with(g), true, 91)
+                    .rounded_to(o.dtype)
+                    .unwrap();
+                let r = gla_gpu::backward(&p, &o).unwrap_or_else(|e| panic!("{o:?}: {e}"));
+                for n in NAMES {
+                    assert!(
+                        tensor(&r, n).iter().all(|x| x.is_finite()),
+                        "{o:?} t{t} k{k} v{v}: {n} not finite"
+                    );
+                }
+            }
+        }
+    }
 }

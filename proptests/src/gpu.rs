@@ -6,6 +6,7 @@
 
 use crate::implementation::{unsupported, Implementation};
 use gla_gpu::GpuOptions;
+use gla_reference::bounds::DgForm;
 use gla_reference::rounding::RoundingPlan;
 use gla_reference::{Dtype, Problem, Result, Solution};
 use std::sync::OnceLock;
@@ -26,12 +27,14 @@ pub fn unavailable_reason() -> Option<String> {
     gla_gpu::available().err()
 }
 
-/// The GPU candidates (one per input dtype the kernels take).
+/// The GPU candidates: one per input dtype the kernels take (reverse-sum dg), and bf16 with the
+/// local-form dg.
 pub fn candidates() -> Vec<Implementation> {
     vec![
-        Implementation::Gpu { dtype: Dtype::Bf16 },
-        Implementation::Gpu { dtype: Dtype::F16 },
-        Implementation::Gpu { dtype: Dtype::F32 },
+        Implementation::gpu(Dtype::Bf16),
+        Implementation::gpu(Dtype::F16),
+        Implementation::gpu(Dtype::F32),
+        Implementation::gpu(Dtype::Bf16).with_local_dg(),
     ]
 }
 
@@ -49,8 +52,11 @@ pub fn check_supported(dtype: Dtype, p: &Problem) -> Result<()> {
 
 /// Run the GPU kernels: the forward, or the forward and the backward (`backward = true`; the
 /// problem must hold `do`).
-pub fn solve(dtype: Dtype, p: &Problem, backward: bool) -> Result<Solution> {
-    let o = GpuOptions::new(dtype);
+pub fn solve(dtype: Dtype, dg_form: DgForm, p: &Problem, backward: bool) -> Result<Solution> {
+    let o = GpuOptions {
+        dg_form,
+        ..GpuOptions::new(dtype)
+    };
     if backward {
         gla_gpu::backward(p, &o).map_err(unsupported)
     } else {
@@ -67,7 +73,7 @@ mod tests {
     fn twins_follow_the_gpu_plans() {
         // pure data: needs no GPU
         for d in [Dtype::Bf16, Dtype::F16, Dtype::F32] {
-            let gpu = Implementation::Gpu { dtype: d };
+            let gpu = Implementation::gpu(d);
             let twin = gpu.cpu_twin().expect("twin");
             assert_eq!(twin.plan(), gpu.plan(), "{d:?}");
             assert!(matches!(

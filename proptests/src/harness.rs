@@ -219,7 +219,8 @@ pub fn check_against_oracle_as(
                 matches!(
                     imp,
                     Implementation::Gpu {
-                        dtype: gla_reference::Dtype::Bf16 | gla_reference::Dtype::F16
+                        dtype: gla_reference::Dtype::Bf16 | gla_reference::Dtype::F16,
+                        ..
                     }
                 ),
             ) {

@@ -99,11 +99,15 @@ pub enum Implementation {
         sub_chunk: usize,
         /// Rounding plan.
         round: Round,
+        /// Gate-gradient algorithm (`chunked::backward_with`).
+        dg: DgFormKey,
     },
     /// `gla_gpu` kernels with inputs in `dtype`.
     Gpu {
         /// Input dtype of the kernels.
         dtype: Dtype,
+        /// Gate-gradient algorithm of the backward kernels (`GpuOptions::dg_form`).
+        dg: DgFormKey,
     },
 }
 
@@ -117,6 +121,14 @@ pub enum DgFormKey {
 }
 
 impl DgFormKey {
+    /// Name suffix: `""` or `"-dglocal"`.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            DgFormKey::ReverseCumsum => "",
+            DgFormKey::Local => "-dglocal",
+        }
+    }
+
     /// The bounds crate's enum.
     pub fn form(self) -> DgForm {
         match self {
@@ -151,12 +163,33 @@ impl Implementation {
             chunk,
             sub_chunk,
             round: Round::None,
+            dg: DgFormKey::ReverseCumsum,
         }
+    }
+
+    /// A GPU candidate with the reverse-sum dg.
+    pub const fn gpu(dtype: Dtype) -> Implementation {
+        Implementation::Gpu {
+            dtype,
+            dg: DgFormKey::ReverseCumsum,
+        }
+    }
+
+    /// The same candidate with the local-form dg (recurrent, chunked and GPU; others unchanged).
+    #[must_use]
+    pub fn with_local_dg(mut self) -> Implementation {
+        match &mut self {
+            Implementation::Recurrent { dg, .. }
+            | Implementation::Chunked { dg, .. }
+            | Implementation::Gpu { dg, .. } => *dg = DgFormKey::Local,
+            Implementation::Parallel { .. } => {}
+        }
+        self
     }
 
     /// Every CPU candidate, in table order: recurrent f32 / f32-local-dg / f64, parallel f32 / f64,
     /// chunked f32 and f64 at fla's (64, 16) and at a small (16, 4), chunked f32 (64, 16) with the
-    /// bf16 and the f16 kernel plan.
+    /// bf16 and the f16 kernel plan, chunked f32 (64, 16) with the local-form dg.
     ///
     /// ```
     /// use gla_proptests::Implementation;
@@ -184,13 +217,16 @@ impl Implementation {
                 chunk: 64,
                 sub_chunk: 16,
                 round: Round::Bf16,
+                dg: DgFormKey::ReverseCumsum,
             },
             Implementation::Chunked {
                 compute: F32,
                 chunk: 64,
                 sub_chunk: 16,
                 round: Round::F16,
+                dg: DgFormKey::ReverseCumsum,
             },
+            Implementation::chunked(F32, 64, 16).with_local_dg(),
         ]
     }
 
@@ -207,31 +243,27 @@ impl Implementation {
     /// `chunked-f32-C64c16-bf16`, `gpu-bf16`.
     pub fn name(&self) -> String {
         match *self {
-            Implementation::Recurrent { compute, dg } => format!(
-                "recurrent-{}{}",
-                compute.dtype(),
-                if dg == DgFormKey::Local {
-                    "-dglocal"
-                } else {
-                    ""
-                }
-            ),
+            Implementation::Recurrent { compute, dg } => {
+                format!("recurrent-{}{}", compute.dtype(), dg.suffix())
+            }
             Implementation::Parallel { compute } => format!("parallel-{}", compute.dtype()),
             Implementation::Chunked {
                 compute,
                 chunk,
                 sub_chunk,
                 round,
+                dg,
             } => format!(
-                "chunked-{}-C{chunk}c{sub_chunk}{}",
+                "chunked-{}-C{chunk}c{sub_chunk}{}{}",
                 compute.dtype(),
                 match (round, round.dtype()) {
                     (Round::Bf16Train | Round::F16Train, Some(d)) => format!("-{d}-train"),
                     (_, Some(d)) => format!("-{d}"),
                     (_, None) => String::new(),
-                }
+                },
+                dg.suffix()
             ),
-            Implementation::Gpu { dtype } => format!("gpu-{dtype}"),
+            Implementation::Gpu { dtype, dg } => format!("gpu-{dtype}{}", dg.suffix()),
         }
     }
 
@@ -264,7 +296,7 @@ impl Implementation {
             Implementation::Chunked { compute, round, .. } => {
                 round.dtype().unwrap_or(compute.dtype())
             }
-            Implementation::Gpu { dtype } => dtype,
+            Implementation::Gpu { dtype, .. } => dtype,
         }
     }
 
@@ -299,7 +331,7 @@ impl Implementation {
         if d == Dtype::F16 {
             f16_range_ok(&r)?;
         }
-        if let Implementation::Gpu { dtype } = *self {
+        if let Implementation::Gpu { dtype, .. } = *self {
             crate::gpu::check_supported(dtype, &r)?;
         }
         Ok(r)
@@ -325,7 +357,7 @@ impl Implementation {
     pub fn plan(&self) -> RoundingPlan {
         match *self {
             Implementation::Chunked { round, .. } => round.plan(),
-            Implementation::Gpu { dtype } => crate::gpu::plan(dtype),
+            Implementation::Gpu { dtype, .. } => crate::gpu::plan(dtype),
             _ => RoundingPlan::none(),
         }
     }
@@ -333,7 +365,7 @@ impl Implementation {
     /// The CPU twin of a GPU candidate (the chunked f32 form with the same plan).
     pub fn cpu_twin(&self) -> Option<Implementation> {
         match *self {
-            Implementation::Gpu { dtype } => Some(Implementation::Chunked {
+            Implementation::Gpu { dtype, dg } => Some(Implementation::Chunked {
                 compute: Compute::F32,
                 chunk: 64,
                 sub_chunk: 16,
@@ -342,6 +374,7 @@ impl Implementation {
                     Dtype::F16 => Round::F16Train,
                     _ => Round::None,
                 },
+                dg,
                 // (the GPU's f32 path rounds nothing: its twin is the plain chunked f32 form)
             }),
             _ => None,
@@ -384,16 +417,16 @@ pub fn solve(imp: &Implementation, p: &Problem, backward: bool) -> Result<Soluti
             (Compute::F32, true) => parallel::backward::<f32>(p),
             (Compute::F64, true) => parallel::backward::<f64>(p),
         },
-        Implementation::Chunked { compute, .. } => {
+        Implementation::Chunked { compute, dg, .. } => {
             let o = imp.chunk_options().expect("chunked");
             match (compute, backward) {
                 (Compute::F32, false) => chunked::forward::<f32>(p, &o),
                 (Compute::F64, false) => chunked::forward::<f64>(p, &o),
-                (Compute::F32, true) => chunked::backward::<f32>(p, &o),
-                (Compute::F64, true) => chunked::backward::<f64>(p, &o),
+                (Compute::F32, true) => chunked::backward_with::<f32>(p, &o, dg.form()),
+                (Compute::F64, true) => chunked::backward_with::<f64>(p, &o, dg.form()),
             }
         }
-        Implementation::Gpu { dtype } => crate::gpu::solve(dtype, p, backward),
+        Implementation::Gpu { dtype, dg } => crate::gpu::solve(dtype, dg.form(), p, backward),
     }
 }
 
@@ -429,16 +462,10 @@ fn spec_with_stages(imp: &Implementation, stages: Vec<Dtype>) -> BoundSpec {
         Implementation::Parallel { compute } => {
             (Algorithm::Parallel, compute.dtype(), DgForm::ReverseCumsum)
         }
-        Implementation::Chunked { compute, chunk, .. } => (
-            Algorithm::Chunked { chunk },
-            compute.dtype(),
-            DgForm::ReverseCumsum,
-        ),
-        Implementation::Gpu { .. } => (
-            Algorithm::Chunked { chunk: 64 },
-            Dtype::F32,
-            DgForm::ReverseCumsum,
-        ),
+        Implementation::Chunked {
+            compute, chunk, dg, ..
+        } => (Algorithm::Chunked { chunk }, compute.dtype(), dg.form()),
+        Implementation::Gpu { dg, .. } => (Algorithm::Chunked { chunk: 64 }, Dtype::F32, dg.form()),
     };
     BoundSpec::new(alg, acc)
         .with_stages(&stages)

@@ -692,8 +692,13 @@ pub fn pow2_scaling_exact(ctx: &Ctx, name: &'static str, cases: u32) -> PropOutc
                     round: Round::F16 | Round::F16Train,
                     ..
                 }
-            ) || matches!(imp, Implementation::Gpu { dtype: Dtype::F16 })
-            {
+            ) || matches!(
+                imp,
+                Implementation::Gpu {
+                    dtype: Dtype::F16,
+                    ..
+                }
+            ) {
                 continue;
             }
             let a = gla(solve(imp, &p, imp.supports_backward()), &imp.name())?;

@@ -1,7 +1,8 @@
 //! Benchmarks of the chunked and parallel forms (issue 3).
 //!
-//! - chunked f32 forward + backward (`chunked::backward`), B=1, H=8, T=4096, K=V=128, against
-//!   the recurrent f32 reference on the same input (target: >= 5x faster);
+//! - chunked f32 forward + backward (`chunked::backward`, and `backward_with` with the local-form
+//!   dg), B=1, H=8, T=4096, K=V=128, against the recurrent f32 reference on the same input
+//!   (target: >= 5x faster);
 //! - the machine's f32 matrix-product rate (ndarray `dot`, 512x512x512) measured here, and the
 //!   chunked form's GFLOP/s as a fraction of it;
 //! - the parallel form at T=1024 (criterion) and T=4096 (one timed run: it is O(T^2 K)).
@@ -14,7 +15,7 @@
 
 use criterion::{criterion_group, Criterion, Throughput};
 use gla_reference::chunked::{self, ChunkOptions};
-use gla_reference::{parallel, recurrent, Dtype, Gates, Problem};
+use gla_reference::{parallel, recurrent, DgForm, Dtype, Gates, Problem};
 use ndarray::{Array2, Array4};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -125,6 +126,9 @@ fn benches(c: &mut Criterion) {
     g.bench_function("chunked f32 fwd+bwd (elements = flops)", |bch| {
         bch.iter(|| black_box(chunked::backward::<f32>(&p, &opts).unwrap()))
     });
+    g.bench_function("chunked f32 fwd+bwd, local dg", |bch| {
+        bch.iter(|| black_box(chunked::backward_with::<f32>(&p, &opts, DgForm::Local).unwrap()))
+    });
     g.bench_function("chunked f32 fwd", |bch| {
         bch.iter(|| black_box(chunked::forward::<f32>(&p, &opts).unwrap()))
     });
@@ -175,6 +179,11 @@ fn quick(n: usize) {
     let (wc, cc) = row("chunked f32 fwd+bwd", &mut || {
         drop(black_box(chunked::backward::<f32>(&p, &opts).unwrap()))
     });
+    let (wl, cl) = row("chunked f32 fwd+bwd, local dg", &mut || {
+        drop(black_box(
+            chunked::backward_with::<f32>(&p, &opts, DgForm::Local).unwrap(),
+        ))
+    });
     row("chunked f32 fwd", &mut || {
         drop(black_box(chunked::forward::<f32>(&p, &opts).unwrap()))
     });
@@ -182,6 +191,11 @@ fn quick(n: usize) {
         drop(black_box(recurrent::backward::<f32>(&p).unwrap()))
     });
     println!("chunked fwd+bwd: {flops:.2} GFLOP, {:.1} GFLOP/s wall, {:.1} GFLOP/CPU-s ({:.0}% of the GEMM's GFLOP/CPU-s)", flops / wc, flops / cc, 100.0 * (flops / cc) / (gflop / cg));
+    println!(
+        "local-form dg costs {:+.1}% wall, {:+.1}% CPU over the reverse cumsum",
+        100.0 * (wl / wc - 1.0),
+        100.0 * (cl / cc - 1.0)
+    );
     println!(
         "speed-up vs recurrent: {:.2}x wall, {:.2}x CPU",
         wr / wc,
@@ -208,6 +222,10 @@ fn summary() {
             match only.as_str() {
                 "chunked" => drop(black_box(
                     chunked::backward::<f32>(&p, &ChunkOptions::default()).unwrap(),
+                )),
+                "chunked_local" => drop(black_box(
+                    chunked::backward_with::<f32>(&p, &ChunkOptions::default(), DgForm::Local)
+                        .unwrap(),
                 )),
                 "chunked_fwd" => drop(black_box(
                     chunked::forward::<f32>(&p, &ChunkOptions::default()).unwrap(),

@@ -9,11 +9,16 @@
 //!
 //! Larger sizes (T = 16384 for g = 0, a 20-seed sweep at T ~ 1500-2200, K = 33, V = 21):
 //! `GLA_DEEP=1 cargo test -p gla-reference --release --test chunked -- --include-ignored`.
-//! Calibration of the constants (prints the evidence quoted in bounds/constants.rs):
-//! `cargo test -p gla-reference --release --test chunked -- --ignored --nocapture calibrate`.
+//! Calibration of the constants (prints the evidence quoted in bounds/constants.rs; `CAL_SEEDS`
+//! sets the seeds per regime of the local-form dg's adversarial sweep, default 200):
+//! `CAL_SEEDS=3000 cargo test -p gla-reference --release --test chunked -- --ignored --nocapture calibrate`.
+//!
+//! The local-form gate gradient (`backward_with(.., DgForm::Local)`) is judged against
+//! `M_dg_local` with the f64 recurrence's local dg as the truth (tests `dg_local_*`).
 
 use gla_reference::bounds::{
-    compare, magnitudes, Algorithm, BoundSpec, Report, CHUNKED, CHUNKED_BF16,
+    compare, magnitudes, Algorithm, BoundSpec, DgForm, Magnitudes, Report, CHUNKED, CHUNKED_BF16,
+    RECURRENT,
 };
 use gla_reference::chunked::{self, ChunkOptions};
 use gla_reference::rounding::RoundingPlan;
@@ -509,6 +514,309 @@ fn deep_random_sweep() {
 }
 
 // ------------------------------------------------------------------------------------------------
+// The local-form gate gradient (backward_with(.., DgForm::Local)), judged against M_dg_local
+// ------------------------------------------------------------------------------------------------
+
+/// The truth for the local form: the f64 recurrence with the local dg (its error is relative to
+/// M_dg_local, ~2^-29 of the f32 bound; the f64 reverse cumsum's is relative to M_dg, which can
+/// be 1e14 times larger).
+fn truth_local(p: &Problem) -> Solution {
+    recurrent::backward_with::<f64>(p, DgForm::Local).unwrap()
+}
+
+/// The spec judging `backward_with(.., Local)` in compute type `acc` (f32: the chunked family's
+/// constants; f64: the chunked plus the recurrent constant, since the f64 truth's own error is of
+/// the same size as the candidate's), with the plan's stages when it rounds.
+fn spec_local(opts: &ChunkOptions, acc: Dtype) -> BoundSpec {
+    let s = if acc == Dtype::F64 {
+        let mut c = CHUNKED;
+        for (x, r) in [
+            (&mut c.o, RECURRENT.o),
+            (&mut c.ht, RECURRENT.ht),
+            (&mut c.dq, RECURRENT.dq),
+            (&mut c.dk, RECURRENT.dk),
+            (&mut c.dv, RECURRENT.dv),
+            (&mut c.dh0, RECURRENT.dh0),
+            (&mut c.dg_local, RECURRENT.dg_local),
+        ] {
+            *x += r;
+        }
+        BoundSpec::new(Algorithm::Chunked { chunk: opts.chunk }, Dtype::F64).with_constants(c)
+    } else {
+        spec_plan_or(opts, !opts.plan.is_none(), true)
+    };
+    s.with_dg_form(DgForm::Local)
+}
+
+/// Run `backward_with(.., Local)` in f32 and f64 (f64 only without a rounding plan), judge every
+/// output (dg against M_dg_local), check that everything but dg is bitwise `backward`'s, and
+/// return the f32 report.
+fn check_local_with(
+    p: &Problem,
+    exact: &Solution,
+    mags: &Magnitudes,
+    opts: &ChunkOptions,
+    what: &str,
+) -> Report {
+    let loc = chunked::backward_with::<f32>(p, opts, DgForm::Local).unwrap();
+    let rc = chunked::backward::<f32>(p, opts).unwrap();
+    let (gl, gr) = (loc.grads.as_ref().unwrap(), rc.grads.as_ref().unwrap());
+    assert!(
+        loc.o == rc.o
+            && loc.ht == rc.ht
+            && gl.dq == gr.dq
+            && gl.dk == gr.dk
+            && gl.dv == gr.dv
+            && gl.dh0 == gr.dh0,
+        "{what}: the local form changed an output other than dg"
+    );
+    let rep = compare(p, exact, mags, &loc, &spec_local(opts, Dtype::F32)).unwrap();
+    assert!(rep.pass(), "{what}: local-form f32 backward failed\n{rep}");
+    if opts.plan.is_none() {
+        let l64 = chunked::backward_with::<f64>(p, opts, DgForm::Local).unwrap();
+        let r64 = compare(p, exact, mags, &l64, &spec_local(opts, Dtype::F64)).unwrap();
+        assert!(r64.pass(), "{what}: local-form f64 backward failed\n{r64}");
+    }
+    rep
+}
+
+/// [`check_local_with`] with both chunkings (64, 16) and (16, 4).
+fn check_local(p: &Problem, what: &str) -> Vec<Report> {
+    let (exact, mags) = (truth_local(p), magnitudes(p));
+    [ChunkOptions::default(), small(16, 4)]
+        .iter()
+        .map(|o| {
+            let w = format!("{what}, C={} c={}", o.chunk, o.sub_chunk);
+            check_local_with(p, &exact, &mags, o, &w)
+        })
+        .collect()
+}
+
+/// dg (per channel) is exactly 0 wherever the gate is -inf (alpha = 0 times a finite sum).
+fn assert_dg_zero_at_resets(p: &Problem, s: &Solution, what: &str) {
+    let dg = &s.grads.as_ref().unwrap().dg;
+    let g = p.g();
+    let mut n = 0;
+    for (idx, &x) in g.indexed_iter() {
+        if x == f64::NEG_INFINITY {
+            assert_eq!(dg[idx], 0.0, "{what}: dg at a -inf gate {idx:?}");
+            n += 1;
+        }
+    }
+    assert!(n > 0, "{what}: no -inf gate");
+}
+
+#[test]
+fn dg_local_mild_and_strong_gates() {
+    for (i, tau) in [16.0, 1.0].into_iter().enumerate() {
+        let p = make(200 + i as u64, &shape(150, 12, 10), &logsig(tau));
+        check_local(&p, &format!("tau={tau}"));
+    }
+    for scalar in [false, true] {
+        let s = Shape {
+            scalar,
+            ..shape(200, 9, 7)
+        };
+        let p = make(205, &s, &|r, _, _| -30.0 * r.gen::<f64>());
+        check_local(&p, &format!("U(-30,0) scalar={scalar}"));
+    }
+}
+
+#[test]
+fn dg_local_tiny_alpha_beats_the_reverse_cumsum() {
+    // alpha = 1e-12 in every channel (F1): the reverse cumsum's dg cancels (its error is relative
+    // to M_dg, ~1e12 x M_dg_local here); the local form's is relative to M_dg_local.
+    let g12 = (1e-12f64).ln();
+    for scalar in [false, true] {
+        let s = Shape {
+            scalar,
+            ..shape(130, 8, 6)
+        };
+        let p = make(210, &s, &move |_, _, _| g12);
+        let (exact, mags) = (truth_local(&p), magnitudes(&p));
+        for opts in [ChunkOptions::default(), small(16, 4)] {
+            let what = format!(
+                "alpha=1e-12 scalar={scalar} C={} c={}",
+                opts.chunk, opts.sub_chunk
+            );
+            let rep = check_local_with(&p, &exact, &mags, &opts, &what);
+            let loc = rep.tensor("dg").unwrap();
+            let rc = chunked::backward::<f32>(&p, &opts).unwrap();
+            let spec = spec_local(&opts, Dtype::F32);
+            let rrc = compare(&p, &exact, &mags, &rc, &spec).unwrap();
+            let rcd = rrc.tensor("dg").unwrap();
+            eprintln!(
+                "{what}: dg ratio vs M_dg_local: local {:.3e}, reverse cumsum {:.3e} (bound {:.3e}); \
+                 vs M_dg: local {:.3e}, reverse cumsum {:.3e}",
+                loc.ratio,
+                rcd.ratio,
+                loc.bound,
+                loc.dg.unwrap().reverse_cumsum,
+                rcd.dg.unwrap().reverse_cumsum
+            );
+            assert!(loc.pass && loc.ratio <= loc.bound, "{what}\n{rep}");
+            // The magnitude matters: the reverse cumsum is far outside the local bound.
+            assert!(
+                rcd.ratio > 1e3 * rcd.bound,
+                "{what}: the reverse cumsum unexpectedly accurate\n{rrc}"
+            );
+        }
+    }
+}
+
+#[test]
+fn dg_local_isolated_huge_gates() {
+    let rows = [0usize, 15, 16, 17, 63, 64, 100];
+    let p = make(220, &shape(130, 8, 6), &move |r, t, _| {
+        if rows.contains(&t) {
+            -300.0
+        } else {
+            logsigmoid(randn(r)) / 8.0
+        }
+    });
+    check_local(&p, "isolated -300");
+}
+
+#[test]
+fn dg_local_minus_inf_gates() {
+    let cases: Vec<(&str, Vec<usize>)> = vec![
+        ("chunk starts", vec![0, 16, 32, 64, 96]),
+        ("chunk ends", vec![15, 31, 63, 95, 99]),
+        ("mid-chunk", vec![5, 13, 22, 50, 70]),
+        ("several in one chunk", vec![33, 35, 36, 41, 48, 62]),
+    ];
+    for (name, rows) in &cases {
+        for scalar in [false, true] {
+            let s = Shape {
+                scalar,
+                ..shape(100, 6, 5)
+            };
+            let chan = if scalar {
+                |_| true
+            } else {
+                |d: usize| d % 2 == 0
+            };
+            let p = make(230, &s, &with_resets(rows.clone(), chan, 1.0));
+            let what = format!("-inf at {name}, scalar={scalar}");
+            check_local(&p, &what);
+            for opts in [ChunkOptions::default(), small(16, 4)] {
+                for s in [
+                    chunked::backward_with::<f32>(&p, &opts, DgForm::Local).unwrap(),
+                    chunked::backward_with::<f64>(&p, &opts, DgForm::Local).unwrap(),
+                ] {
+                    assert!(all_finite(&s), "{what}");
+                    if !scalar {
+                        assert_dg_zero_at_resets(&p, &s, &what);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn dg_local_sequence_lengths_and_varlen() {
+    for t in [1usize, 15, 16, 17, 63, 64, 65, 1000] {
+        let scalar = t % 2 == 1;
+        let s = Shape {
+            scalar,
+            ..shape(t, 7, 5)
+        };
+        let p = make(240 + t as u64, &s, &logsig(1.0));
+        check_local(&p, &format!("T={t} scalar={scalar}"));
+    }
+    let cu = vec![0i64, 0, 1, 70, 70, 135, 136];
+    for scalar in [false, true] {
+        let s = Shape {
+            scalar,
+            cu: Some(cu.clone()),
+            ..shape(136, 6, 4)
+        };
+        let p = make(250, &s, &logsig(1.0));
+        check_local(&p, &format!("varlen scalar={scalar}"));
+    }
+    // No h0 / dhT (their terms vanish).
+    let s = Shape {
+        h0: false,
+        dht: false,
+        ..shape(77, 5, 3)
+    };
+    check_local(&make(251, &s, &logsig(4.0)), "no h0, no dht");
+}
+
+#[test]
+fn dg_local_bf16_kernel_plan() {
+    let plans = [
+        ("kernel_default", RoundingPlan::kernel_default(Dtype::Bf16)),
+        (
+            "everything",
+            RoundingPlan::kernel_default(Dtype::Bf16)
+                .offdiag_q(Some(Dtype::Bf16))
+                .offdiag_k(Some(Dtype::Bf16))
+                .diag(Some(Dtype::Bf16))
+                .do_(Some(Dtype::Bf16))
+                .bwd_state(Some(Dtype::Bf16))
+                .dstate(Some(Dtype::Bf16))
+                .da(Some(Dtype::Bf16)),
+        ),
+    ];
+    let g12 = (1e-12f64).ln();
+    let gates: [(&str, BoxedGate); 3] = [
+        ("tau=1", Box::new(logsig(1.0))),
+        ("alpha=1e-12", Box::new(move |_: &mut ChaCha8Rng, _, _| g12)),
+        (
+            "-inf",
+            Box::new(with_resets(vec![0, 15, 31, 32, 50], |_| true, 1.0)),
+        ),
+    ];
+    for (gi, (gname, gate)) in gates.iter().enumerate() {
+        let p = make(260 + gi as u64, &shape(100, 8, 8), gate.as_ref())
+            .rounded_to(Dtype::Bf16)
+            .unwrap();
+        let (exact, mags) = (truth_local(&p), magnitudes(&p));
+        for (pname, plan) in plans {
+            for opts in [ChunkOptions::default(), small(16, 4)] {
+                let o = opts.with_plan(plan);
+                let what = format!("{pname} {gname} C={}", o.chunk);
+                check_local_with(&p, &exact, &mags, &o, &what);
+            }
+        }
+    }
+}
+
+#[test]
+fn dg_local_agrees_with_reverse_cumsum_on_mild_gates() {
+    // Both algorithms compute the same dg: on a mild problem they agree within the sum of their
+    // bounds, elementwise: (b_loc unit M_dg_local + eta_loc) + (b_rc unit M_dg + eta_rc).
+    let p = make(270, &shape(150, 12, 10), &logsig(16.0));
+    let mags = magnitudes(&p);
+    for opts in [ChunkOptions::default(), small(16, 4)] {
+        let loc = chunked::backward_with::<f32>(&p, &opts, DgForm::Local).unwrap();
+        let rc = chunked::backward::<f32>(&p, &opts).unwrap();
+        let (a, b) = (&loc.grads.unwrap().dg, &rc.grads.unwrap().dg);
+        let sl = spec_local(&opts, Dtype::F32);
+        let sr = spec_f32(&opts);
+        let unit = sl.u_stages() + sl.u_acc();
+        let (bl, br) = (sl.bound(&p, "dg").unwrap(), sr.bound(&p, "dg").unwrap());
+        let (el, er) = (sl.eta(&p, "dg_local").unwrap(), sr.eta(&p, "dg").unwrap());
+        let (ml, mr) = (mags.dg_local.as_ref().unwrap(), mags.dg.as_ref().unwrap());
+        let mut worst = 0.0f64;
+        let mut differ = 0;
+        for ((idx, &x), &y) in a.indexed_iter().zip(b.iter()) {
+            let tol = bl * unit * ml[idx] + el + br * unit * mr[idx] + er;
+            worst = worst.max((x - y).abs() / tol);
+            differ += (x != y) as usize;
+        }
+        eprintln!(
+            "C={}: max |dg_local - dg_rc| / (sum of bounds) = {worst:.3e}",
+            opts.chunk
+        );
+        assert!(worst <= 1.0, "C={}: forms disagree ({worst})", opts.chunk);
+        assert!(differ > 0, "the two forms are the same computation");
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
 // Calibration (prints the evidence for bounds::CHUNKED / CHUNKED_BF16)
 // ------------------------------------------------------------------------------------------------
 
@@ -530,6 +838,8 @@ fn c_needed(rep: &Report) -> Vec<(String, f64)> {
 fn calibrate() {
     let mut worst_f32: std::collections::BTreeMap<String, f64> = Default::default();
     let mut worst_bf: std::collections::BTreeMap<String, f64> = Default::default();
+    // The local-form dg per regime: (regime, "f32 c" | "f64 c" | "bf16 ratio") -> max.
+    let mut local_rows: std::collections::BTreeMap<(String, &str), f64> = Default::default();
     let regimes: Vec<(&str, BoxedGate)> = vec![
         ("tau64", Box::new(logsig(64.0))),
         ("tau16", Box::new(logsig(16.0))),
@@ -583,8 +893,53 @@ fn calibrate() {
                 };
                 let p = make(500 + si as u64 * 7 + scalar as u64, &s, gate.as_ref());
                 let exact = truth(&p);
+                let exact_l = truth_local(&p);
                 let mags = magnitudes(&p);
-                for opts in [ChunkOptions::default(), small(32, 8)] {
+                for opts in [ChunkOptions::default(), small(32, 8), small(16, 4)] {
+                    // The local-form dg (backward_with(.., Local)) against M_dg_local, f32 and
+                    // f64 compute (f64: c_needed against the f64 recurrence, whose own error
+                    // is included).
+                    for acc in [Dtype::F32, Dtype::F64] {
+                        let c = if acc == Dtype::F32 {
+                            chunked::backward_with::<f32>(&p, &opts, DgForm::Local).unwrap()
+                        } else {
+                            chunked::backward_with::<f64>(&p, &opts, DgForm::Local).unwrap()
+                        };
+                        let spec = BoundSpec::new(Algorithm::Chunked { chunk: opts.chunk }, acc)
+                            .with_constants(CHUNKED)
+                            .with_dg_form(DgForm::Local);
+                        let rep = compare(&p, &exact_l, &mags, &c, &spec).unwrap();
+                        let (_, need) =
+                            c_needed(&rep).into_iter().find(|(n, _)| n == "dg").unwrap();
+                        let kind = if acc == Dtype::F32 { "f32 c" } else { "f64 c" };
+                        let e = local_rows.entry((rname.to_string(), kind)).or_default();
+                        *e = e.max(need);
+                        let key = format!("dg_local {acc:?}");
+                        let w = worst_f32.entry(key.clone()).or_default();
+                        if need > *w {
+                            *w = need;
+                            eprintln!("{key} {rname:<12} T={t} K={k} V={v} scalar={scalar} C={} c={}: c={need:.4} (lambda {:.1})", opts.chunk, opts.sub_chunk, rep.tensor("dg").unwrap().lambda);
+                        }
+                    }
+                    if opts.chunk == 16 {
+                        let pb = p.rounded_to(Dtype::Bf16).unwrap();
+                        let ob = opts.with_plan(RoundingPlan::kernel_default(Dtype::Bf16));
+                        let c = chunked::backward_with::<f32>(&pb, &ob, DgForm::Local).unwrap();
+                        let spec = spec_plan(&ob, true).with_dg_form(DgForm::Local);
+                        let rep =
+                            compare(&pb, &truth_local(&pb), &magnitudes(&pb), &c, &spec).unwrap();
+                        let tr = rep.tensor("dg").unwrap();
+                        let e = local_rows
+                            .entry((rname.to_string(), "bf16 ratio"))
+                            .or_default();
+                        *e = e.max(tr.ratio);
+                        let w = worst_bf.entry("dg_local".into()).or_default();
+                        if tr.ratio > *w {
+                            *w = tr.ratio;
+                            eprintln!("bf16 {rname:<12} T={t} K={k} V={v} scalar={scalar} C=16 dg_local: ratio={:.4} (bound {:.3})", tr.ratio, tr.bound);
+                        }
+                        continue;
+                    }
                     let c = chunked::backward::<f32>(&p, &opts).unwrap();
                     let rep = compare(&p, &exact, &mags, &c, &spec_f32(&opts)).unwrap();
                     for (n, need) in c_needed(&rep) {
@@ -600,6 +955,19 @@ fn calibrate() {
                     let ob = opts.with_plan(RoundingPlan::kernel_default(Dtype::Bf16));
                     let c = chunked::backward::<f32>(&pb, &ob).unwrap();
                     let rep = compare(&pb, &exact_b, &mags_b, &c, &spec_plan(&ob, true)).unwrap();
+                    let cl = chunked::backward_with::<f32>(&pb, &ob, DgForm::Local).unwrap();
+                    let spec_l = spec_plan(&ob, true).with_dg_form(DgForm::Local);
+                    let rl = compare(&pb, &truth_local(&pb), &mags_b, &cl, &spec_l).unwrap();
+                    let tl = rl.tensor("dg").unwrap();
+                    let e = local_rows
+                        .entry((rname.to_string(), "bf16 ratio"))
+                        .or_default();
+                    *e = e.max(tl.ratio);
+                    let w = worst_bf.entry("dg_local".into()).or_default();
+                    if tl.ratio > *w {
+                        *w = tl.ratio;
+                        eprintln!("bf16 {rname:<12} T={t} K={k} V={v} scalar={scalar} C={} dg_local: ratio={:.4} (bound {:.3})", opts.chunk, tl.ratio, tl.bound);
+                    }
                     for tr in &rep.tensors {
                         let w = worst_bf.entry(tr.name.clone()).or_default();
                         // For the bf16 family record the ratio to (sum u_s + u_acc) M.
@@ -612,6 +980,209 @@ fn calibrate() {
             }
         }
     }
+    adversarial_dg_local(&mut local_rows);
     eprintln!("f32 worst c: {worst_f32:?}");
     eprintln!("bf16 worst ratio: {worst_bf:?}");
+    eprintln!("local-form dg per regime (c_needed f32 / f64, bf16 ratio to (sum u_s + u_acc) M):");
+    let mut last = String::new();
+    for ((r, kind), x) in &local_rows {
+        if *r != last {
+            eprint!("\n  {r:<28}");
+            last = r.clone();
+        }
+        eprint!(" {kind} {x:.4}");
+    }
+    eprintln!();
+}
+
+/// Value regimes of the adversarial sweep (as in gla-proptests): signed normal; wide range
+/// (sign * 2^U(-12, 12)); cancellation (rows in pairs, k equal, v and do opposite plus 2^-10 noise).
+#[derive(Clone, Copy, Debug)]
+enum Values {
+    Normal,
+    Wide,
+    Cancel,
+}
+
+fn adv_value(r: &mut ChaCha8Rng, vals: Values) -> f64 {
+    match vals {
+        Values::Wide => {
+            let s = if r.gen::<bool>() { 1.0 } else { -1.0 };
+            s * 2f64.powf(r.gen_range(-12.0..12.0))
+        }
+        _ => randn(r),
+    }
+}
+
+/// A small adversarial problem: gates from `gate` (then isolated -300 / -inf rows when asked),
+/// values from `vals`, rounded to f32.
+#[allow(clippy::too_many_arguments)]
+fn adv_problem(
+    seed: u64,
+    (t, k, v): (usize, usize, usize),
+    scalar: bool,
+    states: (bool, bool),
+    vals: Values,
+    gate: &dyn Fn(&mut ChaCha8Rng) -> f64,
+    special: Option<f64>,
+) -> Problem {
+    use ndarray::Array3;
+    let mut r = <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(seed);
+    let h = 1;
+    let fill = |w: usize, sign: Option<f64>, r: &mut ChaCha8Rng| {
+        let mut a = Array4::from_shape_fn((1, t, h, w), |_| adv_value(r, vals));
+        if let (Values::Cancel, Some(sg)) = (vals, sign) {
+            for ti in (1..t).step_by(2) {
+                for d in 0..w {
+                    a[[0, ti, 0, d]] = sg * a[[0, ti - 1, 0, d]] + randn(r) * 2f64.powi(-10);
+                }
+            }
+        }
+        a
+    };
+    let q = fill(k, None, &mut r);
+    let kk = fill(k, Some(1.0), &mut r);
+    let vv = fill(v, Some(-1.0), &mut r);
+    let do_ = fill(v, Some(-1.0), &mut r);
+    let kg = if scalar { 1 } else { k };
+    let mut g = Array4::from_shape_fn((1, t, h, kg), |_| gate(&mut r));
+    if let Some(x) = special {
+        let cands = [0usize, 3, 4, 15, 16, 17, 63, 64, r.gen_range(0..t)];
+        for _ in 0..r.gen_range(1..=3) {
+            let row = cands[r.gen_range(0..cands.len())].min(t - 1);
+            let all = r.gen::<bool>();
+            let ch = r.gen_range(0..kg);
+            for d in 0..kg {
+                if all || d == ch {
+                    g[[0, row, 0, d]] = x;
+                }
+            }
+        }
+    }
+    let gates = if scalar {
+        Gates::Scalar(Array3::from_shape_fn((1, t, h), |(_, ti, hi)| {
+            g[[0, ti, hi, 0]]
+        }))
+    } else {
+        Gates::PerChannel(g)
+    };
+    let mut b = Problem::builder(q, kk, vv, gates).do_(do_);
+    if states.0 {
+        b = b.h0(Array4::from_shape_fn((1, h, k, v), |_| randn(&mut r)));
+    }
+    if states.1 {
+        b = b.dht(Array4::from_shape_fn((1, h, k, v), |_| randn(&mut r)));
+    }
+    b.build().unwrap().rounded_to(Dtype::F32).unwrap()
+}
+
+/// Many small random problems in the regimes that pushed the log-space families' constants up
+/// (isolated huge gates with more rows in the chunk, wide-range values, small chunkings):
+/// `CAL_SEEDS` (default 200) seeds per (gate regime, value regime). Records the local-form dg's
+/// c_needed (f32, f64) and bf16 ratio per gate regime, and the largest dq/dk c_needed of the
+/// same runs for context.
+fn adversarial_dg_local(rows: &mut std::collections::BTreeMap<(String, &str), f64>) {
+    let seeds: u64 = std::env::var("CAL_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    type G = Box<dyn Fn(&mut ChaCha8Rng) -> f64>;
+    let gates: Vec<(&str, G, Option<f64>)> = vec![
+        (
+            "adv isolated -300",
+            Box::new(|r| logsigmoid(randn(r)) / 16.0),
+            Some(-300.0),
+        ),
+        (
+            "adv isolated -inf",
+            Box::new(|r| logsigmoid(randn(r)) / 16.0),
+            Some(f64::NEG_INFINITY),
+        ),
+        (
+            "adv mixed extremes",
+            Box::new(|r| match r.gen_range(0..7) {
+                0 => 0.0,
+                1 => logsigmoid(randn(r)) / 16.0,
+                2 => -1.0,
+                3 => -30.0,
+                4 => -300.0,
+                5 => (1e-12f64).ln(),
+                _ => f64::NEG_INFINITY,
+            }),
+            None,
+        ),
+        (
+            "adv strong (to -30)",
+            Box::new(|r| (logsigmoid(randn(r)) / 0.1).max(-30.0)),
+            None,
+        ),
+        (
+            "adv tiny alpha ~1e-12",
+            Box::new(|r| (1e-12 * r.gen_range(0.5..2.0f64)).ln()),
+            None,
+        ),
+        ("adv -U(6,12)", Box::new(|r| -r.gen_range(6.0..12.0)), None),
+    ];
+    let mut ctx: std::collections::BTreeMap<String, (f64, String)> = Default::default();
+    for (gi, (gname, gate, special)) in gates.iter().enumerate() {
+        for (vi, vals) in [Values::Normal, Values::Wide, Values::Cancel]
+            .into_iter()
+            .enumerate()
+        {
+            let key = format!("{gname} {vals:?}");
+            for seed in 0..seeds {
+                let mut r = <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(
+                    seed * 1000 + gi as u64 * 10 + vi as u64,
+                );
+                let dims = (r.gen_range(1..=80), r.gen_range(1..=16), r.gen_range(1..=8));
+                let scalar = r.gen_range(0..4) == 0;
+                let states = (r.gen::<bool>(), r.gen::<bool>());
+                let p = adv_problem(r.gen(), dims, scalar, states, vals, gate.as_ref(), *special);
+                let exact = truth_local(&p);
+                let mags = magnitudes(&p);
+                for opts in [ChunkOptions::default(), small(32, 8), small(16, 4)] {
+                    for acc in [Dtype::F32, Dtype::F64] {
+                        let c = if acc == Dtype::F32 {
+                            chunked::backward_with::<f32>(&p, &opts, DgForm::Local).unwrap()
+                        } else {
+                            chunked::backward_with::<f64>(&p, &opts, DgForm::Local).unwrap()
+                        };
+                        let spec = BoundSpec::new(Algorithm::Chunked { chunk: opts.chunk }, acc)
+                            .with_constants(CHUNKED)
+                            .with_dg_form(DgForm::Local);
+                        let rep = compare(&p, &exact, &mags, &c, &spec).unwrap();
+                        assert!(
+                            rep.tensors.iter().all(|t| t.candidate_nonfinite == 0),
+                            "{key} seed {seed}: non-finite\n{rep}"
+                        );
+                        let kind = if acc == Dtype::F32 { "f32 c" } else { "f64 c" };
+                        for (n, need) in c_needed(&rep) {
+                            if n == "dg" {
+                                let e = rows.entry((key.clone(), kind)).or_default();
+                                if need > *e {
+                                    *e = need;
+                                    if acc == Dtype::F32 && need > 0.5 {
+                                        eprintln!("{key} seed {seed} T,K,V={dims:?} scalar={scalar} C={} c={}: dg_local c={need:.3}", opts.chunk, opts.sub_chunk);
+                                    }
+                                }
+                            } else if acc == Dtype::F32 {
+                                let e = ctx.entry(n).or_default();
+                                if need > e.0 {
+                                    *e = (need, format!("{key} seed {seed} C={}", opts.chunk));
+                                }
+                            }
+                        }
+                    }
+                    let pb = p.rounded_to(Dtype::Bf16).unwrap();
+                    let ob = opts.with_plan(RoundingPlan::kernel_default(Dtype::Bf16));
+                    let c = chunked::backward_with::<f32>(&pb, &ob, DgForm::Local).unwrap();
+                    let spec = spec_plan(&ob, true).with_dg_form(DgForm::Local);
+                    let rep = compare(&pb, &truth_local(&pb), &magnitudes(&pb), &c, &spec).unwrap();
+                    let e = rows.entry((key.clone(), "bf16 ratio")).or_default();
+                    *e = e.max(rep.tensor("dg").unwrap().ratio);
+                }
+            }
+        }
+    }
+    eprintln!("adversarial sweep ({seeds} seeds per regime pair), other outputs' f32 c_needed (context): {ctx:?}");
 }

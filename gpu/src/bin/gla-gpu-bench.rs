@@ -1,8 +1,10 @@
 //! Stand-alone benchmark (same code as `glacheck bench --impl gpu`):
-//! `gla-gpu-bench [--dtype bf16|f16|f32] [--mode fwd|bwd|fwdbwd] [--iters N] [B,T,H,K,V ...]`.
+//! `gla-gpu-bench [--dtype bf16|f16|f32] [--mode fwd|bwd|fwdbwd] [--dg-form local] [--iters N]
+//! [B,T,H,K,V ...]`.
 
 use gla_gpu::bench::{bench, format_row, header, BenchConfig, BenchMode};
 use gla_gpu::GpuOptions;
+use gla_reference::bounds::DgForm;
 use gla_reference::Dtype;
 
 fn main() {
@@ -10,6 +12,7 @@ fn main() {
     let mut dtype = Dtype::Bf16;
     let mut cfg = BenchConfig::default();
     let mut mode = BenchMode::Fwd;
+    let mut dg_form = DgForm::ReverseCumsum;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -23,6 +26,14 @@ fn main() {
                 Some(Ok(m)) => mode = m,
                 _ => {
                     eprintln!("--mode takes fwd, bwd or fwdbwd");
+                    std::process::exit(2);
+                }
+            },
+            "--dg-form" => match args.next().as_deref() {
+                Some("local") => dg_form = DgForm::Local,
+                Some("reverse-cumsum") => dg_form = DgForm::ReverseCumsum,
+                _ => {
+                    eprintln!("--dg-form takes reverse-cumsum or local");
                     std::process::exit(2);
                 }
             },
@@ -58,7 +69,11 @@ fn main() {
     }
     println!("{}", header());
     for s in shapes {
-        match bench(mode, s, &GpuOptions::new(dtype), &cfg) {
+        let o = GpuOptions {
+            dg_form,
+            ..GpuOptions::new(dtype)
+        };
+        match bench(mode, s, &o, &cfg) {
             Ok(r) => println!("{}", format_row(&r)),
             Err(e) => println!("{s:?}: error: {e}"),
         }

@@ -26,6 +26,29 @@
 //!   dg_i = sum_{s=i..L_p-1} (q_s*dq_s - k_s*dk_s) + exp(Gl_last)*rowsum(H_p*dH_p) + sum_j k_j*dk_inter_j
 //! ```
 //!
+//! Local-form gate gradient ([`backward_with`] with [`DgForm::Local`]). The reverse sum above
+//! subtracts partial sums: its error is relative to `M_dg` and it cancels catastrophically when
+//! alpha is tiny (alpha = 1e-12: errors ~1e5-1e15 times `|dg|`). The local form
+//! `dg_t = alpha_t * rowsum(S_{t-1} * dS_t)` expands, per chunk, into sums of terms that each
+//! carry the factor `alpha_t` (with `W_rs[d] = q_r[d] k_s[d] dA_rs exp(Gl_r[d] - Gl_s[d])`, s < r):
+//! ```text
+//!   dg_t = gamma * rowsum(H_p * dH_p)          gamma = exp(Gl_last)       (both outside the chunk)
+//!        + sum_{r >= t} q_r * dq_inter_r                                  (keys before the chunk)
+//!        + sum_{s < t}  k_s * dk_inter_s                                  (queries after the chunk)
+//!        + sum_{s < t <= r} W_rs                                          (pairs inside the chunk)
+//! ```
+//! The intra-chunk pairs are split by sub-chunk (t in block m): (1) full blocks J < m < I through
+//! the forward's anchored factors (`Y_I = dA[I, s]^T @ round(q_I exp(Gl_I - a))`, then
+//! `sum_s round(k_s exp(a - Gl_s)) Y_I[s]`, both factors <= 1); (2) s in m, r in later blocks:
+//! prefix sums of `k_s * dk_off_s`; (3) r in m, s in earlier blocks: suffix sums of
+//! `q_r * dq_off_r` (`dq_off`, `dk_off`: the off-diagonal parts the dq/dk products compute);
+//! (4) both in m: elementwise with the forward's diagonal decays. Only additions of such terms:
+//! the error is relative to the condition magnitude `M_dg_local` (spec 8.1), and dg is exactly 0
+//! where alpha = 0. Cost per chunk: one more `[< C - c, c] @ [c, K]` product per sub-chunk from
+//! the third on, and O(C (c + 2) K) elementwise work; dq, dk, dv, dh0, o, hT are bitwise those
+//! of [`backward`]. Scalar gates: the per-channel values summed over channels, as for the
+//! reverse sum.
+//!
 //! Exactness for every valid gate. No exponent that reaches `exp` is positive (checked by
 //! `debug_assert!`), and gates of `-inf` (alpha = 0) are exact: per channel, the cumulative gate
 //! is restarted after the last reset inside the chunk and a decay across a reset is exactly 0
@@ -80,6 +103,7 @@
 mod gemm;
 pub(crate) mod seg;
 
+use crate::bounds::DgForm;
 use crate::dtype::Dtype;
 use crate::error::{GlaError, Result};
 use crate::problem::{GateKind, Problem, SeqSpan};
@@ -164,18 +188,61 @@ impl ChunkOptions {
 /// Errors: [`GlaError::Options`] for invalid chunk sizes.
 pub fn forward<T: Real>(p: &Problem, opts: &ChunkOptions) -> Result<Solution> {
     opts.validate()?;
-    Ok(run::<T>(p, opts, false, Isa::Best))
+    Ok(run::<T>(p, opts, None, Isa::Best))
 }
 
 /// Forward and backward pass of the chunked form (spec section 4 chunk formulas) in compute
 /// type `T` with the rounding plan of `opts`. Returns `o`, `ht` and all gradients (dg in the
-/// chunk reverse-sum form, i.e. judged with the reverse-cumsum magnitude `M_dg`).
+/// chunk reverse-sum form, i.e. judged with the reverse-cumsum magnitude `M_dg`); the same as
+/// [`backward_with`] with [`DgForm::ReverseCumsum`].
 ///
 /// Errors: [`GlaError::Options`] for invalid chunk sizes or a missing `do`.
 pub fn backward<T: Real>(p: &Problem, opts: &ChunkOptions) -> Result<Solution> {
+    backward_with::<T>(p, opts, DgForm::ReverseCumsum)
+}
+
+/// Forward and backward pass of the chunked form in compute type `T` with the rounding plan of
+/// `opts`, the gate gradient computed by the chosen algorithm:
+///
+/// - [`DgForm::ReverseCumsum`]: the chunk reverse sums of spec section 4 (fla's algorithm), the
+///   same as [`backward`] bit for bit; judged with `M_dg`.
+/// - [`DgForm::Local`]: chunkwise sums of terms that all carry `alpha_t` (module docs, "Local-form
+///   gate gradient"): no partial sum is ever subtracted, so the error is relative to the
+///   condition magnitude `M_dg_local`, which is up to ~1e14 times smaller than `M_dg` when alpha
+///   is tiny. Every other output (`o`, `ht`, `dq`, `dk`, `dv`, `dh0`) is the same bit for bit as
+///   with the reverse cumsum.
+///
+/// Errors: [`GlaError::Options`] for invalid chunk sizes or a missing `do`.
+///
+/// ```
+/// use gla_reference::bounds::{compare, magnitudes, Algorithm, BoundSpec, DgForm};
+/// use gla_reference::chunked::{self, ChunkOptions};
+/// use gla_reference::{recurrent, Dtype, Gates, Problem};
+/// use ndarray::Array4;
+/// let (b, t, h, k, v) = (1, 40, 1, 4, 3);
+/// let f = |i: usize| ((i * 7919) % 1000) as f64 / 500.0 - 1.0; // deterministic, signed
+/// let q = Array4::from_shape_fn((b, t, h, k), |(_, t, _, d)| f(t * 31 + d));
+/// let kk = Array4::from_shape_fn((b, t, h, k), |(_, t, _, d)| f(t * 17 + d + 3));
+/// let vv = Array4::from_shape_fn((b, t, h, v), |(_, t, _, e)| f(t * 13 + e + 9));
+/// let do_ = Array4::from_shape_fn((b, t, h, v), |(_, t, _, e)| f(t * 3 + e + 1));
+/// let g = Array4::from_elem((b, t, h, k), (1e-12f64).ln()); // alpha = 1e-12: nearly memoryless
+/// let p = Problem::builder(q, kk, vv, Gates::PerChannel(g)).do_(do_).build()?.rounded_to(Dtype::F32)?;
+/// let opts = ChunkOptions::new(16, 4)?;
+/// let local = chunked::backward_with::<f32>(&p, &opts, DgForm::Local)?;
+/// let rc = chunked::backward::<f32>(&p, &opts)?;
+/// // Everything but dg is the same bit for bit.
+/// assert_eq!(local.grads.as_ref().unwrap().dq, rc.grads.as_ref().unwrap().dq);
+/// // Judged against the local (condition) magnitude, the local form passes.
+/// let exact = recurrent::backward_with::<f64>(&p, DgForm::Local)?;
+/// let spec = BoundSpec::new(Algorithm::Chunked { chunk: 16 }, Dtype::F32).with_dg_form(DgForm::Local);
+/// let rep = compare(&p, &exact, &magnitudes(&p), &local, &spec)?;
+/// assert!(rep.pass(), "{rep}");
+/// # Ok::<(), gla_reference::GlaError>(())
+/// ```
+pub fn backward_with<T: Real>(p: &Problem, opts: &ChunkOptions, form: DgForm) -> Result<Solution> {
     opts.validate()?;
     p.require_backward()?;
-    Ok(run::<T>(p, opts, true, Isa::Best))
+    Ok(run::<T>(p, opts, Some(form), Isa::Best))
 }
 
 /// Round a slice in place to `dtype` (the rounding points of the plan; no-op for `None`, for
@@ -235,6 +302,12 @@ struct Intra<T> {
     /// Scratch `[K]` (rounded diagonal factor).
     buf: Vec<T>,
     ones: Vec<T>,
+    /// Local-form dg only: the off-diagonal parts of dq (key blocks before the row's block) and
+    /// of dk (query blocks after it) per chunk row, `[C, K]` each (written by [`Self::backward`]
+    /// when asked) and the full-block sums per sub-chunk `[NC, K]`.
+    dqoff: Vec<T>,
+    dkoff: Vec<T>,
+    r1: Vec<T>,
 }
 
 impl<T: Real> Intra<T> {
@@ -249,6 +322,9 @@ impl<T: Real> Intra<T> {
             t2: vec![T::zero(); cs * kk],
             buf: vec![T::zero(); kk],
             ones: vec![T::one(); kk],
+            dqoff: Vec::new(),
+            dkoff: Vec::new(),
+            r1: Vec::new(),
         }
     }
 
@@ -329,7 +405,9 @@ impl<T: Real> Intra<T> {
     /// Intra-chunk parts of dq and dk from `da` (`[lp, lp]`, masked and rounded), added to `dq`
     /// and `dk` (`[lp, K]`): off-diagonal blocks as matrix products (dq: the forward's anchors
     /// and factors; dk: anchor = last valid row of the key block), diagonal blocks elementwise
-    /// with the forward's decays. Must follow [`Self::forward`] on the same chunk.
+    /// with the forward's decays. Must follow [`Self::forward`] on the same chunk. With `keep_off`
+    /// the off-diagonal parts are also stored per row in `self.dqoff` / `self.dkoff` (zero rows
+    /// where a row has none) for [`Self::dg_local`].
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn backward(
@@ -342,10 +420,17 @@ impl<T: Real> Intra<T> {
         opts: &ChunkOptions,
         dq: &mut [T],
         dk: &mut [T],
+        keep_off: bool,
     ) {
         let lp = q.len() / kk;
         let sc = opts.sub_chunk;
         let plan = &opts.plan;
+        if keep_off {
+            let n = opts.chunk * kk;
+            sized(&mut self.dqoff, n)[..lp.min(sc) * kk].fill(T::zero());
+            let last0 = (lp - 1) / sc * sc;
+            sized(&mut self.dkoff, n)[last0 * kk..lp * kk].fill(T::zero());
+        }
         let (mut koff, mut slot) = (0usize, 0usize);
         for i0 in (0..lp).step_by(sc) {
             let i1 = (i0 + sc).min(lp);
@@ -371,6 +456,15 @@ impl<T: Real> Intra<T> {
                     .zip(&self.qd[i0 * kk..i1 * kk])
                 {
                     *o += tv * ev;
+                }
+                if keep_off {
+                    for ((o, &tv), &ev) in self.dqoff[i0 * kk..i1 * kk]
+                        .iter_mut()
+                        .zip(t.iter())
+                        .zip(&self.qd[i0 * kk..i1 * kk])
+                    {
+                        *o = tv * ev;
+                    }
                 }
                 koff += i0;
             }
@@ -410,6 +504,15 @@ impl<T: Real> Intra<T> {
                 {
                     *o += tv * ev;
                 }
+                if keep_off {
+                    for ((o, &tv), &ev) in self.dkoff[i0 * kk..i1 * kk]
+                        .iter_mut()
+                        .zip(t.iter())
+                        .zip(dec.iter())
+                    {
+                        *o = tv * ev;
+                    }
+                }
             }
             // Diagonal block, elementwise with the forward's decays; j > i never evaluated.
             for i in i0..i1 {
@@ -445,6 +548,294 @@ impl<T: Real> Intra<T> {
     }
 }
 
+impl<T: Real> Intra<T> {
+    /// The intra-chunk pairs of the local-form gate gradient, added to `dg` (`[lp, K]`): for
+    /// every row t, `sum over pairs s < t <= r of W_rs`, `W_rs = q_r k_s dA_rs decay(s -> r)`,
+    /// split by sub-chunk (t in block m): (1) full blocks J < m < I through the forward's
+    /// anchored factors, (2) s in m, r in a later block: prefix sums of `k * dkoff`, (3) r in m,
+    /// s in an earlier block: suffix sums of `q * dqoff`, (4) both in m: elementwise with the
+    /// forward's diagonal decays. Only sums of terms that each carry `alpha_t`; no subtraction.
+    /// Must follow [`Self::backward`] with `keep_off` on the same chunk.
+    #[inline(always)]
+    fn dg_local(
+        &mut self,
+        q: &[T],
+        k: &[T],
+        da: &[T],
+        kk: usize,
+        opts: &ChunkOptions,
+        dg: &mut [T],
+    ) {
+        let lp = q.len() / kk;
+        let sc = opts.sub_chunk;
+        let plan = &opts.plan;
+        let nc = lp.div_ceil(sc);
+        let r1 = sized(&mut self.r1, nc * kk);
+        r1.fill(T::zero());
+
+        // (1) Full blocks: for query block I and key rows s of blocks J <= I - 2 (anchor a =
+        // first row of I, the forward's factors kf_s = round(k_s exp(Gl_a - Gl_s)) and
+        // qd_r = exp(Gl_r - Gl_a)): Y_I = dA[I, s]^T @ round(q_I * qd_I), then
+        // sum_{J < m} X_IJ = sum_{s < m c} kf_s * Y_I[s] goes to every block m in 1..I.
+        let mut koff = 0usize;
+        for i0 in (0..lp).step_by(sc).skip(1) {
+            let i1 = (i0 + sc).min(lp);
+            let nb = i1 - i0;
+            let ns = i0 - sc; // key rows of blocks J <= I - 2
+            if ns > 0 {
+                let qq = &mut self.t1[..nb * kk];
+                factor_into(
+                    &q[i0 * kk..i1 * kk],
+                    &self.qd[i0 * kk..i1 * kk],
+                    T::one(),
+                    qq,
+                    plan.offdiag_q,
+                );
+                let y = &mut self.t2[..ns * kk];
+                gemm(
+                    (ns, nb, kk),
+                    T::one(),
+                    &da[i0 * lp..],
+                    (1, lp),
+                    qq,
+                    (kk, 1),
+                    T::zero(),
+                    y,
+                    kk,
+                );
+                let kf = &self.kf[koff * kk..(koff + ns) * kk];
+                let mut d0 = 0;
+                while d0 < kk {
+                    let w = if d0 + LANES <= kk { LANES } else { 1 };
+                    block_prefixes((d0, w == LANES), (ns, sc, kk), kf, y, r1);
+                    d0 += w;
+                }
+            }
+            koff += i0;
+        }
+
+        let mut slot = 0usize;
+        for (m, i0) in (0..lp).step_by(sc).enumerate() {
+            let i1 = (i0 + sc).min(lp);
+            let nb = i1 - i0;
+            let rows = (i0, i1, kk);
+            let mut d0 = 0;
+            while d0 < kk {
+                let w = if d0 + LANES <= kk { LANES } else { 1 };
+                let blk = (d0, w == LANES);
+                // (1) the full-block sum of this block, and (3) suffix sums of q_r * dqoff_r,
+                // r >= t (added).
+                scan_suffix(blk, rows, q, &self.dqoff, Some(&r1[m * kk..]), dg, false);
+                // (2) prefix sums of k_s * dkoff_s, s < t.
+                scan_prefix(blk, rows, k, &self.dkoff, None, dg);
+                // (4) both in block m: for each s, suffix sums over r of W_rs, added to rows r > s.
+                diag_pairs(
+                    blk,
+                    rows,
+                    (q, k, da, lp),
+                    &self.dexp[slot * kk..],
+                    plan.diag,
+                    dg,
+                );
+                d0 += w;
+            }
+            slot += nb * (nb + 1) / 2;
+        }
+    }
+}
+
+/// Channels processed together by the local-form dg loops (their accumulators stay in
+/// registers; the remaining channels one at a time). Only the evaluation order across
+/// channels depends on it, never a channel's own sums.
+const LANES: usize = 16;
+
+/// `N` channels from `d0` (`blk = (d0, full)`: `N = LANES` when `full`, else 1) of the rows
+/// `r0..r1` (`rows = (r0, r1, K)`): for t from r1 - 1 down to r0, `acc += a_t * b_t` (acc
+/// starting at `init`, or 0), then `out_t = acc` (`assign`) or `out_t += acc`.
+#[inline(always)]
+fn scan_suffix<T: Real>(
+    blk: (usize, bool),
+    rows: (usize, usize, usize),
+    a: &[T],
+    b: &[T],
+    init: Option<&[T]>,
+    out: &mut [T],
+    assign: bool,
+) {
+    #[inline(always)]
+    fn go<T: Real, const N: usize>(
+        d0: usize,
+        (r0, r1, kk): (usize, usize, usize),
+        (a, b, init): (&[T], &[T], Option<&[T]>),
+        out: &mut [T],
+        assign: bool,
+    ) {
+        let mut acc = [T::zero(); N];
+        if let Some(i) = init {
+            acc.copy_from_slice(&i[d0..d0 + N]);
+        }
+        for t in (r0..r1).rev() {
+            let at = t * kk + d0;
+            let (av, bv) = (&a[at..at + N], &b[at..at + N]);
+            let o = &mut out[at..at + N];
+            for x in 0..N {
+                acc[x] += av[x] * bv[x];
+                o[x] = if assign { acc[x] } else { o[x] + acc[x] };
+            }
+        }
+    }
+    if blk.1 {
+        go::<T, LANES>(blk.0, rows, (a, b, init), out, assign)
+    } else {
+        go::<T, 1>(blk.0, rows, (a, b, init), out, assign)
+    }
+}
+
+/// `N` channels from `d0` (see [`scan_suffix`]) of the rows `r0..r1`: for t from r0 up,
+/// `out_t += acc + base` (without `base`: `out_t += acc`), then `acc += a_t * b_t` (acc
+/// starting at 0): `out_t` gets the sum over the rows before t.
+#[inline(always)]
+fn scan_prefix<T: Real>(
+    blk: (usize, bool),
+    rows: (usize, usize, usize),
+    a: &[T],
+    b: &[T],
+    base: Option<&[T]>,
+    out: &mut [T],
+) {
+    #[inline(always)]
+    fn go<T: Real, const N: usize>(
+        d0: usize,
+        (r0, r1, kk): (usize, usize, usize),
+        (a, b, base): (&[T], &[T], Option<&[T]>),
+        out: &mut [T],
+    ) {
+        let mut acc = [T::zero(); N];
+        for t in r0..r1 {
+            let at = t * kk + d0;
+            let (av, bv) = (&a[at..at + N], &b[at..at + N]);
+            let o = &mut out[at..at + N];
+            match base {
+                Some(bs) => {
+                    let bs = &bs[d0..d0 + N];
+                    for x in 0..N {
+                        o[x] += acc[x] + bs[x];
+                        acc[x] += av[x] * bv[x];
+                    }
+                }
+                None => {
+                    for x in 0..N {
+                        o[x] += acc[x];
+                        acc[x] += av[x] * bv[x];
+                    }
+                }
+            }
+        }
+    }
+    if blk.1 {
+        go::<T, LANES>(blk.0, rows, (a, b, base), out)
+    } else {
+        go::<T, 1>(blk.0, rows, (a, b, base), out)
+    }
+}
+
+/// `N` channels from `d0` (see [`scan_suffix`]) of the full-block sums of one query block:
+/// `acc += a_s * b_s` over the key rows s = 0..ns (`dims = (ns, c, K)`), and at the end of each
+/// key block, `out[m] += acc` for the next block m = (s + 1) / c.
+#[inline(always)]
+fn block_prefixes<T: Real>(
+    blk: (usize, bool),
+    dims: (usize, usize, usize),
+    a: &[T],
+    b: &[T],
+    out: &mut [T],
+) {
+    #[inline(always)]
+    fn go<T: Real, const N: usize>(
+        d0: usize,
+        (ns, sc, kk): (usize, usize, usize),
+        a: &[T],
+        b: &[T],
+        out: &mut [T],
+    ) {
+        let mut acc = [T::zero(); N];
+        for s in 0..ns {
+            let at = s * kk + d0;
+            let (av, bv) = (&a[at..at + N], &b[at..at + N]);
+            for x in 0..N {
+                acc[x] += av[x] * bv[x];
+            }
+            if (s + 1) % sc == 0 {
+                let m = (s + 1) / sc;
+                let o = &mut out[m * kk + d0..m * kk + d0 + N];
+                for x in 0..N {
+                    o[x] += acc[x];
+                }
+            }
+        }
+    }
+    if blk.1 {
+        go::<T, LANES>(blk.0, dims, a, b, out)
+    } else {
+        go::<T, 1>(blk.0, dims, a, b, out)
+    }
+}
+
+/// `N` channels from `d0` (see [`scan_suffix`]) of the pairs inside one diagonal block (rows
+/// `i0..i1`): for each key row s, `acc += W_rs = q_r (dA_rs round(k_s decay(s -> r)))` for r
+/// from i1 - 1 down to s + 1, `out_r += acc`. `dexp` starts at the block's first decay slot
+/// (slot of (r, s): `(r - i0)(r - i0 + 1)/2 + (s - i0)`, the forward's order).
+#[inline(always)]
+fn diag_pairs<T: Real>(
+    blk: (usize, bool),
+    rows: (usize, usize, usize),
+    qkda: (&[T], &[T], &[T], usize),
+    dexp: &[T],
+    diag: Option<Dtype>,
+    out: &mut [T],
+) {
+    #[inline(always)]
+    fn go<T: Real, const N: usize>(
+        d0: usize,
+        (i0, i1, kk): (usize, usize, usize),
+        (q, k, da, lp): (&[T], &[T], &[T], usize),
+        dexp: &[T],
+        diag: Option<Dtype>,
+        out: &mut [T],
+    ) {
+        for s in i0..i1 {
+            let ks = &k[s * kk + d0..s * kk + d0 + N];
+            let mut acc = [T::zero(); N];
+            for r in (s + 1..i1).rev() {
+                let (rr, ss) = (r - i0, s - i0);
+                let e0 = (rr * (rr + 1) / 2 + ss) * kk + d0;
+                let e = &dexp[e0..e0 + N];
+                let dars = da[r * lp + s];
+                let at = r * kk + d0;
+                let qr = &q[at..at + N];
+                if diag.is_none() {
+                    for x in 0..N {
+                        acc[x] += qr[x] * (dars * (ks[x] * e[x]));
+                    }
+                } else {
+                    for x in 0..N {
+                        acc[x] += qr[x] * (dars * round1(ks[x] * e[x], diag));
+                    }
+                }
+                let o = &mut out[at..at + N];
+                for x in 0..N {
+                    o[x] += acc[x];
+                }
+            }
+        }
+    }
+    if blk.1 {
+        go::<T, LANES>(blk.0, rows, qkda, dexp, diag, out)
+    } else {
+        go::<T, 1>(blk.0, rows, qkda, dexp, diag, out)
+    }
+}
+
 /// Which build of the per-(sequence, head) kernel runs (bitwise the same results).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Isa {
@@ -458,14 +849,15 @@ enum Isa {
 /// Run the chunked form on every (sequence, head) pair in parallel (rayon); each task reads its
 /// f64 inputs chunk by chunk into f32/f64 work buffers and writes its results chunk by chunk
 /// straight into the (disjoint) rows of the f64 result tensors.
-fn run<T: Real>(p: &Problem, opts: &ChunkOptions, bwd: bool, isa: Isa) -> Solution {
+fn run<T: Real>(p: &Problem, opts: &ChunkOptions, form: Option<DgForm>, isa: Isa) -> Solution {
     let dims = p.dims();
     let (k, v) = (dims.k, dims.v);
     let kg = match p.gate_kind() {
         GateKind::PerChannel => k,
         GateKind::Scalar => 1,
     };
-    let bwd = bwd && p.do_().is_some();
+    let bwd = form.is_some() && p.do_().is_some();
+    let local = form == Some(DgForm::Local);
     let mut o = zeros4((dims.b, dims.t, dims.h, v));
     let mut ht = zeros4((dims.n, dims.h, k, v));
     let mut grads = bwd.then(|| Gradients {
@@ -518,8 +910,8 @@ fn run<T: Real>(p: &Problem, opts: &ChunkOptions, bwd: bool, isa: Isa) -> Soluti
         };
         let mut w = take_work::<T>();
         match isa {
-            Isa::Base => item(&src, &sink, &mut w, opts, scale),
-            Isa::Best => item_best(&src, &sink, &mut w, opts, scale),
+            Isa::Base => item(&src, &sink, &mut w, opts, scale, local),
+            Isa::Best => item_best(&src, &sink, &mut w, opts, scale, local),
         }
         give_work(w);
     });
@@ -728,19 +1120,26 @@ fn give_work<T: Real>(w: Box<Work<T>>) {
 }
 
 /// [`item`] compiled with AVX2 + FMA (or AVX-512) when available (bitwise the same results).
-fn item_best<T: Real>(src: &Src, sink: &Sink, w: &mut Work<T>, opts: &ChunkOptions, scale: T) {
+fn item_best<T: Real>(
+    src: &Src,
+    sink: &Sink,
+    w: &mut Work<T>,
+    opts: &ChunkOptions,
+    scale: T,
+    local: bool,
+) {
     #[cfg(target_arch = "x86_64")]
     {
         if seg::has_avx512() {
             // SAFETY: the CPU features were detected at run time.
-            return unsafe { item_avx512(src, sink, w, opts, scale) };
+            return unsafe { item_avx512(src, sink, w, opts, scale, local) };
         }
         if seg::has_avx2() {
             // SAFETY: the CPU features were detected at run time.
-            return unsafe { item_avx2(src, sink, w, opts, scale) };
+            return unsafe { item_avx2(src, sink, w, opts, scale, local) };
         }
     }
-    item(src, sink, w, opts, scale)
+    item(src, sink, w, opts, scale, local)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -751,8 +1150,9 @@ unsafe fn item_avx2<T: Real>(
     w: &mut Work<T>,
     opts: &ChunkOptions,
     scale: T,
+    local: bool,
 ) {
-    item(src, sink, w, opts, scale)
+    item(src, sink, w, opts, scale, local)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -763,8 +1163,26 @@ unsafe fn item_avx512<T: Real>(
     w: &mut Work<T>,
     opts: &ChunkOptions,
     scale: T,
+    local: bool,
 ) {
-    item(src, sink, w, opts, scale)
+    item(src, sink, w, opts, scale, local)
+}
+
+/// `acc[d] = rowsum(h * dh)[d]` for `[K, V]` row-major `h`, `dh`: each channel summed in order
+/// over e, eight channels at a time as independent chains (same sums, no serial latency chain).
+#[inline(always)]
+fn rowsum_prod<T: Real>(h: &[T], dh: &[T], acc: &mut [T], kk: usize, vv: usize) {
+    for d0 in (0..kk).step_by(8) {
+        let nd = 8.min(kk - d0);
+        let mut hsum = [T::zero(); 8];
+        for e in 0..vv {
+            for (x, hs_) in hsum.iter_mut().enumerate().take(nd) {
+                let at = (d0 + x) * vv + e;
+                *hs_ += h[at] * dh[at];
+            }
+        }
+        acc[d0..d0 + nd].copy_from_slice(&hsum[..nd]);
+    }
 }
 
 /// Forward outputs of one chunk: `o = scale * (qe @ round(H_p)) + A @ v` into `oc` (`[lp, V]`),
@@ -822,7 +1240,14 @@ fn chunk_out<T: Real>(
 /// `dH_p`; pass 3 per chunk the outputs and all gradients, the intra-chunk decays computed once
 /// and shared by forward and backward.
 #[inline(always)]
-fn item<T: Real>(src: &Src, sink: &Sink, w: &mut Work<T>, opts: &ChunkOptions, scale: T) {
+fn item<T: Real>(
+    src: &Src,
+    sink: &Sink,
+    w: &mut Work<T>,
+    opts: &ChunkOptions,
+    scale: T,
+    local: bool,
+) {
     let plan = &opts.plan;
     let (l, kk) = src.q.dim();
     let vv = src.v.ncols();
@@ -1123,44 +1548,55 @@ fn item<T: Real>(src: &Src, sink: &Sink, w: &mut Work<T>, opts: &ChunkOptions, s
         let dkc = &mut dks[..lp * kk];
         dkc.copy_from_slice(dki);
 
-        // Intra parts: off-diagonal blocks as matrix products, diagonal blocks elementwise.
-        intra.backward(cum, qc, kc, da, kk, opts, dqc, dkc);
-
-        // dg: within-chunk reverse sum plus the state term.
         let glast = &e0[(p0 + lp - 1) * kk..(p0 + lp) * kk];
-        // rowsum(H_p * dH_p), each channel summed in order over e; eight channels at a time
-        // as independent chains (same sums, no serial latency chain).
-        for d0 in (0..kk).step_by(8) {
-            let nd = 8.min(kk - d0);
-            let mut hsum = [T::zero(); 8];
-            for e in 0..vv {
-                for (x, hs_) in hsum.iter_mut().enumerate().take(nd) {
-                    let at = (d0 + x) * vv + e;
-                    *hs_ += hb[at] * dhp[at];
+        let dgc = &mut dgs[..lp * kk];
+        if local {
+            // Local-form dg, the parts outside the chunk (module docs), before the intra parts
+            // are added to dq: dg_t = gamma rowsum(H_p * dH_p) + sum_{s<t} k_s dk_inter_s
+            // + sum_{r>=t} q_r dq_inter_r (+ the intra pairs, below).
+            rowsum_prod(hb, dhp, acc, kk, vv);
+            for (a, &gl) in acc.iter_mut().zip(glast) {
+                *a *= gl;
+            }
+            let mut d0 = 0;
+            while d0 < kk {
+                let w = if d0 + LANES <= kk { LANES } else { 1 };
+                let blk = (d0, w == LANES);
+                scan_suffix(blk, (0, lp, kk), qc, dqc, None, dgc, true);
+                scan_prefix(blk, (0, lp, kk), kc, dki, Some(acc), dgc);
+                d0 += w;
+            }
+        }
+
+        // Intra parts: off-diagonal blocks as matrix products, diagonal blocks elementwise.
+        intra.backward(cum, qc, kc, da, kk, opts, dqc, dkc, local);
+
+        if local {
+            intra.dg_local(qc, kc, da, kk, opts, dgc);
+        } else {
+            // dg: within-chunk reverse sum plus the state term.
+            rowsum_prod(hb, dhp, acc, kk, vv);
+            ksum.fill(T::zero());
+            for j in 0..lp {
+                for ((s, &kv), &dv) in ksum
+                    .iter_mut()
+                    .zip(&kc[j * kk..(j + 1) * kk])
+                    .zip(&dki[j * kk..(j + 1) * kk])
+                {
+                    *s += kv * dv;
                 }
             }
-            acc[d0..d0 + nd].copy_from_slice(&hsum[..nd]);
-        }
-        ksum.fill(T::zero());
-        for j in 0..lp {
-            for ((s, &kv), &dv) in ksum
-                .iter_mut()
-                .zip(&kc[j * kk..(j + 1) * kk])
-                .zip(&dki[j * kk..(j + 1) * kk])
-            {
-                *s += kv * dv;
-            }
-        }
-        for d in 0..kk {
-            acc[d] = glast[d] * acc[d] + ksum[d];
-        }
-        let dgc = &mut dgs[..lp * kk];
-        for i in (0..lp).rev() {
-            let r = i * kk..(i + 1) * kk;
             for d in 0..kk {
-                acc[d] += qc[r.start + d] * dqc[r.start + d] - kc[r.start + d] * dkc[r.start + d];
+                acc[d] = glast[d] * acc[d] + ksum[d];
             }
-            dgc[r].copy_from_slice(acc);
+            for i in (0..lp).rev() {
+                let r = i * kk..(i + 1) * kk;
+                for d in 0..kk {
+                    acc[d] +=
+                        qc[r.start + d] * dqc[r.start + d] - kc[r.start + d] * dkc[r.start + d];
+                }
+                dgc[r].copy_from_slice(acc);
+            }
         }
 
         // Results of the chunk (rounded per `plan.grads`); scalar gates: dg summed over channels.
@@ -1222,9 +1658,13 @@ mod tests {
         let p = test_problem(70, 13, 6, false);
         let opts = ChunkOptions::new(32, 8).unwrap();
         let scale = p.scale() as f32;
-        let base = run::<f32>(&p, &opts, true, Isa::Base);
-        let best = run::<f32>(&p, &opts, true, Isa::Best);
-        assert_eq!(base, best);
+        for form in [DgForm::ReverseCumsum, DgForm::Local] {
+            for p in [&p, &test_problem(70, 13, 6, true)] {
+                let base = run::<f32>(p, &opts, Some(form), Isa::Base);
+                let best = run::<f32>(p, &opts, Some(form), Isa::Best);
+                assert_eq!(base, best, "{form:?}");
+            }
+        }
         let pb = seg::run::<f32>(&p, true, |it| {
             crate::parallel::item_for_tests(it, scale, true, false)
         });
