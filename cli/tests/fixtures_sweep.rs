@@ -69,13 +69,24 @@ fn sweep_writes_csv_and_labelled_svg() {
         .next()
         .unwrap()
         .starts_with("implementation,regime,T,output,ratio,bound,pass"));
-    // 2 implementations x 2 regimes x 3 lengths x (o, ht, o.bwd, ht.bwd, dq, dk, dv, dg, dh0).
-    assert_eq!(lines.count(), 2 * 2 * 3 * 9);
+    // 2 implementations x 2 regimes x 3 lengths x (o, ht, o.bwd, ht.bwd, dq, dk, dv, dg, dh0,
+    // and the informational dg_vs_M_dg_local row, pass column "info").
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 2 * 2 * 3 * 10);
+    assert_eq!(
+        rows.iter().filter(|l| l.contains(",dg_vs_M_dg_local,")).count(),
+        2 * 2 * 3
+    );
+    assert!(rows
+        .iter()
+        .filter(|l| l.contains(",dg_vs_M_dg_local,"))
+        .all(|l| l.contains(",info,")));
     for name in [
         "recurrent-f32-o.svg",
         "recurrent-f32-dg.svg",
         "chunked-f32-C64c16-o.svg",
         "chunked-f32-C64c16-dg.svg",
+        "chunked-f32-C64c16-dg_vs_M_dg_local.svg",
     ] {
         let svg = std::fs::read_to_string(out.join(name)).unwrap();
         assert!(svg.starts_with("<svg"), "{name}");

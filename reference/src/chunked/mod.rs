@@ -606,8 +606,8 @@ impl<T: Real> Intra<T> {
                 let kf = &self.kf[koff * kk..(koff + ns) * kk];
                 let mut d0 = 0;
                 while d0 < kk {
-                    let w = if d0 + LANES <= kk { LANES } else { 1 };
-                    block_prefixes((d0, w == LANES), (ns, sc, kk), kf, y, r1);
+                    let w = lane_width(d0, kk);
+                    block_prefixes((d0, w), (ns, sc, kk), kf, y, r1);
                     d0 += w;
                 }
             }
@@ -621,8 +621,8 @@ impl<T: Real> Intra<T> {
             let rows = (i0, i1, kk);
             let mut d0 = 0;
             while d0 < kk {
-                let w = if d0 + LANES <= kk { LANES } else { 1 };
-                let blk = (d0, w == LANES);
+                let w = lane_width(d0, kk);
+                let blk = (d0, w);
                 // (1) the full-block sum of this block, and (3) suffix sums of q_r * dqoff_r,
                 // r >= t (added).
                 scan_suffix(blk, rows, q, &self.dqoff, Some(&r1[m * kk..]), dg, false);
@@ -645,16 +645,30 @@ impl<T: Real> Intra<T> {
 }
 
 /// Channels processed together by the local-form dg loops (their accumulators stay in
-/// registers; the remaining channels one at a time). Only the evaluation order across
+/// registers), then [`LANES_MID`], then one at a time. Only the evaluation order across
 /// channels depends on it, never a channel's own sums.
-const LANES: usize = 16;
+const LANES: usize = 32;
+/// The width after [`LANES`] (see [`lane_width`]).
+const LANES_MID: usize = 8;
 
-/// `N` channels from `d0` (`blk = (d0, full)`: `N = LANES` when `full`, else 1) of the rows
+/// The number of channels from `d0` (of `kk`) the next lane block takes.
+#[inline(always)]
+fn lane_width(d0: usize, kk: usize) -> usize {
+    if d0 + LANES <= kk {
+        LANES
+    } else if d0 + LANES_MID <= kk {
+        LANES_MID
+    } else {
+        1
+    }
+}
+
+/// `N` channels from `d0` (`blk = (d0, N)`, N from [`lane_width`]) of the rows
 /// `r0..r1` (`rows = (r0, r1, K)`): for t from r1 - 1 down to r0, `acc += a_t * b_t` (acc
 /// starting at `init`, or 0), then `out_t = acc` (`assign`) or `out_t += acc`.
 #[inline(always)]
 fn scan_suffix<T: Real>(
-    blk: (usize, bool),
+    blk: (usize, usize),
     rows: (usize, usize, usize),
     a: &[T],
     b: &[T],
@@ -684,10 +698,10 @@ fn scan_suffix<T: Real>(
             }
         }
     }
-    if blk.1 {
-        go::<T, LANES>(blk.0, rows, (a, b, init), out, assign)
-    } else {
-        go::<T, 1>(blk.0, rows, (a, b, init), out, assign)
+    match blk.1 {
+        LANES => go::<T, LANES>(blk.0, rows, (a, b, init), out, assign),
+        LANES_MID => go::<T, LANES_MID>(blk.0, rows, (a, b, init), out, assign),
+        _ => go::<T, 1>(blk.0, rows, (a, b, init), out, assign),
     }
 }
 
@@ -696,7 +710,7 @@ fn scan_suffix<T: Real>(
 /// starting at 0): `out_t` gets the sum over the rows before t.
 #[inline(always)]
 fn scan_prefix<T: Real>(
-    blk: (usize, bool),
+    blk: (usize, usize),
     rows: (usize, usize, usize),
     a: &[T],
     b: &[T],
@@ -732,10 +746,10 @@ fn scan_prefix<T: Real>(
             }
         }
     }
-    if blk.1 {
-        go::<T, LANES>(blk.0, rows, (a, b, base), out)
-    } else {
-        go::<T, 1>(blk.0, rows, (a, b, base), out)
+    match blk.1 {
+        LANES => go::<T, LANES>(blk.0, rows, (a, b, base), out),
+        LANES_MID => go::<T, LANES_MID>(blk.0, rows, (a, b, base), out),
+        _ => go::<T, 1>(blk.0, rows, (a, b, base), out),
     }
 }
 
@@ -744,7 +758,7 @@ fn scan_prefix<T: Real>(
 /// key block, `out[m] += acc` for the next block m = (s + 1) / c.
 #[inline(always)]
 fn block_prefixes<T: Real>(
-    blk: (usize, bool),
+    blk: (usize, usize),
     dims: (usize, usize, usize),
     a: &[T],
     b: &[T],
@@ -774,10 +788,10 @@ fn block_prefixes<T: Real>(
             }
         }
     }
-    if blk.1 {
-        go::<T, LANES>(blk.0, dims, a, b, out)
-    } else {
-        go::<T, 1>(blk.0, dims, a, b, out)
+    match blk.1 {
+        LANES => go::<T, LANES>(blk.0, dims, a, b, out),
+        LANES_MID => go::<T, LANES_MID>(blk.0, dims, a, b, out),
+        _ => go::<T, 1>(blk.0, dims, a, b, out),
     }
 }
 
@@ -787,7 +801,7 @@ fn block_prefixes<T: Real>(
 /// (slot of (r, s): `(r - i0)(r - i0 + 1)/2 + (s - i0)`, the forward's order).
 #[inline(always)]
 fn diag_pairs<T: Real>(
-    blk: (usize, bool),
+    blk: (usize, usize),
     rows: (usize, usize, usize),
     qkda: (&[T], &[T], &[T], usize),
     dexp: &[T],
@@ -829,10 +843,10 @@ fn diag_pairs<T: Real>(
             }
         }
     }
-    if blk.1 {
-        go::<T, LANES>(blk.0, rows, qkda, dexp, diag, out)
-    } else {
-        go::<T, 1>(blk.0, rows, qkda, dexp, diag, out)
+    match blk.1 {
+        LANES => go::<T, LANES>(blk.0, rows, qkda, dexp, diag, out),
+        LANES_MID => go::<T, LANES_MID>(blk.0, rows, qkda, dexp, diag, out),
+        _ => go::<T, 1>(blk.0, rows, qkda, dexp, diag, out),
     }
 }
 
@@ -1560,8 +1574,8 @@ fn item<T: Real>(
             }
             let mut d0 = 0;
             while d0 < kk {
-                let w = if d0 + LANES <= kk { LANES } else { 1 };
-                let blk = (d0, w == LANES);
+                let w = lane_width(d0, kk);
+                let blk = (d0, w);
                 scan_suffix(blk, (0, lp, kk), qc, dqc, None, dgc, true);
                 scan_prefix(blk, (0, lp, kk), kc, dki, Some(acc), dgc);
                 d0 += w;
