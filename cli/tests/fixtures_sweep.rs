@@ -74,7 +74,9 @@ fn sweep_writes_csv_and_labelled_svg() {
     let rows: Vec<&str> = lines.collect();
     assert_eq!(rows.len(), 2 * 2 * 3 * 10);
     assert_eq!(
-        rows.iter().filter(|l| l.contains(",dg_vs_M_dg_local,")).count(),
+        rows.iter()
+            .filter(|l| l.contains(",dg_vs_M_dg_local,"))
+            .count(),
         2 * 2 * 3
     );
     assert!(rows
