@@ -190,6 +190,11 @@ fn quick(n: usize) {
     let (wr, cr) = row("recurrent f32 fwd+bwd", &mut || {
         drop(black_box(recurrent::backward::<f32>(&p).unwrap()))
     });
+    let (wf, cf) = row("interface floor (no math)", &mut || {
+        drop(black_box(
+            chunked::interface_floor::<f32>(&p, &opts).unwrap(),
+        ))
+    });
     println!("chunked fwd+bwd: {flops:.2} GFLOP, {:.1} GFLOP/s wall, {:.1} GFLOP/CPU-s ({:.0}% of the GEMM's GFLOP/CPU-s)", flops / wc, flops / cc, 100.0 * (flops / cc) / (gflop / cg));
     println!(
         "local-form dg costs {:+.1}% wall, {:+.1}% CPU over the reverse cumsum",
@@ -201,6 +206,20 @@ fn quick(n: usize) {
         wr / wc,
         cr / cc
     );
+    // Floor of any f64-in/f64-out chunked form: the data movement above plus the useful FLOPs
+    // at the GEMM's rate (per CPU-second, spread over the cores the chunked run used).
+    let cores = cc / wc;
+    let floor_c = cf + flops / (gflop / cg);
+    println!(
+        "floor: data movement {:.1} ms CPU + FLOPs at the GEMM rate {:.1} ms CPU = {:.1} ms CPU, ~{:.1} ms wall at the chunked run's {cores:.2} cores: best possible speed-up vs recurrent ~{:.2}x wall, {:.2}x CPU",
+        cf * 1e3,
+        flops / (gflop / cg) * 1e3,
+        floor_c * 1e3,
+        floor_c / cores * 1e3,
+        wr / (floor_c / cores),
+        cr / floor_c
+    );
+    let _ = wf;
 }
 
 fn summary() {

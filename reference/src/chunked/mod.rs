@@ -69,10 +69,10 @@
 //! run time; bitwise identical results). Per (sequence, head): pass 1 reads q, k, v, g and
 //! computes the chunk-local decays `exp(Gl)`, `exp(Gl_last - Gl)`, the factors `q*exp(Gl)`,
 //! `k*exp(Gl_last - Gl)` and the state recurrence (one `[K, C] @ [C, V]` product per chunk);
-//! the backward keeps the states `H_p` (`[NT, K, V]`), reads `do` in the reverse state-gradient
-//! sweep, then per chunk computes the outputs and all gradients, the intra-chunk decays
-//! (off-diagonal anchored factors, diagonal elementwise decays) evaluated once and shared by
-//! the forward and backward formulas.
+//! the backward keeps the states `H_p` (`[NT, K, V]`), then in one reverse sweep per chunk
+//! recomputes the chunk's decays and factors, reads `do`, steps the state gradient and computes
+//! the outputs and all gradients, the intra-chunk decays (off-diagonal anchored factors,
+//! diagonal elementwise decays) evaluated once and shared by the forward and backward formulas.
 //! Measured on the 2-core shared machine (B=1, H=8, T=4096, K=V=128, f32;
 //! `GLA_BENCH_QUICK=5 cargo bench -p gla-reference --bench chunked`): forward+backward
 //! ~0.29-0.33 CPU-s when the machine is quiet (the previous version ~0.32-0.36, the original
@@ -243,6 +243,60 @@ pub fn backward_with<T: Real>(p: &Problem, opts: &ChunkOptions, form: DgForm) ->
     opts.validate()?;
     p.require_backward()?;
     Ok(run::<T>(p, opts, Some(form), Isa::Best))
+}
+
+/// Benchmark aid: the data movement of [`backward`] without its arithmetic. Allocates the same
+/// f64 result tensors, reads `q`, `k`, `v`, `g`, `do` chunk by chunk into the same compute-type
+/// work buffers and writes `o`, `dq`, `dk`, `dv`, `dg` (per-channel gates) from them, with the
+/// same parallel split and writers. The result is meaningless (copies of the inputs); its time
+/// is the floor under any form that takes and returns f64 tensors (the benchmark reports it).
+///
+/// Errors: as [`backward`].
+#[doc(hidden)]
+pub fn interface_floor<T: Real>(p: &Problem, opts: &ChunkOptions) -> Result<Solution> {
+    opts.validate()?;
+    p.require_backward()?;
+    Ok(run::<T>(p, opts, Some(DgForm::ReverseCumsum), Isa::Floor))
+}
+
+/// [`interface_floor`]'s per-(sequence, head) work: load every input chunk, write every result.
+fn item_floor<T: Real>(src: &Src, sink: &Sink, w: &mut Work<T>, opts: &ChunkOptions) {
+    let (l, kk) = src.q.dim();
+    let vv = src.v.ncols();
+    let kg = src.g.ncols();
+    let cs = opts.chunk;
+    let (q, k, v, g, d) = (
+        sized(&mut w.q, cs * kk),
+        sized(&mut w.k, cs * kk),
+        sized(&mut w.v, cs * vv),
+        sized(&mut w.g, cs * kg),
+        sized(&mut w.do_, cs * vv),
+    );
+    let Some(gout) = sink.outs.grads.as_ref() else {
+        return;
+    };
+    for p0 in (0..l).step_by(cs) {
+        let lp = cs.min(l - p0);
+        let (q, k, v, g, d) = (
+            &mut q[..lp * kk],
+            &mut k[..lp * kk],
+            &mut v[..lp * vv],
+            &mut g[..lp * kg],
+            &mut d[..lp * vv],
+        );
+        load(&src.q, p0, q, None);
+        load(&src.k, p0, k, None);
+        load(&src.v, p0, v, None);
+        load(&src.g, p0, g, None);
+        if let Some(s) = &src.do_ {
+            load(s, p0, d, None);
+        }
+        sink.rows(&sink.outs.o, p0, d);
+        sink.rows(&gout[0], p0, q);
+        sink.rows(&gout[1], p0, k);
+        sink.rows(&gout[2], p0, v);
+        sink.rows(&gout[3], p0, g);
+    }
 }
 
 /// Round a slice in place to `dtype` (the rounding points of the plan; no-op for `None`, for
@@ -858,6 +912,8 @@ enum Isa {
     Base,
     /// AVX-512 or AVX2 + FMA where the CPU has them (run-time detection), else the baseline.
     Best,
+    /// No arithmetic: only the data movement ([`interface_floor`]).
+    Floor,
 }
 
 /// Run the chunked form on every (sequence, head) pair in parallel (rayon); each task reads its
@@ -926,6 +982,7 @@ fn run<T: Real>(p: &Problem, opts: &ChunkOptions, form: Option<DgForm>, isa: Isa
         match isa {
             Isa::Base => item(&src, &sink, &mut w, opts, scale, local),
             Isa::Best => item_best(&src, &sink, &mut w, opts, scale, local),
+            Isa::Floor => item_floor(&src, &sink, &mut w, opts),
         }
         give_work(w);
     });
@@ -1016,18 +1073,20 @@ fn load<T: Real>(src: &ArrayView2<f64>, r0: usize, dst: &mut [T], round: Option<
 /// allocation or page faults per call). Contents are unspecified between uses: every element
 /// is written before it is read.
 struct Work<T> {
-    /// Whole-sequence `[L, K]` / `[L, V]` / `[L, Kg]` buffers.
+    /// Whole-sequence `[L, K]` / `[L, V]` / `[L, Kg]` inputs in the compute type.
     q: Vec<T>,
     k: Vec<T>,
     v: Vec<T>,
     g: Vec<T>,
+    /// Per-chunk `[C, V]` do and `[C, K]` decays and factors.
     do_: Vec<T>,
     e0: Vec<T>,
     el: Vec<T>,
     qe: Vec<T>,
     ke: Vec<T>,
-    /// Chunk states `H_p` and state gradients `dH_p`, `[NT, K, V]` each (backward).
+    /// Chunk states `H_p`, `[NT, K, V]` (backward).
     states: Vec<T>,
+    /// The state gradient of the current chunk, `[K, V]`.
     dstates: Vec<T>,
     /// `[K, V]` scratch.
     u: Vec<T>,
@@ -1244,15 +1303,53 @@ fn chunk_out<T: Real>(
     round_slice(oc, plan.o);
 }
 
+/// The chunk's decays `exp(Gl)` into `e0`, `exp(Gl_last - Gl)` into `el` and the factors
+/// `q*exp(Gl)` into `qe`, `k*exp(Gl_last - Gl)` into `ke` (first `lp * K` elements each, `lp` =
+/// the chunk's rows in `q`), from the chunk-local cumsum `cum`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn chunk_factors<T: Real>(
+    cum: &Cum<T>,
+    (q, k): (&[T], &[T]),
+    kk: usize,
+    plan: &RoundingPlan,
+    e0: &mut [T],
+    el: &mut [T],
+    qe: &mut [T],
+    ke: &mut [T],
+) {
+    let lp = q.len() / kk;
+    let last = lp - 1;
+    for i in 0..lp {
+        cum.dec_row(i, -1, &mut e0[i * kk..(i + 1) * kk]);
+        cum.dec_row(last, i as isize, &mut el[i * kk..(i + 1) * kk]);
+    }
+    factor_into(
+        q,
+        &e0[..lp * kk],
+        T::one(),
+        &mut qe[..lp * kk],
+        plan.q_decay,
+    );
+    factor_into(
+        k,
+        &el[..lp * kk],
+        T::one(),
+        &mut ke[..lp * kk],
+        plan.k_decay,
+    );
+}
+
 /// One (sequence, head): forward, and the backward when `src.do_` is present; results go
 /// straight to `sink`, chunk by chunk.
 ///
-/// Pass 1 (chunk order): read the chunk's inputs, the chunk-local reset-aware cumsum, the
-/// decays `exp(Gl)` and `exp(Gl_last - Gl)` (kept for the whole sequence), the factors `qe`,
-/// `ke`, the state recurrence (one `[K, lp] @ [lp, V]` GEMM per chunk); forward only: the
-/// chunk's outputs. Backward: pass 2 (reverse) reads `do` and computes the state gradients
-/// `dH_p`; pass 3 per chunk the outputs and all gradients, the intra-chunk decays computed once
-/// and shared by forward and backward.
+/// Pass 1 (chunk order): read the chunk's inputs (kept for the whole sequence in the compute
+/// type), the chunk-local reset-aware cumsum, the decays `exp(Gl)` and `exp(Gl_last - Gl)`, the
+/// factors `qe`, `ke`, the state recurrence (one `[K, lp] @ [lp, V]` GEMM per chunk; the
+/// backward keeps the states `H_p`); forward only: the chunk's outputs. Backward: pass 2
+/// (reverse chunk order) recomputes the chunk's decays and factors, reads `do`, steps the state
+/// gradient `dH_p`, then computes the chunk's outputs and all its gradients, the intra-chunk
+/// decays computed once and shared by forward and backward.
 #[inline(always)]
 fn item<T: Real>(
     src: &Src,
@@ -1307,13 +1404,15 @@ fn item<T: Real>(
         sized(v, l * vv),
         sized(g, l * kg),
     );
+    // Chunk-local decays and factors: recomputed per chunk in each sweep (cheaper than keeping
+    // whole-sequence copies, which do not stay in cache).
     let (e0, el, qe, ke) = (
-        sized(e0, l * kk),
-        sized(el, l * kk),
-        sized(qe, l * kk),
-        sized(ke, l * kk),
+        sized(e0, cs * kk),
+        sized(el, cs * kk),
+        sized(qe, cs * kk),
+        sized(ke, cs * kk),
     );
-    let (states, dstates) = (sized(states, nst), sized(dstates, nst));
+    let states = sized(states, nst);
     let (u, hs) = (sized(u, kv), sized(hs, kv));
     let oc = sized(oc, cs * vv);
     let key = (cs, opts.sub_chunk, kk);
@@ -1337,23 +1436,15 @@ fn item<T: Real>(
         let gc = &mut g[p0 * kg..(p0 + lp) * kg];
         load(&src.g, p0, gc, None);
         cum.refill(gc, lp, kg);
-        for i in 0..lp {
-            cum.dec_row(i, -1, &mut e0[(p0 + i) * kk..(p0 + i + 1) * kk]);
-            cum.dec_row(last, i as isize, &mut el[(p0 + i) * kk..(p0 + i + 1) * kk]);
-        }
-        factor_into(
-            &q[rk.clone()],
-            &e0[rk.clone()],
-            T::one(),
-            &mut qe[rk.clone()],
-            plan.q_decay,
-        );
-        factor_into(
-            &k[rk.clone()],
-            &el[rk.clone()],
-            T::one(),
-            &mut ke[rk.clone()],
-            plan.k_decay,
+        chunk_factors(
+            cum,
+            (&q[rk.clone()], &k[rk.clone()]),
+            kk,
+            plan,
+            e0,
+            el,
+            qe,
+            ke,
         );
         if bwd {
             states[p * kv..(p + 1) * kv].copy_from_slice(&h);
@@ -1366,7 +1457,7 @@ fn item<T: Real>(
                     &q[rk.clone()],
                     &k[rk.clone()],
                     &vr[rv.clone()],
-                    &qe[rk.clone()],
+                    &qe[..lp * kk],
                 ),
                 (kk, vv),
                 opts,
@@ -1381,7 +1472,7 @@ fn item<T: Real>(
         gemm(
             (kk, lp, vv),
             T::one(),
-            &ke[rk],
+            &ke[..lp * kk],
             (1, kk),
             &vr[rv],
             (vv, 1),
@@ -1389,7 +1480,7 @@ fn item<T: Real>(
             u,
             vv,
         );
-        let glast = &e0[(p0 + last) * kk..(p0 + lp) * kk];
+        let glast = &e0[last * kk..lp * kk];
         for d in 0..kk {
             let gd = glast[d];
             for (hv, &uv) in h[d * vv..(d + 1) * vv]
@@ -1408,46 +1499,16 @@ fn item<T: Real>(
         return;
     };
 
-    // Pass 2 (reverse chunk order): read do; state gradients, dstates[p] = dL/d(state after chunk p).
-    let dor = sized(do_, l * vv);
+    // Pass 2 (reverse chunk order): per chunk, read do, step the state gradient
+    // (dhp = dL/d(state after chunk p) before the step), then the chunk's outputs and all its
+    // gradients, the intra-chunk decays computed once and shared by forward and backward.
+    let dor = sized(do_, cs * vv);
     let mut dh = vec![T::zero(); kv];
     if let Some(dht) = &src.dht {
         load(dht, 0, &mut dh, None);
     }
+    let dhcur = sized(dstates, kv);
     let wbuf = u;
-    for (p, p0) in (0..l).step_by(cs).enumerate().rev() {
-        let lp = cs.min(l - p0);
-        let (rk, rv) = (p0 * kk..(p0 + lp) * kk, p0 * vv..(p0 + lp) * vv);
-        load(src_do, p0, &mut dor[rv.clone()], plan.do_);
-        gemm(
-            (kk, lp, vv),
-            T::one(),
-            &qe[rk],
-            (1, kk),
-            &dor[rv],
-            (vv, 1),
-            T::zero(),
-            wbuf,
-            vv,
-        );
-        dstates[p * kv..(p + 1) * kv].copy_from_slice(&dh);
-        let glast = &e0[(p0 + lp - 1) * kk..(p0 + lp) * kk];
-        for d in 0..kk {
-            let gd = glast[d];
-            for (x, &wv) in dh[d * vv..(d + 1) * vv]
-                .iter_mut()
-                .zip(&wbuf[d * vv..(d + 1) * vv])
-            {
-                *x = gd * *x + scale * wv;
-            }
-        }
-    }
-    sink.state(
-        &gout[4],
-        &Array2::from_shape_vec((kk, vv), dh).expect("state shape"),
-    );
-
-    // Pass 3: per chunk, the outputs and the gradients.
     let (hbuf, dhbuf) = (sized(hbuf, kv), sized(dhbuf, kv));
     let (dqs, dks, dvs, dgs) = (
         sized(dq, cs * kk),
@@ -1458,22 +1519,52 @@ fn item<T: Real>(
     let dgr = sized(dgr, cs);
     let (da, dki) = (sized(da, cs * cs), sized(dki, cs * kk));
     let (acc, ksum) = (sized(acc, kk), sized(ksum, kk));
-    for (p, p0) in (0..l).step_by(cs).enumerate() {
+    for (p, p0) in (0..l).step_by(cs).enumerate().rev() {
         let lp = cs.min(l - p0);
         let (rk, rv) = (p0 * kk..(p0 + lp) * kk, p0 * vv..(p0 + lp) * vv);
         cum.refill(&g[p0 * kg..(p0 + lp) * kg], lp, kg);
-        let hstate = &states[p * kv..(p + 1) * kv];
-        let (qc, kc, vc, doc) = (
-            &q[rk.clone()],
-            &k[rk.clone()],
-            &vr[rv.clone()],
-            &dor[rv.clone()],
+        let (qc, kc, vc) = (&q[rk.clone()], &k[rk.clone()], &vr[rv.clone()]);
+        chunk_factors(cum, (qc, kc), kk, plan, e0, el, qe, ke);
+        let (e0c, elc, qec, kec) = (
+            &e0[..lp * kk],
+            &el[..lp * kk],
+            &qe[..lp * kk],
+            &ke[..lp * kk],
         );
+        let doc = &mut dor[..lp * vv];
+        load(src_do, p0, doc, plan.do_);
+        let doc = &*doc;
+        let glast = &e0c[(lp - 1) * kk..lp * kk];
+
+        // State gradient step: dH <- Diag(exp(Gl_last)) dH + scale * qe^T @ do.
+        gemm(
+            (kk, lp, vv),
+            T::one(),
+            qec,
+            (1, kk),
+            doc,
+            (vv, 1),
+            T::zero(),
+            wbuf,
+            vv,
+        );
+        dhcur.copy_from_slice(&dh);
+        for d in 0..kk {
+            let gd = glast[d];
+            for (x, &wv) in dh[d * vv..(d + 1) * vv]
+                .iter_mut()
+                .zip(&wbuf[d * vv..(d + 1) * vv])
+            {
+                *x = gd * *x + scale * wv;
+            }
+        }
+
+        let hstate = &states[p * kv..(p + 1) * kv];
         let oc = &mut oc[..lp * vv];
         chunk_out(
             intra,
             cum,
-            (qc, kc, vc, &qe[rk.clone()]),
+            (qc, kc, vc, qec),
             (kk, vv),
             opts,
             scale,
@@ -1483,7 +1574,7 @@ fn item<T: Real>(
         );
         sink.rows(&sink.outs.o, p0, oc);
         let hb = round_view(hstate, plan.bwd_state, hbuf);
-        let dhp = round_view(&dstates[p * kv..(p + 1) * kv], plan.dstate, dhbuf);
+        let dhp = round_view(dhcur, plan.dstate, dhbuf);
 
         // dA = scale * do @ v^T on j <= i (upper triangle selected to exact 0).
         let da = &mut da[..lp * lp];
@@ -1508,7 +1599,7 @@ fn item<T: Real>(
         gemm(
             (lp, kk, vv),
             T::one(),
-            &ke[rk.clone()],
+            kec,
             (kk, 1),
             dhp,
             (vv, 1),
@@ -1541,7 +1632,7 @@ fn item<T: Real>(
             dqc,
             kk,
         );
-        for (x, &ev) in dqc.iter_mut().zip(&e0[rk.clone()]) {
+        for (x, &ev) in dqc.iter_mut().zip(e0c) {
             *x = *x * ev * scale;
         }
         let dki = &mut dki[..lp * kk];
@@ -1556,13 +1647,12 @@ fn item<T: Real>(
             dki,
             kk,
         );
-        for (x, &ev) in dki.iter_mut().zip(&el[rk.clone()]) {
+        for (x, &ev) in dki.iter_mut().zip(elc) {
             *x *= ev;
         }
         let dkc = &mut dks[..lp * kk];
         dkc.copy_from_slice(dki);
 
-        let glast = &e0[(p0 + lp - 1) * kk..(p0 + lp) * kk];
         let dgc = &mut dgs[..lp * kk];
         if local {
             // Local-form dg, the parts outside the chunk (module docs), before the intra parts
@@ -1636,6 +1726,10 @@ fn item<T: Real>(
             sink.rows(&gout[3], p0, dgc);
         }
     }
+    sink.state(
+        &gout[4],
+        &Array2::from_shape_vec((kk, vv), dh).expect("state shape"),
+    );
 }
 
 #[cfg(test)]
