@@ -820,19 +820,6 @@ fn dg_local_agrees_with_reverse_cumsum_on_mild_gates() {
 // Calibration (prints the evidence for bounds::CHUNKED / CHUNKED_BF16)
 // ------------------------------------------------------------------------------------------------
 
-/// `c_needed = (ratio * (us + ua) - us) / (ua * (n_acc + lambda))`: the smallest c passing.
-fn c_needed(rep: &Report) -> Vec<(String, f64)> {
-    rep.tensors
-        .iter()
-        .map(|t| {
-            let need = ((t.ratio * (t.u_stages + t.u_acc) - t.u_stages)
-                / (t.u_acc * (t.n_acc + t.lambda)))
-                .max(0.0);
-            (t.name.clone(), need)
-        })
-        .collect()
-}
-
 #[test]
 #[ignore = "calibration sweep that produced the constants in bounds/constants.rs; run on demand"]
 fn calibrate() {
@@ -993,87 +980,6 @@ fn calibrate() {
         eprint!(" {kind} {x:.4}");
     }
     eprintln!();
-}
-
-/// Value regimes of the adversarial sweep (as in gla-proptests): signed normal; wide range
-/// (sign * 2^U(-12, 12)); cancellation (rows in pairs, k equal, v and do opposite plus 2^-10 noise).
-#[derive(Clone, Copy, Debug)]
-enum Values {
-    Normal,
-    Wide,
-    Cancel,
-}
-
-fn adv_value(r: &mut ChaCha8Rng, vals: Values) -> f64 {
-    match vals {
-        Values::Wide => {
-            let s = if r.gen::<bool>() { 1.0 } else { -1.0 };
-            s * 2f64.powf(r.gen_range(-12.0..12.0))
-        }
-        _ => randn(r),
-    }
-}
-
-/// A small adversarial problem: gates from `gate` (then isolated -300 / -inf rows when asked),
-/// values from `vals`, rounded to f32.
-#[allow(clippy::too_many_arguments)]
-fn adv_problem(
-    seed: u64,
-    (t, k, v): (usize, usize, usize),
-    scalar: bool,
-    states: (bool, bool),
-    vals: Values,
-    gate: &dyn Fn(&mut ChaCha8Rng) -> f64,
-    special: Option<f64>,
-) -> Problem {
-    use ndarray::Array3;
-    let mut r = <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(seed);
-    let h = 1;
-    let fill = |w: usize, sign: Option<f64>, r: &mut ChaCha8Rng| {
-        let mut a = Array4::from_shape_fn((1, t, h, w), |_| adv_value(r, vals));
-        if let (Values::Cancel, Some(sg)) = (vals, sign) {
-            for ti in (1..t).step_by(2) {
-                for d in 0..w {
-                    a[[0, ti, 0, d]] = sg * a[[0, ti - 1, 0, d]] + randn(r) * 2f64.powi(-10);
-                }
-            }
-        }
-        a
-    };
-    let q = fill(k, None, &mut r);
-    let kk = fill(k, Some(1.0), &mut r);
-    let vv = fill(v, Some(-1.0), &mut r);
-    let do_ = fill(v, Some(-1.0), &mut r);
-    let kg = if scalar { 1 } else { k };
-    let mut g = Array4::from_shape_fn((1, t, h, kg), |_| gate(&mut r));
-    if let Some(x) = special {
-        let cands = [0usize, 3, 4, 15, 16, 17, 63, 64, r.gen_range(0..t)];
-        for _ in 0..r.gen_range(1..=3) {
-            let row = cands[r.gen_range(0..cands.len())].min(t - 1);
-            let all = r.gen::<bool>();
-            let ch = r.gen_range(0..kg);
-            for d in 0..kg {
-                if all || d == ch {
-                    g[[0, row, 0, d]] = x;
-                }
-            }
-        }
-    }
-    let gates = if scalar {
-        Gates::Scalar(Array3::from_shape_fn((1, t, h), |(_, ti, hi)| {
-            g[[0, ti, hi, 0]]
-        }))
-    } else {
-        Gates::PerChannel(g)
-    };
-    let mut b = Problem::builder(q, kk, vv, gates).do_(do_);
-    if states.0 {
-        b = b.h0(Array4::from_shape_fn((1, h, k, v), |_| randn(&mut r)));
-    }
-    if states.1 {
-        b = b.dht(Array4::from_shape_fn((1, h, k, v), |_| randn(&mut r)));
-    }
-    b.build().unwrap().rounded_to(Dtype::F32).unwrap()
 }
 
 /// Many small random problems in the regimes that pushed the log-space families' constants up
