@@ -75,12 +75,17 @@
 //! diagonal elementwise decays) evaluated once and shared by the forward and backward formulas.
 //! Measured on the 2-core shared machine (B=1, H=8, T=4096, K=V=128, f32;
 //! `GLA_BENCH_QUICK=5 cargo bench -p gla-reference --bench chunked`): forward+backward
-//! ~0.29-0.33 CPU-s when the machine is quiet (the previous version ~0.32-0.36, the original
-//! ~0.69-0.73), ~2.6-3.2x less than the recurrent reference in the same run; ~27-30 GFLOP per
-//! CPU-second against the f32 GEMM's ~130. The matrix products run at about the GEMM rate
-//! (~25% of the time); the rest is the memory-bound interface every form pays (reading the f64
-//! inputs, faulting in and writing ~160 MB of f64 results: ~30%) and the elementwise work
-//! (exps, the diagonal blocks, dg).
+//! ~0.33-0.35 CPU-s, 175-195 ms wall (the original ~0.69-0.73 CPU-s), 2.8-3.2x less wall time
+//! than the recurrent reference in the same run; ~25 GFLOP per CPU-second against the f32
+//! GEMM's ~115-135. Where the time goes (rdtsc per phase, one profiling run): writing the five
+//! f64 result tensors (page faults, kernel zeroing, f32 -> f64 stores) 22%, reading the f64
+//! inputs 7%, the matrix products 37% (at ~60-75 GFLOP/CPU-s: they are small, `[64, 128] @
+//! [128, 128]` and smaller), the intra-chunk A (diagonal decays and dot products) 17%, the
+//! intra-chunk dq/dk 8%, dg and the rest 9%. The data movement alone
+//! ([`interface_floor`]: the same reads, writes and allocations without arithmetic) takes
+//! ~0.11 CPU-s (55-60 ms wall), so a form that did nothing but its useful FLOPs at the GEMM rate
+//! would still need ~0.18 CPU-s: against the recurrent reference that is at most ~5.2-5.7x CPU,
+//! ~6.2x wall (the benchmark prints this bound in every run).
 //!
 //! ```
 //! use gla_reference::{chunked::{self, ChunkOptions}, rounding::RoundingPlan, Dtype, Gates, Problem};
