@@ -304,6 +304,16 @@ fn summary() {
         tr.as_secs_f64() * 1e3,
         tr.as_secs_f64() / tc.as_secs_f64()
     );
+    let tfl = median_time(3, || {
+        black_box(chunked::interface_floor::<f32>(&p, &opts).unwrap());
+    });
+    println!(
+        "data-movement floor T=4096 (no math)    : {:>8.1} ms  -> with the FLOPs at {} x GEMM rate, at most {:.1}x faster than recurrent",
+        tfl.as_secs_f64() * 1e3,
+        rayon::current_num_threads(),
+        tr.as_secs_f64()
+            / (tfl.as_secs_f64() + flops / 1e9 / (gemm_rate * rayon::current_num_threads() as f64))
+    );
     println!(
         "parallel fwd T=1024                     : {:>8.1} ms",
         tp1.as_secs_f64() * 1e3
