@@ -988,107 +988,54 @@ fn calibrate() {
 /// c_needed (f32, f64) and bf16 ratio per gate regime, and the largest dq/dk c_needed of the
 /// same runs for context.
 fn adversarial_dg_local(rows: &mut std::collections::BTreeMap<(String, &str), f64>) {
-    let seeds: u64 = std::env::var("CAL_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(200);
-    type G = Box<dyn Fn(&mut ChaCha8Rng) -> f64>;
-    let gates: Vec<(&str, G, Option<f64>)> = vec![
-        (
-            "adv isolated -300",
-            Box::new(|r| logsigmoid(randn(r)) / 16.0),
-            Some(-300.0),
-        ),
-        (
-            "adv isolated -inf",
-            Box::new(|r| logsigmoid(randn(r)) / 16.0),
-            Some(f64::NEG_INFINITY),
-        ),
-        (
-            "adv mixed extremes",
-            Box::new(|r| match r.gen_range(0..7) {
-                0 => 0.0,
-                1 => logsigmoid(randn(r)) / 16.0,
-                2 => -1.0,
-                3 => -30.0,
-                4 => -300.0,
-                5 => (1e-12f64).ln(),
-                _ => f64::NEG_INFINITY,
-            }),
-            None,
-        ),
-        (
-            "adv strong (to -30)",
-            Box::new(|r| (logsigmoid(randn(r)) / 0.1).max(-30.0)),
-            None,
-        ),
-        (
-            "adv tiny alpha ~1e-12",
-            Box::new(|r| (1e-12 * r.gen_range(0.5..2.0f64)).ln()),
-            None,
-        ),
-        ("adv -U(6,12)", Box::new(|r| -r.gen_range(6.0..12.0)), None),
-    ];
+    let seeds = cal_seeds();
     let mut ctx: std::collections::BTreeMap<String, (f64, String)> = Default::default();
-    for (gi, (gname, gate, special)) in gates.iter().enumerate() {
-        for (vi, vals) in [Values::Normal, Values::Wide, Values::Cancel]
-            .into_iter()
-            .enumerate()
-        {
-            let key = format!("{gname} {vals:?}");
-            for seed in 0..seeds {
-                let mut r = <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(
-                    seed * 1000 + gi as u64 * 10 + vi as u64,
+    adversarial_cases(|case| {
+        let key = format!("adv {}", case.key());
+        let (p, seed, dims, scalar) = (&case.p, case.seed, case.dims, case.scalar);
+        let exact = truth_local(p);
+        let mags = magnitudes(p);
+        for opts in [ChunkOptions::default(), small(32, 8), small(16, 4)] {
+            for acc in [Dtype::F32, Dtype::F64] {
+                let c = if acc == Dtype::F32 {
+                    chunked::backward_with::<f32>(p, &opts, DgForm::Local).unwrap()
+                } else {
+                    chunked::backward_with::<f64>(p, &opts, DgForm::Local).unwrap()
+                };
+                let spec = BoundSpec::new(Algorithm::Chunked { chunk: opts.chunk }, acc)
+                    .with_constants(CHUNKED)
+                    .with_dg_form(DgForm::Local);
+                let rep = compare(p, &exact, &mags, &c, &spec).unwrap();
+                assert!(
+                    rep.tensors.iter().all(|t| t.candidate_nonfinite == 0),
+                    "{key} seed {seed}: non-finite\n{rep}"
                 );
-                let dims = (r.gen_range(1..=80), r.gen_range(1..=16), r.gen_range(1..=8));
-                let scalar = r.gen_range(0..4) == 0;
-                let states = (r.gen::<bool>(), r.gen::<bool>());
-                let p = adv_problem(r.gen(), dims, scalar, states, vals, gate.as_ref(), *special);
-                let exact = truth_local(&p);
-                let mags = magnitudes(&p);
-                for opts in [ChunkOptions::default(), small(32, 8), small(16, 4)] {
-                    for acc in [Dtype::F32, Dtype::F64] {
-                        let c = if acc == Dtype::F32 {
-                            chunked::backward_with::<f32>(&p, &opts, DgForm::Local).unwrap()
-                        } else {
-                            chunked::backward_with::<f64>(&p, &opts, DgForm::Local).unwrap()
-                        };
-                        let spec = BoundSpec::new(Algorithm::Chunked { chunk: opts.chunk }, acc)
-                            .with_constants(CHUNKED)
-                            .with_dg_form(DgForm::Local);
-                        let rep = compare(&p, &exact, &mags, &c, &spec).unwrap();
-                        assert!(
-                            rep.tensors.iter().all(|t| t.candidate_nonfinite == 0),
-                            "{key} seed {seed}: non-finite\n{rep}"
-                        );
-                        let kind = if acc == Dtype::F32 { "f32 c" } else { "f64 c" };
-                        for (n, need) in c_needed(&rep) {
-                            if n == "dg" {
-                                let e = rows.entry((key.clone(), kind)).or_default();
-                                if need > *e {
-                                    *e = need;
-                                    if acc == Dtype::F32 && need > 0.5 {
-                                        eprintln!("{key} seed {seed} T,K,V={dims:?} scalar={scalar} C={} c={}: dg_local c={need:.3}", opts.chunk, opts.sub_chunk);
-                                    }
-                                }
-                            } else if acc == Dtype::F32 {
-                                let e = ctx.entry(n).or_default();
-                                if need > e.0 {
-                                    *e = (need, format!("{key} seed {seed} C={}", opts.chunk));
-                                }
+                let kind = if acc == Dtype::F32 { "f32 c" } else { "f64 c" };
+                for (n, need) in c_needed(&rep) {
+                    if n == "dg" {
+                        let e = rows.entry((key.clone(), kind)).or_default();
+                        if need > *e {
+                            *e = need;
+                            if acc == Dtype::F32 && need > 0.5 {
+                                eprintln!("{key} seed {seed} T,K,V={dims:?} scalar={scalar} C={} c={}: dg_local c={need:.3}", opts.chunk, opts.sub_chunk);
                             }
                         }
+                    } else if acc == Dtype::F32 {
+                        let e = ctx.entry(n).or_default();
+                        if need > e.0 {
+                            *e = (need, format!("{key} seed {seed} C={}", opts.chunk));
+                        }
                     }
-                    let pb = p.rounded_to(Dtype::Bf16).unwrap();
-                    let ob = opts.with_plan(RoundingPlan::kernel_default(Dtype::Bf16));
-                    let c = chunked::backward_with::<f32>(&pb, &ob, DgForm::Local).unwrap();
-                    let spec = spec_plan(&ob, true).with_dg_form(DgForm::Local);
-                    let rep = compare(&pb, &truth_local(&pb), &magnitudes(&pb), &c, &spec).unwrap();
-                    let e = rows.entry((key.clone(), "bf16 ratio")).or_default();
-                    *e = e.max(rep.tensor("dg").unwrap().ratio);
                 }
             }
+            let pb = p.rounded_to(Dtype::Bf16).unwrap();
+            let ob = opts.with_plan(RoundingPlan::kernel_default(Dtype::Bf16));
+            let c = chunked::backward_with::<f32>(&pb, &ob, DgForm::Local).unwrap();
+            let spec = spec_plan(&ob, true).with_dg_form(DgForm::Local);
+            let rep = compare(&pb, &truth_local(&pb), &magnitudes(&pb), &c, &spec).unwrap();
+            let e = rows.entry((key.clone(), "bf16 ratio")).or_default();
+            *e = e.max(rep.tensor("dg").unwrap().ratio);
         }
-    }
+    });
     eprintln!("adversarial sweep ({seeds} seeds per regime pair), other outputs' f32 c_needed (context): {ctx:?}");
 }

@@ -334,79 +334,34 @@ fn calibrate() {
 /// parallel form: `CAL_SEEDS` (default 200) small random problems per (gate regime, value
 /// regime), f32 compute against the f64 recurrence; prints the largest c_needed per output.
 fn adversarial() {
-    let seeds: u64 = std::env::var("CAL_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(200);
-    type G = Box<dyn Fn(&mut ChaCha8Rng) -> f64>;
-    let gates: Vec<(&str, G, Option<f64>)> = vec![
-        (
-            "isolated -300",
-            Box::new(|r| logsigmoid(randn(r)) / 16.0),
-            Some(-300.0),
-        ),
-        (
-            "isolated -inf",
-            Box::new(|r| logsigmoid(randn(r)) / 16.0),
-            Some(f64::NEG_INFINITY),
-        ),
-        (
-            "mixed extremes",
-            Box::new(|r| match r.gen_range(0..7) {
-                0 => 0.0,
-                1 => logsigmoid(randn(r)) / 16.0,
-                2 => -1.0,
-                3 => -30.0,
-                4 => -300.0,
-                5 => (1e-12f64).ln(),
-                _ => f64::NEG_INFINITY,
-            }),
-            None,
-        ),
-        (
-            "strong (to -30)",
-            Box::new(|r| (logsigmoid(randn(r)) / 0.1).max(-30.0)),
-            None,
-        ),
-        (
-            "tiny alpha ~1e-12",
-            Box::new(|r| (1e-12 * r.gen_range(0.5..2.0f64)).ln()),
-            None,
-        ),
-        ("-U(6,12)", Box::new(|r| -r.gen_range(6.0..12.0)), None),
-    ];
     let mut worst: std::collections::BTreeMap<String, (f64, String)> = Default::default();
-    for (gi, (gname, gate, special)) in gates.iter().enumerate() {
-        for (vi, vals) in [Values::Normal, Values::Wide, Values::Cancel]
-            .into_iter()
-            .enumerate()
-        {
-            for seed in 0..seeds {
-                let mut r = <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(
-                    seed * 1000 + gi as u64 * 10 + vi as u64,
+    adversarial_cases(|case| {
+        let p = &case.p;
+        let c = parallel::backward::<f32>(p).unwrap();
+        let rep = compare(p, &truth(p), &magnitudes(p), &c, &spec()).unwrap();
+        assert!(
+            rep.tensors.iter().all(|t| t.candidate_nonfinite == 0),
+            "{} seed {}: non-finite\n{rep}",
+            case.key(),
+            case.seed
+        );
+        for (n, need) in c_needed(&rep) {
+            let e = worst.entry(n).or_default();
+            if need > e.0 {
+                *e = (
+                    need,
+                    format!(
+                        "{} seed {} T,K,V={:?} scalar={}",
+                        case.key(),
+                        case.seed,
+                        case.dims,
+                        case.scalar
+                    ),
                 );
-                let dims = (r.gen_range(1..=80), r.gen_range(1..=16), r.gen_range(1..=8));
-                let scalar = r.gen_range(0..4) == 0;
-                let states = (r.gen::<bool>(), r.gen::<bool>());
-                let p = adv_problem(r.gen(), dims, scalar, states, vals, gate.as_ref(), *special);
-                let c = parallel::backward::<f32>(&p).unwrap();
-                let rep = compare(&p, &truth(&p), &magnitudes(&p), &c, &spec()).unwrap();
-                assert!(
-                    rep.tensors.iter().all(|t| t.candidate_nonfinite == 0),
-                    "{gname} {vals:?} seed {seed}: non-finite\n{rep}"
-                );
-                for (n, need) in c_needed(&rep) {
-                    let e = worst.entry(n).or_default();
-                    if need > e.0 {
-                        *e = (
-                            need,
-                            format!("{gname} {vals:?} seed {seed} T,K,V={dims:?} scalar={scalar}"),
-                        );
-                    }
-                }
             }
         }
-    }
+    });
+    let seeds = cal_seeds();
     eprintln!("parallel adversarial sweep ({seeds} seeds per regime pair), f32 c_needed:");
     for (n, (c, at)) in &worst {
         eprintln!("  {n:<4} {c:.3}  ({at})");

@@ -186,3 +186,96 @@ pub fn adv_problem(
     }
     b.build().unwrap().rounded_to(Dtype::F32).unwrap()
 }
+
+/// One problem of the adversarial sweep.
+pub struct AdvCase {
+    /// Gate regime name.
+    pub gate: &'static str,
+    pub vals: Values,
+    pub seed: u64,
+    /// (T, K, V)
+    pub dims: (usize, usize, usize),
+    pub scalar: bool,
+    pub p: Problem,
+}
+
+impl AdvCase {
+    /// "gate-regime Values".
+    pub fn key(&self) -> String {
+        format!("{} {:?}", self.gate, self.vals)
+    }
+}
+
+/// The adversarial sweep shared by the chunked and parallel calibrations: `CAL_SEEDS` (default
+/// 200) small random problems (T in 1..80, K in 1..16, V in 1..8, H = 1, 1/4 scalar gates, h0 /
+/// dhT each present or not) per (gate regime, value regime), in a fixed order; `f` gets each.
+pub fn adversarial_cases(mut f: impl FnMut(&AdvCase)) {
+    let seeds = cal_seeds();
+    type G = Box<dyn Fn(&mut ChaCha8Rng) -> f64>;
+    let gates: Vec<(&str, G, Option<f64>)> = vec![
+        (
+            "isolated -300",
+            Box::new(|r| logsigmoid(randn(r)) / 16.0),
+            Some(-300.0),
+        ),
+        (
+            "isolated -inf",
+            Box::new(|r| logsigmoid(randn(r)) / 16.0),
+            Some(f64::NEG_INFINITY),
+        ),
+        (
+            "mixed extremes",
+            Box::new(|r| match r.gen_range(0..7) {
+                0 => 0.0,
+                1 => logsigmoid(randn(r)) / 16.0,
+                2 => -1.0,
+                3 => -30.0,
+                4 => -300.0,
+                5 => (1e-12f64).ln(),
+                _ => f64::NEG_INFINITY,
+            }),
+            None,
+        ),
+        (
+            "strong (to -30)",
+            Box::new(|r| (logsigmoid(randn(r)) / 0.1).max(-30.0)),
+            None,
+        ),
+        (
+            "tiny alpha ~1e-12",
+            Box::new(|r| (1e-12 * r.gen_range(0.5..2.0f64)).ln()),
+            None,
+        ),
+        ("-U(6,12)", Box::new(|r| -r.gen_range(6.0..12.0)), None),
+    ];
+    for (gi, (gname, gate, special)) in gates.iter().enumerate() {
+        for (vi, vals) in [Values::Normal, Values::Wide, Values::Cancel]
+            .into_iter()
+            .enumerate()
+        {
+            for seed in 0..seeds {
+                let mut r = ChaCha8Rng::seed_from_u64(seed * 1000 + gi as u64 * 10 + vi as u64);
+                let dims = (r.gen_range(1..=80), r.gen_range(1..=16), r.gen_range(1..=8));
+                let scalar = r.gen_range(0..4) == 0;
+                let states = (r.gen::<bool>(), r.gen::<bool>());
+                let p = adv_problem(r.gen(), dims, scalar, states, vals, gate.as_ref(), *special);
+                f(&AdvCase {
+                    gate: gname,
+                    vals,
+                    seed,
+                    dims,
+                    scalar,
+                    p,
+                });
+            }
+        }
+    }
+}
+
+/// The number of seeds per regime pair of [`adversarial_cases`] (`CAL_SEEDS`, default 200).
+pub fn cal_seeds() -> u64 {
+    std::env::var("CAL_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200)
+}
