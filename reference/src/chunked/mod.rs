@@ -1308,6 +1308,20 @@ fn chunk_out<T: Real>(
     round_slice(oc, plan.o);
 }
 
+/// One step of a state recurrence across a chunk: `h[d, :] = glast[d] * h[d, :] + mul * u[d, :]`
+/// for `[K, V]` row-major `h`, `u` (`mul = 1` is exact, so it is the plain `glast * h + u`).
+#[inline(always)]
+fn decay_step<T: Real>(h: &mut [T], glast: &[T], u: &[T], mul: T, vv: usize) {
+    for (d, &gd) in glast.iter().enumerate() {
+        for (x, &uv) in h[d * vv..(d + 1) * vv]
+            .iter_mut()
+            .zip(&u[d * vv..(d + 1) * vv])
+        {
+            *x = gd * *x + mul * uv;
+        }
+    }
+}
+
 /// The chunk's decays `exp(Gl)` into `e0`, `exp(Gl_last - Gl)` into `el` and the factors
 /// `q*exp(Gl)` into `qe`, `k*exp(Gl_last - Gl)` into `ke` (first `lp * K` elements each, `lp` =
 /// the chunk's rows in `q`), from the chunk-local cumsum `cum`.
@@ -1485,16 +1499,7 @@ fn item<T: Real>(
             u,
             vv,
         );
-        let glast = &e0[last * kk..lp * kk];
-        for d in 0..kk {
-            let gd = glast[d];
-            for (hv, &uv) in h[d * vv..(d + 1) * vv]
-                .iter_mut()
-                .zip(&u[d * vv..(d + 1) * vv])
-            {
-                *hv = gd * *hv + uv;
-            }
-        }
+        decay_step(&mut h, &e0[last * kk..lp * kk], u, T::one(), vv);
     }
     sink.state(
         &sink.outs.ht,
@@ -1554,15 +1559,7 @@ fn item<T: Real>(
             vv,
         );
         dhcur.copy_from_slice(&dh);
-        for d in 0..kk {
-            let gd = glast[d];
-            for (x, &wv) in dh[d * vv..(d + 1) * vv]
-                .iter_mut()
-                .zip(&wbuf[d * vv..(d + 1) * vv])
-            {
-                *x = gd * *x + scale * wv;
-            }
-        }
+        decay_step(&mut dh, glast, wbuf, scale, vv);
 
         let hstate = &states[p * kv..(p + 1) * kv];
         let oc = &mut oc[..lp * vv];
