@@ -11,6 +11,8 @@
 //!   higher-precision result rounded ONCE to f64 ([`OracleResult::solution`]), the reverse-cumsum
 //!   dg cross-check, and the MPFR values themselves (for a one-step rounding to bf16, f16, f32:
 //!   [`OracleResult::round_to`]).
+//! * [`exact_magnitudes`] computes the magnitude tensors `M_x` of the error model in MPFR (what
+//!   the golden files store; the f64 computation is `gla_reference::bounds::magnitudes`).
 //!
 //! Inputs are taken exactly (every value of a [`Problem`] is an f64, which MPFR represents
 //! exactly). `g = -inf` is `alpha = 0` exactly (a state reset). The gate gradient is the local
@@ -19,8 +21,8 @@
 //! ## Agreement (the convergence test)
 //!
 //! For an element `x` computed at precisions `p1 < p2` (values `x1`, `x2`), with magnitude
-//! `M` (the componentwise condition magnitude of spec section 8, see [`magnitude`]), the number
-//! of agreeing bits is
+//! `M` (the componentwise condition magnitude of docs/math.md §8.1, in f64 from
+//! `gla_reference::bounds::magnitudes`), the number of agreeing bits is
 //!
 //! ```text
 //! bits(x) = floor( log2( scale / |x2 - x1| ) ),   scale = max(|x2|, 2^-F * M, 2^-1074)
@@ -76,12 +78,13 @@ pub mod magnitude;
 pub mod recurrent;
 pub mod round;
 
+pub use magnitude::{exact_magnitudes, MAGNITUDE_PRECISION};
 pub use recurrent::{ExactGradients, ExactSolution, MAX_PRECISION, MIN_PRECISION};
 /// The MPFR binding whose `Float` holds the exact values (re-exported for convenience).
 pub use rug;
 
+use gla_reference::bounds::{magnitudes, Magnitudes};
 use gla_reference::{Dtype, GlaError, Problem, Result, Solution};
-use magnitude::Magnitudes;
 use ndarray::Array4;
 use rayon::prelude::*;
 use rug::Float;
@@ -212,7 +215,13 @@ pub fn evaluate(p: &Problem, opts: &OracleOptions) -> Result<OracleResult> {
     let ((mags, mut prev), second) = rayon::join(
         || {
             rayon::join(
-                || magnitude::magnitudes(p, opts.backward),
+                || {
+                    if opts.backward {
+                        magnitudes(p)
+                    } else {
+                        Magnitudes::forward(p)
+                    }
+                },
                 || recurrent::solve(p, prec, opts.backward),
             )
         },
@@ -273,18 +282,24 @@ pub(crate) fn agreement(
     );
     let mut tensors: Vec<Entry<'_>> =
         vec![("o", &lo.o, &hi.o, &m.o), ("ht", &lo.ht, &hi.ht, &m.ht)];
-    if let (Some(a), Some(b), Some(mg)) = (&lo.grads, &hi.grads, &m.grads) {
+    if let (Some(a), Some(b)) = (&lo.grads, &hi.grads) {
+        // The oracle's dg is the local form (magnitude M_dg_local); its reverse-cumsum
+        // cross-check is judged with M_dg, the magnitude of that algorithm.
+        let mag = |name| {
+            m.tensor(name)
+                .expect("gradient magnitudes are computed whenever the oracle runs backward")
+        };
         tensors.extend([
-            ("dq", &a.dq, &b.dq, &mg.dq),
-            ("dk", &a.dk, &b.dk, &mg.dk),
-            ("dv", &a.dv, &b.dv, &mg.dv),
-            ("dg", &a.dg, &b.dg, &mg.dg_local),
-            ("dh0", &a.dh0, &b.dh0, &mg.dh0),
+            ("dq", &a.dq, &b.dq, mag("dq")),
+            ("dk", &a.dk, &b.dk, mag("dk")),
+            ("dv", &a.dv, &b.dv, mag("dv")),
+            ("dg", &a.dg, &b.dg, mag("dg_local")),
+            ("dh0", &a.dh0, &b.dh0, mag("dh0")),
             (
                 "dg_reverse_cumsum",
                 &a.dg_reverse_cumsum,
                 &b.dg_reverse_cumsum,
-                &mg.dg_reverse_cumsum,
+                mag("dg"),
             ),
         ]);
     }

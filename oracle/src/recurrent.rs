@@ -30,7 +30,6 @@
 //! `T K w`, for 3 more MPFR operations per `(t, d, e)`). Both give the same values: the
 //! recomputation repeats the forward's operations exactly.
 
-use crate::magnitude::ckpt_interval;
 use gla_reference::{GateKind, GlaError, Problem, Result, SeqSpan};
 use ndarray::Array4;
 use rayon::prelude::*;
@@ -757,6 +756,11 @@ fn solve_with(p: &Problem, prec: u32, bwd: bool, store_max: usize) -> ExactSolut
         ht,
         grads,
     }
+}
+
+/// Checkpoint interval for the backward sweeps: about sqrt(T), at least 1.
+fn ckpt_interval(len: usize) -> usize {
+    ((len as f64).sqrt().ceil() as usize).max(1)
 }
 
 #[cfg(test)]

@@ -1,5 +1,10 @@
-//! Magnitude tensors M_x (spec section 8): the recurrence run in f64 on absolute values with the
-//! exact decays.
+//! Magnitude tensors M_x (docs/math.md §8.1): the recurrence run in f64 on absolute values with
+//! the exact decays.
+//!
+//! This is the f64 computation of the magnitudes, used by every comparison and by the oracle's
+//! convergence floor. The same tensors in MPFR, platform-independent to the last bit, are
+//! `gla_oracle::exact_magnitudes`, which the golden files store; the two agree to about 1e-15
+//! relative.
 
 use crate::problem::Problem;
 use crate::recurrent::{run, Opts};
@@ -59,6 +64,26 @@ pub struct Magnitudes {
 }
 
 impl Magnitudes {
+    /// The forward magnitudes only (`o`, `ht`; every gradient magnitude `None`), even when `p`
+    /// has `do`: bitwise the `o` and `ht` of [`magnitudes`], at the cost of a forward pass.
+    ///
+    /// ```
+    /// use gla_reference::bounds::{magnitudes, Magnitudes};
+    /// use gla_reference::{Gates, Problem};
+    /// use ndarray::Array4;
+    /// let x = Array4::from_shape_fn((1, 3, 1, 2), |(_, t, _, d)| t as f64 - d as f64);
+    /// let p = Problem::builder(x.clone(), x.clone(), x.clone(),
+    ///                          Gates::PerChannel(Array4::from_elem((1, 3, 1, 2), -0.5)))
+    ///     .do_(x).build()?;
+    /// let (fwd, all) = (Magnitudes::forward(&p), magnitudes(&p));
+    /// assert_eq!((&fwd.o, &fwd.ht), (&all.o, &all.ht));
+    /// assert!(fwd.dq.is_none() && all.dq.is_some());
+    /// # Ok::<(), gla_reference::GlaError>(())
+    /// ```
+    pub fn forward(p: &Problem) -> Magnitudes {
+        compute(p, false)
+    }
+
     /// The magnitude of an output by its file name (`o`, `ht`, `dq`, `dk`, `dv`, `dh0`, `dg`,
     /// `dg_local`).
     pub fn tensor(&self, name: &str) -> Option<&Array4<f64>> {
@@ -81,7 +106,11 @@ impl Magnitudes {
 /// Cost: one f64 forward and backward recurrence (plus a checkpointed recomputation for
 /// `dg_local`), parallel over (sequence, head).
 pub fn magnitudes(p: &Problem) -> Magnitudes {
-    let grads = p.has_backward();
+    compute(p, p.has_backward())
+}
+
+/// The magnitudes, the gradient ones only when `grads` (which needs `do`).
+fn compute(p: &Problem, grads: bool) -> Magnitudes {
     let raw = run::<f64>(
         p,
         Opts {
