@@ -2,7 +2,7 @@
 //! rotated so the L2 cache cannot hold a previous run's data). The timing logic lives in
 //! `gla_gpu::bench`; this module parses arguments and prints the table.
 
-use crate::common::Status;
+use crate::common::{choice, Status};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use gla_gpu::bench::{bench, format_row, header, BenchConfig, BenchMode};
@@ -27,16 +27,9 @@ pub enum Mode {
     Fwdbwd,
 }
 
-/// Input dtype of q, k, v, o.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum BenchDtype {
-    /// bfloat16 (tensor cores).
-    Bf16,
-    /// IEEE half (tensor cores).
-    F16,
-    /// IEEE single (FFMA, no TF32).
-    F32,
-}
+/// `--dtype` names: the kernels' input dtypes (bf16 and f16 on tensor cores; f32 in FFMA, no
+/// TF32).
+const DTYPE_NAMES: &[&str] = &["bf16", "f16", "f32"];
 
 /// Arguments of `glacheck bench`.
 #[derive(Debug, Args)]
@@ -52,8 +45,8 @@ pub struct BenchArgs {
     #[arg(long = "shape")]
     pub shapes: Vec<String>,
     /// Input dtype.
-    #[arg(long, value_enum, default_value = "bf16")]
-    pub dtype: BenchDtype,
+    #[arg(long, value_parser = choice::<Dtype>(DTYPE_NAMES), default_value = "bf16")]
+    pub dtype: Dtype,
     /// Timed runs per shape (median reported).
     #[arg(long, default_value_t = 30)]
     pub iters: usize,
@@ -102,11 +95,7 @@ pub fn run(a: BenchArgs) -> Result<Status> {
         Mode::Bwd => BenchMode::Bwd,
         Mode::Fwdbwd => BenchMode::FwdBwd,
     };
-    let dtype = match a.dtype {
-        BenchDtype::Bf16 => Dtype::Bf16,
-        BenchDtype::F16 => Dtype::F16,
-        BenchDtype::F32 => Dtype::F32,
-    };
+    let dtype = a.dtype;
     let info = match gla_gpu::available() {
         Ok(i) => i,
         Err(why) => bail!("no GPU: {why}"),

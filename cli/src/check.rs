@@ -1,19 +1,21 @@
 //! `glacheck check`: the built-in catalog through every available implementation.
 
-use crate::backend::{self, CheckRow, TensorReport};
-use crate::common::{fmt_ratio, print_table, progress, Status};
+use crate::common::{print_table, progress, Status};
 use anyhow::{bail, Result};
 use clap::Args;
-use gla_reference::OUTPUT_NAMES;
+use gla_judge::format::fmt_ratio;
+use gla_judge::{Implementation, Verdict};
+use gla_reference::bounds::TensorReport;
+use gla_reference::{Problem, OUTPUT_NAMES};
 
 /// Arguments of `glacheck check`.
 #[derive(Debug, Args)]
 #[command(after_help = "\
-Every valid case of the catalog (gla-fixtures) goes through gla-proptests' oracle cross-check: inputs \
+Every valid case of the catalog (gla-fixtures) goes through gla-judge's oracle cross-check: inputs \
 rounded to each implementation's input dtype, the MPFR oracle once per distinct input (forward and \
 backward), then recurrent f32 and f64, parallel f32, chunked f32 (C=64, c=16), chunked f32 with fla's \
 bf16 kernel rounding plan, and the GPU kernels when a CUDA device is usable. Each cell is the worst \
-elementwise ratio |x - x*| / ((sum u_s + u_acc) M_x + eta) of that output (spec 8.1): o and ht from \
+elementwise ratio |x - x*| / ((sum u_s + u_acc) M_x + eta) of that output (docs/math.md §8.1): o and ht from \
 the forward run, the gradients from the backward run (whose o and ht, and for GPU rows the \
 'at most twice the CPU emulation' rule, are judged too and named in failures). `bound` is \
 (sum u_s + c u_acc (n_acc + lambda)) / (sum u_s + u_acc) for the tensor closest to its bound. A \
@@ -21,10 +23,6 @@ non-finite result where the oracle is finite fails whatever the ratio. The catal
 GLA's domain (g > 0) must be rejected by validation.
 Exit status: 0 every row passes, 1 a row fails, 2 bad usage.")]
 pub struct CheckArgs {
-    /// Also run the property-test suite (gla-proptests) and print its summary table; its sizes
-    /// follow GLA_DEEP=1 and PROPTEST_CASES.
-    #[arg(long)]
-    pub deep: bool,
     /// Run only this catalog case (exact name, else every case whose name contains it; repeatable).
     #[arg(long, value_name = "NAME")]
     pub only: Vec<String>,
@@ -38,7 +36,7 @@ pub struct CheckArgs {
 
 /// Run `glacheck check`.
 pub fn run(a: CheckArgs) -> Result<Status> {
-    let all = backend::catalog()?;
+    let all = catalog()?;
     // --only NAME: the case of that name, or (when none has it exactly) every case containing it.
     let wanted = |name: &str| {
         a.only.is_empty()
@@ -51,8 +49,8 @@ pub fn run(a: CheckArgs) -> Result<Status> {
     if cases.is_empty() {
         bail!("no catalog case matches --only {:?}", a.only);
     }
-    let gpu = backend::gpu_available();
-    let impls: Vec<_> = backend::check_implementations(gpu.is_ok())
+    let gpu = gpu_available();
+    let impls: Vec<_> = Implementation::all_available()
         .into_iter()
         .filter(|c| a.imp.is_empty() || a.imp.iter().any(|o| c.name().contains(o.as_str())))
         .collect();
@@ -77,7 +75,7 @@ pub fn run(a: CheckArgs) -> Result<Status> {
     let mut rows: Vec<CheckRow> = Vec::new();
     for case in &cases {
         pb.set_message(case.name.clone());
-        rows.extend(backend::check_case(case, &impls));
+        rows.extend(check_case(case, &impls));
         pb.inc(1);
     }
     pb.finish_and_clear();
@@ -131,7 +129,7 @@ pub fn run(a: CheckArgs) -> Result<Status> {
     };
 
     // Inputs outside GLA's domain (F3's g > 0, F9's linear alpha): validation must reject them.
-    let rejects: Vec<_> = backend::must_reject_cases()
+    let rejects: Vec<_> = must_reject_cases()
         .into_iter()
         .filter(|c| {
             a.only.is_empty() || a.only.iter().any(|o| c.0 == *o || c.0.contains(o.as_str()))
@@ -148,13 +146,6 @@ pub fn run(a: CheckArgs) -> Result<Status> {
                     status = Status::Fail;
                 }
             }
-        }
-    }
-    if a.deep {
-        crate::outln!();
-        crate::outln!("property-test harness (gla-proptests):");
-        if !backend::deep_suite() {
-            status = Status::Fail;
         }
     }
     Ok(status)
@@ -208,4 +199,167 @@ fn print_rows(rows: &[CheckRow]) {
         .collect();
     print_table(&header, &table);
     crate::outln!("(cells: worst ratio per output; `!` marks a tensor over its bound or non-finite; `-`: not computed)");
+}
+
+/// One case of the built-in catalog.
+#[derive(Debug, Clone)]
+pub struct Case {
+    /// Short name.
+    pub name: String,
+    /// One-line description (gate regime, shapes).
+    pub description: String,
+    /// The problem (with backward seeds).
+    pub problem: Problem,
+}
+
+/// The built-in catalog's valid cases (gla-fixtures), in catalog order.
+fn catalog() -> Result<Vec<Case>> {
+    Ok(gla_fixtures::catalog::cases()
+        .into_iter()
+        .filter_map(|c| {
+            c.problem().map(|problem| Case {
+                name: c.name.to_string(),
+                description: c.description.to_string(),
+                problem,
+            })
+        })
+        .collect())
+}
+
+/// The catalog's must-reject cases (inputs outside GLA's domain): (name, description, the
+/// validation error, or None when validation wrongly accepted the input).
+fn must_reject_cases() -> Vec<(String, String, Option<String>)> {
+    gla_fixtures::catalog::cases()
+        .into_iter()
+        .filter(|c| c.must_reject())
+        .map(|c| {
+            (
+                c.name.to_string(),
+                c.description.to_string(),
+                c.validate().err().map(|e| e.to_string()),
+            )
+        })
+        .collect()
+}
+
+/// One row of the `check` table.
+#[derive(Debug, Clone)]
+pub struct CheckRow {
+    /// Case name.
+    pub case: String,
+    /// Implementation name.
+    pub imp: String,
+    /// Per-tensor verdicts: forward o, ht; backward run o.bwd, ht.bwd, dq, dk, dv, dg, dh0.
+    pub tensors: Vec<TensorReport>,
+    /// Why the row could not be judged (oracle or solver error): the row fails.
+    pub error: Option<String>,
+    /// Why the implementation does not apply to the case (input overflows its format): not a failure.
+    pub not_applicable: Option<String>,
+}
+
+impl CheckRow {
+    /// The verdict of one output.
+    pub fn tensor(&self, name: &str) -> Option<&TensorReport> {
+        self.tensors.iter().find(|t| t.name == name)
+    }
+    /// Row verdict.
+    pub fn pass(&self) -> bool {
+        self.error.is_none() && self.tensors.iter().all(|t| t.pass)
+    }
+    /// The bound of the tensor with the largest ratio/bound.
+    pub fn tightest_bound(&self) -> Option<f64> {
+        self.tensors
+            .iter()
+            .max_by(|a, b| (a.ratio / a.bound).total_cmp(&(b.ratio / b.bound)))
+            .map(|t| t.bound)
+    }
+    /// Human-readable reasons for a failure.
+    pub fn failure_lines(&self) -> Vec<String> {
+        if let Some(e) = &self.error {
+            return vec![e.clone()];
+        }
+        self.tensors
+            .iter()
+            .filter(|t| !t.pass)
+            .map(|t| {
+                if t.candidate_nonfinite > 0 {
+                    format!(
+                        "{}: {} non-finite value(s) where the oracle is finite, first at {:?}",
+                        t.name,
+                        t.candidate_nonfinite,
+                        t.first_nonfinite.unwrap_or_default()
+                    )
+                } else {
+                    format!(
+                        "{}: ratio {:.3e} > bound {:.3e} at {:?} (got {:e}, exact {:e}, M {:e})",
+                        t.name,
+                        t.ratio,
+                        t.bound,
+                        t.worst_index.unwrap_or_default(),
+                        t.worst_candidate,
+                        t.worst_exact,
+                        t.worst_magnitude
+                    )
+                }
+            })
+            .collect()
+    }
+}
+
+/// Run one case through gla-judge's oracle cross-check (`check_against_oracle_as`,
+/// recorded under the property name `check`): inputs rounded to each implementation's input
+/// dtype, the MPFR oracle once per distinct prepared problem, every implementation forward and
+/// (where it supports it) forward + backward, judged with the bounds of docs/math.md §8.1 (forward outputs with
+/// the forward rounding stages; backward-run outputs, reported as `o.bwd`/`ht.bwd`, dq, ..., with
+/// all of them); GPU rows also by the "at most twice the CPU emulation" rule (`o~2x`, `ht~2x`).
+pub fn check_case(case: &Case, impls: &[Implementation]) -> Vec<CheckRow> {
+    let row = |imp: &Implementation| CheckRow {
+        case: case.name.clone(),
+        imp: imp.name(),
+        tensors: vec![],
+        error: None,
+        not_applicable: None,
+    };
+    match gla_judge::check_against_oracle_as("check", &case.problem, impls) {
+        Err(e) => impls
+            .iter()
+            .map(|i| CheckRow {
+                error: Some(format!("oracle: {e}")),
+                ..row(i)
+            })
+            .collect(),
+        Ok(verdicts) => verdicts
+            .into_iter()
+            .map(|(imp, v)| match v {
+                Verdict::Judged(r) => CheckRow {
+                    tensors: r.tensors,
+                    ..row(&imp)
+                },
+                Verdict::NotApplicable(why) => CheckRow {
+                    not_applicable: Some(why),
+                    ..row(&imp)
+                },
+                Verdict::Error(e) => CheckRow {
+                    error: Some(e.to_string()),
+                    ..row(&imp)
+                },
+            })
+            .collect(),
+    }
+}
+
+/// Whether a CUDA device is usable (Ok: the GPU candidates; Err: why not).
+pub fn gpu_available() -> std::result::Result<String, String> {
+    if gla_judge::gpu::available() {
+        Ok(format!(
+            "kernels {}",
+            Implementation::gpu_candidates()
+                .iter()
+                .map(|i| i.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    } else {
+        Err(gla_judge::gpu::unavailable_reason().unwrap_or_else(|| "disabled by GLA_NO_GPU".into()))
+    }
 }

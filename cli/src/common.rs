@@ -1,4 +1,5 @@
-//! Small pieces shared by the subcommands: exit status, output files, progress bars, formatting.
+//! Small pieces shared by the subcommands: exit status, files, progress bars, printing, value
+//! parsers for the library's vocabulary.
 
 /// `println!` that ignores write errors (a closed pipe, e.g. `glacheck check | head`, must not
 /// turn into a panic; the exit status still reports the verdict).
@@ -10,8 +11,11 @@ macro_rules! outln {
     }};
 }
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
+use gla_fixtures::io::{FileDtype, TensorFile};
+use gla_reference::{Dtype, Problem, Solution};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -67,76 +71,57 @@ pub fn progress(len: u64, what: &str) -> ProgressBar {
     pb
 }
 
-/// A ratio in a table cell: 3 significant digits, `-` when absent, `NaN`/`inf` spelled out.
-pub fn fmt_ratio(r: Option<f64>) -> String {
-    match r {
-        None => "-".into(),
-        Some(x) if x.is_nan() => "NaN".into(),
-        Some(x) if x.is_infinite() => "inf".into(),
-        Some(0.0) => "0".into(),
-        Some(x) if (0.01..1000.0).contains(&x) => {
-            let digits = if x >= 100.0 {
-                0
-            } else if x >= 10.0 {
-                1
-            } else if x >= 1.0 {
-                2
-            } else {
-                3
-            };
-            format!("{x:.digits$}")
-        }
-        Some(x) => format!("{x:.2e}"),
-    }
-}
-
-/// A float for JSON: finite numbers as numbers, NaN and infinities as strings.
-pub fn json_f64(x: f64) -> serde_json::Value {
-    if x.is_finite() {
-        serde_json::json!(x)
-    } else if x.is_nan() {
-        serde_json::json!("NaN")
-    } else if x > 0.0 {
-        serde_json::json!("inf")
-    } else {
-        serde_json::json!("-inf")
-    }
-}
-
-/// Print rows as an aligned text table (first column left-aligned, the others right-aligned).
+/// Print an aligned text table (see `gla_judge::format::table`).
 pub fn print_table(header: &[String], rows: &[Vec<String>]) {
-    let n = header.len();
-    let mut w = vec![0usize; n];
-    for r in std::iter::once(header).chain(rows.iter().map(|r| r.as_slice())) {
-        for (i, c) in r.iter().enumerate().take(n) {
-            w[i] = w[i].max(c.chars().count());
-        }
-    }
-    let line = |r: &[String]| {
-        let mut s = String::new();
-        for (i, c) in r.iter().enumerate().take(n) {
-            if i > 0 {
-                s.push_str("  ");
-            }
-            let pad = w[i].saturating_sub(c.chars().count());
-            if i <= 1 {
-                s.push_str(c);
-                s.push_str(&" ".repeat(pad));
-            } else {
-                s.push_str(&" ".repeat(pad));
-                s.push_str(c);
-            }
-        }
-        crate::outln!("{}", s.trim_end());
-    };
-    line(header);
-    crate::outln!(
-        "{}",
-        "-".repeat(w.iter().sum::<usize>() + 2 * (n.saturating_sub(1)))
-    );
-    for r in rows {
-        line(r);
-    }
+    out(&gla_judge::format::table(header, rows));
+}
+
+/// Write text to stdout as is, ignoring write errors (see [`outln!`]).
+pub fn out(s: &str) {
+    use std::io::Write as _;
+    let _ = std::io::stdout().write_all(s.as_bytes());
+}
+
+/// Read a safetensors file (every message names the file).
+pub fn read_file(path: &Path) -> Result<TensorFile> {
+    gla_fixtures::io::read_tensors(path).map_err(|e| anyhow!("{e}"))
+}
+
+/// Read and validate an input file: the problem and the whole file.
+pub fn read_problem(path: &Path) -> Result<(Problem, TensorFile)> {
+    let f = read_file(path)?;
+    let p = f
+        .problem()
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    Ok((p, f))
+}
+
+/// Write a solution (o, ht and the gradients when present; scalar-gate dg as `[B,T,H]`) with
+/// metadata, atomically: on any error nothing at `path` is created or changed.
+pub fn write_solution(
+    path: &Path,
+    p: &Problem,
+    s: &Solution,
+    dtype: Dtype,
+    metadata: &BTreeMap<String, String>,
+) -> Result<Vec<String>> {
+    let fd = FileDtype::from_dtype(dtype).map_err(|e| anyhow!("{e}"))?;
+    let tensors = gla_fixtures::io::solution_tensors(s, p.gate_kind(), fd);
+    let names = tensors.iter().map(|t| t.name.clone()).collect();
+    gla_fixtures::io::write_tensors(path, &tensors, metadata).map_err(|e| anyhow!("{e}"))?;
+    Ok(names)
+}
+
+/// A command-line value parser for a type with `FromStr` (the library's vocabulary: `Compute`,
+/// `Round`, `DgForm`, `Dtype`, `Form`) restricted to the listed names, which `--help` shows.
+pub fn choice<T>(names: &'static [&'static str]) -> impl clap::builder::TypedValueParser<Value = T>
+where
+    T: std::str::FromStr + Clone + Send + Sync + 'static,
+    T::Err: std::fmt::Display,
+{
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(names)
+        .try_map(|s: String| s.parse::<T>().map_err(|e| e.to_string()))
 }
 
 /// The glacheck version written into every file's metadata.

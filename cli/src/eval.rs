@@ -1,51 +1,65 @@
 //! `glacheck eval`: solve one problem from a file and write the results.
 
-use crate::backend::{self, ImplKind, SolverConfig};
-use crate::common::{Status, VERSION};
-use crate::verify::DgArg;
+use crate::common::{choice, read_problem, write_solution, Status, VERSION};
 use anyhow::{bail, Context, Result};
-use clap::{Args, ValueEnum};
+use clap::Args;
+use gla_judge::implementation::{Config, Form};
+use gla_judge::Compute;
+use gla_reference::bounds::DgForm;
 use gla_reference::Dtype;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-/// Compute type of a float implementation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Compute {
-    /// IEEE single precision.
-    F32,
-    /// IEEE double precision.
-    F64,
+/// Which solver (`eval --impl`): the oracle or one of the library's forms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImplArg {
+    /// MPFR recurrence (gla-oracle), converged past f64.
+    Oracle,
+    /// A float implementation.
+    Form(Form),
 }
 
-impl Compute {
-    /// As a dtype.
-    pub fn dtype(self) -> Dtype {
+impl ImplArg {
+    /// Lower-case name as on the command line.
+    pub fn name(self) -> &'static str {
         match self {
-            Compute::F32 => Dtype::F32,
-            Compute::F64 => Dtype::F64,
+            ImplArg::Oracle => "oracle",
+            ImplArg::Form(f) => f.name(),
         }
     }
 }
 
-/// Operand rounding of the chunked form's matrix products.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Round {
-    /// No rounding (everything in the compute type).
-    None,
-    /// bf16 operands, f32 accumulation (fla's bf16 kernel plan).
-    Bf16,
-    /// fp16 operands, f32 accumulation.
-    F16,
+impl std::str::FromStr for ImplArg {
+    type Err = gla_reference::GlaError;
+    fn from_str(s: &str) -> Result<ImplArg, Self::Err> {
+        if s == "oracle" {
+            Ok(ImplArg::Oracle)
+        } else {
+            s.parse().map(ImplArg::Form)
+        }
+    }
 }
 
-impl Round {
-    /// As a dtype (None: no rounding).
-    pub fn dtype(self) -> Option<Dtype> {
-        match self {
-            Round::None => None,
-            Round::Bf16 => Some(Dtype::Bf16),
-            Round::F16 => Some(Dtype::F16),
+/// `--impl` names of `eval`.
+pub const IMPL_NAMES: &[&str] = &["oracle", "recurrent", "parallel", "chunked", "gpu"];
+/// `--compute` names.
+pub const COMPUTE_NAMES: &[&str] = &["f32", "f64"];
+/// `--round` names.
+pub const ROUND_NAMES: &[&str] = &["none", "bf16", "f16"];
+/// `--dg-form` names.
+pub const DG_NAMES: &[&str] = &["reverse-cumsum", "local"];
+
+/// `--round` as a dtype: `none` or a kernel plan's dtype.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoundArg(pub Option<Dtype>);
+
+impl std::str::FromStr for RoundArg {
+    type Err = gla_reference::GlaError;
+    fn from_str(s: &str) -> Result<RoundArg, Self::Err> {
+        if s == "none" {
+            Ok(RoundArg(None))
+        } else {
+            s.parse().map(|d| RoundArg(Some(d)))
         }
     }
 }
@@ -61,15 +75,15 @@ otherwise; metadata records what produced them. Nothing is written when the inpu
 Exit status: 0 ok, 2 bad input or usage.")]
 pub struct EvalArgs {
     /// Implementation.
-    #[arg(long = "impl", value_enum)]
-    pub imp: ImplKind,
+    #[arg(long = "impl", value_parser = choice::<ImplArg>(IMPL_NAMES))]
+    pub imp: ImplArg,
     /// Compute type of a float implementation (ignored by the oracle).
-    #[arg(long, value_enum, default_value = "f32")]
+    #[arg(long, value_parser = choice::<Compute>(COMPUTE_NAMES), default_value = "f32")]
     pub compute: Compute,
     /// Chunked: fla's kernel rounding plan in this dtype (inputs rounded to it first); gpu: the
     /// kernels' input dtype (none = f32 inputs).
-    #[arg(long, value_enum, default_value = "none")]
-    pub round: Round,
+    #[arg(long, value_parser = choice::<RoundArg>(ROUND_NAMES), default_value = "none")]
+    pub round: RoundArg,
     /// Chunk length C (chunked and gpu only).
     #[arg(long, default_value_t = 64)]
     pub chunk: usize,
@@ -82,8 +96,8 @@ pub struct EvalArgs {
     /// Gate-gradient algorithm with --backward (recurrent, chunked, gpu): the reverse cumsum
     /// (fla's kernels; judged against M_dg) or the local form alpha_t rowsum(S_{t-1} dS_t)
     /// (accurate relative to M_dg_local, also for tiny alpha).
-    #[arg(long = "dg-form", value_enum, default_value = "reverse-cumsum")]
-    pub dg_form: DgArg,
+    #[arg(long = "dg-form", value_parser = choice::<DgForm>(DG_NAMES), default_value = "reverse-cumsum")]
+    pub dg_form: DgForm,
     /// Input file.
     pub input: PathBuf,
     /// Output file (written atomically).
@@ -93,8 +107,8 @@ pub struct EvalArgs {
 
 /// Options that the chosen implementation does not use are a usage error, not silently ignored.
 pub fn check_options(a: &EvalArgs) -> Result<()> {
-    let chunky = matches!(a.imp, ImplKind::Chunked | ImplKind::Gpu);
-    if !chunky && a.round != Round::None {
+    let chunky = matches!(a.imp, ImplArg::Form(Form::Chunked | Form::Gpu));
+    if !chunky && a.round.0.is_some() {
         bail!(
             "--round applies to --impl chunked or gpu, not {}",
             a.imp.name()
@@ -114,24 +128,24 @@ pub fn check_options(a: &EvalArgs) -> Result<()> {
                 a.sub_chunk
             );
         }
-        if a.imp == ImplKind::Gpu && (a.chunk, a.sub_chunk) != (64, 16) {
+        if a.imp == ImplArg::Form(Form::Gpu) && (a.chunk, a.sub_chunk) != (64, 16) {
             bail!("the GPU kernels use --chunk 64 --sub-chunk 16");
         }
-        if a.imp == ImplKind::Gpu && a.compute != Compute::F32 {
+        if a.imp == ImplArg::Form(Form::Gpu) && a.compute != Compute::F32 {
             bail!("the GPU kernels compute in f32: use --compute f32 (and --round for bf16/f16 inputs)");
         }
-        if a.round != Round::None && a.compute != Compute::F32 {
+        if a.round.0.is_some() && a.compute != Compute::F32 {
             bail!(
-                "--round {:?} emulates f32-accumulating kernels: use --compute f32",
-                a.round
+                "--round {} emulates f32-accumulating kernels: use --compute f32",
+                a.round.0.map_or("none".into(), |d| d.to_string())
             );
         }
     }
-    if a.dg_form == DgArg::Local {
+    if a.dg_form == DgForm::Local {
         if !a.backward {
             bail!("--dg-form applies with --backward");
         }
-        if matches!(a.imp, ImplKind::Oracle | ImplKind::Parallel) {
+        if matches!(a.imp, ImplArg::Oracle | ImplArg::Form(Form::Parallel)) {
             bail!(
                 "--dg-form local applies to --impl recurrent, chunked or gpu, not {}",
                 a.imp.name()
@@ -144,7 +158,7 @@ pub fn check_options(a: &EvalArgs) -> Result<()> {
 /// Run `glacheck eval`.
 pub fn run(a: EvalArgs) -> Result<Status> {
     check_options(&a)?;
-    let (p, _) = backend::read_problem(&a.input)?;
+    let (p, _) = read_problem(&a.input)?;
     if a.backward && !p.has_backward() {
         bail!(
             "`{}`: --backward needs the output gradient `do` [B,T,H,V] in the input file",
@@ -156,60 +170,71 @@ pub fn run(a: EvalArgs) -> Result<Status> {
     meta.insert("glacheck_version".to_string(), VERSION.to_string());
     meta.insert("impl".to_string(), a.imp.name().to_string());
     meta.insert("backward".to_string(), a.backward.to_string());
-    meta.insert("scale".to_string(), backend::format_f64(p.scale()));
+    meta.insert("scale".to_string(), gla_fixtures::io::format_f64(p.scale()));
     if let Some(name) = a.input.file_name() {
         meta.insert("input".to_string(), name.to_string_lossy().into_owned());
     }
-    let (solution, dtype) = if a.imp == ImplKind::Oracle {
-        let r = backend::oracle(&p, a.backward).context("oracle")?;
-        meta.insert("compute".to_string(), "mpfr".to_string());
-        meta.insert("oracle_precision_bits".to_string(), r.precision.to_string());
-        meta.insert("oracle_bits_agreed".to_string(), r.bits_agreed.to_string());
-        (r.solution, Dtype::F64)
-    } else {
-        let cfg = SolverConfig {
-            kind: a.imp,
-            compute: a.compute.dtype(),
-            round: a.round.dtype(),
-            chunk: a.chunk,
-            sub_chunk: a.sub_chunk,
-            dg: a.dg_form.form(),
-        };
-        meta.insert("compute".to_string(), cfg.compute.to_string());
-        meta.insert(
-            "round".to_string(),
-            cfg.round.map_or("none".to_string(), |d| d.to_string()),
-        );
-        if matches!(a.imp, ImplKind::Chunked | ImplKind::Gpu) {
-            meta.insert("chunk".to_string(), a.chunk.to_string());
-            meta.insert("sub_chunk".to_string(), a.sub_chunk.to_string());
+    let (solution, dtype) = match a.imp {
+        ImplArg::Oracle => {
+            let r = gla_judge::truth::oracle_full(&p, a.backward).context("oracle")?;
+            meta.insert("compute".to_string(), "mpfr".to_string());
+            meta.insert("oracle_precision_bits".to_string(), r.precision.to_string());
+            meta.insert("oracle_bits_agreed".to_string(), r.bits_agreed.to_string());
+            (r.solution, Dtype::F64)
         }
-        let imp = cfg.implementation()?;
-        meta.insert("implementation".to_string(), imp.name());
-        meta.insert("input_dtype".to_string(), imp.input_dtype().to_string());
-        if let std::borrow::Cow::Owned(_) = imp.prepare(&p)? {
-            // The file's values are not all representable in the implementation's input format.
-            eprintln!(
-                "glacheck eval: note: inputs rounded to {} (the format {} consumes)",
-                imp.input_dtype(),
-                imp.name()
-            );
+        ImplArg::Form(form) => {
+            let cfg = Config {
+                form,
+                compute: a.compute,
+                round: a.round.0,
+                chunk: a.chunk,
+                sub_chunk: a.sub_chunk,
+                dg: a.dg_form,
+            };
+            meta.insert("compute".to_string(), cfg.compute.dtype().to_string());
             meta.insert(
-                "inputs_rounded_to".to_string(),
-                imp.input_dtype().to_string(),
+                "round".to_string(),
+                cfg.round.map_or("none".to_string(), |d| d.to_string()),
             );
+            if matches!(a.imp, ImplArg::Form(Form::Chunked | Form::Gpu)) {
+                meta.insert("chunk".to_string(), a.chunk.to_string());
+                meta.insert("sub_chunk".to_string(), a.sub_chunk.to_string());
+            }
+            let imp = cfg.implementation()?;
+            meta.insert("implementation".to_string(), imp.name());
+            meta.insert("input_dtype".to_string(), imp.input_dtype().to_string());
+            if let std::borrow::Cow::Owned(_) = imp.prepare(&p)? {
+                // The file's values are not all representable in the implementation's input format.
+                eprintln!(
+                    "glacheck eval: note: inputs rounded to {} (the format {} consumes)",
+                    imp.input_dtype(),
+                    imp.name()
+                );
+                meta.insert(
+                    "inputs_rounded_to".to_string(),
+                    imp.input_dtype().to_string(),
+                );
+            }
+            if imp.is_gpu() && !gla_judge::gpu::available() {
+                bail!(
+                    "{}: no usable GPU ({})",
+                    imp.name(),
+                    gla_judge::gpu::unavailable_reason()
+                        .unwrap_or_else(|| "disabled by GLA_NO_GPU".into())
+                );
+            }
+            let s = gla_judge::solve(&imp, &p, a.backward)?;
+            (
+                s,
+                if imp.is_gpu() {
+                    Dtype::F32
+                } else {
+                    cfg.compute.dtype()
+                },
+            )
         }
-        let s = backend::solve(&imp, &p, a.backward)?;
-        (
-            s,
-            if imp.is_gpu() {
-                Dtype::F32
-            } else {
-                cfg.compute
-            },
-        )
     };
-    let names = backend::write_solution(&a.output, &p, &solution, dtype, &meta)?;
+    let names = write_solution(&a.output, &p, &solution, dtype, &meta)?;
     eprintln!(
         "glacheck eval: wrote {} ({dtype}) to `{}`",
         names.join(", "),

@@ -1,18 +1,19 @@
 //! `glacheck`: tells Gated Linear Attention kernel authors whether their code is right, and by how
 //! much it may be wrong.
 //!
-//! The binary is thin: argument parsing, progress bars, tables, plots and exit codes. Every number
-//! comes from the library crates (`gla-reference`, `gla-oracle`, `gla-fixtures`, `gla-proptests`,
-//! `gla-gpu`); `backend.rs` is the one place that calls into them.
+//! The binary is thin: argument parsing, progress bars, printing, plots and exit codes. Every
+//! number comes from the library crates: `gla-judge` (the implementations, the truth, the
+//! verdicts and the verify judge), `gla-fixtures` (files, catalog, goldens), `gla-gpu` (timings)
+//! and `gla-reference` (types).
 //!
 //! Exit status: 0 = ok / every check passed, 1 = a check failed, 2 = bad input or usage.
 
-mod backend;
 mod bench;
 mod check;
 mod common;
 mod eval;
 mod fixtures;
+mod suite;
 mod sweep;
 mod verify;
 
@@ -20,7 +21,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 /// Verify Gated Linear Attention (GLA) kernels against an exact MPFR oracle, with componentwise
-/// error bounds (spec section 8.1).
+/// error bounds (docs/math.md §8.1).
 #[derive(Debug, Parser)]
 #[command(name = "glacheck", version, about, long_about = None, propagate_version = true)]
 struct Cli {
@@ -41,6 +42,9 @@ enum Command {
     Fixtures(fixtures::FixturesCommand),
     /// Error growth against sequence length and gate strength: SVG plots and a CSV.
     Sweep(sweep::SweepArgs),
+    /// Property-suite shards: merge their summaries into one table.
+    #[command(subcommand)]
+    Suite(suite::SuiteCommand),
     /// Time the GPU kernels (CUDA events, median, L2-rotated inputs): ms, GB/s, TFLOP/s, floor.
     Bench(bench::BenchArgs),
 }
@@ -61,6 +65,7 @@ fn main() -> ExitCode {
         Command::Fixtures(c) => fixtures::run(c),
         Command::Sweep(a) => sweep::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Suite(c) => suite::run(c),
     };
     match result {
         Ok(status) => status.into(),

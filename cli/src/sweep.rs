@@ -1,12 +1,14 @@
 //! `glacheck sweep`: error growth against sequence length and gate strength, as SVG plots
 //! (plotters) and a CSV.
 
-use crate::backend::{self, ImplKind, Implementation, SolverConfig, TensorReport};
-use crate::common::{progress, write_atomically, Status};
-use crate::verify::DgArg;
+use crate::common::{choice, progress, write_atomically, Status};
+use crate::eval::DG_NAMES;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
+use gla_judge::implementation::{Config, Form};
+use gla_judge::{Compute, Implementation};
 use gla_proptests::strategies::{GateRegime, ProblemSpec, ValueRegime};
+use gla_reference::bounds::{DgForm, TensorReport};
 use gla_reference::{Dtype, GateKind};
 use plotters::prelude::*;
 use std::collections::BTreeMap;
@@ -58,18 +60,11 @@ impl Regime {
     }
 }
 
-/// Precision of a swept implementation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SweepPrecision {
-    /// f32 compute.
-    F32,
-    /// f64 compute.
-    F64,
-    /// f32 compute with fla's bf16 rounding plan (chunked, gpu).
-    Bf16,
-    /// f32 compute with the fp16 rounding plan (chunked, gpu).
-    F16,
-}
+/// `--impl` names of `sweep`.
+const FORM_NAMES: &[&str] = &["recurrent", "parallel", "chunked", "gpu"];
+/// `--precision` names of `sweep`: f32 / f64 compute, or f32 compute with fla's bf16 / fp16
+/// kernel rounding plan (chunked, gpu).
+const SWEEP_PRECISIONS: &[&str] = &["f32", "f64", "bf16", "f16"];
 
 /// Arguments of `glacheck sweep`.
 #[derive(Debug, Args)]
@@ -78,15 +73,16 @@ For every sequence length T (powers of two from --t-min to --t-max) and gate reg
 (B=1, signed normal q, k, v, do, inputs exact in bf16) is solved by the MPFR oracle and by every \
 implementation x precision; the worst elementwise ratio |x - x*| / ((sum u_s + u_acc) M_x + eta) of o \
 (and dg with --backward) is written to DIR/sweep.csv and plotted against T on log-log axes in \
-DIR/<implementation>-<output>.svg, one line per regime, dashed lines = the bound of spec 8.1.
+DIR/<implementation>-<output>.svg, one line per regime, dashed lines = the bound of docs/math.md §8.1.
 Exit status: 0 every point within its bound, 1 some point above it, 2 bad usage.")]
 pub struct SweepArgs {
     /// Implementations (repeatable).
-    #[arg(long = "impl", value_enum, default_values_t = vec![ImplKind::Recurrent, ImplKind::Chunked])]
-    pub imp: Vec<ImplKind>,
-    /// Precisions (repeatable); bf16/f16 apply to chunked and gpu only.
-    #[arg(long, value_enum, default_values_t = vec![SweepPrecision::F32])]
-    pub precision: Vec<SweepPrecision>,
+    #[arg(long = "impl", value_parser = choice::<Form>(FORM_NAMES), default_values = ["recurrent", "chunked"])]
+    pub imp: Vec<Form>,
+    /// Precisions (repeatable): f32, f64, or f32 compute with the bf16/f16 kernel plan (chunked
+    /// and gpu only).
+    #[arg(long, value_parser = choice::<Dtype>(SWEEP_PRECISIONS), default_values = ["f32"])]
+    pub precision: Vec<Dtype>,
     /// Gate regimes (repeatable).
     #[arg(long, value_enum, default_values_t = vec![Regime::Zero, Regime::Mild, Regime::Moderate, Regime::Strong, Regime::Tiny])]
     pub regime: Vec<Regime>,
@@ -117,8 +113,8 @@ pub struct SweepArgs {
     pub backward: bool,
     /// Gate-gradient algorithms with --backward (repeatable): each of recurrent, chunked, gpu
     /// runs once per form (the parallel form only has the reverse cumsum).
-    #[arg(long = "dg-form", value_enum, default_values_t = vec![DgArg::ReverseCumsum])]
-    pub dg_form: Vec<DgArg>,
+    #[arg(long = "dg-form", value_parser = choice::<DgForm>(DG_NAMES), default_values = ["reverse-cumsum"])]
+    pub dg_form: Vec<DgForm>,
     /// Seed of the problem generator.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -146,38 +142,32 @@ const PLOT_FLOOR: f64 = 1e-3;
 fn implementations(a: &SweepArgs) -> Result<Vec<Implementation>> {
     let mut out: Vec<Implementation> = Vec::new();
     for &kind in &a.imp {
-        if kind == ImplKind::Oracle {
-            bail!(
-                "--impl oracle: the oracle is the reference every implementation is judged against"
-            );
-        }
         for &prec in &a.precision {
             let (compute, round) = match prec {
-                SweepPrecision::F32 => (Dtype::F32, None),
-                SweepPrecision::F64 => (Dtype::F64, None),
-                SweepPrecision::Bf16 => (Dtype::F32, Some(Dtype::Bf16)),
-                SweepPrecision::F16 => (Dtype::F32, Some(Dtype::F16)),
+                Dtype::F64 => (Compute::F64, None),
+                Dtype::F32 => (Compute::F32, None),
+                d => (Compute::F32, Some(d)),
             };
-            if round.is_some() && !matches!(kind, ImplKind::Chunked | ImplKind::Gpu) {
-                eprintln!("glacheck sweep: skipping {} with {prec:?}: rounding plans apply to chunked and gpu", kind.name());
+            if round.is_some() && !matches!(kind, Form::Chunked | Form::Gpu) {
+                eprintln!("glacheck sweep: skipping {} with {prec}: rounding plans apply to chunked and gpu", kind.name());
                 continue;
             }
-            if kind == ImplKind::Gpu && compute == Dtype::F64 {
+            if kind == Form::Gpu && compute == Compute::F64 {
                 eprintln!("glacheck sweep: skipping gpu f64: the kernels compute in f32");
                 continue;
             }
             for &dg in &a.dg_form {
-                if dg == DgArg::Local && kind == ImplKind::Parallel {
+                if dg == DgForm::Local && kind == Form::Parallel {
                     eprintln!("glacheck sweep: skipping parallel with --dg-form local: it has only the reverse cumsum");
                     continue;
                 }
-                let cfg = SolverConfig {
-                    kind,
+                let cfg = Config {
+                    form: kind,
                     compute,
                     round,
                     chunk: a.chunk,
                     sub_chunk: a.sub_chunk,
-                    dg: dg.form(),
+                    dg,
                 };
                 let imp = cfg.implementation()?;
                 if !out.contains(&imp) {
@@ -233,7 +223,7 @@ pub fn run(a: SweepArgs) -> Result<Status> {
         .with_context(|| format!("cannot create `{}`", a.out.display()))?;
     for imp in &impls {
         if imp.is_gpu() {
-            if let Err(why) = backend::gpu_available() {
+            if let Err(why) = crate::check::gpu_available() {
                 bail!("{}: no usable GPU ({why})", imp.name());
             }
         }
@@ -269,10 +259,9 @@ pub fn run(a: SweepArgs) -> Result<Status> {
                 seed: a.seed ^ ((regime as u64) << 32) ^ t as u64,
             };
             let p = spec.build()?;
-            let exact = backend::oracle(&p, a.backward)
-                .with_context(|| format!("oracle, regime {}, T = {t}", regime.name()))?
-                .solution;
-            let m = backend::mags(&p);
+            let exact = gla_judge::truth::oracle(&p, a.backward)
+                .with_context(|| format!("oracle, regime {}, T = {t}", regime.name()))?;
+            let m = gla_reference::bounds::magnitudes(&p);
             pb.inc(1);
             for imp in &impls {
                 pb.set_message(format!("{} T={t} {}", regime.name(), imp.name()));
@@ -286,13 +275,13 @@ pub fn run(a: SweepArgs) -> Result<Status> {
                         imp.input_dtype()
                     );
                 }
-                let fwd = backend::solve(imp, &p, false)?;
+                let fwd = gla_judge::solve(imp, &p, false)?;
                 let bwd = if a.backward {
-                    Some(backend::solve(imp, &p, true)?)
+                    Some(gla_judge::solve(imp, &p, true)?)
                 } else {
                     None
                 };
-                let rep = gla_proptests::harness::judge(imp, &p, &m, &exact, &fwd, bwd.as_ref())?;
+                let rep = gla_judge::check::judge(imp, &p, &m, &exact, &fwd, bwd.as_ref())?;
                 for t_rep in rep.tensors {
                     if let (true, Some(dg)) = (t_rep.name == "dg", t_rep.dg) {
                         let mut r = t_rep.clone();

@@ -10,7 +10,7 @@ mod common;
 use common::*;
 use gla_gpu::{backward_rounding_plan, GpuError, GpuOptions};
 use gla_reference::bounds::{
-    compare, magnitudes, Algorithm, BoundSpec, DgForm, Report, CHUNKED, CHUNKED_BF16,
+    compare, magnitudes, Algorithm, BoundSpec, DgForm, Pass, Report, CHUNKED,
 };
 use gla_reference::chunked::{self, ChunkOptions};
 use gla_reference::{recurrent, Dtype, Problem, Solution};
@@ -31,21 +31,19 @@ fn seeded(p: &Problem, dht: bool, seed: u64) -> Problem {
 }
 
 /// The backward error model of the kernels under `o`: chunked family, C = 64, f32 accumulation,
-/// one stage per low-precision rounding point of `backward_rounding_plan` (spec 8.1), the
-/// chunked constants (CHUNKED / CHUNKED_BF16, not loosened), dg judged with the magnitude of the
+/// one stage per low-precision rounding point of `backward_rounding_plan` (docs/math.md §8.1,
+/// `BoundSpec::from_plan`), the chunked constants (not loosened), dg judged with the magnitude of the
 /// algorithm the kernels run (`o.dg_form`: M_dg for the chunk reverse sum, M_dg_local for the local
 /// form).
 fn bwd_bound_spec(o: &GpuOptions) -> BoundSpec {
-    let stages = backward_rounding_plan(o).backward_stages();
-    let c = if stages.is_empty() {
-        CHUNKED
-    } else {
-        CHUNKED_BF16
-    };
-    BoundSpec::new(Algorithm::Chunked { chunk: 64 }, Dtype::F32)
-        .with_stages(&stages)
-        .with_constants(c)
-        .with_dg_form(o.dg_form)
+    let plan = backward_rounding_plan(o);
+    BoundSpec::from_plan(
+        Algorithm::Chunked { chunk: 64 },
+        Dtype::F32,
+        &plan,
+        Pass::Backward,
+    )
+    .with_dg_form(o.dg_form)
 }
 
 fn twin_bwd(p: &Problem, o: &GpuOptions) -> Solution {

@@ -1,16 +1,15 @@
 //! # gla-proptests
 //!
-//! glacheck's correctness gate: proptest strategies for whole GLA problems ([`strategies`]),
-//! the candidate implementations ([`Implementation`], [`solve`], [`bound_spec`]), the oracle
-//! cross-check harness with its LAPACK-style summary ([`harness`]), and the properties
-//! themselves ([`properties`]), which the crate's test binaries and `glacheck check --deep`
-//! run through [`suite::run`].
+//! glacheck's correctness gate: proptest strategies for whole GLA problems ([`strategies`]) and
+//! the properties themselves ([`properties`]), which the crate's test binary runs through
+//! [`suite::run`]. The candidates, the oracle cross-check and the summary table are
+//! `gla-judge`'s.
 //!
 //! Sizes are small by default (the MPFR oracle is the cost); `GLA_DEEP=1` multiplies case counts
 //! and sizes; `PROPTEST_CASES` overrides every property's case count.
 //!
 //! ```
-//! use gla_proptests::{check_against_oracle, Implementation};
+//! use gla_judge::{check_against_oracle, Implementation};
 //! use gla_proptests::strategies::{GateRegime, ProblemSpec, ValueRegime};
 //! use gla_reference::{Dtype, GateKind};
 //! let spec = ProblemSpec { b: 1, t: 17, h: 1, k: 3, v: 2, gate_kind: GateKind::PerChannel,
@@ -23,17 +22,11 @@
 //! ```
 #![warn(missing_docs)]
 
-pub mod gpu;
-pub mod harness;
-pub mod implementation;
 pub mod linear;
 pub mod properties;
 pub mod strategies;
 pub mod suite;
 pub mod transform;
-
-pub use harness::{check_against_oracle, oracle, Summary, Verdict};
-pub use implementation::{bound_spec, bound_spec_forward, solve, Compute, Implementation, Round};
 
 /// True when `GLA_DEEP=1` (or any value other than empty / `0`) is set: more cases, larger sizes.
 pub fn deep() -> bool {

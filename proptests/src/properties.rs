@@ -1,4 +1,4 @@
-//! The properties of the suite (issue 4, item 2). Each is a function of a [`Ctx`] that runs a
+//! The properties of the suite. Each is a function of a [`Ctx`] that runs a
 //! proptest [`TestRunner`] (shrinking, failure persistence under `proptests/proptest-regressions/`)
 //! and returns a [`PropOutcome`]; [`crate::suite::run`] runs them all and prints the summary.
 //!
@@ -16,16 +16,18 @@
 //! | `head_permutation_exact` | permuting heads permutes every output bit-identically | no |
 //! | `dg_local_equals_reverse_cumsum` | the oracle's two dg forms agree to f64 accuracy; the reference's local and reverse-cumsum dg agree within the sum of their bounds | yes |
 
-use crate::harness::{self, compare_pair, identical, record_pair};
-use crate::implementation::{bound_spec, solve, Compute, Implementation, Round};
 use crate::strategies::{self, GateRegime, ProblemSpec, SizeProfile, ValueRegime};
 use crate::transform;
+use gla_judge::check::{self as harness, compare_pair, identical};
+use gla_judge::summary::{self, record_pair};
+use gla_judge::truth;
+use gla_judge::{bound_spec, solve, Compute, Implementation, Round};
 use gla_reference::bounds::{compare, magnitudes, Report};
 use gla_reference::{Dtype, Problem, Solution};
 use proptest::prelude::*;
 use proptest::test_runner::{
-    Config as ProptestConfig, FileFailurePersistence, TestCaseError, TestCaseResult, TestError,
-    TestRunner,
+    Config as ProptestConfig, FileFailurePersistence, RngSeed, TestCaseError, TestCaseResult,
+    TestError, TestRunner,
 };
 use std::borrow::Cow;
 use std::fmt::Debug;
@@ -43,6 +45,52 @@ pub struct Ctx {
     pub case_factor: u32,
     /// Persist failing seeds under `proptests/proptest-regressions/<property>.txt`.
     pub persist: bool,
+    /// `GLA_SHARD=i/n`: this run is shard `i` (0-based) of `n`; each shard draws its cases from
+    /// its own seed stream ([`case_seed`]), so `n` shards run `n` times the cases, disjoint.
+    pub shard: Option<(u32, u32)>,
+}
+
+/// Parse `GLA_SHARD` (`i/n` with `0 <= i < n`); `None` when unset or empty.
+///
+/// ```
+/// assert_eq!(gla_proptests::properties::parse_shard("2/4"), Ok(Some((2, 4))));
+/// assert!(gla_proptests::properties::parse_shard("4/4").is_err());
+/// ```
+pub fn parse_shard(s: &str) -> Result<Option<(u32, u32)>, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let bad = || format!("GLA_SHARD={s}: expected i/n with 0 <= i < n");
+    let (i, n) = s.split_once('/').ok_or_else(bad)?;
+    let (i, n): (u32, u32) = (
+        i.trim().parse().map_err(|_| bad())?,
+        n.trim().parse().map_err(|_| bad())?,
+    );
+    if n == 0 || i >= n {
+        return Err(bad());
+    }
+    Ok(Some((i, n)))
+}
+
+/// The seed of a property's case stream: a hash of the property name, the base seed
+/// (`PROPTEST_RNG_SEED`, or a fresh random one) and the shard index, so every (property, shard)
+/// pair draws from its own stream.
+pub fn case_seed(name: &str, base: u64, shard: Option<(u32, u32)>) -> u64 {
+    // FNV-1a over the name, then splitmix64 with the base and the shard
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let shard = shard.map_or(0, |(i, n)| (u64::from(n) << 32) | u64::from(i));
+    splitmix(splitmix(h ^ base) ^ shard)
+}
+
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 impl Ctx {
@@ -65,6 +113,8 @@ impl Ctx {
             profile: SizeProfile::from_env(),
             case_factor: if crate::deep() { 8 } else { 1 },
             persist: true,
+            shard: parse_shard(&std::env::var("GLA_SHARD").unwrap_or_default())
+                .unwrap_or_else(|e| panic!("{e}")),
         }
     }
 }
@@ -188,8 +238,22 @@ pub fn config(ctx: &Ctx, name: &str, default_cases: u32) -> ProptestConfig {
     } else {
         None
     };
+    let base = std::env::var("PROPTEST_RNG_SEED")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    // Unsharded: proptest's own seeding (PROPTEST_RNG_SEED as given, else random), as a plain
+    // proptest test would do. Sharded: one derived stream per (property, shard).
+    let rng_seed = match ctx.shard {
+        None => base.map_or(RngSeed::Random, RngSeed::Fixed),
+        Some(_) => RngSeed::Fixed(case_seed(
+            name,
+            base.unwrap_or_else(rand::random),
+            ctx.shard,
+        )),
+    };
     ProptestConfig {
         cases,
+        rng_seed,
         failure_persistence: persistence,
         max_shrink_iters: if ctx.case_factor > 1 { 512 } else { 128 },
         max_shrink_time: 300_000,
@@ -210,11 +274,27 @@ where
 {
     let start = Instant::now();
     let count = AtomicU64::new(0);
-    let mut runner = TestRunner::new(config(ctx, name, cases));
+    let cfg = config(ctx, name, cases);
+    // Persisted regression cases are replayed first; they are not part of this run's stream.
+    let replays = cfg
+        .failure_persistence
+        .as_ref()
+        .map_or(0, |f| f.load_persisted_failures2(None).len() as u64);
+    let hashes = std::sync::Mutex::new(Vec::new());
+    let mut runner = TestRunner::new(cfg);
     let res = runner.run(&strategy, |v| {
-        count.fetch_add(1, Ordering::Relaxed);
+        if count.fetch_add(1, Ordering::Relaxed) >= replays {
+            hashes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(case_hash(&v));
+        }
         test(v)
     });
+    summary::record_cases(
+        name,
+        &hashes.into_inner().unwrap_or_else(|e| e.into_inner()),
+    );
     let result = match res {
         Ok(()) => Ok(()),
         Err(TestError::Fail(reason, value)) => {
@@ -228,13 +308,22 @@ where
         seconds: start.elapsed().as_secs_f64(),
         result,
     };
-    harness::record_property(
+    summary::record_property(
         name,
         out.cases,
         out.result.is_ok(),
         out.result.as_ref().err().map_or("", |s| s.as_str()),
     );
     out
+}
+
+/// A 64-bit fingerprint of a generated case (FNV-1a of its `Debug` form).
+fn case_hash(v: &impl Debug) -> u64 {
+    format!("{v:?}")
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
 }
 
 fn fail(msg: impl Into<String>) -> TestCaseError {
@@ -405,7 +494,7 @@ pub fn chunk_invariance(ctx: &Ctx, name: &'static str, cases: u32) -> PropOutcom
             let b = Implementation::chunked(compute, c2.0, c2.1);
             let r = Implementation::Recurrent {
                 compute,
-                dg: crate::implementation::DgFormKey::ReverseCumsum,
+                dg: gla_judge::DgFormKey::ReverseCumsum,
             };
             let sa = gla(solve(&a, &p, true), &a.name())?;
             let sb = gla(solve(&b, &p, true), &b.name())?;
@@ -491,7 +580,7 @@ pub fn split_invariance(ctx: &Ctx, name: &'static str, cases: u32) -> PropOutcom
             let i = match cache.iter().position(|c| c.0 == pp) {
                 Some(i) => i,
                 None => {
-                    let ex = gla(harness::oracle(&pp, true), "oracle")?;
+                    let ex = gla(truth::oracle(&pp, true), "oracle")?;
                     let m = magnitudes(&pp);
                     cache.push((pp.clone(), ex, m));
                     cache.len() - 1
@@ -507,7 +596,7 @@ pub fn split_invariance(ctx: &Ctx, name: &'static str, cases: u32) -> PropOutcom
             let lambda = spec_b.lambda(&pre).max(spec_b.lambda(&suf));
             let n_acc = spec_b.n_acc(pp) + 1.0;
             let rep = rebound(rep, n_acc, lambda);
-            harness::record(name, imp, &rep);
+            summary::record(name, imp, &rep);
             if !rep.pass() {
                 return Err(fail(format!(
                     "{imp}: prefill of {cut} rows + continuation differs from one run beyond the bound:\n{}",
@@ -587,7 +676,7 @@ pub fn zero_gate_is_linear_attention(ctx: &Ctx, name: &'static str, cases: u32) 
                 harness::judge(imp, &pp, &m, &exact, &f, Some(&b)),
                 "compare",
             )?;
-            harness::record(name, imp, &rep);
+            summary::record(name, imp, &rep);
             if !rep.pass() {
                 return Err(fail(format!(
                     "{imp}: g = 0 differs from plain linear attention:\n{}",
@@ -632,8 +721,8 @@ pub fn neg_inf_gate_resets(ctx: &Ctx, name: &'static str, cases: u32) -> PropOut
                         transform::with_states(&suf, None, pp.dht().cloned()),
                         "states",
                     )?;
-                    let ea = gla(harness::oracle(&pre, true), "oracle")?;
-                    let eb = gla(harness::oracle(&suf, true), "oracle")?;
+                    let ea = gla(truth::oracle(&pre, true), "oracle")?;
+                    let eb = gla(truth::oracle(&suf, true), "oracle")?;
                     cache.push((pp.clone(), transform::concat_time(&ea, &eb)));
                     cache.len() - 1
                 }
@@ -643,7 +732,7 @@ pub fn neg_inf_gate_resets(ctx: &Ctx, name: &'static str, cases: u32) -> PropOut
             let f = gla(solve(imp, pp, false), &imp.name())?;
             let b = gla(solve(imp, pp, imp.supports_backward()), &imp.name())?;
             let rep = gla(harness::judge(imp, pp, &m, exact, &f, Some(&b)), "compare")?;
-            harness::record(name, imp, &rep);
+            summary::record(name, imp, &rep);
             if !rep.pass() {
                 return Err(fail(format!(
                     "{imp}: a -inf gate at t0 = {t0} does not reset the state:\n{}",
@@ -775,7 +864,7 @@ pub fn dg_local_equals_reverse_cumsum(ctx: &Ctx, name: &'static str, cases: u32)
             let p = build(&spec)?;
             let p = gla(p.rounded_to(Dtype::F32), "round")?;
             let m = magnitudes(&p);
-            let r = gla(harness::oracle_full(&p, true), "oracle")?;
+            let r = gla(truth::oracle_full(&p, true), "oracle")?;
             let local = &r.solution.grads.as_ref().expect("backward").dg;
             let rc = r
                 .dg_reverse_cumsum
@@ -792,7 +881,7 @@ pub fn dg_local_equals_reverse_cumsum(ctx: &Ctx, name: &'static str, cases: u32)
                     )));
                 }
             }
-            use crate::implementation::DgFormKey::*;
+            use gla_judge::DgFormKey::*;
             let pairs = [
                 (
                     Implementation::Recurrent {
@@ -867,7 +956,7 @@ pub fn dg_local_equals_reverse_cumsum(ctx: &Ctx, name: &'static str, cases: u32)
                     compare(&p, &r.solution, &m, &sx, &bound_spec(&x, &p)),
                     "compare",
                 )?;
-                harness::record(name, &x, &rep);
+                summary::record(name, &x, &rep);
                 if !rep.pass() {
                     return Err(fail(format!("{x}:\n{}", harness::failing_rows(&rep))));
                 }

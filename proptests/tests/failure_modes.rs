@@ -4,9 +4,10 @@
 //! finite and within its bound (spec 8.1), forward and backward. F3 and F9 (g > 0, linear alpha
 //! passed as g) are outside the domain and must be rejected with a typed error.
 
-use gla_proptests::harness::{check_against_oracle_as, failures, oracle_full, Verdict};
+use gla_judge::check::{check_against_oracle_as, failures, Verdict};
+use gla_judge::truth::oracle_full;
+use gla_judge::{Compute, Implementation};
 use gla_proptests::strategies::normal;
-use gla_proptests::{Compute, Implementation};
 use gla_reference::{Gates, GlaError, Problem};
 use ndarray::{Array3, Array4};
 use rand::SeedableRng;
@@ -148,10 +149,10 @@ fn f2_neg_inf_gate() {
     .unwrap();
     check("F2 (scalar gates)", &ps, &[(4, 2), (8, 4)]);
     // The local-form recurrence gets the exact 0 too (alpha_5 = 0 times a finite sum).
-    let loc = gla_proptests::solve(
+    let loc = gla_judge::solve(
         &Implementation::Recurrent {
             compute: Compute::F32,
-            dg: gla_proptests::implementation::DgFormKey::Local,
+            dg: gla_judge::DgFormKey::Local,
         },
         &p,
         true,

@@ -2,9 +2,11 @@
 //! transformations round-trip, and the judges can fail (an injected NaN, an injected error above
 //! the bound, a one-ulp change are all caught).
 
-use gla_proptests::harness::{compare_pair, identical, judge, oracle};
+use gla_judge::check::{compare_pair, identical, judge};
+use gla_judge::truth::oracle;
+use gla_judge::{bound_spec, solve, Implementation};
 use gla_proptests::strategies::{problem_spec, GateRegime, ProblemSpec, SizeProfile, ValueRegime};
-use gla_proptests::{bound_spec, solve, transform, Implementation};
+use gla_proptests::transform;
 use gla_reference::bounds::magnitudes;
 use gla_reference::{Dtype, GateKind};
 use proptest::strategy::{Strategy, ValueTree};
@@ -130,7 +132,7 @@ fn judges_can_fail() {
     one.o[i] = f64::from_bits(one.o[i].to_bits() + 1);
     assert!(identical(&f, &one).is_err());
     // Pairwise: two candidates within bound pass, a perturbed one fails.
-    let c = Implementation::chunked(gla_proptests::Compute::F32, 16, 4);
+    let c = Implementation::chunked(gla_judge::Compute::F32, 16, 4);
     let sc = solve(&c, &p, true).unwrap();
     let ok = compare_pair(
         &p,

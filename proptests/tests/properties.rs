@@ -1,36 +1,38 @@
-//! The property suite as one `harness = false` test binary, so that its summary table is always
-//! printed (libtest would capture it). Arguments that do not start with `-` filter properties by
-//! substring (`cargo test -p gla-proptests --test properties -- causality`); libtest flags are
-//! ignored. `GLA_DEEP=1` multiplies case counts and sizes; `PROPTEST_CASES` overrides case counts.
-//! The table is also written to `target/gla-proptests-summary.txt`.
+//! The property suite as one test binary with a libtest-compatible harness (`libtest-mimic`):
+//! `cargo test -p gla-proptests --test properties -- causality`, `-- --list`, `--exact NAME` and
+//! `cargo nextest run -p gla-proptests` work as for any Rust test. The summary table is printed
+//! after the run and written to `target/gla-proptests/summary.{txt,json}` (or, with
+//! `GLA_SUMMARY_DIR`, one file per process for `glacheck suite merge`). See `gla_proptests::suite`
+//! for the tiers (`GLA_DEEP=1`, `GLA_SHARD=i/n`).
 
-use gla_proptests::suite::{run_and_print, SuiteOptions};
+use gla_proptests::suite::{finish, summary_paths, trials, SuiteOptions};
 
 fn main() {
-    let mut opts = SuiteOptions::from_env();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--list") {
-        for p in gla_proptests::properties::all() {
-            println!("{}: test", p.name);
-        }
-        return;
+    let args = libtest_mimic::Arguments::from_args();
+    let opts = SuiteOptions::from_env();
+    if let (Some(why), false) = (
+        gla_judge::gpu::unavailable_reason().filter(|_| !gla_judge::gpu::available()),
+        args.list,
+    ) {
+        println!("gpu_ properties ignored: no usable GPU ({why})");
     }
-    let mut skip_next = false;
-    for a in &args {
-        if skip_next {
-            skip_next = false;
-            continue;
-        }
-        if a == "--test-threads" || a == "--skip" || a == "--format" || a == "--color" {
-            skip_next = true;
-            continue;
-        }
-        if !a.starts_with('-') {
-            opts.filters.push(a.clone());
-        }
-    }
-    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/gla-proptests-summary.txt");
-    let ok = run_and_print(&opts, Some(&target));
-    std::process::exit(if ok { 0 } else { 1 });
+    let start = std::time::Instant::now();
+    let conclusion = libtest_mimic::run(&args, trials(&opts));
+    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+    let run = match (&opts.ctx.shard, args.filter.as_deref()) {
+        (Some((i, n)), f) => format!(
+            "shard-{i}-of-{n}{}",
+            f.map_or(String::new(), |f| format!("-{f}"))
+        ),
+        (None, Some(f)) => format!("run-{f}-{}", std::process::id()),
+        (None, None) => format!("run-{}", std::process::id()),
+    };
+    let (txt, json) = summary_paths(&target, &run);
+    finish(
+        opts.ctx.impls.len(),
+        start.elapsed().as_secs_f64(),
+        &txt,
+        &json,
+    );
+    conclusion.exit();
 }

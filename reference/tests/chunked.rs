@@ -17,8 +17,7 @@
 //! `M_dg_local` with the f64 recurrence's local dg as the truth (tests `dg_local_*`).
 
 use gla_reference::bounds::{
-    compare, magnitudes, Algorithm, BoundSpec, DgForm, Magnitudes, Report, CHUNKED, CHUNKED_BF16,
-    RECURRENT,
+    compare, magnitudes, Algorithm, BoundSpec, DgForm, Magnitudes, Pass, Report, CHUNKED, RECURRENT,
 };
 use gla_reference::chunked::{self, ChunkOptions};
 use gla_reference::rounding::RoundingPlan;
@@ -43,14 +42,17 @@ fn spec_f32(opts: &ChunkOptions) -> BoundSpec {
 }
 
 fn spec_plan(opts: &ChunkOptions, backward: bool) -> BoundSpec {
-    let stages = if backward {
-        opts.plan.backward_stages()
+    let pass = if backward {
+        Pass::Backward
     } else {
-        opts.plan.forward_stages()
+        Pass::Forward
     };
-    BoundSpec::new(Algorithm::Chunked { chunk: opts.chunk }, Dtype::F32)
-        .with_stages(&stages)
-        .with_constants(CHUNKED_BF16)
+    BoundSpec::from_plan(
+        Algorithm::Chunked { chunk: opts.chunk },
+        Dtype::F32,
+        &opts.plan,
+        pass,
+    )
 }
 
 /// Run f32 chunked forward and backward, judge both, return the backward report.

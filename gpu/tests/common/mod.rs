@@ -2,9 +2,7 @@
 #![allow(dead_code)]
 
 use gla_gpu::{DeviceInfo, GpuOptions, Precision};
-use gla_reference::bounds::{
-    compare, magnitudes, Algorithm, BoundSpec, Report, CHUNKED, CHUNKED_BF16,
-};
+use gla_reference::bounds::{compare, magnitudes, Algorithm, BoundSpec, Pass, Report, CHUNKED};
 use gla_reference::chunked::{self, ChunkOptions};
 use gla_reference::{recurrent, Dtype, Gates, Problem, Solution};
 use ndarray::{Array3, Array4};
@@ -157,24 +155,16 @@ pub fn in_dtype(o: &GpuOptions) -> Dtype {
 
 /// The error model of the GPU kernels under `o` (spec 8.1): chunked family, C = 64, f32
 /// accumulation, one stage per low-precision rounding point of `gla_gpu::rounding_plan`.
-/// Constants: the chunked family's (CHUNKED / CHUNKED_BF16, c = 4, the spec's default; see NOTES.md
-/// for the observed ratios).
+/// Constants: the chunked family's (`BoundSpec::from_plan`; the forward plan has only forward
+/// points, so `Pass::Backward` counts each of them once).
 pub fn bound_spec(o: &GpuOptions) -> BoundSpec {
     let plan = gla_gpu::rounding_plan(o);
-    let stages: Vec<Dtype> = plan
-        .stages()
-        .into_iter()
-        .map(|(_, d)| d)
-        .filter(|d| !matches!(d, Dtype::F32 | Dtype::F64))
-        .collect();
-    let c = if stages.is_empty() {
-        CHUNKED
-    } else {
-        CHUNKED_BF16
-    };
-    BoundSpec::new(Algorithm::Chunked { chunk: 64 }, Dtype::F32)
-        .with_stages(&stages)
-        .with_constants(c)
+    BoundSpec::from_plan(
+        Algorithm::Chunked { chunk: 64 },
+        Dtype::F32,
+        &plan,
+        Pass::Backward,
+    )
 }
 
 /// Truth: the f64 recurrence on the already-rounded problem (its own error ~1e-16 M, invisible

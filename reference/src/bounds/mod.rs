@@ -51,6 +51,7 @@ pub use magnitudes::{magnitudes, Magnitudes};
 use crate::dtype::Dtype;
 use crate::error::{GlaError, Result};
 use crate::problem::{GateKind, Problem};
+use crate::rounding::RoundingPlan;
 
 /// Which algorithm computes the gate gradient dg (spec section 4).
 ///
@@ -65,6 +66,56 @@ pub enum DgForm {
     /// `dg_t = alpha_t * rowsum(S_{t-1} * dS_t)`; error scales with the condition magnitude
     /// `M_dg_local`.
     Local,
+}
+
+impl DgForm {
+    /// The name used on command lines and in reports: `reverse-cumsum` or `local`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DgForm::ReverseCumsum => "reverse-cumsum",
+            DgForm::Local => "local",
+        }
+    }
+}
+
+impl std::fmt::Display for DgForm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for DgForm {
+    type Err = GlaError;
+    /// Parse `reverse-cumsum` or `local` (as printed by [`DgForm::name`]).
+    ///
+    /// ```
+    /// use gla_reference::bounds::DgForm;
+    /// assert_eq!("local".parse::<DgForm>()?, DgForm::Local);
+    /// assert!("cumsum".parse::<DgForm>().is_err());
+    /// # Ok::<(), gla_reference::GlaError>(())
+    /// ```
+    fn from_str(s: &str) -> Result<DgForm> {
+        match s {
+            "reverse-cumsum" => Ok(DgForm::ReverseCumsum),
+            "local" => Ok(DgForm::Local),
+            _ => Err(GlaError::Options(format!(
+                "unknown dg form `{s}` (expected reverse-cumsum or local)"
+            ))),
+        }
+    }
+}
+
+/// Which outputs a [`BoundSpec`] judges, and therefore which rounding points of a
+/// [`RoundingPlan`] count as stages ([`BoundSpec::from_plan`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Pass {
+    /// `o` and `ht` of a forward run: the plan's forward rounding points
+    /// ([`RoundingPlan::forward_stages`]).
+    Forward,
+    /// Everything a backward run produces (the gradients, and `o`, `ht` recomputed): every
+    /// rounding point, since the backward recomputes the forward factors
+    /// ([`RoundingPlan::backward_stages`]).
+    Backward,
 }
 
 /// An implementation family, which fixes `n_acc` and `lambda`.
@@ -122,6 +173,34 @@ impl BoundSpec {
             dg_form: DgForm::ReverseCumsum,
             c: Constants::for_algorithm(algorithm),
         }
+    }
+    /// The error model of an implementation of `algorithm` that accumulates in `acc` and rounds
+    /// as `plan` says: the one mapping from a rounding plan to bound stages, used by every
+    /// judge (the candidate registry, `glacheck verify`, the GPU tests). Each active rounding
+    /// point coarser than f32 of the `pass` becomes one stage; the family's calibrated constants.
+    ///
+    /// ```
+    /// use gla_reference::bounds::{Algorithm, BoundSpec, Pass};
+    /// use gla_reference::{rounding::RoundingPlan, Dtype};
+    /// let plan = RoundingPlan::kernel_default(Dtype::Bf16);
+    /// let alg = Algorithm::Chunked { chunk: 64 };
+    /// let fwd = BoundSpec::from_plan(alg, Dtype::F32, &plan, Pass::Forward);
+    /// let bwd = BoundSpec::from_plan(alg, Dtype::F32, &plan, Pass::Backward);
+    /// assert_eq!((fwd.stages.len(), bwd.stages.len()), (5, 6));
+    /// assert!(BoundSpec::from_plan(alg, Dtype::F32, &RoundingPlan::none(), Pass::Backward)
+    ///     .stages.is_empty());
+    /// ```
+    pub fn from_plan(
+        algorithm: Algorithm,
+        acc: Dtype,
+        plan: &RoundingPlan,
+        pass: Pass,
+    ) -> BoundSpec {
+        let stages = match pass {
+            Pass::Forward => plan.forward_stages(),
+            Pass::Backward => plan.backward_stages(),
+        };
+        BoundSpec::new(algorithm, acc).with_stages(&stages)
     }
     /// Replace the rounding stages.
     pub fn with_stages(mut self, stages: &[Dtype]) -> BoundSpec {

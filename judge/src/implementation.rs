@@ -2,7 +2,7 @@
 //!
 //! The oracle is not a candidate: it is the truth every candidate is judged against.
 //!
-//! Input rounding (spec section 8: "compare against the oracle on the SAME already-rounded
+//! Input rounding (docs/math.md §8: "compare against the oracle on the SAME already-rounded
 //! inputs") happens in one place, [`Implementation::prepare`]: it rounds every input of the
 //! problem to the candidate's input dtype ([`Implementation::input_dtype`]: f32 for f32 compute,
 //! bf16 / f16 for rounded plans and GPU kernels, nothing for f64). [`solve`] calls it itself, so
@@ -10,7 +10,7 @@
 //! the oracle, so candidate and truth see identical inputs. Rounding is idempotent: preparing an
 //! already prepared problem changes nothing.
 
-use gla_reference::bounds::{Algorithm, BoundSpec, DgForm};
+use gla_reference::bounds::{Algorithm, BoundSpec, DgForm, Pass};
 use gla_reference::chunked::{self, ChunkOptions};
 use gla_reference::rounding::RoundingPlan;
 use gla_reference::{parallel, recurrent, Dtype, GlaError, Problem, Result, Solution};
@@ -32,6 +32,20 @@ impl Compute {
         match self {
             Compute::F32 => Dtype::F32,
             Compute::F64 => Dtype::F64,
+        }
+    }
+}
+
+impl std::str::FromStr for Compute {
+    type Err = GlaError;
+    /// `f32` or `f64`.
+    fn from_str(s: &str) -> Result<Compute> {
+        match s {
+            "f32" => Ok(Compute::F32),
+            "f64" => Ok(Compute::F64),
+            _ => Err(GlaError::Options(format!(
+                "compute type `{s}` is not supported (use f32 or f64)"
+            ))),
         }
     }
 }
@@ -62,6 +76,26 @@ impl Round {
             Round::F16 => RoundingPlan::kernel_default(Dtype::F16),
             Round::Bf16Train => crate::gpu::plan(Dtype::Bf16),
             Round::F16Train => crate::gpu::plan(Dtype::F16),
+        }
+    }
+    /// The kernel plan of inputs in `dtype` (`--round` on the command line): `None` for no
+    /// rounding, fla's kernel plan for bf16 and f16.
+    ///
+    /// ```
+    /// use gla_judge::Round;
+    /// use gla_reference::Dtype;
+    /// assert_eq!(Round::for_dtype(Some(Dtype::Bf16))?, Round::Bf16);
+    /// assert!(Round::for_dtype(Some(Dtype::Tf32)).is_err());
+    /// # Ok::<(), gla_reference::GlaError>(())
+    /// ```
+    pub fn for_dtype(dtype: Option<Dtype>) -> Result<Round> {
+        match dtype {
+            None => Ok(Round::None),
+            Some(Dtype::Bf16) => Ok(Round::Bf16),
+            Some(Dtype::F16) => Ok(Round::F16),
+            Some(d) => Err(GlaError::Options(format!(
+                "rounding to {d} is not supported (use bf16 or f16)"
+            ))),
         }
     }
     /// The input dtype of the plan (`None`: the compute type's).
@@ -138,6 +172,15 @@ impl DgFormKey {
     }
 }
 
+impl From<DgForm> for DgFormKey {
+    fn from(f: DgForm) -> DgFormKey {
+        match f {
+            DgForm::ReverseCumsum => DgFormKey::ReverseCumsum,
+            DgForm::Local => DgFormKey::Local,
+        }
+    }
+}
+
 impl fmt::Display for Implementation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.name())
@@ -192,7 +235,7 @@ impl Implementation {
     /// bf16 and the f16 kernel plan, chunked f32 (64, 16) with the local-form dg.
     ///
     /// ```
-    /// use gla_proptests::Implementation;
+    /// use gla_judge::Implementation;
     /// let all = Implementation::all_cpu();
     /// assert!(all.iter().any(|i| i.name() == "chunked-f32-C64c16-bf16"));
     /// assert!(all.iter().all(|i| !i.is_gpu()));
@@ -234,9 +277,20 @@ impl Implementation {
     pub fn all_available() -> Vec<Implementation> {
         let mut v = Self::all_cpu();
         if crate::gpu::available() {
-            v.extend(crate::gpu::candidates());
+            v.extend(Self::gpu_candidates());
         }
         v
+    }
+
+    /// The GPU candidates (whether or not a GPU is present): one per input dtype the kernels
+    /// take (reverse-cumsum dg), and bf16 with the local-form dg.
+    pub fn gpu_candidates() -> Vec<Implementation> {
+        vec![
+            Implementation::gpu(Dtype::Bf16),
+            Implementation::gpu(Dtype::F16),
+            Implementation::gpu(Dtype::F32),
+            Implementation::gpu(Dtype::Bf16).with_local_dg(),
+        ]
     }
 
     /// Stable name used in tables and on the command line, e.g. `recurrent-f32`,
@@ -271,7 +325,7 @@ impl Implementation {
     pub fn from_name(name: &str) -> Option<Implementation> {
         Self::all_cpu()
             .into_iter()
-            .chain(crate::gpu::candidates())
+            .chain(Self::gpu_candidates())
             .find(|i| i.name() == name)
     }
 
@@ -320,7 +374,9 @@ impl Implementation {
             return Ok(Cow::Borrowed(p));
         }
         if self.is_gpu() && !crate::gpu::available() {
-            return Err(unsupported("no usable GPU on this machine"));
+            return Err(GlaError::Unsupported(
+                "no usable GPU on this machine".into(),
+            ));
         }
         let r = p.rounded_to(d)?;
         let r = if r == *p {
@@ -382,6 +438,125 @@ impl Implementation {
     }
 }
 
+/// A form of GLA as a user names it (`--impl` of `glacheck eval` and `sweep`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Form {
+    /// The recurrence (`gla_reference::recurrent`).
+    Recurrent,
+    /// The log-space parallel form (`gla_reference::parallel`).
+    Parallel,
+    /// The two-level chunked form with rounding emulation (`gla_reference::chunked`).
+    Chunked,
+    /// The CUDA chunked kernels (`gla_gpu`).
+    Gpu,
+}
+
+impl Form {
+    /// Lower-case name as on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Form::Recurrent => "recurrent",
+            Form::Parallel => "parallel",
+            Form::Chunked => "chunked",
+            Form::Gpu => "gpu",
+        }
+    }
+}
+
+impl std::str::FromStr for Form {
+    type Err = GlaError;
+    fn from_str(s: &str) -> Result<Form> {
+        match s {
+            "recurrent" => Ok(Form::Recurrent),
+            "parallel" => Ok(Form::Parallel),
+            "chunked" => Ok(Form::Chunked),
+            "gpu" => Ok(Form::Gpu),
+            _ => Err(GlaError::Options(format!(
+                "unknown implementation `{s}` (expected recurrent, parallel, chunked or gpu)"
+            ))),
+        }
+    }
+}
+
+/// An implementation as a user configures it: form, compute type, rounding plan (chunked) or
+/// input dtype (gpu), chunking and dg algorithm. [`Config::implementation`] checks the
+/// combination and names the candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// Which form.
+    pub form: Form,
+    /// Compute type.
+    pub compute: Compute,
+    /// Chunked: fla's kernel rounding plan in this dtype (bf16 or f16; inputs rounded to it
+    /// first); gpu: the kernels' input dtype (`None`: f32).
+    pub round: Option<Dtype>,
+    /// Chunk length C (chunked).
+    pub chunk: usize,
+    /// Sub-chunk length c (chunked).
+    pub sub_chunk: usize,
+    /// Gate-gradient algorithm (recurrent, chunked, gpu; the parallel form has only the reverse
+    /// cumsum).
+    pub dg: DgForm,
+}
+
+impl Config {
+    /// The candidate this configuration names.
+    ///
+    /// ```
+    /// use gla_judge::implementation::{Config, Form};
+    /// use gla_judge::Compute;
+    /// use gla_reference::{bounds::DgForm, Dtype};
+    /// let c = Config { form: Form::Chunked, compute: Compute::F32, round: Some(Dtype::Bf16),
+    ///     chunk: 64, sub_chunk: 16, dg: DgForm::ReverseCumsum };
+    /// assert_eq!(c.implementation()?.name(), "chunked-f32-C64c16-bf16");
+    /// let bad = Config { form: Form::Parallel, dg: DgForm::Local, ..c };
+    /// assert!(bad.implementation().is_err());
+    /// # Ok::<(), gla_reference::GlaError>(())
+    /// ```
+    pub fn implementation(&self) -> Result<Implementation> {
+        let compute = self.compute;
+        let round = Round::for_dtype(self.round)?;
+        if self.dg == DgForm::Local && self.form == Form::Parallel {
+            return Err(GlaError::Options(
+                "--dg-form local: the parallel form computes dg by the reverse cumsum only".into(),
+            ));
+        }
+        let imp = match self.form {
+            Form::Recurrent => Implementation::Recurrent {
+                compute,
+                dg: DgFormKey::ReverseCumsum,
+            },
+            Form::Parallel => Implementation::Parallel { compute },
+            Form::Chunked => Implementation::Chunked {
+                compute,
+                chunk: self.chunk,
+                sub_chunk: self.sub_chunk,
+                round,
+                dg: DgFormKey::ReverseCumsum,
+            },
+            Form::Gpu => {
+                let dtype = self.round.unwrap_or(Dtype::F32);
+                let imp = Implementation::gpu(dtype);
+                if !Implementation::gpu_candidates().contains(&imp) {
+                    return Err(GlaError::Options(format!(
+                        "gpu: no kernel for inputs in {dtype} (available: {:?})",
+                        Implementation::gpu_candidates()
+                            .iter()
+                            .map(|i| i.name())
+                            .collect::<Vec<_>>()
+                    )));
+                }
+                imp
+            }
+        };
+        Ok(if self.dg == DgForm::Local {
+            imp.with_local_dg()
+        } else {
+            imp
+        })
+    }
+}
+
 /// Run a candidate: forward (`backward = false`: o, ht) or forward + backward (all outputs).
 ///
 /// The problem's inputs are first rounded to the candidate's input dtype
@@ -390,13 +565,17 @@ impl Implementation {
 /// ([`GlaError::Unsupported`] with the GPU's message).
 ///
 /// ```
-/// use gla_proptests::{solve, Implementation};
-/// use gla_proptests::strategies::{GateRegime, ProblemSpec, ValueRegime};
-/// use gla_reference::{Dtype, GateKind};
-/// let spec = ProblemSpec { b: 1, t: 20, h: 1, k: 3, v: 2, gate_kind: GateKind::PerChannel,
-///     gates: GateRegime::Mild, values: ValueRegime::SignedNormal, h0: true, dht: false,
-///     seq_lens: None, scale: None, grid: Dtype::F32, seed: 7 };
-/// let p = spec.build()?;
+/// use gla_judge::{solve, Implementation};
+/// use gla_reference::{Gates, Problem};
+/// use ndarray::Array4;
+/// let f = |i: usize| ((i * 7919) % 1000) as f64 / 500.0 - 1.0; // deterministic, signed
+/// let (b, t, h, k, v) = (1, 20, 1, 3, 2);
+/// let q = Array4::from_shape_fn((b, t, h, k), |(_, t, _, d)| f(t * 31 + d));
+/// let kk = Array4::from_shape_fn((b, t, h, k), |(_, t, _, d)| f(t * 17 + d + 3));
+/// let vv = Array4::from_shape_fn((b, t, h, v), |(_, t, _, e)| f(t * 13 + e + 9));
+/// let g = Array4::from_shape_fn((b, t, h, k), |(_, t, _, d)| -f(t + d).abs());
+/// let do_ = Array4::from_shape_fn((b, t, h, v), |(_, t, _, e)| f(t * 3 + e + 1));
+/// let p = Problem::builder(q, kk, vv, Gates::PerChannel(g)).do_(do_).build()?;
 /// let s = solve(&Implementation::RECURRENT_F32, &p, true)?;
 /// assert!(s.grads.is_some());
 /// # Ok::<(), gla_reference::GlaError>(())
@@ -430,31 +609,21 @@ pub fn solve(imp: &Implementation, p: &Problem, backward: bool) -> Result<Soluti
     }
 }
 
-/// The error model judging a candidate's gradients (and, for forms without rounding stages, its
-/// forward outputs): algorithm family (n_acc, lambda), rounding stages (all of the plan's points,
-/// since the backward recomputes the forward factors), accumulation format, and the dg algorithm
-/// the candidate runs (recurrent: as configured; parallel, chunked and GPU: reverse cumsum).
+/// The error model judging a candidate's gradients (and the `o`, `ht` of its backward run):
+/// algorithm family (n_acc, lambda), every rounding point of its plan as a stage (the backward
+/// recomputes the forward factors, [`Pass::Backward`]), accumulation format, and the dg algorithm
+/// the candidate runs.
 pub fn bound_spec(imp: &Implementation, _p: &Problem) -> BoundSpec {
-    spec_with_stages(imp, stages(&imp.plan(), true))
+    spec_for(imp, Pass::Backward)
 }
 
 /// The error model judging a candidate's forward outputs o and hT: like [`bound_spec`] but with
-/// only the forward rounding points of the plan as stages.
+/// only the forward rounding points of the plan as stages ([`Pass::Forward`]).
 pub fn bound_spec_forward(imp: &Implementation, _p: &Problem) -> BoundSpec {
-    spec_with_stages(imp, stages(&imp.plan(), false))
+    spec_for(imp, Pass::Forward)
 }
 
-fn stages(plan: &RoundingPlan, backward: bool) -> Vec<Dtype> {
-    let pts = plan.points();
-    let n = if backward { pts.len() } else { 9 };
-    pts[..n]
-        .iter()
-        .filter_map(|(_, d)| *d)
-        .filter(|d| !matches!(d, Dtype::F32 | Dtype::F64))
-        .collect()
-}
-
-fn spec_with_stages(imp: &Implementation, stages: Vec<Dtype>) -> BoundSpec {
+fn spec_for(imp: &Implementation, pass: Pass) -> BoundSpec {
     let (alg, acc, dg) = match *imp {
         Implementation::Recurrent { compute, dg } => {
             (Algorithm::Recurrent, compute.dtype(), dg.form())
@@ -467,9 +636,7 @@ fn spec_with_stages(imp: &Implementation, stages: Vec<Dtype>) -> BoundSpec {
         } => (Algorithm::Chunked { chunk }, compute.dtype(), dg.form()),
         Implementation::Gpu { dg, .. } => (Algorithm::Chunked { chunk: 64 }, Dtype::F32, dg.form()),
     };
-    BoundSpec::new(alg, acc)
-        .with_stages(&stages)
-        .with_dg_form(dg)
+    BoundSpec::from_plan(alg, acc, &imp.plan(), pass).with_dg_form(dg)
 }
 
 /// An f16 plan stores inputs, decayed queries and keys, chunk states, `A`, outputs and gradients
@@ -512,7 +679,51 @@ pub fn f16_range_ok(p: &Problem) -> Result<()> {
     Ok(())
 }
 
-/// Map any error to the crate's error type (used for GPU errors).
-pub(crate) fn unsupported(msg: impl fmt::Display) -> GlaError {
-    GlaError::Unsupported(msg.to_string())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn twins_follow_the_gpu_plans() {
+        // pure data: needs no GPU
+        for d in [Dtype::Bf16, Dtype::F16, Dtype::F32] {
+            let gpu = Implementation::gpu(d);
+            let twin = gpu.cpu_twin().expect("twin");
+            assert_eq!(twin.plan(), gpu.plan(), "{d:?}");
+            assert!(matches!(
+                twin,
+                Implementation::Chunked {
+                    compute: Compute::F32,
+                    ..
+                }
+            ));
+            // the forward points of the backward plan are the forward kernels' plan, and the
+            // bf16 / f16 training plans add exactly the backward's stored states and state
+            // gradients to the forward twin's plan
+            let fwd = gla_gpu::rounding_plan(&gla_gpu::GpuOptions::new(d));
+            assert_eq!(
+                crate::gpu::plan(d).points()[..9],
+                fwd.points()[..9],
+                "{d:?}"
+            );
+        }
+        for (train, fwd, d) in [
+            (Round::Bf16Train, Round::Bf16, Dtype::Bf16),
+            (Round::F16Train, Round::F16, Dtype::F16),
+        ] {
+            assert_eq!(train.plan(), fwd.plan().bwd_state(Some(d)).dstate(Some(d)));
+            assert_eq!(train.dtype(), Some(d));
+        }
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for imp in Implementation::all_cpu()
+            .into_iter()
+            .chain(Implementation::gpu_candidates())
+        {
+            assert_eq!(Implementation::from_name(&imp.name()), Some(imp));
+        }
+        assert_eq!(Implementation::from_name("recurrent-f16"), None);
+    }
 }

@@ -2,14 +2,20 @@
 //! K and V in {64, 128, 256}, forward and backward (`gla_gpu::forward` / `gla_gpu::backward`).
 //!
 //! On a machine without a usable GPU ([`available`] false) the candidates are left out of
-//! [`Implementation::all_available`] and the GPU properties are skipped.
+//! [`Implementation::all_available`](crate::Implementation::all_available) and the GPU
+//! properties are skipped. The list of GPU candidates is
+//! [`Implementation::gpu_candidates`](crate::Implementation::gpu_candidates).
 
-use crate::implementation::{unsupported, Implementation};
 use gla_gpu::GpuOptions;
 use gla_reference::bounds::DgForm;
 use gla_reference::rounding::RoundingPlan;
 use gla_reference::{Dtype, Problem, Result, Solution};
 use std::sync::OnceLock;
+
+/// A GPU error as the crate's error type: the candidate cannot run here.
+fn unsupported(msg: impl std::fmt::Display) -> gla_reference::GlaError {
+    gla_reference::GlaError::Unsupported(msg.to_string())
+}
 
 /// True when the GPU candidates can run on this machine (cached; `GLA_NO_GPU=1` forces false).
 pub fn available() -> bool {
@@ -25,17 +31,6 @@ pub fn available() -> bool {
 /// Why there is no GPU (None when there is one).
 pub fn unavailable_reason() -> Option<String> {
     gla_gpu::available().err()
-}
-
-/// The GPU candidates: one per input dtype the kernels take (reverse-sum dg), and bf16 with the
-/// local-form dg.
-pub fn candidates() -> Vec<Implementation> {
-    vec![
-        Implementation::gpu(Dtype::Bf16),
-        Implementation::gpu(Dtype::F16),
-        Implementation::gpu(Dtype::F32),
-        Implementation::gpu(Dtype::Bf16).with_local_dg(),
-    ]
 }
 
 /// The rounding plan the GPU kernels declare for inputs in `dtype`: the backward's
@@ -61,40 +56,5 @@ pub fn solve(dtype: Dtype, dg_form: DgForm, p: &Problem, backward: bool) -> Resu
         gla_gpu::backward(p, &o).map_err(unsupported)
     } else {
         gla_gpu::forward(p, &o).map_err(unsupported)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::implementation::{Compute, Round};
-
-    #[test]
-    fn twins_follow_the_gpu_plans() {
-        // pure data: needs no GPU
-        for d in [Dtype::Bf16, Dtype::F16, Dtype::F32] {
-            let gpu = Implementation::gpu(d);
-            let twin = gpu.cpu_twin().expect("twin");
-            assert_eq!(twin.plan(), gpu.plan(), "{d:?}");
-            assert!(matches!(
-                twin,
-                Implementation::Chunked {
-                    compute: Compute::F32,
-                    ..
-                }
-            ));
-            // the forward points of the backward plan are the forward kernels' plan, and the
-            // bf16 / f16 training plans add exactly the backward's stored states and state
-            // gradients to the forward twin's plan
-            let fwd = gla_gpu::rounding_plan(&GpuOptions::new(d));
-            assert_eq!(plan(d).points()[..9], fwd.points()[..9], "{d:?}");
-        }
-        for (train, fwd, d) in [
-            (Round::Bf16Train, Round::Bf16, Dtype::Bf16),
-            (Round::F16Train, Round::F16, Dtype::F16),
-        ] {
-            assert_eq!(train.plan(), fwd.plan().bwd_state(Some(d)).dstate(Some(d)));
-            assert_eq!(train.dtype(), Some(d));
-        }
     }
 }

@@ -1,42 +1,24 @@
-//! The oracle cross-check harness and the LAPACK-style summary table.
+//! Judging candidates against the exact truth: per candidate and problem, a [`Verdict`].
 //!
 //! [`check_against_oracle`] prepares the problem for each candidate (input rounding, see
 //! [`Implementation::prepare`]), evaluates the MPFR oracle once per distinct prepared problem,
 //! runs every candidate forward and forward + backward, and judges each output elementwise with
-//! the error model of spec 8.1 (`gla_reference::bounds::compare`): forward outputs with the
+//! the error model of docs/math.md §8.1 (`gla_reference::bounds::compare`): forward outputs with the
 //! forward rounding stages ([`bound_spec_forward`]), everything from the backward run with all
 //! stages ([`bound_spec`]). Backward-run outputs o and ht are reported as `o.bwd` / `ht.bwd`.
 //!
-//! Every judged comparison is recorded in a process-wide [`Summary`] (per implementation and
-//! output: cases, largest ratio, the bound at the case closest to its bound, failures), printed
-//! by [`Summary::table`].
+//! Every judged comparison is recorded in the process-wide [`Summary`](crate::Summary) (per
+//! implementation and output: cases, largest ratio, the bound at the case closest to its bound,
+//! failures).
 
 use crate::implementation::{bound_spec, bound_spec_forward, solve, Implementation};
+use crate::summary::{record, record_error};
+use crate::truth::oracle;
 use gla_reference::bounds::{
     compare, magnitudes, BoundSpec, DgForm, Magnitudes, Report, TensorReport,
 };
 use gla_reference::{GlaError, Problem, Result, Solution, OUTPUT_NAMES};
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
-
-/// The exact solution of a problem: the MPFR oracle (`gla_oracle::evaluate`), converged to agree
-/// well past f64 and rounded once to f64. `backward` adds every gradient (dg in the oracle's
-/// local form, which is exact whatever algorithm a candidate runs).
-pub fn oracle(p: &Problem, backward: bool) -> Result<Solution> {
-    Ok(oracle_full(p, backward)?.solution)
-}
-
-/// The full oracle result (with the reverse-cumsum dg cross-check and the bits agreed).
-pub fn oracle_full(p: &Problem, backward: bool) -> Result<gla_oracle::OracleResult> {
-    gla_oracle::evaluate(
-        p,
-        &gla_oracle::OracleOptions {
-            backward,
-            ..Default::default()
-        },
-    )
-}
 
 /// The outcome of judging one candidate on one problem.
 #[derive(Debug, Clone)]
@@ -98,7 +80,7 @@ pub fn judge(
     Ok(r)
 }
 
-/// The "2x the emulation" rule of spec 8.1 for a GPU candidate with a rounding plan: per output
+/// The "2x the emulation" rule of docs/math.md §8.1 for a GPU candidate with a rounding plan: per output
 /// tensor, `max |gpu - x*| <= 2 max |twin - x*| + floor`, where the twin is the CPU chunked form
 /// with the same rounding plan on the same inputs and `floor = c u_f32 (n_acc + lambda) max M_x`
 /// (the f32 accumulation part of the bound, normwise). Reported as tensors named `o~2x`, `ht~2x`
@@ -248,7 +230,7 @@ pub fn check_against_oracle_as(
 /// [`check_against_oracle_as`] recorded under the property name `oracle`.
 ///
 /// ```no_run
-/// use gla_proptests::{check_against_oracle, Implementation};
+/// use gla_judge::{check_against_oracle, Implementation};
 /// # let p: gla_reference::Problem = unimplemented!();
 /// for (imp, verdict) in check_against_oracle(&p, &Implementation::all_cpu())? {
 ///     assert!(verdict.pass(), "{imp}: {verdict:?}");
@@ -295,7 +277,7 @@ pub fn failing_rows(r: &Report) -> String {
 }
 
 /// Compare two candidates with each other, without an oracle: by the triangle inequality
-/// `|a - b| <= bound_a + bound_b` elementwise, where each bound is spec 8.1's
+/// `|a - b| <= bound_a + bound_b` elementwise, where each bound is docs/math.md §8.1's
 /// `(sum u_s + c u_acc (n_acc + lambda)) M_x + eta` with that candidate's own spec (and its own
 /// dg magnitude). Every element of both must be finite (the exact answer of a valid problem is
 /// finite). The report's `ratio` is `max |a - b| / (bound_a + bound_b)` and `bound` is 1.
@@ -440,240 +422,4 @@ pub fn identical(a: &Solution, b: &Solution) -> std::result::Result<(), String> 
         }
     }
     Ok(())
-}
-
-// ------------------------------------------------------------------------------------------------
-// Summary
-// ------------------------------------------------------------------------------------------------
-
-/// One row of the summary: one implementation and output over every recorded case.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SummaryRow {
-    /// Cases judged (proptest shrinking steps included).
-    pub cases: u64,
-    /// Largest ratio seen.
-    pub max_ratio: f64,
-    /// Bound of the case whose ratio / bound was largest.
-    pub bound_at_worst: f64,
-    /// Largest ratio / bound seen (< 1: every case within its bound).
-    pub max_fraction: f64,
-    /// Smallest and largest bound seen.
-    pub bound_range: (f64, f64),
-    /// Cases that failed (ratio above bound, non-finite, or an error).
-    pub failures: u64,
-    /// The property that produced `max_fraction`.
-    pub worst_property: String,
-}
-
-impl Default for SummaryRow {
-    fn default() -> Self {
-        SummaryRow {
-            cases: 0,
-            max_ratio: 0.0,
-            bound_at_worst: f64::NAN,
-            max_fraction: 0.0,
-            bound_range: (f64::INFINITY, 0.0),
-            failures: 0,
-            worst_property: String::new(),
-        }
-    }
-}
-
-/// Per (implementation, output) rows, in a stable order.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Summary {
-    /// Rows keyed by (implementation name, output name).
-    pub rows: BTreeMap<(String, String), SummaryRow>,
-    /// Pairwise (oracle-free) checks keyed by (property, output): `max_ratio` is the largest
-    /// `|a - b| / (bound_a + bound_b)`, bound 1.
-    pub pairs: BTreeMap<(String, String), SummaryRow>,
-    /// Property runs: (name, cases run, passed, message).
-    pub properties: Vec<(String, u64, bool, String)>,
-}
-
-static SUMMARY: Mutex<Option<Summary>> = Mutex::new(None);
-
-fn with_summary<R>(f: impl FnOnce(&mut Summary) -> R) -> R {
-    let mut g = SUMMARY.lock().unwrap_or_else(|e| e.into_inner());
-    f(g.get_or_insert_with(Summary::default))
-}
-
-fn output_order(name: &str) -> usize {
-    const ORDER: [&str; 11] = [
-        "o", "ht", "o.bwd", "ht.bwd", "dq", "dk", "dv", "dg", "dh0", "o~2x", "ht~2x",
-    ];
-    ORDER.iter().position(|n| *n == name).unwrap_or(ORDER.len())
-}
-
-/// Record one judged report in the global summary.
-pub fn record(property: &str, imp: &Implementation, r: &Report) {
-    with_summary(|s| {
-        for t in &r.tensors {
-            let row = s.rows.entry((imp.name(), t.name.clone())).or_default();
-            row.cases += 1;
-            row.max_ratio = row.max_ratio.max(t.ratio);
-            let frac = if t.candidate_nonfinite > 0 {
-                f64::INFINITY
-            } else {
-                t.ratio / t.bound
-            };
-            if frac > row.max_fraction || row.bound_at_worst.is_nan() {
-                row.max_fraction = row.max_fraction.max(frac);
-                row.bound_at_worst = t.bound;
-                row.worst_property = property.to_string();
-            }
-            row.bound_range = (
-                row.bound_range.0.min(t.bound),
-                row.bound_range.1.max(t.bound),
-            );
-            if !t.pass {
-                row.failures += 1;
-            }
-        }
-    })
-}
-
-/// Record one pairwise report (from [`compare_pair`]) under `property`.
-pub fn record_pair(property: &str, label: &str, r: &Report) {
-    with_summary(|s| {
-        for t in &r.tensors {
-            let row = s
-                .pairs
-                .entry((property.to_string(), t.name.clone()))
-                .or_default();
-            row.cases += 1;
-            row.max_ratio = row.max_ratio.max(t.ratio);
-            let frac = if t.candidate_nonfinite > 0 {
-                f64::INFINITY
-            } else {
-                t.ratio
-            };
-            if frac > row.max_fraction || row.bound_at_worst.is_nan() {
-                row.max_fraction = row.max_fraction.max(frac);
-                row.bound_at_worst = 1.0;
-                row.worst_property = label.to_string();
-            }
-            row.bound_range = (1.0, 1.0);
-            if !t.pass {
-                row.failures += 1;
-            }
-        }
-    })
-}
-
-/// Record a candidate error (counted as a failure of every output).
-pub fn record_error(property: &str, imp: &Implementation) {
-    with_summary(|s| {
-        let row = s.rows.entry((imp.name(), "(error)".into())).or_default();
-        row.cases += 1;
-        row.failures += 1;
-        row.worst_property = property.to_string();
-    })
-}
-
-/// Record the outcome of one property run.
-pub fn record_property(name: &str, cases: u64, passed: bool, message: &str) {
-    with_summary(|s| {
-        s.properties
-            .push((name.to_string(), cases, passed, message.to_string()))
-    })
-}
-
-/// A copy of the global summary.
-pub fn summary() -> Summary {
-    with_summary(|s| s.clone())
-}
-
-/// Clear the global summary.
-pub fn reset_summary() {
-    with_summary(|s| *s = Summary::default())
-}
-
-impl Summary {
-    /// LAPACK-style table: per implementation and output, cases judged, largest ratio, the bound of
-    /// the case closest to its bound, the largest ratio / bound, the range of bounds, failures.
-    pub fn table(&self) -> String {
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "{:<26} {:<7} {:>6} {:>10} {:>10} {:>9} {:>21} {:>5}  worst in",
-            "implementation",
-            "output",
-            "cases",
-            "max ratio",
-            "bound",
-            "ratio/bd",
-            "bound range",
-            "fails"
-        );
-        let mut keys: Vec<&(String, String)> = self.rows.keys().collect();
-        keys.sort_by_key(|(i, o)| (impl_order(i), i.clone(), output_order(o)));
-        for k in keys {
-            let r = &self.rows[k];
-            let _ = writeln!(
-                s,
-                "{:<26} {:<7} {:>6} {:>10.3e} {:>10.3e} {:>9.3} {:>10.3e}..{:<9.3e} {:>5}  {}",
-                k.0,
-                k.1,
-                r.cases,
-                r.max_ratio,
-                r.bound_at_worst,
-                r.max_fraction,
-                r.bound_range.0,
-                r.bound_range.1,
-                r.failures,
-                r.worst_property
-            );
-        }
-        if !self.pairs.is_empty() {
-            let _ = writeln!(
-                s,
-                "\npairwise checks without the oracle: |a - b| / (bound_a + bound_b), elementwise max (bound 1)\n{:<26} {:<7} {:>6} {:>10} {:>5}  worst pair",
-                "property", "output", "cases", "max", "fails"
-            );
-            let mut keys: Vec<&(String, String)> = self.pairs.keys().collect();
-            keys.sort_by_key(|(p, o)| (p.clone(), output_order(o)));
-            for k in keys {
-                let r = &self.pairs[k];
-                let _ = writeln!(
-                    s,
-                    "{:<26} {:<7} {:>6} {:>10.3e} {:>5}  {}",
-                    k.0, k.1, r.cases, r.max_ratio, r.failures, r.worst_property
-                );
-            }
-        }
-        if !self.properties.is_empty() {
-            let _ = writeln!(s, "\n{:<34} {:>6}  result", "property", "cases");
-            for (n, c, ok, msg) in &self.properties {
-                let _ = writeln!(
-                    s,
-                    "{:<34} {:>6}  {}{}",
-                    n,
-                    c,
-                    if *ok { "PASS" } else { "FAIL" },
-                    if msg.is_empty() {
-                        String::new()
-                    } else {
-                        format!("  {}", msg.lines().next().unwrap_or(""))
-                    }
-                );
-            }
-        }
-        s
-    }
-
-    /// True when no property failed and no recorded case failed.
-    pub fn pass(&self) -> bool {
-        self.properties.iter().all(|p| p.2)
-            && self.rows.values().all(|r| r.failures == 0)
-            && self.pairs.values().all(|r| r.failures == 0)
-    }
-}
-
-fn impl_order(name: &str) -> usize {
-    Implementation::all_cpu()
-        .into_iter()
-        .chain(crate::gpu::candidates())
-        .position(|i| i.name() == name)
-        .unwrap_or(usize::MAX)
 }

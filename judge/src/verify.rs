@@ -1,0 +1,639 @@
+//! The judge of outside kernels: a candidate's outputs (from any kernel, any language, read from a
+//! safetensors file) against the exact truth of the inputs it consumed.
+//!
+//! The error model (docs/math.md §8.1) is that of the chunked algorithm with chunk `C` (n_acc,
+//! lambda) and its calibrated constants, accumulation in f32 (f64 for f64), and for tf32, bf16
+//! and f16 the rounding stages of fla's kernel plan (`RoundingPlan::kernel_default`), counted by
+//! the one plan-to-stages mapping `BoundSpec::from_plan`: forward outputs `o`, `ht` with the
+//! forward points, gradients with all of them. A candidate stored in a dtype coarser than the
+//! declared precision gets one more stage. A non-finite value where the truth is finite fails
+//! whatever the ratio.
+//!
+//! ```
+//! use gla_judge::verify::{read_candidate, verify, Labels, VerifyOptions};
+//! use gla_judge::Truth;
+//! use gla_fixtures::io::{FileDtype, StoredTensor, TensorFile};
+//! # let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/golden");
+//! let input = gla_fixtures::io::read_tensors(dir.join("mild.safetensors"))?;
+//! let p = input.problem()?;
+//! // A candidate: here the stored truth itself, rounded to bf16 (a perfect bf16 kernel).
+//! let truth = Truth::stored(&input, &p, true)?.expect("a golden holds its truth");
+//! let mut cand = TensorFile::default();
+//! for (name, x) in [("o", &truth.solution.o), ("ht", &truth.solution.ht)] {
+//!     let values = x.mapv(|v| gla_reference::Dtype::Bf16.round(v)).into_dyn();
+//!     cand.tensors.insert(name.into(), StoredTensor { dtype: FileDtype::Bf16, values });
+//! }
+//! let c = read_candidate(&cand, &p, &Labels::default())?;
+//! let opts = VerifyOptions { precision: gla_reference::Dtype::Bf16, ..Default::default() };
+//! let report = verify(&p, &c, &truth, &opts, Labels::default())?;
+//! assert!(report.pass(), "{}", report.render());
+//! # Ok::<(), gla_judge::JudgeError>(())
+//! ```
+
+use crate::format::{fmt_ratio, json_f64, table};
+use crate::truth::Truth;
+use crate::JudgeError;
+use gla_fixtures::io::TensorFile;
+use gla_reference::bounds::{compare, Algorithm, BoundSpec, DgForm, Pass, TensorReport};
+use gla_reference::rounding::RoundingPlan;
+use gla_reference::{Dtype, GateKind, Problem, Solution, OUTPUT_NAMES};
+use ndarray::{Array4, Axis};
+use std::fmt::Write as _;
+
+/// What the candidate claims about its arithmetic.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VerifyOptions {
+    /// The arithmetic the candidate claims (sets the unit roundoffs): f64, f32, tf32, bf16, f16.
+    pub precision: Dtype,
+    /// The chunk length C the candidate's algorithm uses (sets n_acc and lambda).
+    pub chunk: usize,
+    /// Which dg algorithm the candidate runs (selects the judged dg magnitude; both ratios are
+    /// reported).
+    pub dg: DgForm,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        VerifyOptions {
+            precision: Dtype::F32,
+            chunk: 64,
+            dg: DgForm::ReverseCumsum,
+        }
+    }
+}
+
+/// How the report names the two files (paths on the command line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Labels {
+    /// The inputs.
+    pub input: String,
+    /// The candidate's outputs.
+    pub candidate: String,
+}
+
+impl Default for Labels {
+    fn default() -> Self {
+        Labels {
+            input: "<inputs>".into(),
+            candidate: "<outputs>".into(),
+        }
+    }
+}
+
+/// The candidate's outputs, checked against the problem's shapes.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// `(name, values as [.., .., .., ..], stored dtype)` in [`OUTPUT_NAMES`] order.
+    pub tensors: Vec<(&'static str, Array4<f64>, Dtype)>,
+}
+
+impl Candidate {
+    /// True when the candidate holds a gradient (the truth must then include the backward).
+    pub fn has_gradients(&self) -> bool {
+        self.tensors
+            .iter()
+            .any(|(n, _, _)| !matches!(*n, "o" | "ht"))
+    }
+    fn stored(&self, name: &str) -> String {
+        self.tensors
+            .iter()
+            .find(|x| x.0 == name)
+            .map(|x| x.2.to_string())
+            .unwrap_or_default()
+    }
+}
+
+/// Expected shape of an output, and its shape description.
+fn expected_shape(p: &Problem, name: &str) -> (Vec<usize>, String) {
+    let d = p.dims();
+    match name {
+        "o" | "dv" => (
+            vec![d.b, d.t, d.h, d.v],
+            format!("[B, T, H, V] = {:?}", [d.b, d.t, d.h, d.v]),
+        ),
+        "ht" | "dh0" => (
+            vec![d.n, d.h, d.k, d.v],
+            format!("[N, H, K, V] = {:?}", [d.n, d.h, d.k, d.v]),
+        ),
+        "dg" if p.gate_kind() == GateKind::Scalar => (
+            vec![d.b, d.t, d.h],
+            format!("[B, T, H] = {:?} (scalar gates)", [d.b, d.t, d.h]),
+        ),
+        _ => (
+            vec![d.b, d.t, d.h, d.k],
+            format!("[B, T, H, K] = {:?}", [d.b, d.t, d.h, d.k]),
+        ),
+    }
+}
+
+/// Read a candidate's outputs from a file: every one of o, ht, dq, dk, dv, dg, dh0 it holds (any
+/// float dtype), each checked against the shape `p` implies (scalar-gate dg as `[B, T, H]` or
+/// `[B, T, H, 1]`). `labels` name the files in messages. Errors: a tensor of the wrong shape or a
+/// non-float dtype, none of the outputs present, or gradients for a problem without `do`.
+pub fn read_candidate(
+    f: &TensorFile,
+    p: &Problem,
+    labels: &Labels,
+) -> Result<Candidate, JudgeError> {
+    let label = format!("CANDIDATE {}", labels.candidate);
+    let mut tensors = Vec::new();
+    for name in OUTPUT_NAMES {
+        if !f.contains(name) {
+            continue;
+        }
+        let t = f
+            .float(name)
+            .map_err(|e| JudgeError::Input(format!("{label}: {e}")))?;
+        let (want, desc) = expected_shape(p, name);
+        let got = t.shape().to_vec();
+        let ok = got == want
+            || (name == "dg" && want.len() == 3 && got == [want[0], want[1], want[2], 1]);
+        if !ok {
+            return Err(JudgeError::Input(format!(
+                "{label}: tensor `{name}` has shape {got:?}, expected {desc}"
+            )));
+        }
+        let a = t.values.clone();
+        let a = if a.ndim() == 3 {
+            a.insert_axis(Axis(3))
+        } else {
+            a
+        };
+        let a4: Array4<f64> = a
+            .into_dimensionality()
+            .map_err(|e| JudgeError::Input(format!("{label}: tensor `{name}`: {e}")))?;
+        tensors.push((name, a4, t.dtype.dtype().unwrap_or(Dtype::F64)));
+    }
+    if tensors.is_empty() {
+        let found: Vec<&String> = f.tensors.keys().chain(f.other.keys()).collect();
+        return Err(JudgeError::Input(format!(
+            "{label}: holds none of o, ht, dq, dk, dv, dg, dh0 (found: {found:?})"
+        )));
+    }
+    let c = Candidate { tensors };
+    if c.has_gradients() && !p.has_backward() {
+        let g: Vec<&str> = c
+            .tensors
+            .iter()
+            .map(|x| x.0)
+            .filter(|n| !matches!(*n, "o" | "ht"))
+            .collect();
+        return Err(JudgeError::Input(format!(
+            "{label}: holds gradients {g:?} but INPUT {} has no `do`: save the output gradient (and dht, \
+             if used) the kernel's backward consumed",
+            labels.input
+        )));
+    }
+    Ok(c)
+}
+
+/// The error models of `verify` for a claimed arithmetic: forward outputs (o, ht) and gradients.
+/// Chunked algorithm with chunk `chunk`, the chunked family's calibrated constants, accumulation
+/// in f32 (f64 for f64); tf32 / bf16 / f16 add the stages of fla's kernel plan
+/// (`RoundingPlan::kernel_default(precision)`, through `BoundSpec::from_plan`); `extra` adds
+/// stages (e.g. a coarser storage dtype).
+pub fn specs(
+    precision: Dtype,
+    chunk: usize,
+    dg: DgForm,
+    extra: &[Dtype],
+) -> (BoundSpec, BoundSpec) {
+    let acc = if precision == Dtype::F64 {
+        Dtype::F64
+    } else {
+        Dtype::F32
+    };
+    let plan = if matches!(precision, Dtype::F64 | Dtype::F32) {
+        RoundingPlan::none()
+    } else {
+        RoundingPlan::kernel_default(precision)
+    };
+    let alg = Algorithm::Chunked { chunk };
+    let spec = |pass| {
+        let s = BoundSpec::from_plan(alg, acc, &plan, pass).with_dg_form(dg);
+        let stages: Vec<Dtype> = s.stages.iter().chain(extra).copied().collect();
+        s.with_stages(&stages)
+    };
+    (spec(Pass::Forward), spec(Pass::Backward))
+}
+
+/// The verdict on one candidate: per-tensor reports and everything needed to print them.
+#[derive(Debug, Clone)]
+pub struct VerifyReport {
+    /// The file names as given.
+    pub labels: Labels,
+    /// The options the candidate was judged with.
+    pub options: VerifyOptions,
+    /// `(B, T, H, K, V, N)`, scalar gates, varlen, scale of the problem.
+    pub problem: ProblemSummary,
+    /// Where the truth came from.
+    pub truth: String,
+    /// Notes (e.g. a stage added for a coarse storage dtype).
+    pub notes: Vec<String>,
+    /// The error model of the forward outputs.
+    pub spec_forward: BoundSpec,
+    /// The error model of the gradients.
+    pub spec_backward: BoundSpec,
+    /// One report per tensor the candidate holds, in [`OUTPUT_NAMES`] order.
+    pub tensors: Vec<TensorReport>,
+    /// The stored dtype of each reported tensor, by name.
+    pub stored: Vec<(String, String)>,
+    /// For each tensor, where its worst element and first non-finite element sit, in words.
+    locate: Vec<(String, Option<String>, Option<String>)>,
+    index_json: Vec<(String, Option<serde_json::Value>, Option<serde_json::Value>)>,
+}
+
+/// What a report says about the problem.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProblemSummary {
+    /// Batch, time, heads, key and value channels, sequences.
+    pub dims: [usize; 6],
+    /// Scalar (per-head) gates.
+    pub scalar_gates: bool,
+    /// Packed variable-length sequences.
+    pub varlen: bool,
+    /// The scale applied to q.
+    pub scale: f64,
+}
+
+/// Judge `cand` against `truth` (which must answer the same problem `p`, with gradients when the
+/// candidate holds any).
+pub fn verify(
+    p: &Problem,
+    cand: &Candidate,
+    truth: &Truth,
+    opts: &VerifyOptions,
+    labels: Labels,
+) -> Result<VerifyReport, JudgeError> {
+    if opts.chunk == 0 {
+        return Err(JudgeError::Input("--chunk must be at least 1".into()));
+    }
+    let backward = cand.has_gradients();
+    let exact = &truth.solution;
+    if backward && exact.grads.is_none() {
+        return Err(JudgeError::Input(
+            "the truth holds no gradients but the candidate does".into(),
+        ));
+    }
+    // The candidate as a solution; outputs it lacks are taken from the truth and not reported.
+    let mut full = exact.clone();
+    for (name, arr, _) in &cand.tensors {
+        match *name {
+            "o" => full.o = arr.clone(),
+            "ht" => full.ht = arr.clone(),
+            n => {
+                let g = full.grads.as_mut().expect("checked above");
+                match n {
+                    "dq" => g.dq = arr.clone(),
+                    "dk" => g.dk = arr.clone(),
+                    "dv" => g.dv = arr.clone(),
+                    "dg" => g.dg = arr.clone(),
+                    _ => g.dh0 = arr.clone(),
+                }
+            }
+        }
+    }
+    if !backward {
+        full.grads = None;
+    }
+    // The model.
+    let precision = opts.precision;
+    let coarsest = cand
+        .tensors
+        .iter()
+        .map(|x| x.2)
+        .max_by(|x, y| x.unit_roundoff().total_cmp(&y.unit_roundoff()));
+    let mut notes = Vec::new();
+    let mut extra = Vec::new();
+    if let Some(st) = coarsest {
+        if st.unit_roundoff() > precision.unit_roundoff() {
+            extra.push(st);
+            notes.push(format!(
+                "the candidate stores results as {st}, coarser than --precision {precision}: one {st} rounding stage added"
+            ));
+        }
+    }
+    let (spec_fwd, spec_bwd) = specs(precision, opts.chunk, opts.dg, &extra);
+    let fwd_only = Solution {
+        o: full.o.clone(),
+        ht: full.ht.clone(),
+        grads: None,
+    };
+    let mags = &truth.magnitudes;
+    let mut reports = compare(p, exact, mags, &fwd_only, &spec_fwd)?.tensors;
+    if backward {
+        reports.extend(
+            compare(p, exact, mags, &full, &spec_bwd)?
+                .tensors
+                .into_iter()
+                .filter(|t| !matches!(t.name.as_str(), "o" | "ht")),
+        );
+    }
+    let tensors: Vec<TensorReport> = reports
+        .into_iter()
+        .filter(|t| cand.tensors.iter().any(|x| x.0 == t.name))
+        .collect();
+    let d = p.dims();
+    Ok(VerifyReport {
+        stored: tensors
+            .iter()
+            .map(|t| (t.name.clone(), cand.stored(&t.name)))
+            .collect(),
+        locate: tensors
+            .iter()
+            .map(|t| {
+                (
+                    t.name.clone(),
+                    t.worst_index.map(|i| locate(p, &t.name, i)),
+                    t.first_nonfinite.map(|i| locate(p, &t.name, i)),
+                )
+            })
+            .collect(),
+        index_json: tensors
+            .iter()
+            .map(|t| {
+                (
+                    t.name.clone(),
+                    t.worst_index.map(|i| index_json(&t.name, p, i)),
+                    t.first_nonfinite.map(|i| index_json(&t.name, p, i)),
+                )
+            })
+            .collect(),
+        tensors,
+        labels,
+        options: *opts,
+        problem: ProblemSummary {
+            dims: [d.b, d.t, d.h, d.k, d.v, d.n],
+            scalar_gates: p.gate_kind() == GateKind::Scalar,
+            varlen: p.cu_seqlens().is_some(),
+            scale: p.scale(),
+        },
+        truth: truth.source.clone(),
+        notes,
+        spec_forward: spec_fwd,
+        spec_backward: spec_bwd,
+    })
+}
+
+/// Where an element sits, in words.
+fn locate(p: &Problem, name: &str, i: [usize; 4]) -> String {
+    match name {
+        "ht" | "dh0" => format!("(sequence {}, head {}, k {}, v {})", i[0], i[1], i[2], i[3]),
+        _ => {
+            let ch = match name {
+                "o" | "dv" => "v channel",
+                "dg" if p.gate_kind() == GateKind::Scalar => "scalar gate",
+                _ => "k channel",
+            };
+            let seq = match p.cu_seqlens() {
+                Some(cu) => {
+                    let n = cu
+                        .windows(2)
+                        .position(|w| i[1] >= w[0] && i[1] < w[1])
+                        .unwrap_or(0);
+                    format!(" = sequence {n} step {}", i[1] - cu[n])
+                }
+                None => String::new(),
+            };
+            if ch == "scalar gate" {
+                format!("(batch {}, time {}{seq}, head {})", i[0], i[1], i[2])
+            } else {
+                format!(
+                    "(batch {}, time {}{seq}, head {}, {ch} {})",
+                    i[0], i[1], i[2], i[3]
+                )
+            }
+        }
+    }
+}
+
+fn index_json(name: &str, p: &Problem, i: [usize; 4]) -> serde_json::Value {
+    match name {
+        "ht" | "dh0" => serde_json::json!({"sequence": i[0], "head": i[1], "k": i[2], "v": i[3]}),
+        "dg" if p.gate_kind() == GateKind::Scalar => {
+            serde_json::json!({"batch": i[0], "time": i[1], "head": i[2]})
+        }
+        _ => serde_json::json!({"batch": i[0], "time": i[1], "head": i[2], "channel": i[3]}),
+    }
+}
+
+impl VerifyReport {
+    /// True when every tensor passes.
+    pub fn pass(&self) -> bool {
+        self.tensors.iter().all(|t| t.pass)
+    }
+
+    fn stored_of(&self, name: &str) -> String {
+        self.stored
+            .iter()
+            .find(|x| x.0 == name)
+            .map(|x| x.1.clone())
+            .unwrap_or_default()
+    }
+
+    fn dg_name(&self) -> &'static str {
+        self.options.dg.name()
+    }
+
+    /// The report as JSON (what `glacheck verify --json` prints).
+    pub fn to_json(&self) -> serde_json::Value {
+        let tensors: Vec<serde_json::Value> = self
+            .tensors
+            .iter()
+            .zip(&self.index_json)
+            .map(|(t, (_, worst_at, first_at))| {
+                serde_json::json!({
+                    "name": t.name,
+                    "stored_dtype": self.stored_of(&t.name),
+                    "ratio": json_f64(t.ratio),
+                    "bound": json_f64(t.bound),
+                    "pass": t.pass,
+                    "worst": t.worst_index.map(|i| serde_json::json!({
+                        "index": i,
+                        "at": worst_at,
+                        "candidate": json_f64(t.worst_candidate),
+                        "exact": json_f64(t.worst_exact),
+                        "magnitude": json_f64(t.worst_magnitude),
+                    })),
+                    "max_abs_err": json_f64(t.max_abs_err),
+                    "max_abs_exact": json_f64(t.max_abs_exact),
+                    "rel_err": json_f64(t.rel_err),
+                    "nonfinite_where_oracle_finite": t.candidate_nonfinite,
+                    "first_nonfinite": first_at,
+                    "oracle_nonfinite": t.exact_nonfinite,
+                    "dg_ratios": t.dg.map(|d| serde_json::json!({
+                        "reverse_cumsum": json_f64(d.reverse_cumsum), "local": json_f64(d.local)})),
+                    "model": {"c": t.c, "n_acc": t.n_acc, "lambda": json_f64(t.lambda),
+                              "u_stages": t.u_stages + 0.0, "u_acc": t.u_acc, "eta": t.eta},
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "input": self.labels.input,
+            "candidate": self.labels.candidate,
+            "precision": self.options.precision.to_string(),
+            "chunk": self.options.chunk,
+            "dg_form": self.dg_name(),
+            "oracle": self.truth,
+            "notes": self.notes,
+            "pass": self.pass(),
+            "tensors": tensors,
+        })
+    }
+
+    /// The report as text (what `glacheck verify` prints): problem, truth, model, one row per
+    /// tensor, the dg ratios, one line per failure naming the tensor and element, the verdict.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        self.render_into(&mut s);
+        s
+    }
+
+    fn render_into(&self, s: &mut String) {
+        let [b, t, h, k, v, n] = self.problem.dims;
+        let precision = self.options.precision;
+        let _ = writeln!(
+            s,
+            "glacheck verify {} against {}",
+            self.labels.candidate, self.labels.input
+        );
+        let _ = writeln!(
+            s,
+            "problem: B={b} T={t} H={h} K={k} V={v} N={n}{}{}, scale={}",
+            if self.problem.scalar_gates {
+                ", scalar gates"
+            } else {
+                ""
+            },
+            if self.problem.varlen { ", varlen" } else { "" },
+            self.problem.scale
+        );
+        let _ = writeln!(s, "truth: {}", self.truth);
+        let reports = &self.tensors;
+        let fwd_t = reports.iter().find(|t| t.name == "o" || t.name == "ht");
+        let bwd_t = reports
+            .iter()
+            .find(|t| !matches!(t.name.as_str(), "o" | "ht"));
+        if let Some(t) = fwd_t.or(bwd_t) {
+            let _ = writeln!(
+                s,
+                "model: chunked C={}, precision {precision}: u_acc = {:.3e}, n_acc = {}, lambda = {:.4}, dg judged as {}",
+                self.options.chunk,
+                t.u_acc,
+                t.n_acc,
+                t.lambda,
+                self.dg_name()
+            );
+            let stages = |spec: &BoundSpec| -> String {
+                if spec.stages.is_empty() {
+                    "none".into()
+                } else {
+                    format!(
+                        "{} (sum u_s = {:.3e})",
+                        spec.stages
+                            .iter()
+                            .map(|d| d.to_string())
+                            .collect::<Vec<_>>()
+                            .join("+"),
+                        spec.u_stages()
+                    )
+                }
+            };
+            let _ = writeln!(
+                s,
+                "       rounding stages: o, ht: {}; gradients: {}",
+                stages(&self.spec_forward),
+                stages(&self.spec_backward)
+            );
+        }
+        for n in &self.notes {
+            let _ = writeln!(s, "note: {n}");
+        }
+        let _ = writeln!(s);
+        let header: Vec<String> = [
+            "tensor",
+            "stored",
+            "ratio",
+            "bound",
+            "result",
+            "worst element",
+            "candidate",
+            "exact",
+            "nonfinite",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let rows: Vec<Vec<String>> = reports
+            .iter()
+            .map(|t| {
+                let worst = |f: &dyn Fn() -> String| t.worst_index.map(|_| f());
+                vec![
+                    t.name.clone(),
+                    self.stored_of(&t.name),
+                    fmt_ratio(Some(t.ratio)),
+                    fmt_ratio(Some(t.bound)),
+                    if t.pass { "PASS".into() } else { "FAIL".into() },
+                    t.worst_index
+                        .map(|i| format!("{i:?}"))
+                        .unwrap_or_else(|| "-".into()),
+                    worst(&|| format!("{:.6e}", t.worst_candidate)).unwrap_or_else(|| "-".into()),
+                    worst(&|| format!("{:.6e}", t.worst_exact)).unwrap_or_else(|| "-".into()),
+                    format!("{}", t.candidate_nonfinite),
+                ]
+            })
+            .collect();
+        s.push_str(&table(&header, &rows));
+        if let Some(r) = reports.iter().find(|t| t.name == "dg").and_then(|t| t.dg) {
+            let _ = writeln!(
+                s,
+                "dg ratios: reverse-cumsum magnitude {}, local magnitude {} (judged: {})",
+                fmt_ratio(Some(r.reverse_cumsum)),
+                fmt_ratio(Some(r.local)),
+                self.dg_name()
+            );
+        }
+        let _ = writeln!(s);
+        for (t, (_, worst_at, first_at)) in reports.iter().zip(&self.locate) {
+            if t.pass {
+                continue;
+            }
+            if t.candidate_nonfinite > 0 {
+                let _ = writeln!(
+                    s,
+                    "FAIL {}: {} non-finite value(s) where the oracle is finite; first at {} {:?}",
+                    t.name,
+                    t.candidate_nonfinite,
+                    first_at.as_deref().unwrap_or("?"),
+                    t.first_nonfinite.unwrap_or_default()
+                );
+            }
+            if t.ratio > t.bound {
+                if let Some(i) = t.worst_index {
+                    let _ = writeln!(
+                        s,
+                        "FAIL {}: worst element {} {:?}: candidate {:e}, oracle {:e}, |err| {:.3e} = {} x (sum u_s + u_acc) M + eta, bound {}",
+                        t.name,
+                        worst_at.as_deref().unwrap_or("?"),
+                        i,
+                        t.worst_candidate,
+                        t.worst_exact,
+                        (t.worst_candidate - t.worst_exact).abs(),
+                        fmt_ratio(Some(t.ratio)),
+                        fmt_ratio(Some(t.bound))
+                    );
+                }
+            }
+        }
+        let nfail = reports.iter().filter(|t| !t.pass).count();
+        if self.pass() {
+            let _ = writeln!(
+                s,
+                "PASS: {} tensor(s) within the {precision} bound",
+                reports.len()
+            );
+        } else {
+            let _ = writeln!(s, "FAIL: {nfail} of {} tensor(s)", reports.len());
+        }
+    }
+}
