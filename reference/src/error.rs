@@ -51,6 +51,15 @@ pub enum GlaError {
         /// The value found.
         value: f64,
     },
+    /// The problem implies a tensor too large to allocate (more than `isize::MAX` bytes): e.g. a
+    /// problem with no time steps whose B, K or V are enormous.
+    #[error("{what} would have shape [N, H, K, V] = {shape:?}: more than isize::MAX bytes, too large to allocate")]
+    TooLarge {
+        /// The tensors concerned.
+        what: String,
+        /// Their shape.
+        shape: Vec<usize>,
+    },
     /// `cu_seqlens` is malformed or inconsistent with the inputs.
     #[error("bad cu_seqlens: {0}")]
     CuSeqlens(String),

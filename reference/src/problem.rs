@@ -61,7 +61,8 @@ pub struct Dims {
 /// A validated GLA problem: inputs, options and (optionally) the backward seeds.
 ///
 /// Build one with [`Problem::builder`]. Every field is checked on `build()`: shapes, NaN and
-/// infinities (only gates may be `-inf`), gates `<= 0`, `cu_seqlens`, and a finite scale.
+/// infinities (only gates may be `-inf`), gates `<= 0`, `cu_seqlens`, a finite scale, and states
+/// `[N, H, K, V]` small enough to allocate.
 ///
 /// ```
 /// use gla_reference::{Gates, Problem};
@@ -262,6 +263,14 @@ impl ProblemBuilder {
             }
         };
         let want_state = format!("[N, H, K, V] = {:?}", [n, h, k, v]);
+        // Every solver allocates states of this shape (hT, dh0, the running state); with no time
+        // steps the inputs hold no element and do not bound N, K or V.
+        if !allocatable(&[n, h, k, v]) {
+            return Err(GlaError::TooLarge {
+                what: "the states h0, hT, dh0, dhT".into(),
+                shape: vec![n, h, k, v],
+            });
+        }
         if let Some(h0) = &self.h0 {
             check_shape("h0", h0.shape(), &[n, h, k, v], &want_state)?;
             check_finite("h0", h0.view())?;
@@ -302,6 +311,16 @@ impl ProblemBuilder {
 /// Default scale K^-0.5, computed once in f64 (what every implementation and the oracle use).
 pub fn default_scale(k: usize) -> f64 {
     (k as f64).powf(-0.5)
+}
+
+/// Whether an f64 array of this shape can exist: ndarray requires the product of the nonzero
+/// lengths, and the allocator the number of bytes, to be at most `isize::MAX`.
+fn allocatable(shape: &[usize]) -> bool {
+    shape
+        .iter()
+        .filter(|&&d| d != 0)
+        .try_fold(std::mem::size_of::<f64>(), |a, &d| a.checked_mul(d))
+        .is_some_and(|bytes| bytes <= isize::MAX as usize)
 }
 
 fn check_shape(name: &str, got: &[usize], want: &[usize], expected: &str) -> Result<()> {
