@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
 # One device call: correctness (tests, sanitizers), the PyTorch/fla verify example, then timings
 # (fla chunk_gla first, in a fresh process with the benchmark shapes only, then glacheck bench).
-# Usage (repo root on the GPU machine, after ../shared/tools/gpu-pack -p gla-gpu -p glacheck here,
-# carry [".gpu-pack", ".whl"]):  bash gpu/device-run.sh [STEP...]
+# Usage, from the repository root on the GPU machine:  bash gpu/device-run.sh [STEP...]
+# Needs, next to the sources: $PACK (default .gpu-pack)/bin holding the release builds of the test
+# binaries, named <crate>__test__<test> (e.g. gla-gpu__test__gpu_forward), and of the glacheck and
+# gla-gpu-bench binaries (built elsewhere with `cargo test --release --no-run` and
+# `cargo build --release --bins` for -p gla-gpu -p glacheck, plus -p gla-proptests for the props
+# step, then copied); for the verify and fla steps, the Python wheels they import beyond torch
+# (e.g. flash-linear-attention, safetensors) in .whl/, installed with pip --no-index.
+# The tests run from their crate folder with CARGO_MANIFEST_DIR set, as cargo would.
 # Steps: tests props san race verify fla bench ncu (default: tests san verify fla bench).
 #   race: compute-sanitizer racecheck over every test of each binary in RACESPLIT (default
 #   gpu_backward), one process per test, all in parallel (ST seconds each); one log, race.log.

@@ -4,8 +4,8 @@
 Usage: python3 fla_baseline.py [--mode fwd|fwdbwd|both] B,T,H,K,V ...
 
 Time fla in a fresh process with the benchmark shapes only: fla 0.6 caches its autotune choices on
-disk under keys without B or T, so a small-shape warm-up can make the large shapes 60% slower
-(gpu/NOTES.md, "pitfall")."""
+disk under keys without B or T, so a warm-up with small shapes can leave the large shapes with a
+configuration tuned for the small ones."""
 import sys, torch
 import triton
 from fla.ops.gla import chunk_gla

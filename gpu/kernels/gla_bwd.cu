@@ -1,6 +1,7 @@
-// glacheck GLA chunked BACKWARD kernels (compiled at run time by NVRTC; no CUDA headers needed).
+// glacheck GLA chunked BACKWARD kernels (compiled at run time by NVRTC, with the shared prelude
+// gla_common.cuh; no CUDA headers needed).
 //
-// Spec gla-math.md section 4 ("fla chunk backward"), chunk C = 64, sub-chunk c = 16, with the
+// docs/math.md §4 ("fla chunk backward"), chunk C = 64, sub-chunk c = 16, with the
 // forward's reset-aware chunk-local cumsum (a -inf gate restarts the sum; a decay across a reset
 // is exactly 0; every exponent reaching exp2 is <= 0).
 //
@@ -19,7 +20,7 @@
 //     (reference/src/chunked/mod.rs Intra::backward): off-diagonal sub-blocks through the anchor
 //     a = first row of the query block (dq) / b = last row of the key block (dk), both factors
 //     <= 1; diagonal sub-blocks elementwise (j <= i only). Then the gate gradient in the chunk
-//     reverse-sum form of spec section 4:
+//     reverse-sum form of docs/math.md §4:
 //        dg_i = sum_{s=i..L-1} (q_s dq_s - k_s dk_s) + gamma * rowsum(Hs * dHs) + sum_j k_j dk_inter_j
 //     (per-channel gates: written rounded to T; scalar gates: per-channel f32 partials to a
 //     scratch buffer, summed over channels by gla_bwd_dg_reduce_<T>).
@@ -36,67 +37,12 @@
 // the forward's (qg, kgT, A, o) + the stored states Hs (bwd_state) and state gradients dHs
 // (dstate) + the final dq, dk, dv, dg (grads). dA, the intra factors and dh0 stay f32.
 
-typedef unsigned short u16;
-typedef unsigned int u32;
+#include "gla_common.cuh"
 
-#define RCP_LN2 1.4426950216f
-#define CH 64
 #define LDA_F 65  // row stride (floats) of the f32 dA tile
 
-// ---------------------------------------------------------------- element types
-struct bf16_t { u16 x; };
-struct f16_t { u16 x; };
-
-__device__ __forceinline__ float to_f(float v) { return v; }
-__device__ __forceinline__ float to_f(bf16_t v) { return __uint_as_float(((u32)v.x) << 16); }
-__device__ __forceinline__ float to_f(f16_t v) {
-  float f;
-  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v.x));
-  return f;
-}
-template <typename T> __device__ __forceinline__ T from_f(float v);
-template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
-template <> __device__ __forceinline__ bf16_t from_f<bf16_t>(float v) {
-  bf16_t r;
-  asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r.x) : "f"(v));
-  return r;
-}
-template <> __device__ __forceinline__ f16_t from_f<f16_t>(float v) {
-  f16_t r;
-  asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r.x) : "f"(v));
-  return r;
-}
-
-__device__ __forceinline__ float tf32r(float x) {
-  u32 r;
-  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
-  return __uint_as_float(r);
-}
-
-// exp of a non-positive natural-log exponent: ex2.approx.ftz of the log2-scaled value (as the
-// forward's default kernels; a result below 2^-126 flushes to +0).
-__device__ __forceinline__ float exp_nonpos(float x) {
-  const float y = fminf(x, 0.0f) * RCP_LN2;
-  float r;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(y));
-  return r;
-}
-// decay from row x to row y (x <= y): 0 across a reset (different reset counts), else exp(Fy - Fx).
-__device__ __forceinline__ float decay(float fx, int zx, float fy, int zy) {
-  return (zx == zy) ? exp_nonpos(fy - fx) : 0.0f;
-}
-
-__device__ __forceinline__ u32 smem_addr(const void* p) {
-  u32 r;
-  asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(r) : "l"(p));
-  return r;
-}
-// 16-byte global -> shared copy; src_bytes = 0 zero-fills (src must still be a valid address).
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_addr(dst)), "l"(src), "r"(src_bytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
-template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
+// Every exponential of the backward is the FAST variant (exp_nonpos<true> / decay<true>, see
+// gla_common.cuh: ex2.approx.ftz), as in the forward's default kernels.
 
 // Stage a [rows][cols] tile (global row stride lds elements) into shared memory (row stride ldd);
 // rows >= valid are zero-filled. cols * sizeof(T) must be a multiple of 16, as must the addresses.
@@ -113,28 +59,9 @@ __device__ __forceinline__ void stage(T* dst, int ldd, const T* src, size_t lds,
 }
 
 // ---------------------------------------------------------------- warp-level 16x8x16 product
-// c (mma.sync accumulator layout: c0,c1 = row gid, cols 2tig, 2tig+1; c2,c3 = row gid+8) +=
-// A[16 x 16] @ B[16 x 8], A(m, k) = A[m*SAM + k*SAK], B(k, n) = B[k*SBK + n*SBN] (shared memory).
-template <typename T> struct Mma;
-template <> struct Mma<bf16_t> {
-  static __device__ __forceinline__ void run(float* c, const u32* a, const u32* b) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-  }
-};
-template <> struct Mma<f16_t> {
-  static __device__ __forceinline__ void run(float* c, const u32* a, const u32* b) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-  }
-};
-
+// Tile<T, SAM, SAK, SBK, SBN>::mma: c (mma.sync accumulator layout: c0,c1 = row gid, cols 2tig,
+// 2tig+1; c2,c3 = row gid+8) += A[16 x 16] @ B[16 x 8], A(m, k) = A[m*SAM + k*SAK],
+// B(k, n) = B[k*SBK + n*SBN] (shared memory); bf16 / f16 through Mma<T> (gla_common.cuh).
 template <int STEP> __device__ __forceinline__ u32 pk(const u16* p, int off) {
   if (STEP == 1) return *reinterpret_cast<const u32*>(p + off);
   return (u32)p[off] | ((u32)p[off + STEP] << 16);
@@ -350,6 +277,9 @@ __device__ void bwd_state(const T* __restrict__ v, const T* __restrict__ dout,
 
 // ---------------------------------------------------------------- kernel 2: dq, dk, dg
 // chunks: per chunk 4 ints (batch, first row within the batch row, length L in 1..64, unused).
+// One body of about 290 lines, phases in order (staging, dA, inter-chunk parts, intra parts, dg):
+// the phases share one shared-memory layout and the per-thread accumulators, and keeping them in
+// one function keeps the generated code (checked by comparing PTX) fixed.
 template <typename T, bool LOCAL>
 __device__ void bwd_dqk(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                         const T* __restrict__ dout, const float* __restrict__ g, int gate_cols,
@@ -469,9 +399,9 @@ __device__ void bwd_dqk(const T* __restrict__ q, const T* __restrict__ k, const 
       sDA[i * LDA_F + j] = (j <= i) ? accA[nt][r] * scale : 0.0f;
       const float Fi = sF[i * CH + j];
       const int Zi = sZ[i * CH + j];
-      const float e0v = (Zi == 0) ? exp_nonpos(Fi) : 0.0f;
+      const float e0v = (Zi == 0) ? exp_nonpos<true>(Fi) : 0.0f;
       sDQ[i * CH + j] = accQ[nt][r] * e0v * scale;
-      const float el = decay(Fi, Zi, sF[Lm * CH + j], sZ[Lm * CH + j]);
+      const float el = decay<true>(Fi, Zi, sF[Lm * CH + j], sZ[Lm * CH + j]);
       sDK[i * CH + j] = accK[nt][r] * el;
     }
   __syncthreads();
@@ -513,12 +443,12 @@ __device__ void bwd_dqk(const T* __restrict__ q, const T* __restrict__ k, const 
 #pragma unroll
           for (int r = 0; r < 16; ++r) {
             const int i = a + r;
-            qdec[r] = sQ[i * CH + d] * decay(Fa, Za, sF[i * CH + d], sZ[i * CH + d]);
+            qdec[r] = sQ[i * CH + d] * decay<true>(Fa, Za, sF[i * CH + d], sZ[i * CH + d]);
           }
         }
         for (int jb = 0; jb < a; jb += 16) {
           for (int j = jb; j < jb + 16; ++j) {
-            const float kf = sK[j * CH + d] * decay(sF[j * CH + d], sZ[j * CH + d], Fa, Za);
+            const float kf = sK[j * CH + d] * decay<true>(sF[j * CH + d], sZ[j * CH + d], Fa, Za);
 #pragma unroll
             for (int r = 0; r < 16; ++r) acc[r] = fmaf(sDA[(a + r) * LDA_F + j], kf, acc[r]);
           }
@@ -537,10 +467,10 @@ __device__ void bwd_dqk(const T* __restrict__ q, const T* __restrict__ k, const 
           const int Zi = sZ[i * CH + d];
           float x = sDQ[i * CH + d];
           if (LOCAL) blkA = fmaf(sQ[i * CH + d], x, blkA);
-          if (I > 0) x += acc[r] * decay(Fa, Za, Fi, Zi);
+          if (I > 0) x += acc[r] * decay<true>(Fa, Za, Fi, Zi);
           if (LOCAL) dl[r] = sQ[i * CH + d] * x;  // q (dq_inter + dq_off)
           for (int j = a; j <= i; ++j)
-            x += sDA[i * LDA_F + j] * (sK[j * CH + d] * decay(sF[j * CH + d], sZ[j * CH + d], Fi, Zi));
+            x += sDA[i * LDA_F + j] * (sK[j * CH + d] * decay<true>(sF[j * CH + d], sZ[j * CH + d], Fi, Zi));
           sDQ[i * CH + d] = x;
         }
         if (LOCAL) {
@@ -558,7 +488,7 @@ __device__ void bwd_dqk(const T* __restrict__ q, const T* __restrict__ k, const 
 #pragma unroll
         for (int r = 0; r < 16; ++r) acc[r] = 0.0f;
         for (int i = bb + 1; i < CH; ++i) {
-          const float qf = sQ[i * CH + d] * decay(Fb, Zb, sF[i * CH + d], sZ[i * CH + d]);
+          const float qf = sQ[i * CH + d] * decay<true>(Fb, Zb, sF[i * CH + d], sZ[i * CH + d]);
 #pragma unroll
           for (int r = 0; r < 16; ++r) acc[r] = fmaf(sDA[i * LDA_F + j0 + r], qf, acc[r]);
         }
@@ -570,13 +500,13 @@ __device__ void bwd_dqk(const T* __restrict__ q, const T* __restrict__ k, const 
           const int Zj = sZ[j * CH + d];
           float x = sDK[j * CH + d];
           if (LOCAL) blkB = fmaf(sK[j * CH + d], x, blkB);
-          if (I < 3) x += acc[r] * decay(Fj, Zj, Fb, Zb);
+          if (I < 3) x += acc[r] * decay<true>(Fj, Zj, Fb, Zb);
           if (LOCAL) {
             dl[r] += runB;  // prefix over s < t in the block of k (dk_inter + dk_off)
             runB = fmaf(sK[j * CH + d], x, runB);
           }
           for (int i = j; i <= bb; ++i)
-            x += sDA[i * LDA_F + j] * (sQ[i * CH + d] * decay(Fj, Zj, sF[i * CH + d], sZ[i * CH + d]));
+            x += sDA[i * LDA_F + j] * (sQ[i * CH + d] * decay<true>(Fj, Zj, sF[i * CH + d], sZ[i * CH + d]));
           sDK[j * CH + d] = x;
         }
       }
@@ -593,7 +523,7 @@ __device__ void bwd_dqk(const T* __restrict__ q, const T* __restrict__ k, const 
             if (r > s) {
               const int ir = j0 + r;
               const float w = sDA[ir * LDA_F + js] *
-                              (sQ[ir * CH + d] * (ks * decay(Fs, Zs, sF[ir * CH + d], sZ[ir * CH + d])));
+                              (sQ[ir * CH + d] * (ks * decay<true>(Fs, Zs, sF[ir * CH + d], sZ[ir * CH + d])));
               suf += w;
               dl[r] += suf;
             }

@@ -1,6 +1,7 @@
-// glacheck GLA chunked forward kernels (compiled at run time by NVRTC; no CUDA headers needed).
+// glacheck GLA chunked forward kernels (compiled at run time by NVRTC, with the shared prelude
+// gla_common.cuh; no CUDA headers needed).
 //
-// Two kernels (spec gla-math.md section 3, chunk C = 64, sub-chunk c = 16):
+// Two kernels (docs/math.md §3, chunk C = 64, sub-chunk c = 16):
 //
 //  gla_fwd_intra_<T>  grid (num_chunks, H), 256 threads. One (chunk, head) per block:
 //     - chunk-local inclusive cumsum of the (natural-log) gates, F = sequential f32 sum over the
@@ -11,8 +12,9 @@
 //       (the min is a no-op mathematically: F is non-increasing inside a segment; it guards the
 //       "every exponent <= 0" rule against any rounding). Decay from the chunk start to y:
 //       D(start, y) = Z_y == 0 ? expf(min(F_y, 0)) : 0.  (exp is evaluated as exp2 of the
-//       log2-scaled exponent, see exp_nonpos: ex2.approx.ftz in the default *_fast kernels, exp2f
-//       in the others; the twin's exact-rounded exp differs by a few ulp, counted in n_acc.)
+//       log2-scaled exponent, see exp_nonpos in gla_common.cuh: ex2.approx.ftz in the default
+//       *_fast kernels, exp2f in the others; the twin's exact-rounded exp differs by a few ulp,
+//       counted in n_acc.)
 //     - writes qg = rnd(q * D(start, i))            [chunk][head][64][K]   (rows >= L: 0)
 //              kgT = rnd(k_j * D(j, last))          [chunk][head][K][64]   (transposed; cols >= L: 0)
 //              gamma = D(start, last) (f32)         [chunk][head][K]
@@ -23,7 +25,7 @@
 //       elementwise form, j <= i only (no masked exponent); the choice for row i depends on rows
 //       <= i only, so o_i never depends on later tokens, bit for bit (see DIAG_SAFE).
 //  gla_fwd_state_<T>_k<K>_v<BV>[_w8]  grid (V / BV, H, N), 128 threads (_w8: 256, 8 warps, K >= 128,
-//     K >= 128, same arithmetic in the same order, see gla_fwd_state_mma). One (value block, head,
+//     same arithmetic in the same order, see gla_fwd_state_mma). One (value block, head,
 //     sequence) per block, walking the sequence's chunks in order with the fp32 state in registers:
 //           o_chunk = rnd( scale * (qg @ rnd(S)) + A @ v );   S = gamma * S + kgT @ v
 //     bf16/f16: mma.sync m16n8k16 (f32 accumulate). f32: FFMA (see gla_fwd_state_f32).
@@ -31,55 +33,11 @@
 // Rounding points (rnd = round to the input dtype T; identity for f32) are declared on the host as
 // gla_gpu::rounding_plan(); keep the two in sync.
 
-typedef unsigned short u16;
-typedef unsigned int u32;
+#include "gla_common.cuh"
 
-#define RCP_LN2 1.4426950216f
-#define CH 64
 #define SL 16   // channel slice in the intra kernel
 #define LDT 68  // row stride (floats) of transposed [channel][row] slice arrays
 
-// ---------------------------------------------------------------- element types
-struct bf16_t { u16 x; };
-struct f16_t { u16 x; };
-
-__device__ __forceinline__ float to_f(float v) { return v; }
-__device__ __forceinline__ float to_f(bf16_t v) { return __uint_as_float(((u32)v.x) << 16); }
-__device__ __forceinline__ float to_f(f16_t v) {
-  float f;
-  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v.x));
-  return f;
-}
-template <typename T> __device__ __forceinline__ T from_f(float v);
-template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
-template <> __device__ __forceinline__ bf16_t from_f<bf16_t>(float v) {
-  bf16_t r;
-  asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r.x) : "f"(v));
-  return r;
-}
-template <> __device__ __forceinline__ f16_t from_f<f16_t>(float v) {
-  f16_t r;
-  asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r.x) : "f"(v));
-  return r;
-}
-
-// exp of a non-positive natural-log exponent (exp2 of its log2-scaled value).
-// FAST = false: exp2f (MUFU.EX2 plus the subnormal-result fix-up: a few instructions).
-// FAST = true:  ex2.approx.ftz.f32 alone (one MUFU.EX2; a result below 2^-126 flushes to +0, which
-//               changes a decay factor by less than 2^-126 absolute). Same exponents (<= 0) either way.
-template <bool FAST> __device__ __forceinline__ float exp_nonpos(float x) {
-  const float y = fminf(x, 0.0f) * RCP_LN2;
-  if (FAST) {
-    float r;
-    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(y));
-    return r;
-  }
-  return exp2f(y);
-}
-// decay from row x to row y (x <= y); see the header comment.
-template <bool FAST> __device__ __forceinline__ float decay(float fx, int zx, float fy, int zy) {
-  return (zx == zy) ? exp_nonpos<FAST>(fy - fx) : 0.0f;
-}
 // 1 / x for x in [exp(-DIAG_SAFE), 1] (normal): FAST = rcp.approx.ftz (<= 1 ulp), else IEEE __frcp_rn.
 template <bool FAST> __device__ __forceinline__ float rcp_factor(float x) {
   if (FAST) {
@@ -95,7 +53,8 @@ template <bool FAST> __device__ __forceinline__ float rcp_factor(float x) {
 // lies in (a, x] and F_a - F_x <= DIAG_SAFE (natural log). Entry (i, j) on channel d takes the
 // factored product (q_i exp(F_i - F_a)) * (k_j / exp(F_j - F_a)) when rows i and j are both safe:
 // the exponent reaching exp2 is <= 0, the reciprocal is at most exp(DIAG_SAFE) (finite) and
-// q_i exp(F_i - F_a) >= exp(-DIAG_SAFE) q_i stays normal (spec F4). Otherwise the entry takes the
+// q_i exp(F_i - F_a) >= exp(-DIAG_SAFE) q_i stays normal (failure mode F4,
+// docs/math.md §7). Otherwise the entry takes the
 // elementwise path q_i k_j exp(F_i - F_j) (exponent <= 0, j <= i only). Either way each channel adds
 // exactly one term to the entry, channels in a fixed order (the other path adds an exact zero).
 // The safe flag is bit 7 of the transposed reset-count slice sZt (counts are <= 64).
@@ -103,20 +62,11 @@ template <bool FAST> __device__ __forceinline__ float rcp_factor(float x) {
 #define SAFE_BIT 0x80u
 #define ZMASK 0x7fu
 
-__device__ __forceinline__ u32 smem_addr(const void* p) {
-  u32 r;
-  asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(r) : "l"(p));
-  return r;
-}
-// 16-byte global -> shared copy; src_bytes = 0 zero-fills (src must still be a valid address).
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_addr(dst)), "l"(src), "r"(src_bytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
-template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
-
 // ---------------------------------------------------------------- kernel 1: intra-chunk
 // chunks: per chunk 4 ints (batch, first row within the batch row, length L in 1..64, unused).
+// One body of about 250 lines, phases 0-4 in order: the phases share the shared-memory layout
+// declared at the top and the thread's A tile (acc) across the channel-slice loop, and keeping
+// them in one function keeps the generated code (checked by comparing PTX) fixed.
 template <typename T, bool FAST>
 __device__ void gla_fwd_intra(const T* __restrict__ q, const T* __restrict__ k,
                               const float* __restrict__ g, int gate_cols,
@@ -393,26 +343,6 @@ INTRA(gla_fwd_intra_fast_f16, f16_t, true)
 // ---------------------------------------------------------------- kernel 2: states + output
 // seqs: per sequence 6 ints (batch, first row, length, first chunk index, number of chunks, unused).
 
-template <typename T> struct Mma;
-template <> struct Mma<bf16_t> {
-  static __device__ __forceinline__ void run(float* c, const u32* a, const u32* b) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-  }
-};
-template <> struct Mma<f16_t> {
-  static __device__ __forceinline__ void run(float* c, const u32* a, const u32* b) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-  }
-};
-
 __device__ __forceinline__ u32 ld32(const u16* p) { return *reinterpret_cast<const u32*>(p); }
 template <typename T> __device__ __forceinline__ u16 bits(float v) { return from_f<T>(v).x; }
 
@@ -469,6 +399,8 @@ __device__ __forceinline__ void state_issue_loads(u16* stage, const T* __restric
 // Output rows: the 4 row blocks of 16 are split over the warps, NW/4 warps per row block, each
 // taking NT/(NW/4) of the n8 tiles. Which warp computes an element never changes its operations
 // or their order, so every NW gives bit-identical o and hT.
+// One body of about 170 lines: the chunk loop carries the state S in registers and the two-stage
+// cp.async pipeline across iterations, so its steps (rnd(S)^T, output, state update) stay inline.
 template <typename T, int K, int BV, int NW>
 __device__ void gla_fwd_state_mma(const T* __restrict__ v, const float* __restrict__ h0,
                                   const int* __restrict__ seqs, int Tlen, int H, int V,
@@ -649,12 +581,6 @@ __device__ void gla_fwd_state_mma(const T* __restrict__ v, const float* __restri
 
 // f32 path: true FP32 FFMA. State fp32 in shared memory; BV = 32 value columns per block.
 // tf32 != 0 rounds every product operand to TF32 (cvt.rna) first: Precision::Tf32, explicit only.
-__device__ __forceinline__ float tf32r(float x) {
-  u32 r;
-  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
-  return __uint_as_float(r);
-}
-
 template <int K>
 __device__ void gla_fwd_state_f32(const float* __restrict__ v, const float* __restrict__ h0,
                                   const int* __restrict__ seqs, int Tlen, int H, int V,

@@ -4,7 +4,9 @@
 use crate::backward::DeviceBwdProblem;
 use crate::device::gpu;
 use crate::error::GpuError;
-use crate::forward::{DeviceOutputs, DeviceProblem, GpuOptions};
+use crate::forward::{DeviceOutputs, DeviceProblem};
+use crate::options::GpuOptions;
+use cudarc::driver::CudaEvent;
 use gla_reference::{Dims, Dtype, GateKind};
 
 /// What to time.
@@ -175,60 +177,29 @@ pub fn bench_forward(
     g.stream
         .synchronize()
         .map_err(|e| GpuError::cuda("warm-up", e))?;
-    let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
-    let mut times = Vec::new();
-    let mut t_intra = Vec::new();
-    let mut t_state = Vec::new();
+    let (mut times, mut t_intra, mut t_state) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..cfg.iters.max(1) {
-        let e0 = g
-            .ctx
-            .new_event(flags)
-            .map_err(|e| GpuError::cuda("event", e))?;
-        let e1 = g
-            .ctx
-            .new_event(flags)
-            .map_err(|e| GpuError::cuda("event", e))?;
-        let em = g
-            .ctx
-            .new_event(flags)
-            .map_err(|e| GpuError::cuda("event", e))?;
+        let (e0, em, e1) = (event()?, event()?, event()?);
         let p = &sets[i % sets.len()];
-        e0.record(&g.stream)
-            .map_err(|e| GpuError::cuda("event record", e))?;
+        record(&e0)?;
         p.launch_intra(&mut out)?;
-        em.record(&g.stream)
-            .map_err(|e| GpuError::cuda("event record", e))?;
+        record(&em)?;
         p.launch_state(&mut out)?;
-        e1.record(&g.stream)
-            .map_err(|e| GpuError::cuda("event record", e))?;
-        times.push(
-            e0.elapsed_ms(&e1)
-                .map_err(|e| GpuError::cuda("kernel execution", e))? as f64,
-        );
-        t_intra.push(
-            e0.elapsed_ms(&em)
-                .map_err(|e| GpuError::cuda("kernel execution", e))? as f64,
-        );
-        t_state.push(
-            em.elapsed_ms(&e1)
-                .map_err(|e| GpuError::cuda("kernel execution", e))? as f64,
-        );
+        record(&e1)?;
+        times.push(elapsed_ms(&e0, &e1)?);
+        t_intra.push(elapsed_ms(&e0, &em)?);
+        t_state.push(elapsed_ms(&em, &e1)?);
     }
-    let med = |v: &mut Vec<f64>| {
-        v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-        v[v.len() / 2]
-    };
-    let intra_ms = med(&mut t_intra);
-    let state_ms = med(&mut t_state);
-    times.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-    let median = times[times.len() / 2];
+    let intra_ms = median(&mut t_intra);
+    let state_ms = median(&mut t_state);
+    let median_ms = median(&mut times);
     let p = &sets[0];
     Ok(BenchResult {
         shape,
         dtype: opts.dtype,
-        median_ms: median,
+        median_ms,
         min_ms: times[0],
-        max_ms: *times.last().unwrap_or(&median),
+        max_ms: *times.last().unwrap_or(&median_ms),
         min_bytes: p.min_bytes(),
         flops: p.flops(),
         floor_ms: p.min_bytes() / cfg.peak_bw * 1e3,
@@ -241,9 +212,32 @@ pub fn bench_forward(
     })
 }
 
+/// Sorts `v` (ascending) and returns its median.
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     v[v.len() / 2]
+}
+
+/// A new timing event.
+fn event() -> Result<CudaEvent, GpuError> {
+    let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+    gpu()?
+        .ctx
+        .new_event(flags)
+        .map_err(|e| GpuError::cuda("event", e))
+}
+
+/// Record `e` on the process stream.
+fn record(e: &CudaEvent) -> Result<(), GpuError> {
+    e.record(&gpu()?.stream)
+        .map_err(|e| GpuError::cuda("event record", e))
+}
+
+/// Milliseconds from `a` to `b` (waits for `b`; execution errors surface here).
+fn elapsed_ms(a: &CudaEvent, b: &CudaEvent) -> Result<f64, GpuError> {
+    a.elapsed_ms(b)
+        .map(|x| x as f64)
+        .map_err(|e| GpuError::cuda("kernel execution", e))
 }
 
 /// Time the backward (`Bwd`) or forward + backward (`FwdBwd`) at one shape: inputs as in
@@ -291,37 +285,23 @@ pub fn bench_backward(
     g.stream
         .synchronize()
         .map_err(|e| GpuError::cuda("warm-up", e))?;
-    let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
-    let ev = || {
-        g.ctx
-            .new_event(flags)
-            .map_err(|e| GpuError::cuda("event", e))
-    };
-    let el = |a: &cudarc::driver::CudaEvent, b: &cudarc::driver::CudaEvent| {
-        a.elapsed_ms(b)
-            .map(|x| x as f64)
-            .map_err(|e| GpuError::cuda("kernel execution", e))
-    };
     let (mut times, mut tf, mut tb) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..cfg.iters.max(1) {
         let p = &sets[i % sets.len()];
-        let (e0, em, e1) = (ev()?, ev()?, ev()?);
+        let (e0, em, e1) = (event()?, event()?, event()?);
         if mode == BenchMode::Bwd {
             p.launch_forward(&mut out)?;
         }
-        e0.record(&g.stream)
-            .map_err(|e| GpuError::cuda("event record", e))?;
+        record(&e0)?;
         if mode == BenchMode::FwdBwd {
             p.launch_forward(&mut out)?;
         }
-        em.record(&g.stream)
-            .map_err(|e| GpuError::cuda("event record", e))?;
+        record(&em)?;
         p.launch_backward(&mut out)?;
-        e1.record(&g.stream)
-            .map_err(|e| GpuError::cuda("event record", e))?;
-        times.push(el(&e0, &e1)?);
-        tf.push(el(&e0, &em)?);
-        tb.push(el(&em, &e1)?);
+        record(&e1)?;
+        times.push(elapsed_ms(&e0, &e1)?);
+        tf.push(elapsed_ms(&e0, &em)?);
+        tb.push(elapsed_ms(&em, &e1)?);
     }
     let (fwd_ms, bwd_ms) = (median(&mut tf), median(&mut tb));
     let median_ms = median(&mut times);

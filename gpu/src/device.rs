@@ -1,9 +1,8 @@
-//! The process-wide CUDA context, stream and compiled module (created once, on first use).
+//! The process-wide CUDA context and stream, created once on first use, and what the device is.
 
 use crate::error::GpuError;
 use crate::kernels;
-use cudarc::driver::{sys, CudaContext, CudaFunction, CudaModule, CudaStream};
-use std::collections::HashMap;
+use cudarc::driver::{sys, CudaContext, CudaStream};
 use std::sync::{Arc, OnceLock};
 
 /// What [`crate::available`] reports about the device the kernels run on.
@@ -21,50 +20,18 @@ pub struct DeviceInfo {
     pub total_mem: usize,
 }
 
-/// The device, its stream and every kernel function.
-/// Registers per thread, local-memory bytes per thread and static shared bytes of a kernel.
-pub(crate) fn func_report(f: &CudaFunction) -> String {
-    use sys::CUfunction_attribute_enum as A;
-    let regs = f.get_attribute(A::CU_FUNC_ATTRIBUTE_NUM_REGS).unwrap_or(-1);
-    let local = f
-        .get_attribute(A::CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES)
-        .unwrap_or(-1);
-    let shared = f
-        .get_attribute(A::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES)
-        .unwrap_or(-1);
-    format!("{regs} regs, {local} B local, {shared} B static shared")
-}
-
+/// The device (ordinal 0), its context and the one stream every launch and copy uses, in order.
 pub(crate) struct Gpu {
     pub ctx: Arc<CudaContext>,
     pub stream: Arc<CudaStream>,
-    _module: Arc<CudaModule>,
-    funcs: HashMap<&'static str, CudaFunction>,
     pub info: DeviceInfo,
+    /// Dynamic shared memory a block may opt into, in bytes.
     pub max_smem_optin: i32,
-}
-
-impl Gpu {
-    pub fn kernel_report(&self) -> Vec<(String, String)> {
-        let mut v: Vec<(String, String)> = self
-            .funcs
-            .iter()
-            .map(|(n, f)| (n.to_string(), func_report(f)))
-            .collect();
-        v.sort();
-        v
-    }
-
-    pub fn func(&self, name: &str) -> Result<&CudaFunction, GpuError> {
-        self.funcs
-            .get(name)
-            .ok_or_else(|| GpuError::Compile(format!("kernel {name} not found")))
-    }
 }
 
 static GPU: OnceLock<Result<Gpu, GpuError>> = OnceLock::new();
 
-/// The process-wide GPU, initialised (context + NVRTC compile for the device's arch) once.
+/// The process-wide GPU, initialised once; the error says why there is none.
 pub(crate) fn gpu() -> Result<&'static Gpu, GpuError> {
     GPU.get_or_init(|| match std::panic::catch_unwind(init) {
         Ok(r) => r,
@@ -77,7 +44,7 @@ pub(crate) fn gpu() -> Result<&'static Gpu, GpuError> {
 }
 
 fn init() -> Result<Gpu, GpuError> {
-    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+    if !unsafe { sys::is_culib_present() } {
         return Err(GpuError::NoDevice(
             "libcuda (the NVIDIA driver library) is not installed".into(),
         ));
@@ -103,7 +70,6 @@ fn init() -> Result<Gpu, GpuError> {
             cc.0, cc.1
         )));
     }
-    let arch = kernels::arch_name(cc.0, cc.1);
     let name = ctx.name().map_err(|e| GpuError::cuda("device name", e))?;
     let sm_count = ctx
         .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
@@ -114,31 +80,13 @@ fn init() -> Result<Gpu, GpuError> {
     let total_mem = ctx
         .total_mem()
         .map_err(|e| GpuError::cuda("total memory", e))?;
-    let ptx = kernels::compile("gla_fwd.cu", kernels::GLA_FWD_SRC, &arch)?;
-    let module = ctx
-        .load_module(ptx)
-        .map_err(|e| GpuError::cuda(format!("loading the {arch} module"), e))?;
-    let mut funcs = HashMap::new();
-    for &k in kernels::FWD_KERNELS {
-        let f = module
-            .load_function(k)
-            .map_err(|e| GpuError::cuda(format!("loading {k}"), e))?;
-        f.set_attribute(
-            sys::CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-            max_smem_optin,
-        )
-        .map_err(|e| GpuError::cuda(format!("shared-memory attribute of {k}"), e))?;
-        funcs.insert(k, f);
-    }
     Ok(Gpu {
         ctx,
         stream,
-        _module: module,
-        funcs,
         info: DeviceInfo {
             name,
             compute_capability: cc,
-            arch,
+            arch: kernels::arch_name(cc.0, cc.1),
             sm_count,
             total_mem,
         },

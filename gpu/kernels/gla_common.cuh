@@ -1,0 +1,104 @@
+// glacheck GLA kernels: the prelude shared by gla_fwd.cu and gla_bwd.cu (compiled at run time by
+// NVRTC, which receives this file as the named header "gla_common.cuh"; no CUDA header needed).
+//
+// - element types bf16_t / f16_t (bit patterns) and their conversions to and from f32
+//   (round-to-nearest-even), the TF32 rounding tf32r;
+// - exp_nonpos / decay: the exponentials of the reset-aware chunk-local cumsums (docs/math.md §3):
+//   every exponent reaching exp2 is <= 0, a decay across a reset is exactly 0;
+// - cp.async copies global -> shared;
+// - Mma<T>: one warp-level mma.sync m16n8k16 (bf16 / f16 operands, f32 accumulation).
+#pragma once
+
+typedef unsigned short u16;
+typedef unsigned int u32;
+
+#define RCP_LN2 1.4426950216f
+#define CH 64  // chunk length C
+
+// ---------------------------------------------------------------- element types
+struct bf16_t { u16 x; };
+struct f16_t { u16 x; };
+
+__device__ __forceinline__ float to_f(float v) { return v; }
+__device__ __forceinline__ float to_f(bf16_t v) { return __uint_as_float(((u32)v.x) << 16); }
+__device__ __forceinline__ float to_f(f16_t v) {
+  float f;
+  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v.x));
+  return f;
+}
+template <typename T> __device__ __forceinline__ T from_f(float v);
+template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
+template <> __device__ __forceinline__ bf16_t from_f<bf16_t>(float v) {
+  bf16_t r;
+  asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r.x) : "f"(v));
+  return r;
+}
+template <> __device__ __forceinline__ f16_t from_f<f16_t>(float v) {
+  f16_t r;
+  asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r.x) : "f"(v));
+  return r;
+}
+
+// f32 -> TF32 (cvt.rna: round to nearest, ties away from zero), returned as f32.
+__device__ __forceinline__ float tf32r(float x) {
+  u32 r;
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+  return __uint_as_float(r);
+}
+
+// ---------------------------------------------------------------- exponentials
+// exp of a non-positive natural-log exponent (exp2 of its log2-scaled value).
+// FAST = false: exp2f (MUFU.EX2 plus the subnormal-result fix-up: a few instructions).
+// FAST = true:  ex2.approx.ftz.f32 alone (one MUFU.EX2; a result below 2^-126 flushes to +0, which
+//               changes a decay factor by less than 2^-126 absolute). Same exponents (<= 0) either way.
+template <bool FAST> __device__ __forceinline__ float exp_nonpos(float x) {
+  const float y = fminf(x, 0.0f) * RCP_LN2;
+  if (FAST) {
+    float r;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(y));
+    return r;
+  }
+  return exp2f(y);
+}
+// Decay from row x to row y (x <= y) given the cumsums F and reset counts Z of both rows:
+// 0 across a reset (different reset counts), else exp(Fy - Fx).
+template <bool FAST> __device__ __forceinline__ float decay(float fx, int zx, float fy, int zy) {
+  return (zx == zy) ? exp_nonpos<FAST>(fy - fx) : 0.0f;
+}
+
+// ---------------------------------------------------------------- asynchronous copies
+__device__ __forceinline__ u32 smem_addr(const void* p) {
+  u32 r;
+  asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(r) : "l"(p));
+  return r;
+}
+// 16-byte global -> shared copy; src_bytes = 0 zero-fills (src must still be a valid address).
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_addr(dst)), "l"(src), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
+
+// ---------------------------------------------------------------- tensor-core product
+// c[0..4] += A (16 x 16, row-major fragment a[0..4]) @ B (16 x 8, column-major fragment b[0..2]):
+// one mma.sync.m16n8k16 with f32 accumulation (accumulator layout: c0, c1 = row gid, columns
+// 2 tig, 2 tig + 1; c2, c3 = row gid + 8; gid = lane / 4, tig = lane % 4).
+template <typename T> struct Mma;
+template <> struct Mma<bf16_t> {
+  static __device__ __forceinline__ void run(float* c, const u32* a, const u32* b) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  }
+};
+template <> struct Mma<f16_t> {
+  static __device__ __forceinline__ void run(float* c, const u32* a, const u32* b) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  }
+};
