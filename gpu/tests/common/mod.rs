@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use gla_gpu::{DeviceInfo, GpuOptions, Precision};
-use gla_reference::bounds::{compare, magnitudes, Algorithm, BoundSpec, Pass, Report, CHUNKED};
+use gla_reference::bounds::{compare, magnitudes, Algorithm, BoundSpec, Pass, Report};
 use gla_reference::chunked::{self, ChunkOptions};
 use gla_reference::{recurrent, Dtype, Gates, Problem, Solution};
 use ndarray::{Array3, Array4};
