@@ -52,7 +52,7 @@ PRECISION_OF = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
 
 
 def naive_gla(q, k, v, g, scale=None, initial_state=None, output_final_state=True, cu_seqlens=None):
-    """The GLA recurrence in float32 (spec section 1), autograd-friendly, fla's signature.
+    """The GLA recurrence in float32 (docs/math.md §1), autograd-friendly, fla's signature.
 
     S_t = diag(exp(g_t)) S_{t-1} + k_t v_t^T;  o_t = scale * S_t^T q_t.  g = -inf is a reset.
     Scalar gates [B, T, H] broadcast over K. Returns (o in q's dtype, final state float32).

@@ -5,9 +5,9 @@ use crate::common::{choice, progress, write_atomically, Status};
 use crate::eval::DG_NAMES;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
+use gla_fixtures::gen::{GateRegime, ProblemSpec, ValueRegime};
 use gla_judge::implementation::{Config, Form};
 use gla_judge::{Compute, Implementation};
-use gla_proptests::strategies::{GateRegime, ProblemSpec, ValueRegime};
 use gla_reference::bounds::{DgForm, TensorReport};
 use gla_reference::{Dtype, GateKind};
 use plotters::prelude::*;
@@ -15,49 +15,12 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-/// A gate regime of the sweep.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
-pub enum Regime {
-    /// g = 0 (plain linear attention).
-    Zero,
-    /// g = logsigmoid(N(0,1)) / 16 (fla's GLA layer).
-    Mild,
-    /// g = logsigmoid(N(0,1)).
-    Moderate,
-    /// g = max(logsigmoid(N(0,1)) / 0.1, -30).
-    Strong,
-    /// alpha ~ 1e-12 (g ~ -27.6).
-    Tiny,
-}
-
-impl Regime {
-    fn gates(self) -> GateRegime {
-        match self {
-            Regime::Zero => GateRegime::Zero,
-            Regime::Mild => GateRegime::Mild,
-            Regime::Moderate => GateRegime::Moderate,
-            Regime::Strong => GateRegime::Strong,
-            Regime::Tiny => GateRegime::TinyDecay,
-        }
-    }
-    fn label(self) -> &'static str {
-        match self {
-            Regime::Zero => "zero (g = 0)",
-            Regime::Mild => "mild (logsigmoid/16)",
-            Regime::Moderate => "moderate (logsigmoid)",
-            Regime::Strong => "strong (logsigmoid/0.1)",
-            Regime::Tiny => "tiny decay (alpha = 1e-12)",
-        }
-    }
-    fn name(self) -> &'static str {
-        match self {
-            Regime::Zero => "zero",
-            Regime::Mild => "mild",
-            Regime::Moderate => "moderate",
-            Regime::Strong => "strong",
-            Regime::Tiny => "tiny",
-        }
-    }
+/// The `--regime` values: every shared gate regime, by its short name (`zero`, `mild`, ...).
+fn regime_parser() -> impl clap::builder::TypedValueParser<Value = GateRegime> {
+    clap::builder::PossibleValuesParser::new(
+        GateRegime::ALL.map(|r| clap::builder::PossibleValue::new(r.name()).help(r.label())),
+    )
+    .map(|s| s.parse::<GateRegime>().expect("a listed regime"))
 }
 
 /// `--impl` names of `sweep`.
@@ -84,8 +47,8 @@ pub struct SweepArgs {
     #[arg(long, value_parser = choice::<Dtype>(SWEEP_PRECISIONS), default_values = ["f32"])]
     pub precision: Vec<Dtype>,
     /// Gate regimes (repeatable).
-    #[arg(long, value_enum, default_values_t = vec![Regime::Zero, Regime::Mild, Regime::Moderate, Regime::Strong, Regime::Tiny])]
-    pub regime: Vec<Regime>,
+    #[arg(long, value_parser = regime_parser(), default_values = ["zero", "mild", "moderate", "strong", "tiny"])]
+    pub regime: Vec<GateRegime>,
     /// Smallest T (rounded up to a power of two).
     #[arg(long, default_value_t = 16)]
     pub t_min: usize,
@@ -125,7 +88,7 @@ pub struct SweepArgs {
 
 struct Point {
     imp: String,
-    regime: Regime,
+    regime: GateRegime,
     t: usize,
     report: TensorReport,
     /// Informational (not judged): dg's ratio against M_dg_local for every dg algorithm.
@@ -249,7 +212,7 @@ pub fn run(a: SweepArgs) -> Result<Status> {
                 k: a.k,
                 v: a.v,
                 gate_kind: GateKind::PerChannel,
-                gates: regime.gates(),
+                gates: regime,
                 values: ValueRegime::SignedNormal,
                 h0: false,
                 dht: false,
@@ -476,7 +439,7 @@ fn plot(path: &Path, imp: &str, output: &str, a: &SweepArgs, points: &[Point]) -
         .draw()
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
 
-    let mut regimes: Vec<Regime> = mine.iter().map(|p| p.regime).collect();
+    let mut regimes: Vec<GateRegime> = mine.iter().map(|p| p.regime).collect();
     regimes.sort();
     regimes.dedup();
     for (i, r) in regimes.iter().enumerate() {
@@ -524,7 +487,7 @@ fn plot(path: &Path, imp: &str, output: &str, a: &SweepArgs, points: &[Point]) -
         )))
         .map_err(|e| anyhow::anyhow!("{e:?}"))?
         .label(format!(
-            "dashed: bound (spec 8.1); ratios < {PLOT_FLOOR:.0e} drawn at {PLOT_FLOOR:.0e}"
+            "dashed: bound (docs/math.md §8.1); ratios < {PLOT_FLOOR:.0e} drawn at {PLOT_FLOOR:.0e}"
         ))
         .legend(|(x, y)| {
             PathElement::new(vec![(x, y), (x + 6, y), (x + 10, y), (x + 16, y)], BLACK)

@@ -1,7 +1,7 @@
 //! GPU backward kernels (dq, dk, dv, dg, dh0 and the forward outputs) against the f64 recurrence
-//! / the MPFR oracle (spec 8.1 bound, unchanged chunked constants) and against the CPU twin
+//! / the MPFR oracle (docs/math.md §8.1 bound, unchanged chunked constants) and against the CPU twin
 //! `chunked::backward::<f32>` with the kernels' rounding plan (2x rule), plus poisoning,
-//! determinism, the named failure modes (spec section 7), varlen and typed errors.
+//! determinism, the named failure modes (docs/math.md §7), varlen and typed errors.
 //!
 //! Without a GPU every test prints "SKIP: no CUDA device: <reason>" and passes; with
 //! GLA_REQUIRE_GPU=1 a missing GPU fails.

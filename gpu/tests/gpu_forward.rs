@@ -1,6 +1,6 @@
-//! GPU forward kernels against the f64 recurrence / the MPFR oracle (spec 8.1 bound) and against
+//! GPU forward kernels against the f64 recurrence / the MPFR oracle (docs/math.md §8.1 bound) and against
 //! the CPU twin with the same roundings (2x rule), plus poisoning, determinism, the named failure
-//! modes (spec section 7), varlen and unsupported shapes. All in one binary: the kernels are
+//! modes (docs/math.md §7), varlen and unsupported shapes. All in one binary: the kernels are
 //! compiled once per process.
 //!
 //! Without a GPU every test prints "SKIP: no CUDA device: <reason>" and passes; with
@@ -57,7 +57,7 @@ fn gate_strengths_and_scalar_gates() {
                 .seed(30 + j as u64)
                 .build();
             // f16 with strong decay: decayed keys underflow f16's range; BoundSpec::eta counts it
-            // (unit 2^-24 for an fp16 stage, spec 8).
+            // (unit 2^-24 for an fp16 stage, docs/math.md §8).
             let bound = true;
             check(&format!("logsigmoid/{tau}"), &p, &opts(dt), bound);
             let p = Spec::new(1, 200, 2, 64, 64)

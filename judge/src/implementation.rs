@@ -645,7 +645,7 @@ fn spec_for(imp: &Implementation, pass: Pass) -> BoundSpec {
 /// q, k by |q|, |k|; states by `max|h0| + T max|k| max|v|`; `A` by `|scale| K max|q| max|k|`;
 /// outputs and gradients by their condition magnitudes `M_x` (`M_dg_local` for dg, which bounds
 /// |dg| whichever algorithm computes it). Problems where any of these reaches 65504 / 2 are
-/// outside the f16 plan's domain (an f16 kernel overflows there, spec F3): the candidate does not
+/// outside the f16 plan's domain (an f16 kernel overflows there, docs/math.md §7 F3): the candidate does not
 /// apply ([`GlaError::Unsupported`]).
 pub fn f16_range_ok(p: &Problem) -> Result<()> {
     let amax = |a: Option<&ndarray::Array4<f64>>| {

@@ -16,7 +16,7 @@
 //!
 //! Inputs are taken exactly (every value of a [`Problem`] is an f64, which MPFR represents
 //! exactly). `g = -inf` is `alpha = 0` exactly (a state reset). The gate gradient is the local
-//! form `dg_t = alpha_t rowsum(S_{t-1} * dS_t)` (spec section 4).
+//! form `dg_t = alpha_t rowsum(S_{t-1} * dS_t)` (docs/math.md §4).
 //!
 //! ## Agreement (the convergence test)
 //!

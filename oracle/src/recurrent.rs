@@ -1,4 +1,4 @@
-//! The GLA recurrence and its gradients in MPFR at a fixed precision (spec sections 1, 4, 5, 6).
+//! The GLA recurrence and its gradients in MPFR at a fixed precision (docs/math.md §1, 4, 5, 6).
 //!
 //! Inputs are taken exactly: every f64 of the [`Problem`] is an MPFR value of 53 bits, products
 //! of two inputs (`k_t[d] v_t[e]`, `scale q_t[d]`, `scale do_t[e]`) are exact (MPFR's fused

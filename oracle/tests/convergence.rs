@@ -1,4 +1,4 @@
-//! Convergence of `evaluate` on the hard regimes (spec section 7), exactness of the state reset,
+//! Convergence of `evaluate` on the hard regimes (docs/math.md §7), exactness of the state reset,
 //! agreement of the local and reverse-cumsum dg, column-block parallelism, and typed errors.
 
 mod common;

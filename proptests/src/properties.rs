@@ -4,7 +4,7 @@
 //!
 //! | property | what it checks | oracle |
 //! |---|---|---|
-//! | `oracle_agreement` | every candidate, forward and backward, within the bound of spec 8.1 elementwise; non-finite where the oracle is finite fails | yes |
+//! | `oracle_agreement` | every candidate, forward and backward, within the bound of docs/math.md §8.1 elementwise; non-finite where the oracle is finite fails | yes |
 //! | `finiteness_extremes` | extreme gates, longer sequences: every output of every candidate finite | no (the exact answer of a valid problem is finite) |
 //! | `causality` | changing q, k, v, g, do at t >= P leaves o and dq before P bit-identical | no |
 //! | `chunk_invariance` | chunked (C1, c1) vs (C2, c2) vs the recurrence, by `|a-b| <= bound_a + bound_b` | no |

@@ -1,7 +1,6 @@
-//! Named regression cases for the known failure modes F1-F11 of spec section 7
-//! (/work/shared/spec/gla-math.md), each a plain test with its recipe, run through every CPU
+//! Named regression cases for the known failure modes F1-F11 of docs/math.md §7, each a plain test with its recipe, run through every CPU
 //! candidate (and the oracle): the oracle must converge, every output of every candidate must be
-//! finite and within its bound (spec 8.1), forward and backward. F3 and F9 (g > 0, linear alpha
+//! finite and within its bound (docs/math.md §8.1), forward and backward. F3 and F9 (g > 0, linear alpha
 //! passed as g) are outside the domain and must be rejected with a typed error.
 
 use gla_judge::check::{check_against_oracle_as, failures, Verdict};
@@ -369,7 +368,7 @@ fn f10_gradient_through_masked_branch() {
         .any(|(i, _)| matches!(i, Implementation::Parallel { .. })));
 }
 
-/// F11 — silent cumsum-level precision loss (spec section 2: 2e-3 relative in f32 at |G| = 5e4):
+/// F11 — silent cumsum-level precision loss (docs/math.md §2: 2e-3 relative in f32 at |G| = 5e4):
 /// a long global cumsum makes every decay carry ~u*|G_t| relative error. Recipe: g ~ U(-1, 0),
 /// T = 1000 (|G_T| ~ 500), K = V = 1. Correct: every candidate within its bound, where only the
 /// global-cumsum parallel form is charged lambda = |G_T|; the chunked forms' lambda is the

@@ -48,7 +48,7 @@ fn generated_specs_build_and_respect_the_profile() {
             empty_seq += l.iter().filter(|&&x| x == 0).count();
             assert_eq!(d.n, l.len());
         }
-        // Every input sits on the spec's grid.
+        // Every input sits on docs/math.md's grid.
         assert_eq!(p.rounded_to(s.grid).unwrap(), p, "{s:?}");
     }
     assert!(varlen > 20, "varlen layouts are drawn ({varlen})");

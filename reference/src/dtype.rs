@@ -48,10 +48,10 @@ impl Dtype {
         }
     }
 
-    /// The absolute underflow unit used by the error model's floor eta (spec 8.1): the smallest
+    /// The absolute underflow unit used by the error model's floor eta (docs/math.md §8.1): the smallest
     /// normal for formats whose range matches f32 or f64, and the subnormal spacing 2^-24 for
     /// fp16, whose narrow exponent range makes stored decayed values (e.g. k*exp(Gl_last - Gl))
-    /// lose all relative accuracy below 2^-14 (spec section 8: `2^-24 * (#terms) * max|k||v|`).
+    /// lose all relative accuracy below 2^-14 (docs/math.md §8: `2^-24 * (#terms) * max|k||v|`).
     ///
     /// ```
     /// use gla_reference::Dtype;

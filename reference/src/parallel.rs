@@ -1,4 +1,4 @@
-//! The log-space parallel form of GLA (spec section 2), forward and hand-derived backward.
+//! The log-space parallel form of GLA (docs/math.md §2), forward and hand-derived backward.
 //!
 //! Per (sequence, head), with the global (per-sequence) inclusive cumulative gate `G` computed in
 //! the compute type `T`:

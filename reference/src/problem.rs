@@ -1,4 +1,4 @@
-//! The GLA problem: inputs, options and their validation (spec sections 0, 5, 6).
+//! The GLA problem: inputs, options and their validation (docs/math.md §0, 5, 6).
 //!
 //! Layouts are fla's (time-major): q, k, g `[B, T, H, K]`, v `[B, T, H, V]`, scalar gates
 //! `[B, T, H]`, states h0 / hT / dh0 / dhT `[N, H, K, V]` with N = B, or N = number of sequences
@@ -534,7 +534,7 @@ impl Problem {
     }
 
     /// A copy with every input (q, k, v, g, h0, do, dht) rounded to `dtype`, so that a candidate
-    /// computing in that dtype and the oracle consume the same values (spec section 8).
+    /// computing in that dtype and the oracle consume the same values (docs/math.md §8).
     ///
     /// Fails if a value overflows the format (e.g. |x| > 65504 in f16), since the rounded input
     /// would no longer be a valid problem. Gates rounded to `dtype` stay `<= 0`.

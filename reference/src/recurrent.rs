@@ -1,4 +1,4 @@
-//! The recurrent form of GLA (spec sections 1 and 4): the ground-truth algorithm, in f32 or f64.
+//! The recurrent form of GLA (docs/math.md §1 and §4): the ground-truth algorithm, in f32 or f64.
 //!
 //! Forward, per (sequence, head):
 //! `S_t = Diag(alpha_t) @ S_{t-1} + outer(k_t, v_t)`, `o_t = scale * S_t^T @ q_t`, `hT = S_T`,
@@ -123,7 +123,7 @@ pub(crate) struct Opts {
     pub dg_local: bool,
     /// Magnitude mode: every input replaced by its absolute value (gates unchanged, scale |scale|)
     /// and the reverse-cumsum accumulator adds `|q| M_dq + |k| M_dk` instead of `q dq - k dk`.
-    /// With `T = f64` this computes the spec's magnitude tensors (section 8).
+    /// With `T = f64` this computes docs/math.md's magnitude tensors (section 8).
     pub abs: bool,
 }
 

@@ -1,5 +1,5 @@
 //! Rounding plans: where a chunked GLA kernel rounds matrix-product operands to a lower-precision
-//! format (bf16, fp16, tf32) while accumulating in f32 (spec section 3, "Roundings"; section 8.1).
+//! format (bf16, fp16, tf32) while accumulating in f32 (docs/math.md §3, "Roundings"; section 8.1).
 //!
 //! A [`RoundingPlan`] is a plain struct of `Option<Dtype>` fields, one per rounding point of the
 //! chunked algorithm ([`crate::chunked`]). `None` means "kept in the compute type" (f32 or f64);
@@ -7,7 +7,7 @@
 //! emulates by rounding to nearest (ties to even) and widening back, exactly as a cast in a kernel
 //! would. Accumulation always stays in the compute type.
 //!
-//! The notation follows the spec: chunk p, chunk-local inclusive cumulative log gate `Gl`, `Gl_last`
+//! The notation follows docs/math.md: chunk p, chunk-local inclusive cumulative log gate `Gl`, `Gl_last`
 //! its value at the chunk's last valid row, chunk state `H_p` (state before chunk p), its gradient
 //! `dH_p` (gradient w.r.t. the state after chunk p), intra-chunk attention `A`, sub-chunk anchors.
 //!
@@ -16,7 +16,7 @@
 //!
 //! ```
 //! use gla_reference::{rounding::RoundingPlan, Dtype};
-//! // fla's bf16 chunk forward (spec section 3), plus tensor-core rounded off-diagonal sub-blocks:
+//! // fla's bf16 chunk forward (docs/math.md §3), plus tensor-core rounded off-diagonal sub-blocks:
 //! let plan = RoundingPlan::kernel_default(Dtype::Bf16)
 //!     .offdiag_q(Some(Dtype::Bf16))
 //!     .offdiag_k(Some(Dtype::Bf16));
@@ -198,7 +198,7 @@ impl RoundingPlan {
             .collect()
     }
 
-    /// Sum of the unit roundoffs of the active forward rounding points (spec 8.1 `sum_s u_s`, the
+    /// Sum of the unit roundoffs of the active forward rounding points (docs/math.md §8.1 `sum_s u_s`, the
     /// forward outputs o and ht): every field except the backward-only ones.
     /// Points at f32/f64 count 0 (they do not round below the accumulation format).
     ///

@@ -1,9 +1,9 @@
 //! The chunked form (forward and chunk-level backward) against the truth, judged with the error
-//! model of spec section 8.1 (`bounds::compare` with the calibrated `CHUNKED` / `CHUNKED_BF16`
+//! model of docs/math.md §8.1 (`bounds::compare` with the calibrated `CHUNKED` / `CHUNKED_BF16`
 //! constants).
 //!
 //! Truth: the f64 recurrence on the same f32-representable inputs. Its own error (~2^-53 * n * M)
-//! is ~2^-29 of the f32 bound, invisible here (spec section 8: f64 is enough to judge f32 and
+//! is ~2^-29 of the f32 bound, invisible here (docs/math.md §8: f64 is enough to judge f32 and
 //! bf16 paths). The MPFR cross-check (gla-oracle depends on this crate, so it cannot be used
 //! from these tests) lives in the property-test crate (gla-proptests).
 //!

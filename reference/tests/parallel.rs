@@ -1,5 +1,5 @@
 //! The log-space parallel form (forward and hand-derived backward) against the truth, judged with
-//! the error model of spec section 8.1 (`bounds::compare` with the calibrated `PARALLEL`
+//! the error model of docs/math.md §8.1 (`bounds::compare` with the calibrated `PARALLEL`
 //! constants; lambda = the largest per-sequence sum of |g|, since G is a global cumsum).
 //!
 //! Truth: the f64 recurrence on the same f32-representable inputs (its error is ~2^-29 of the f32

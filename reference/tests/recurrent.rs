@@ -1,5 +1,5 @@
-//! The recurrent reference against brute-force closed forms (spec sections 1 and 4), the two dg
-//! forms against each other, f32 against f64 within the calibrated bound (spec 8.1), exactness of
+//! The recurrent reference against brute-force closed forms (docs/math.md §1 and §4), the two dg
+//! forms against each other, f32 against f64 within the calibrated bound (docs/math.md §8.1), exactness of
 //! -inf gates, causality, and varlen semantics. The ignored test `calibrate_recurrent_f32` is the
 //! calibration sweep behind the constants in `src/bounds/constants.rs`.
 
@@ -123,7 +123,7 @@ fn gen(c: &Cfg) -> Problem {
 }
 
 // ------------------------------------------------------------------------------------------
-// Brute-force closed forms (spec sections 1 and 4), f64, decays as products of alphas (exact
+// Brute-force closed forms (docs/math.md §1 and §4), f64, decays as products of alphas (exact
 // for -inf: no difference of cumulative gates is formed).
 // ------------------------------------------------------------------------------------------
 

@@ -19,6 +19,10 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 }
 
 /// Deterministic values in [-1, 1) (splitmix64), rounded to bf16 so every dtype holds them exactly.
+///
+/// Deliberately not gla-fixtures' generator (`gla_fixtures::gen`): these tests feed the binary
+/// files written the way another program would write them, with numbers glacheck's own code did
+/// not produce (and the tests' inputs stay what they were).
 pub fn values(seed: u64, n: usize) -> Vec<f64> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
     (0..n)

@@ -1,12 +1,16 @@
-//! Shared helpers of the GPU tests: skip-or-fail on a missing GPU, problem generators, judging.
+//! Shared helpers of the GPU tests: skip-or-fail on a missing GPU, problem generators
+//! (gla-fixtures' generator with the GPU tests' pinned stream `Stream::GPU`), judging.
 #![allow(dead_code)]
 
+use gla_fixtures::gen::{
+    seq_lens, BoxMuller, GateRegime, GateSource, LogSigmoid, ProblemSpec, Stream, ValueRegime,
+};
 use gla_gpu::{DeviceInfo, GpuOptions, Precision};
 use gla_reference::bounds::{compare, magnitudes, Algorithm, BoundSpec, Pass, Report};
 use gla_reference::chunked::{self, ChunkOptions};
-use gla_reference::{recurrent, Dtype, Gates, Problem, Solution};
-use ndarray::{Array3, Array4};
-use rand::{Rng, SeedableRng};
+use gla_reference::{recurrent, Dtype, GateKind, Problem, Solution};
+use ndarray::Array4;
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 /// The GPU, or `None` after printing why the test is skipped. With GLA_REQUIRE_GPU=1 a missing
@@ -24,18 +28,14 @@ pub fn gpu_or_skip() -> Option<DeviceInfo> {
     }
 }
 
+/// N(0, 1) of the GPU tests' stream ([`BoxMuller::Range`]).
 pub fn normal(r: &mut ChaCha8Rng) -> f64 {
-    let u1: f64 = r.gen_range(1e-12..1.0);
-    let u2: f64 = r.gen_range(0.0..1.0);
-    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    BoxMuller::Range.sample(r)
 }
 
+/// logsigmoid in the GPU tests' arithmetic ([`LogSigmoid::Ln`]).
 pub fn logsigmoid(x: f64) -> f64 {
-    if x < 0.0 {
-        x - (1.0 + x.exp()).ln()
-    } else {
-        -(1.0 + (-x).exp()).ln()
-    }
+    LogSigmoid::Ln.eval(x)
 }
 
 /// Gate generator.
@@ -111,28 +111,30 @@ impl Spec {
         self.build_with(self.gate_array())
     }
 
+    /// q, k, v (and h0) from `Stream::GPU` seeded with the seed, gates `g` as given.
     pub fn build_with(&self, g: Array4<f64>) -> Problem {
-        let mut r = ChaCha8Rng::seed_from_u64(self.seed);
-        let (b, t, h, k, v) = (self.b, self.t, self.h, self.k, self.v);
-        let q = Array4::from_shape_fn((b, t, h, k), |_| normal(&mut r));
-        let kk = Array4::from_shape_fn((b, t, h, k), |_| normal(&mut r));
-        let vv = Array4::from_shape_fn((b, t, h, v), |_| normal(&mut r));
-        let gates = if self.scalar {
-            Gates::Scalar(Array3::from_shape_fn((b, t, h), |(bb, tt, hh)| {
-                g[[bb, tt, hh, 0]]
-            }))
-        } else {
-            Gates::PerChannel(g)
+        let spec = ProblemSpec {
+            b: self.b,
+            t: self.t,
+            h: self.h,
+            k: self.k,
+            v: self.v,
+            gate_kind: if self.scalar {
+                GateKind::Scalar
+            } else {
+                GateKind::PerChannel
+            },
+            gates: GateRegime::Zero, // unused: the gates are given
+            values: ValueRegime::SignedNormal,
+            h0: self.h0,
+            dht: false,
+            seq_lens: self.cu.as_deref().map(seq_lens),
+            scale: None,
+            grid: Dtype::F64,
+            seed: self.seed,
         };
-        let n = self.cu.as_ref().map_or(b, |c| c.len() - 1);
-        let mut builder = Problem::builder(q, kk, vv, gates);
-        if self.h0 {
-            builder = builder.h0(Array4::from_shape_fn((n, h, k, v), |_| normal(&mut r)));
-        }
-        if let Some(cu) = &self.cu {
-            builder = builder.cu_seqlens(cu);
-        }
-        builder.build().expect("valid problem")
+        spec.build_with(&Stream::GPU, GateSource::Given(g))
+            .expect("valid problem")
     }
 }
 
@@ -153,7 +155,7 @@ pub fn in_dtype(o: &GpuOptions) -> Dtype {
     o.dtype
 }
 
-/// The error model of the GPU kernels under `o` (spec 8.1): chunked family, C = 64, f32
+/// The error model of the GPU kernels under `o` (docs/math.md §8.1): chunked family, C = 64, f32
 /// accumulation, one stage per low-precision rounding point of `gla_gpu::rounding_plan`.
 /// Constants: the chunked family's (`BoundSpec::from_plan`; the forward plan has only forward
 /// points, so `Pass::Backward` counts each of them once).

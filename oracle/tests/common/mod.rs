@@ -1,24 +1,20 @@
-//! Shared helpers of the oracle's integration tests: random problems and an independent MPFR
-//! implementation of the closed form (spec section 1) used by the finite-difference check.
+//! Shared helpers of the oracle's integration tests: random problems (gla-fixtures' generator,
+//! the oracle tests' pinned stream `Stream::ORACLE`) and an independent MPFR implementation of
+//! the closed form (docs/math.md §1) used by the finite-difference check.
 #![allow(dead_code)]
 
-use gla_reference::{GateKind, Gates, Problem};
-use ndarray::{Array3, Array4};
-use rand::{Rng, SeedableRng};
+use gla_fixtures::gen::{
+    seq_lens, BoxMuller, GateRegime, GateSource, LogSigmoid, ProblemSpec, Stream, ValueRegime,
+};
+use gla_reference::{Dtype, GateKind, Problem};
+use ndarray::Array4;
 use rand_chacha::ChaCha8Rng;
 use rug::Float;
 
-/// Normal-ish random f64 values rounded to f32 (like kernel inputs).
-pub fn randn(rng: &mut ChaCha8Rng, shape: (usize, usize, usize, usize)) -> Array4<f64> {
-    Array4::from_shape_simple_fn(shape, || {
-        let (u1, u2): (f64, f64) = (rng.gen_range(1e-9..1.0), rng.gen());
-        ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32 as f64
-    })
-}
-
-/// fla-style gates logsigmoid(x) / tau.
-pub fn gates(rng: &mut ChaCha8Rng, shape: (usize, usize, usize, usize), tau: f64) -> Array4<f64> {
-    randn(rng, shape).mapv(|x| (-(1.0 + (-x).exp()).ln() / tau).min(0.0))
+/// One fla-style gate logsigmoid(x) / tau of the oracle tests' stream (x from
+/// [`BoxMuller::RangeF32`], [`LogSigmoid::Direct`], clamped to <= 0).
+pub fn gate(rng: &mut ChaCha8Rng, tau: f64) -> f64 {
+    (LogSigmoid::Direct.eval(BoxMuller::RangeF32.sample(rng)) / tau).min(0.0)
 }
 
 pub struct Spec {
@@ -34,39 +30,32 @@ pub struct Spec {
     pub seed: u64,
 }
 
-/// A random problem with `do`; gates from `gate(b, t, h, d, random_gate)`.
-pub fn problem(s: &Spec, gate: impl Fn([usize; 4], f64) -> f64) -> Problem {
-    let mut rng = ChaCha8Rng::seed_from_u64(s.seed);
-    let n = s.cu.as_ref().map_or(s.b, |c| c.len() - 1);
-    let q = randn(&mut rng, (s.b, s.t, s.h, s.k));
-    let k = randn(&mut rng, (s.b, s.t, s.h, s.k));
-    let v = randn(&mut rng, (s.b, s.t, s.h, s.v));
-    let kg = if s.scalar { 1 } else { s.k };
-    let g0 = gates(&mut rng, (s.b, s.t, s.h, kg), 4.0);
-    let g = Array4::from_shape_fn((s.b, s.t, s.h, kg), |(b, t, h, d)| {
-        gate([b, t, h, d], g0[[b, t, h, d]])
-    });
-    let gates = if s.scalar {
-        Gates::Scalar(Array3::from_shape_fn((s.b, s.t, s.h), |(b, t, h)| {
-            g[[b, t, h, 0]]
-        }))
-    } else {
-        Gates::PerChannel(g)
+/// A random problem with `do`; gates from `gate(b, t, h, d, random_gate)` (random_gate =
+/// logsigmoid / 4, drawn whether used or not).
+pub fn problem(s: &Spec, gate_of: impl Fn([usize; 4], f64) -> f64) -> Problem {
+    let spec = ProblemSpec {
+        b: s.b,
+        t: s.t,
+        h: s.h,
+        k: s.k,
+        v: s.v,
+        gate_kind: if s.scalar {
+            GateKind::Scalar
+        } else {
+            GateKind::PerChannel
+        },
+        gates: GateRegime::Zero, // unused: the gates come from `gate_of`
+        values: ValueRegime::SignedNormal,
+        h0: s.h0,
+        dht: s.dht,
+        seq_lens: s.cu.as_deref().map(seq_lens),
+        scale: None,
+        grid: Dtype::F64, // the values are drawn on the f32 grid; the gates are kept as drawn
+        seed: s.seed,
     };
-    let do_ = randn(&mut rng, (s.b, s.t, s.h, s.v));
-    let h0 = randn(&mut rng, (n, s.h, s.k, s.v));
-    let dht = randn(&mut rng, (n, s.h, s.k, s.v));
-    let mut bld = Problem::builder(q, k, v, gates).do_(do_);
-    if s.h0 {
-        bld = bld.h0(h0);
-    }
-    if s.dht {
-        bld = bld.dht(dht);
-    }
-    if let Some(cu) = &s.cu {
-        bld = bld.cu_seqlens(cu);
-    }
-    bld.build().expect("valid test problem")
+    let mut each = |r: &mut ChaCha8Rng, idx: [usize; 4]| gate_of(idx, gate(r, 4.0));
+    spec.build_with(&Stream::ORACLE, GateSource::Each(&mut each))
+        .expect("valid test problem")
 }
 
 /// The inputs of a problem as MPFR numbers (h0, dht zeros when absent), so that any of them can
@@ -111,7 +100,7 @@ impl MpInputs {
     }
 }
 
-/// Closed form (spec section 1, with decays as products of alphas so that -inf is exact):
+/// Closed form (docs/math.md §1, with decays as products of alphas so that -inf is exact):
 /// `S_t = (prod_{r<=t} alpha_r) h0 + sum_{s<=t} (prod_{s<r<=t} alpha_r) outer(k_s, v_s)`,
 /// `o_t = scale S_t^T q_t`. Returns (o, hT) and the loss `sum(o * do) + sum(hT * dht)`.
 pub fn closed_form(p: &Problem, x: &MpInputs, prec: u32) -> (Array4<Float>, Array4<Float>, Float) {

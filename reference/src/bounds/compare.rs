@@ -1,4 +1,4 @@
-//! Judging a candidate solution against the exact one (spec section 8.1).
+//! Judging a candidate solution against the exact one (docs/math.md §8.1).
 
 use super::{BoundSpec, DgForm, Magnitudes};
 use crate::error::{GlaError, Result};
@@ -8,7 +8,7 @@ use ndarray::Array4;
 use std::fmt;
 
 /// Both ratios of the gate gradient: against the reverse-cumsum magnitude `M_dg` and against the
-/// local (condition) magnitude `M_dg_local`. The judged one is the spec's [`DgForm`].
+/// local (condition) magnitude `M_dg_local`. The judged one is docs/math.md's [`DgForm`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DgRatios {
     /// Ratio with `M_dg` (reverse-cumsum algorithm's magnitude).
@@ -200,12 +200,12 @@ fn shape_err(what: &str, name: &str, got: &[usize], want: &[usize]) -> GlaError 
 }
 
 /// Judge `cand` against `exact` (the oracle's solution of the same, already-rounded problem `p`)
-/// with the magnitudes `mags = magnitudes(p)` and the error model `spec` (spec section 8.1).
+/// with the magnitudes `mags = magnitudes(p)` and the error model `spec` (docs/math.md §8.1).
 ///
 /// Every output tensor present in the candidate is judged (o and hT always; the gradients when
 /// the candidate has them). Errors (typed, never a panic): the candidate has gradients but the
 /// exact solution or the magnitudes do not; a shape differs between candidate, exact and
-/// magnitude; the spec is invalid (chunk size 0).
+/// magnitude; docs/math.md is invalid (chunk size 0).
 ///
 /// ```
 /// use gla_reference::bounds::{compare, magnitudes, Algorithm, BoundSpec};

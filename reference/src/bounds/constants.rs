@@ -1,6 +1,6 @@
 //! Calibrated constants `c` of the error model, one per (implementation family, output tensor).
 //!
-//! Each constant multiplies `u_acc * (n_acc + lambda) * M_x` in the bound of spec section 8.1.
+//! Each constant multiplies `u_acc * (n_acc + lambda) * M_x` in the bound of docs/math.md §8.1.
 //! The evidence is written next to it: the largest observed
 //! `ratio_c = |x_hat - x*| / (u_acc * (n_acc + lambda) * M_x)` (elementwise max) over the named
 //! regimes and sizes, and the margin chosen. Owners of other families add their block below,
@@ -112,7 +112,7 @@ pub const C_UNCALIBRATED: f64 = 4.0;
 // roundings (scale to f32, q*scale, exp, a*S, k*v, +, the final product) against n_acc = 3: a
 // first-order worst case of ~2.3-2.7. Ten times more seeds moved the maxima from 0.72-0.96 to
 // 0.72-1.19, i.e. the tail still grows towards that worst case. Chosen: c = 3 for every
-// output: >= 2.5x every observed maximum, above the tiny-size worst case, inside the spec's
+// output: >= 2.5x every observed maximum, above the tiny-size worst case, inside docs/math.md's
 // 1-4. At realistic sizes errors grow like sqrt(n) and the bound is loose for these statistics
 // (3 / 0.090 = 33x at n_acc = 48, 3 / 0.0047 = 640x at n_acc ~ 1100); a wrong result (one input element
 // off by 1e-2) still fails (test `f32_report_detects_a_wrong_candidate`).
@@ -163,7 +163,7 @@ pub const RECURRENT: Constants = Constants {
 //   dh0 0.029  dg 0.360 (reverse cumsum vs M_dg).  Gentle gates stay <= 0.8. The large values
 // come from huge isolated gates: every later cumsum addition rounds at |G| ~ lambda, so the
 // decay error grows like u*lambda*sqrt(#additions), not u*lambda. Chosen: ~2x margin, at least 1.
-// (Consistent with the spec's numpy figure: 6571 u M at |G_T| = 17139, i.e. c ~ 0.38.)
+// (Consistent with docs/math.md's numpy figure: 6571 u M at |G_T| = 17139, i.e. c ~ 0.38.)
 // ---------------------------------------------------------------------------------------------
 
 // REVISION 2 for the parallel family (lead, 2026-11-26): the chunked family's adversarial
@@ -245,8 +245,8 @@ pub const PARALLEL: Constants = Constants {
 // IsolatedMinus300 + WideRange, lambda 303.6), dk/dv 4.2 (chunked C16c4, scalar gates), o 2.0,
 // dg 1.5 (chunked C16c4, Strong). Chosen: c = 8 for o, ht, dq, dk, dv, dg of both log-space
 // families (1.4x the largest observed), dh0 kept (no regime moved it above 0.1). This is above
-// spec 8.1's "expected 1-4"; the alternative, redefining lambda as max over a chunk of
-// sum_r |Gl_r|, is rigorous to first order but ~C/2 looser for uniform gates (noted for the spec).
+// docs/math.md §8.1's "expected 1-4"; the alternative, redefining lambda as max over a chunk of
+// sum_r |Gl_r|, is rigorous to first order but ~C/2 looser for uniform gates (noted for docs/math.md).
 
 // REVISION 2 (lead, 2026-11-26, from the local-form dg calibration below): the adversarial sweep
 // `adversarial_dg_local` in reference/tests/chunked.rs (54,000 small random problems, 3000 seeds

@@ -10,7 +10,7 @@ use crate::problem::Problem;
 use crate::recurrent::{run, Opts};
 use ndarray::Array4;
 
-/// The componentwise condition magnitudes of every output (spec section 8), in f64.
+/// The componentwise condition magnitudes of every output (docs/math.md §8), in f64.
 ///
 /// `|x| <= M_x` holds for every element (up to f64 rounding of M itself), and a relative input
 /// perturbation `eps` moves `x` by `O(eps * M_x)`. The backward magnitudes are present only when

@@ -1,4 +1,4 @@
-//! Componentwise error bounds (spec section 8.1, normative).
+//! Componentwise error bounds (docs/math.md §8.1, normative).
 //!
 //! For an implementation that rounds operands at S stages (unit roundoffs `u_1..u_S`) and
 //! accumulates in a format with unit roundoff `u_acc`:
@@ -53,7 +53,7 @@ use crate::error::{GlaError, Result};
 use crate::problem::{GateKind, Problem};
 use crate::rounding::RoundingPlan;
 
-/// Which algorithm computes the gate gradient dg (spec section 4).
+/// Which algorithm computes the gate gradient dg (docs/math.md §4).
 ///
 /// Both are exact in exact arithmetic; they differ in rounding behaviour, so an implementation is
 /// judged with the magnitude of the algorithm it runs (`M_dg` or `M_dg_local`).
@@ -225,7 +225,7 @@ impl BoundSpec {
     pub fn u_acc(&self) -> f64 {
         self.acc.unit_roundoff()
     }
-    /// Error unless the spec is usable (chunk size >= 1).
+    /// Error unless docs/math.md is usable (chunk size >= 1).
     pub fn validate(&self) -> Result<()> {
         if let Algorithm::Chunked { chunk: 0 } = self.algorithm {
             return Err(GlaError::Options("chunk size must be at least 1".into()));

@@ -1,4 +1,4 @@
-//! The two-level chunked form of GLA (spec sections 3 and 4): fla's `chunk_gla` algorithm, block
+//! The two-level chunked form of GLA (docs/math.md §3 and §4): fla's `chunk_gla` algorithm, block
 //! for block, as a CPU twin of the GPU kernels, with kernel-faithful rounding emulation.
 //!
 //! Per (sequence, head), chunks of `C = chunk` rows restart at every sequence start (varlen); the
@@ -16,7 +16,7 @@
 //!      in log space; entries with j > i are never evaluated (select, not a multiplied mask).
 //! ```
 //!
-//! Backward (spec section 4, chunk-level, not the recurrence):
+//! Backward (docs/math.md §4, chunk-level, not the recurrence):
 //! ```text
 //!   dH_{NT-1} = dhT,  dH_{p-1} = Diag(exp(Gl_last^p)) dH_p + scale (Q_p*exp(Gl))^T @ do_p,  dh0 = the last one
 //!   dA_ij = scale do_i . v_j (j <= i)
@@ -43,7 +43,7 @@
 //! prefix sums of `k_s * dk_off_s`; (3) r in m, s in earlier blocks: suffix sums of
 //! `q_r * dq_off_r` (`dq_off`, `dk_off`: the off-diagonal parts the dq/dk products compute);
 //! (4) both in m: elementwise with the forward's diagonal decays. Only additions of such terms:
-//! the error is relative to the condition magnitude `M_dg_local` (spec 8.1), and dg is exactly 0
+//! the error is relative to the condition magnitude `M_dg_local` (docs/math.md §8.1), and dg is exactly 0
 //! where alpha = 0. Cost per chunk: one more `[< C - c, c] @ [c, K]` product per sub-chunk from
 //! the third on, and O(C (c + 2) K) elementwise work; dq, dk, dv, dh0, o, hT are bitwise those
 //! of [`backward`]. Scalar gates: the per-channel values summed over channels, as for the
@@ -196,7 +196,7 @@ pub fn forward<T: Real>(p: &Problem, opts: &ChunkOptions) -> Result<Solution> {
     Ok(run::<T>(p, opts, None, Isa::Best))
 }
 
-/// Forward and backward pass of the chunked form (spec section 4 chunk formulas) in compute
+/// Forward and backward pass of the chunked form (docs/math.md §4 chunk formulas) in compute
 /// type `T` with the rounding plan of `opts`. Returns `o`, `ht` and all gradients (dg in the
 /// chunk reverse-sum form, i.e. judged with the reverse-cumsum magnitude `M_dg`); the same as
 /// [`backward_with`] with [`DgForm::ReverseCumsum`].
@@ -209,7 +209,7 @@ pub fn backward<T: Real>(p: &Problem, opts: &ChunkOptions) -> Result<Solution> {
 /// Forward and backward pass of the chunked form in compute type `T` with the rounding plan of
 /// `opts`, the gate gradient computed by the chosen algorithm:
 ///
-/// - [`DgForm::ReverseCumsum`]: the chunk reverse sums of spec section 4 (fla's algorithm), the
+/// - [`DgForm::ReverseCumsum`]: the chunk reverse sums of docs/math.md §4 (fla's algorithm), the
 ///   same as [`backward`] bit for bit; judged with `M_dg`.
 /// - [`DgForm::Local`]: chunkwise sums of terms that all carry `alpha_t` (module docs, "Local-form
 ///   gate gradient"): no partial sum is ever subtracted, so the error is relative to the

@@ -577,7 +577,7 @@ pub(crate) fn zeros4(shape: (usize, usize, usize, usize)) -> Array4<f64> {
 
 /// `exp` of every element, in place. f32 uses a branch-free, vectorizable Cody-Waite/Cephes
 /// `expf` (relative error <= 2 ulp on normal results, the accuracy class of CUDA's `exp2f`,
-/// spec 8.1 "add ~2 per exp"); results below the smallest normal (x < -87.33) are flushed to 0,
+/// docs/math.md §8.1 "add ~2 per exp"); results below the smallest normal (x < -87.33) are flushed to 0,
 /// as Triton's `ex2.approx.ftz` does on NVIDIA GPUs (absolute error < 2^-126 per factor, inside
 /// the error model's eta floor; it also avoids the x86 subnormal penalty); `-inf` gives exactly 0.
 /// f64 uses libm's `exp` (no flush).

@@ -1,9 +1,14 @@
-//! Problem generators shared by the chunked and parallel form tests.
+//! Problem generators shared by the chunked and parallel form tests: thin wrappers over
+//! gla-fixtures' generator (`gla_fixtures::gen`) with the reference tests' pinned streams
+//! (`Stream::REFERENCE` for the form tests, `Stream::CALIBRATION` for the adversarial sweep), so
+//! the problems (and the fingerprints and calibration evidence taken from them) stay the same.
 #![allow(dead_code)]
 
+use gla_fixtures::gen::{
+    seq_lens, BoxMuller, GateRegime, GateSource, LogSigmoid, ProblemSpec, Stream, ValueRegime,
+};
 use gla_reference::bounds::Report;
-use gla_reference::{Dtype, Gates, Problem};
-use ndarray::{Array3, Array4};
+use gla_reference::{Dtype, GateKind, Problem};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -11,18 +16,14 @@ pub fn deep() -> bool {
     std::env::var("GLA_DEEP").map(|v| v == "1").unwrap_or(false)
 }
 
+/// N(0, 1) of the reference tests' stream ([`BoxMuller::ClampedU`]).
 pub fn randn(r: &mut ChaCha8Rng) -> f64 {
-    let u1: f64 = r.gen::<f64>().max(1e-300);
-    let u2: f64 = r.gen();
-    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    BoxMuller::ClampedU.sample(r)
 }
 
+/// logsigmoid in the reference tests' arithmetic ([`LogSigmoid::Ln`]).
 pub fn logsigmoid(x: f64) -> f64 {
-    if x < 0.0 {
-        x - (1.0 + x.exp()).ln()
-    } else {
-        -(1.0 + (-x).exp()).ln()
-    }
+    LogSigmoid::Ln.eval(x)
 }
 
 /// Gate generator: (rng, t, d) -> g.
@@ -62,35 +63,29 @@ pub fn shape(t: usize, k: usize, v: usize) -> Shape {
 /// Signed randn q, k, v, h0, do, dhT; gates from `gate`; rounded to f32 (the candidate's input
 /// format), so the truth consumes exactly the candidate's inputs.
 pub fn make(seed: u64, s: &Shape, gate: GateFn) -> Problem {
-    let mut r = ChaCha8Rng::seed_from_u64(seed);
-    let (b, t, h, k, v) = (s.b, s.t, s.h, s.k, s.v);
-    let q = Array4::from_shape_simple_fn((b, t, h, k), || randn(&mut r));
-    let kk = Array4::from_shape_simple_fn((b, t, h, k), || randn(&mut r));
-    let vv = Array4::from_shape_simple_fn((b, t, h, v), || randn(&mut r));
-    let do_ = Array4::from_shape_simple_fn((b, t, h, v), || randn(&mut r));
-    let n = s.cu.as_ref().map_or(b, |c| c.len() - 1);
-    let h0 = Array4::from_shape_simple_fn((n, h, k, v), || randn(&mut r));
-    let dht = Array4::from_shape_simple_fn((n, h, k, v), || randn(&mut r));
-    let gates = if s.scalar {
-        Gates::Scalar(Array3::from_shape_fn((b, t, h), |(_, ti, _)| {
-            gate(&mut r, ti, 0)
-        }))
-    } else {
-        Gates::PerChannel(Array4::from_shape_fn((b, t, h, k), |(_, ti, _, d)| {
-            gate(&mut r, ti, d)
-        }))
+    let spec = ProblemSpec {
+        b: s.b,
+        t: s.t,
+        h: s.h,
+        k: s.k,
+        v: s.v,
+        gate_kind: if s.scalar {
+            GateKind::Scalar
+        } else {
+            GateKind::PerChannel
+        },
+        gates: GateRegime::Zero, // unused: the gates come from `gate`
+        values: ValueRegime::SignedNormal,
+        h0: s.h0,
+        dht: s.dht,
+        seq_lens: s.cu.as_deref().map(seq_lens),
+        scale: None,
+        grid: Dtype::F32,
+        seed,
     };
-    let mut bld = Problem::builder(q, kk, vv, gates).do_(do_);
-    if s.h0 {
-        bld = bld.h0(h0);
-    }
-    if s.dht {
-        bld = bld.dht(dht);
-    }
-    if let Some(cu) = &s.cu {
-        bld = bld.cu_seqlens(cu);
-    }
-    bld.build().unwrap().rounded_to(Dtype::F32).unwrap()
+    let mut each = |r: &mut ChaCha8Rng, [_, t, _, d]: [usize; 4]| gate(r, t, d);
+    spec.build_with(&Stream::REFERENCE, GateSource::Each(&mut each))
+        .unwrap()
 }
 
 /// `c_needed = (ratio * (us + ua) - us) / (ua * (n_acc + lambda))`: the smallest c passing.
@@ -106,92 +101,45 @@ pub fn c_needed(rep: &Report) -> Vec<(String, f64)> {
         .collect()
 }
 
-/// Value regimes of the adversarial sweep (as in gla-proptests): signed normal; wide range
-/// (sign * 2^U(-12, 12)); cancellation (rows in pairs, k equal, v and do opposite plus 2^-10 noise).
-#[derive(Clone, Copy, Debug)]
-pub enum Values {
-    Normal,
-    Wide,
-    Cancel,
-}
-
-pub fn adv_value(r: &mut ChaCha8Rng, vals: Values) -> f64 {
-    match vals {
-        Values::Wide => {
-            let s = if r.gen::<bool>() { 1.0 } else { -1.0 };
-            s * 2f64.powf(r.gen_range(-12.0..12.0))
-        }
-        _ => randn(r),
-    }
-}
-
-/// A small adversarial problem: gates from `gate` (then isolated -300 / -inf rows when asked),
-/// values from `vals`, rounded to f32.
-#[allow(clippy::too_many_arguments)]
+/// A small adversarial problem of the calibration stream (`Stream::CALIBRATION`): B = H = 1,
+/// gates of `gates` (with its isolated -300 / -inf rows), values of `vals`, rounded to f32.
 pub fn adv_problem(
     seed: u64,
     (t, k, v): (usize, usize, usize),
     scalar: bool,
-    states: (bool, bool),
-    vals: Values,
-    gate: &dyn Fn(&mut ChaCha8Rng) -> f64,
-    special: Option<f64>,
+    (h0, dht): (bool, bool),
+    vals: ValueRegime,
+    gates: GateRegime,
 ) -> Problem {
-    use ndarray::Array3;
-    let mut r = <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(seed);
-    let h = 1;
-    let fill = |w: usize, sign: Option<f64>, r: &mut ChaCha8Rng| {
-        let mut a = Array4::from_shape_fn((1, t, h, w), |_| adv_value(r, vals));
-        if let (Values::Cancel, Some(sg)) = (vals, sign) {
-            for ti in (1..t).step_by(2) {
-                for d in 0..w {
-                    a[[0, ti, 0, d]] = sg * a[[0, ti - 1, 0, d]] + randn(r) * 2f64.powi(-10);
-                }
-            }
-        }
-        a
+    let spec = ProblemSpec {
+        b: 1,
+        t,
+        h: 1,
+        k,
+        v,
+        gate_kind: if scalar {
+            GateKind::Scalar
+        } else {
+            GateKind::PerChannel
+        },
+        gates,
+        values: vals,
+        h0,
+        dht,
+        seq_lens: None,
+        scale: None,
+        grid: Dtype::F32,
+        seed,
     };
-    let q = fill(k, None, &mut r);
-    let kk = fill(k, Some(1.0), &mut r);
-    let vv = fill(v, Some(-1.0), &mut r);
-    let do_ = fill(v, Some(-1.0), &mut r);
-    let kg = if scalar { 1 } else { k };
-    let mut g = Array4::from_shape_fn((1, t, h, kg), |_| gate(&mut r));
-    if let Some(x) = special {
-        let cands = [0usize, 3, 4, 15, 16, 17, 63, 64, r.gen_range(0..t)];
-        for _ in 0..r.gen_range(1..=3) {
-            let row = cands[r.gen_range(0..cands.len())].min(t - 1);
-            let all = r.gen::<bool>();
-            let ch = r.gen_range(0..kg);
-            for d in 0..kg {
-                if all || d == ch {
-                    g[[0, row, 0, d]] = x;
-                }
-            }
-        }
-    }
-    let gates = if scalar {
-        Gates::Scalar(Array3::from_shape_fn((1, t, h), |(_, ti, hi)| {
-            g[[0, ti, hi, 0]]
-        }))
-    } else {
-        Gates::PerChannel(g)
-    };
-    let mut b = Problem::builder(q, kk, vv, gates).do_(do_);
-    if states.0 {
-        b = b.h0(Array4::from_shape_fn((1, h, k, v), |_| randn(&mut r)));
-    }
-    if states.1 {
-        b = b.dht(Array4::from_shape_fn((1, h, k, v), |_| randn(&mut r)));
-    }
-    b.build().unwrap().rounded_to(Dtype::F32).unwrap()
+    spec.build_with(&Stream::CALIBRATION, GateSource::Regime)
+        .unwrap()
 }
 
 /// One problem of the adversarial sweep.
 pub struct AdvCase {
     /// Gate regime name.
     pub gate: &'static str,
-    pub vals: Values,
+    pub vals: ValueRegime,
     pub seed: u64,
     /// (T, K, V)
     pub dims: (usize, usize, usize),
@@ -200,9 +148,15 @@ pub struct AdvCase {
 }
 
 impl AdvCase {
-    /// "gate-regime Values".
+    /// "gate-regime values" (e.g. `isolated -inf Wide`: the names the calibration evidence uses).
     pub fn key(&self) -> String {
-        format!("{} {:?}", self.gate, self.vals)
+        let vals = match self.vals {
+            ValueRegime::SignedNormal => "Normal",
+            ValueRegime::WideRange => "Wide",
+            ValueRegime::Cancellation => "Cancel",
+            other => unreachable!("not in the adversarial sweep: {other:?}"),
+        };
+        format!("{} {vals}", self.gate)
     }
 }
 
@@ -211,54 +165,27 @@ impl AdvCase {
 /// dhT each present or not) per (gate regime, value regime), in a fixed order; `f` gets each.
 pub fn adversarial_cases(mut f: impl FnMut(&AdvCase)) {
     let seeds = cal_seeds();
-    type G = Box<dyn Fn(&mut ChaCha8Rng) -> f64>;
-    let gates: Vec<(&str, G, Option<f64>)> = vec![
-        (
-            "isolated -300",
-            Box::new(|r| logsigmoid(randn(r)) / 16.0),
-            Some(-300.0),
-        ),
-        (
-            "isolated -inf",
-            Box::new(|r| logsigmoid(randn(r)) / 16.0),
-            Some(f64::NEG_INFINITY),
-        ),
-        (
-            "mixed extremes",
-            Box::new(|r| match r.gen_range(0..7) {
-                0 => 0.0,
-                1 => logsigmoid(randn(r)) / 16.0,
-                2 => -1.0,
-                3 => -30.0,
-                4 => -300.0,
-                5 => (1e-12f64).ln(),
-                _ => f64::NEG_INFINITY,
-            }),
-            None,
-        ),
-        (
-            "strong (to -30)",
-            Box::new(|r| (logsigmoid(randn(r)) / 0.1).max(-30.0)),
-            None,
-        ),
-        (
-            "tiny alpha ~1e-12",
-            Box::new(|r| (1e-12 * r.gen_range(0.5..2.0f64)).ln()),
-            None,
-        ),
-        ("-U(6,12)", Box::new(|r| -r.gen_range(6.0..12.0)), None),
+    let gates = [
+        ("isolated -300", GateRegime::IsolatedMinus300),
+        ("isolated -inf", GateRegime::IsolatedNegInf),
+        ("mixed extremes", GateRegime::MixedExtremes),
+        ("strong (to -30)", GateRegime::Strong),
+        ("tiny alpha ~1e-12", GateRegime::TinyDecay),
+        ("-U(6,12)", GateRegime::CrossF32ExpLimitSubChunk),
     ];
-    for (gi, (gname, gate, special)) in gates.iter().enumerate() {
-        for (vi, vals) in [Values::Normal, Values::Wide, Values::Cancel]
-            .into_iter()
-            .enumerate()
-        {
+    let values = [
+        ValueRegime::SignedNormal,
+        ValueRegime::WideRange,
+        ValueRegime::Cancellation,
+    ];
+    for (gi, (gname, regime)) in gates.into_iter().enumerate() {
+        for (vi, vals) in values.into_iter().enumerate() {
             for seed in 0..seeds {
                 let mut r = ChaCha8Rng::seed_from_u64(seed * 1000 + gi as u64 * 10 + vi as u64);
                 let dims = (r.gen_range(1..=80), r.gen_range(1..=16), r.gen_range(1..=8));
                 let scalar = r.gen_range(0..4) == 0;
                 let states = (r.gen::<bool>(), r.gen::<bool>());
-                let p = adv_problem(r.gen(), dims, scalar, states, vals, gate.as_ref(), *special);
+                let p = adv_problem(r.gen(), dims, scalar, states, vals, regime);
                 f(&AdvCase {
                     gate: gname,
                     vals,
