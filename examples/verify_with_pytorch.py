@@ -1,54 +1,51 @@
 #!/usr/bin/env python3
-"""Verify a PyTorch / Triton GLA kernel against glacheck's exact oracle.
+"""Verify a PyTorch / Triton GLA kernel against glacheck's exact oracle, in process.
 
-Loads a golden fixture (or any glacheck input file) with ``safetensors.torch``, runs a GLA
-function on its inputs in the dtype you choose, saves the outputs (o, ht and, via autograd with
-the fixture's ``do``/``dht``, dq, dk, dv, dg, dh0) together with the exact inputs the function
-consumed (after the cast), and runs ``glacheck verify`` on them.
+Takes a catalog case (by name) or any glacheck input file (a golden fixture, or a safetensors
+file of inputs), runs a GLA function on its inputs in the dtype you choose, computes the
+gradients by autograd with the case's ``do``/``dht``, and judges o, ht, dq, dk, dv, dg, dh0 with
+``glacheck.judge`` -- the judge of ``glacheck verify``, in this process, on the exact inputs the
+function consumed (after the cast). No files are written and no binary is called.
 
 Conventions are flash-linear-attention's, unchanged: time-major layouts q, k, g ``[B, T, H, K]``,
 v ``[B, T, H, V]``, scalar gates ``[B, T, H]``, states ``[N, H, K, V]`` (float32);
-natural-log gates ``g = log(alpha)`` in ``[-inf, 0]``; ``scale`` multiplies q (metadata key
-``scale``; default ``K ** -0.5``); ``initial_state``, ``output_final_state=True`` and packed
-varlen ``cu_seqlens`` (B = 1) exactly as ``fla.ops.gla.chunk_gla`` takes them.
+natural-log gates ``g = log(alpha)`` in ``[-inf, 0]``; ``scale`` multiplies q (default
+``K ** -0.5``); ``initial_state``, ``output_final_state=True`` and packed varlen ``cu_seqlens``
+(B = 1) exactly as ``fla.ops.gla.chunk_gla`` takes them.
 
 Usage::
 
     # fla's Triton kernel in bf16 (the default when `fla` is importable and a GPU is present):
-    python3 examples/verify_with_pytorch.py fixtures/golden/mild.safetensors --dtype bfloat16
+    python3 examples/verify_with_pytorch.py mild --dtype bfloat16
 
     # the small naive recurrence included below, in float32 on the CPU:
-    python3 examples/verify_with_pytorch.py fixtures/golden/mild.safetensors --impl naive --dtype float32
+    python3 examples/verify_with_pytorch.py mild --impl naive --dtype float32
 
-    # your own function: a module attribute path taking fla's arguments
-    python3 examples/verify_with_pytorch.py FIXTURE --impl mypkg.ops:my_gla --dtype float16
+    # any glacheck file, and your own function (a module attribute taking fla's arguments):
+    python3 examples/verify_with_pytorch.py fixtures/golden/varlen.safetensors --impl mypkg.ops:my_gla
 
-Options: ``--out-dir`` (where the two files go; default a temp dir), ``--glacheck`` (the binary;
-default ``glacheck`` on PATH, else ``cargo run --release -p glacheck --``), ``--precision`` (the
-arithmetic claimed to ``glacheck verify``; default from ``--dtype``), ``--chunk`` (default 64),
-``--forward-only``, ``--json``. The exit status is ``glacheck verify``'s: 0 pass, 1 fail,
-2 bad input.
+Options: ``--precision`` (the arithmetic claimed; default from ``--dtype``: bf16, f16, and
+tf32 for float32 on a GPU, whose Triton dot products round to tf32, f32 on the CPU), ``--chunk``
+(default 64), ``--forward-only``, ``--json``. Exit status: 0 pass, 1 fail, 2 bad input.
 
-Requirements: ``torch``, ``safetensors``; optionally ``flash-linear-attention`` (``fla``).
+Requirements: ``glacheck`` (``pip install ./python``), ``torch``; optionally
+``flash-linear-attention`` (``fla``).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 
+import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 
-INPUTS = ("q", "k", "v", "g", "h0", "do", "dht", "cu_seqlens")
+import glacheck
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-PRECISION_OF = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
 
 
 def naive_gla(q, k, v, g, scale=None, initial_state=None, output_final_state=True, cu_seqlens=None):
@@ -110,55 +107,21 @@ def pick_function(name: str, scalar_gates: bool):
     return getattr(importlib.import_module(module), attr), name
 
 
-def glacheck_command(explicit: str | None) -> list[str]:
-    if explicit:
-        return [explicit]
-    found = shutil.which("glacheck")
-    if found:
-        return [found]
-    return ["cargo", "run", "--quiet", "--release", "-p", "glacheck", "--"]
-
-
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("fixture", help="golden fixture or glacheck input file (.safetensors)")
-    ap.add_argument("--impl", default="auto", help="auto | fla | naive | module.path:function")
-    ap.add_argument("--dtype", default="bfloat16", choices=sorted(DTYPES))
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--out-dir", default=None)
-    ap.add_argument("--glacheck", default=None, help="path of the glacheck binary")
-    ap.add_argument("--precision", default=None, help="claimed arithmetic: f32, tf32, bf16, f16, f64")
-    ap.add_argument("--chunk", type=int, default=64)
-    ap.add_argument("--forward-only", action="store_true")
-    ap.add_argument("--json", action="store_true")
-    args = ap.parse_args()
-
-    dtype = DTYPES[args.dtype]
-    dev = torch.device(args.device)
-    raw = load_file(args.fixture)
-    with safe_open(args.fixture, framework="pt") as f:
-        meta = f.metadata() or {}
-    missing = [n for n in ("q", "k", "v", "g") if n not in raw]
-    if missing:
-        sys.exit(f"error: {args.fixture} lacks {missing}")
-    K = raw["q"].shape[-1]
-    scale = float(meta["scale"]) if "scale" in meta else K ** -0.5
-    backward = not args.forward_only and "do" in raw
-
-    # The inputs exactly as the function consumes them: activations in --dtype, states in float32.
+def run_kernel(fn, case, dtype, device, backward):
+    """Run `fn` on the case's inputs cast to `dtype` (states in float32). Returns the inputs as
+    consumed (numpy-convertible tensors) and the outputs (o, ht and the autograd gradients)."""
+    raw = case["inputs"]
     x = {}
     for n in ("q", "k", "v", "g", "do"):
         if n in raw:
-            x[n] = raw[n].to(device=dev, dtype=dtype).contiguous()
+            x[n] = torch.as_tensor(raw[n]).to(device=device, dtype=dtype).contiguous()
     for n in ("h0", "dht"):
         if n in raw:
-            x[n] = raw[n].to(device=dev, dtype=torch.float32).contiguous()
-    cu = raw["cu_seqlens"].to(device=dev, dtype=torch.long) if "cu_seqlens" in raw else None
-
-    fn, fn_name = pick_function(args.impl, raw["g"].dim() == 3)
+            x[n] = torch.as_tensor(raw[n]).to(device=device, dtype=torch.float32).contiguous()
+    cu = torch.as_tensor(raw["cu_seqlens"]).to(device=device, dtype=torch.long) if "cu_seqlens" in raw else None
     leaves = [n for n in ("q", "k", "v", "g", "h0") if n in x]
     params = {n: x[n].detach().clone().requires_grad_(backward) for n in leaves}
-    o, ht = fn(params["q"], params["k"], params["v"], params["g"], scale=scale,
+    o, ht = fn(params["q"], params["k"], params["v"], params["g"], scale=raw["scale"],
                initial_state=params.get("h0"), output_final_state=True, cu_seqlens=cu)
     outputs = {"o": o.detach(), "ht": ht.detach()}
     if backward:
@@ -170,35 +133,63 @@ def main() -> int:
         for n, out in (("q", "dq"), ("k", "dk"), ("v", "dv"), ("g", "dg"), ("h0", "dh0")):
             if n in params and params[n].grad is not None:
                 outputs[out] = params[n].grad.detach()
-            elif n in params:
-                print(f"# warning: {fn_name} gave no gradient for {n}; {out} not checked", file=sys.stderr)
-
-    out_dir = args.out_dir or tempfile.mkdtemp(prefix="glacheck-verify-")
-    os.makedirs(out_dir, exist_ok=True)
-    inputs_path = os.path.join(out_dir, "inputs.safetensors")
-    cand_path = os.path.join(out_dir, "candidate.safetensors")
-    consumed = {n: t.detach().cpu().contiguous() for n, t in x.items()}
+    consumed = {n: t.detach() for n, t in x.items() if backward or n not in ("do", "dht")}
     if cu is not None:
-        consumed["cu_seqlens"] = raw["cu_seqlens"].contiguous()
-    save_file(consumed, inputs_path, metadata={"scale": repr(scale), "producer": fn_name})
-    save_file({n: t.cpu().contiguous() for n, t in outputs.items()}, cand_path,
-              metadata={"producer": fn_name, "dtype": args.dtype})
+        consumed["cu_seqlens"] = raw["cu_seqlens"]
+    consumed["scale"] = raw["scale"]
+    return consumed, outputs
 
-    # If the cast changed nothing (golden inputs are exact in bf16, f16 and f32), judge against
-    # the fixture itself: its oracle results and magnitudes are loaded instead of recomputed.
-    exact = all(torch.equal(consumed[n].double(), raw[n].double()) for n in consumed if n in raw)
-    has_golden = "o" in raw and any(n.startswith("m_") for n in raw)
-    truth = args.fixture if (exact and has_golden) else inputs_path
 
-    precision = args.precision or PRECISION_OF[args.dtype]
-    cmd = glacheck_command(args.glacheck) + [
-        "verify", truth, cand_path, "--precision", precision, "--chunk", str(args.chunk)]
-    if args.json:
-        cmd.append("--json")
-    print(f"# {fn_name} on {args.device} in {args.dtype}; inputs: {inputs_path}; outputs: {cand_path}",
-          file=sys.stderr)
-    print("# " + " ".join(cmd), file=sys.stderr)
-    return subprocess.call(cmd)
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("case", help="a catalog case name (glacheck.case_names()) or a glacheck .safetensors file")
+    ap.add_argument("--impl", default="auto", help="auto | fla | naive | module.path:function")
+    ap.add_argument("--dtype", default="bfloat16", choices=sorted(DTYPES))
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--precision", default=None, help="claimed arithmetic: f32, tf32, bf16, f16, f64")
+    ap.add_argument("--chunk", type=int, default=64)
+    ap.add_argument("--forward-only", action="store_true")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    try:
+        case = glacheck.load(args.case) if os.path.exists(args.case) else glacheck.case(args.case)
+    except glacheck.InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if "q" not in case["inputs"]:
+        print(f"error: {args.case} holds no inputs", file=sys.stderr)
+        return 2
+    case["inputs"].setdefault("scale", case["inputs"]["q"].shape[-1] ** -0.5)
+    dtype = DTYPES[args.dtype]
+    backward = not args.forward_only and "do" in case["inputs"]
+    fn, fn_name = pick_function(args.impl, case["inputs"]["g"].ndim == 3)
+    consumed, outputs = run_kernel(fn, case, dtype, torch.device(args.device), backward)
+    for n in ("dq", "dk", "dv", "dg", "dh0")[: 5 if backward else 0]:
+        if n not in outputs and (n != "dh0" or "h0" in consumed):
+            print(f"# warning: {fn_name} gave no gradient {n}; not checked", file=sys.stderr)
+
+    # The case's stored truth applies when the cast changed no input value (catalog inputs are
+    # exact in bf16, f16 and f32); otherwise the oracle runs on the consumed values.
+    same = all(
+        np.array_equal(torch.as_tensor(consumed[n]).double().cpu().numpy(), np.asarray(case["inputs"][n], np.float64))
+        for n in consumed if n != "scale"
+    )
+    truth = case if same and case.get("golden") else None
+    if args.precision:
+        precision = args.precision
+    elif dtype == torch.float32:
+        precision = "tf32" if args.device.startswith("cuda") and fn is not naive_gla else "f32"
+    else:
+        precision = dtype
+    print(f"# {fn_name} on {args.device} in {args.dtype}, judged as {precision}", file=sys.stderr)
+    try:
+        report = glacheck.judge(consumed, outputs, precision=precision, chunk=args.chunk, truth=truth)
+    except glacheck.InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report, end="" if not args.json else "\n")
+    return 0 if report else 1
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@
 //!   GPU kernels), how each one runs ([`solve`]) and the error model that judges it
 //!   ([`bound_spec`], [`bound_spec_forward`]);
 //! - [`truth`]: the exact answer, from the MPFR oracle or stored in a golden fixture ([`Truth`]);
+//! - [`inputs`]: problems from tensors a front end holds in memory, checked like files;
 //! - [`check`]: judging candidates against the truth ([`check_against_oracle`], [`Verdict`]), the
 //!   "2x the emulation" rule for the GPU kernels, oracle-free pairwise checks;
 //! - [`verify`]: the judge of outside kernels' outputs (what `glacheck verify` prints, as text and
@@ -42,6 +43,7 @@ pub mod check;
 pub mod format;
 pub mod gpu;
 pub mod implementation;
+pub mod inputs;
 pub mod summary;
 pub mod truth;
 pub mod verify;
