@@ -4,7 +4,8 @@
 use crate::common::{choice, progress, write_atomically, Status};
 use crate::eval::DG_NAMES;
 use anyhow::{bail, Context, Result};
-use clap::{Args, ValueEnum};
+use clap::builder::TypedValueParser as _;
+use clap::Args;
 use gla_fixtures::gen::{GateRegime, ProblemSpec, ValueRegime};
 use gla_judge::implementation::{Config, Form};
 use gla_judge::{Compute, Implementation};
