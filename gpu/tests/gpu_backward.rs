@@ -9,9 +9,7 @@
 mod common;
 use common::*;
 use gla_gpu::{backward_rounding_plan, GpuError, GpuOptions};
-use gla_reference::bounds::{
-    compare, magnitudes, Algorithm, BoundSpec, DgForm, Pass, Report,
-};
+use gla_reference::bounds::{compare, magnitudes, Algorithm, BoundSpec, DgForm, Pass, Report};
 use gla_reference::chunked::{self, ChunkOptions};
 use gla_reference::{recurrent, Dtype, Problem, Solution};
 use ndarray::Array4;
