@@ -8,21 +8,27 @@
 //! use gla_fixtures::io::{FileDtype, StoredTensor, TensorFile};
 //! use gla_judge::inputs::take_problem;
 //! use ndarray::ArrayD;
-//! let mut f = TensorFile::default();
-//! let put = |f: &mut TensorFile, name: &str, shape: &[usize], x: f64| {
-//!     let values = ArrayD::from_elem(shape, x);
-//!     f.tensors.insert(name.into(), StoredTensor { dtype: FileDtype::F32, values });
+//! let file = |gate: f64| {
+//!     let mut f = TensorFile::default();
+//!     let mut put = |name: &str, shape: &[usize], x: f64| {
+//!         let values = ArrayD::from_elem(shape, x);
+//!         f.tensors.insert(name.into(), StoredTensor { dtype: FileDtype::F32, values });
+//!     };
+//!     put("q", &[1, 4, 1, 2], 0.5);
+//!     put("k", &[1, 4, 1, 2], 0.25);
+//!     put("v", &[1, 4, 1, 3], 1.0);
+//!     put("g", &[1, 4, 1], gate);
+//!     f
 //! };
-//! put(&mut f, "q", &[1, 4, 1, 2], 0.5);
-//! put(&mut f, "k", &[1, 4, 1, 2], 0.25);
-//! put(&mut f, "v", &[1, 4, 1, 3], 1.0);
-//! put(&mut f, "g", &[1, 4, 1], 0.5); // a positive (invalid) scalar gate
-//! let expected = f.problem().unwrap_err().to_string();
-//! assert_eq!(take_problem(&mut f).unwrap_err().to_string(), expected);
-//! put(&mut f, "g", &[1, 4, 1], -0.5);
+//! // A positive (invalid) scalar gate: the same error as the file reader's.
+//! let mut bad = file(0.5);
+//! let expected = bad.problem().unwrap_err().to_string();
+//! assert_eq!(take_problem(&mut bad).unwrap_err().to_string(), expected);
+//! // A valid file: the same problem, with the inputs moved out.
+//! let mut f = file(-0.5);
 //! let p = f.problem()?;
 //! assert_eq!(take_problem(&mut f)?, p);
-//! assert!(!f.contains("q")); // moved out
+//! assert!(!f.contains("q"));
 //! # Ok::<(), gla_fixtures::io::FileError>(())
 //! ```
 

@@ -59,8 +59,7 @@ use ndarray::{Array2, Axis};
 ///
 /// Returns `o` and `ht` (no gradients). Never fails for a valid [`Problem`].
 pub fn forward<T: Real>(p: &Problem) -> Result<Solution> {
-    let scale = T::of(p.scale());
-    Ok(seg::run::<T>(p, false, |it| item_best(it, scale, false)))
+    Ok(crate::real::instance::<T, _>(|| run_f32(p, false), || run_f64(p, false)))
 }
 
 /// Forward and backward pass of the log-space parallel form in compute type `T`.
@@ -69,8 +68,25 @@ pub fn forward<T: Real>(p: &Problem) -> Result<Solution> {
 /// optional (zero). Returns `o`, `ht` and all gradients; `dg` uses the reverse-cumsum form.
 pub fn backward<T: Real>(p: &Problem) -> Result<Solution> {
     p.require_backward()?;
+    Ok(crate::real::instance::<T, _>(|| run_f32(p, true), || run_f64(p, true)))
+}
+
+/// Both passes in `T` (the forms' one body; `bwd` adds the gradients).
+fn run<T: Real>(p: &Problem, bwd: bool) -> Solution {
     let scale = T::of(p.scale());
-    Ok(seg::run::<T>(p, true, |it| item_best(it, scale, true)))
+    seg::run::<T>(p, bwd, |it| item_best(it, scale, bwd))
+}
+
+/// The f32 instance of [`run`], compiled in this crate (`crate::real`).
+#[inline(never)]
+fn run_f32(p: &Problem, bwd: bool) -> Solution {
+    run::<f32>(p, bwd)
+}
+
+/// The f64 instance of [`run`], compiled in this crate (`crate::real`).
+#[inline(never)]
+fn run_f64(p: &Problem, bwd: bool) -> Solution {
+    run::<f64>(p, bwd)
 }
 
 /// [`item`] compiled with AVX2 + FMA when available (bitwise the same results).

@@ -1,13 +1,21 @@
 //! The compute types the float implementations are generic over (f32 and f64).
+//!
+//! The public forms (`recurrent::forward::<T>`, `chunked::backward::<T>`, ...) are generic, but
+//! their bodies are compiled once, here: each is a thin dispatcher ([`instance`]) to a
+//! non-generic f32 or f64 instance of the form. A crate that calls `chunked::backward::<f32>`
+//! links that instance instead of compiling the whole chunked form again in its own code, which
+//! keeps every dependent test binary small and quick to build. [`Real`] is sealed: f32 and f64
+//! are the only compute types.
 
 use crate::dtype::Dtype;
 use num_traits::Float;
 
-/// A compute type: f32 or f64.
+/// A compute type: f32 or f64 (sealed: no other type implements it).
 ///
 /// Conversions from f64 round to nearest; conversions to f64 are exact.
 pub trait Real:
-    Float + num_traits::NumAssign + Send + Sync + Default + std::fmt::Debug + std::iter::Sum + 'static
+    sealed::Sealed
+    + Float + num_traits::NumAssign + Send + Sync + Default + std::fmt::Debug + std::iter::Sum + 'static
 {
     /// The dtype this type computes in.
     const DTYPE: Dtype;
@@ -49,5 +57,23 @@ impl Real for f64 {
     #[inline]
     fn round_to(self, dtype: Dtype) -> Self {
         dtype.round(self)
+    }
+}
+
+mod sealed {
+    /// Only f32 and f64 are compute types ([`super::Real`]).
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for f64 {}
+}
+
+/// Run the f32 instance of a form when `T` is f32 and the f64 instance otherwise. The two
+/// closures call non-generic functions of this crate, so a caller's monomorphization of a public
+/// generic form stops here (module docs).
+#[inline(always)]
+pub(crate) fn instance<T: Real, R>(on_f32: impl FnOnce() -> R, on_f64: impl FnOnce() -> R) -> R {
+    match T::DTYPE {
+        Dtype::F32 => on_f32(),
+        _ => on_f64(),
     }
 }

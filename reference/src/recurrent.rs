@@ -68,7 +68,7 @@ use rayon::prelude::*;
 /// # Ok::<(), gla_reference::GlaError>(())
 /// ```
 pub fn forward<T: Real>(p: &Problem) -> Result<Solution> {
-    let raw = run::<T>(
+    let raw = run_instance::<T>(
         p,
         Opts {
             grads: false,
@@ -109,7 +109,22 @@ pub fn backward_with<T: Real>(p: &Problem, form: DgForm) -> Result<Solution> {
         dg_local: form == DgForm::Local,
         abs: false,
     };
-    Ok(run::<T>(p, opts).into_solution(form))
+    Ok(run_instance::<T>(p, opts).into_solution(form))
+}
+
+/// [`run`] for `T`, through its f32 or f64 instance compiled in this crate (`crate::real`).
+fn run_instance<T: Real>(p: &Problem, opts: Opts) -> Raw {
+    crate::real::instance::<T, _>(|| run_f32(p, opts), || run_f64(p, opts))
+}
+
+#[inline(never)]
+fn run_f32(p: &Problem, opts: Opts) -> Raw {
+    run::<f32>(p, opts)
+}
+
+#[inline(never)]
+fn run_f64(p: &Problem, opts: Opts) -> Raw {
+    run::<f64>(p, opts)
 }
 
 /// What the shared kernel computes.

@@ -193,7 +193,22 @@ impl ChunkOptions {
 /// Errors: [`GlaError::Options`] for invalid chunk sizes.
 pub fn forward<T: Real>(p: &Problem, opts: &ChunkOptions) -> Result<Solution> {
     opts.validate()?;
-    Ok(run::<T>(p, opts, None, Isa::Best))
+    Ok(run_instance::<T>(p, opts, None, Isa::Best))
+}
+
+/// [`run`] for `T`, through its f32 or f64 instance compiled in this crate (`crate::real`).
+fn run_instance<T: Real>(p: &Problem, opts: &ChunkOptions, dg: Option<DgForm>, isa: Isa) -> Solution {
+    crate::real::instance::<T, _>(|| run_f32(p, opts, dg, isa), || run_f64(p, opts, dg, isa))
+}
+
+#[inline(never)]
+fn run_f32(p: &Problem, opts: &ChunkOptions, dg: Option<DgForm>, isa: Isa) -> Solution {
+    run::<f32>(p, opts, dg, isa)
+}
+
+#[inline(never)]
+fn run_f64(p: &Problem, opts: &ChunkOptions, dg: Option<DgForm>, isa: Isa) -> Solution {
+    run::<f64>(p, opts, dg, isa)
 }
 
 /// Forward and backward pass of the chunked form (docs/math.md §4 chunk formulas) in compute
@@ -247,7 +262,7 @@ pub fn backward<T: Real>(p: &Problem, opts: &ChunkOptions) -> Result<Solution> {
 pub fn backward_with<T: Real>(p: &Problem, opts: &ChunkOptions, form: DgForm) -> Result<Solution> {
     opts.validate()?;
     p.require_backward()?;
-    Ok(run::<T>(p, opts, Some(form), Isa::Best))
+    Ok(run_instance::<T>(p, opts, Some(form), Isa::Best))
 }
 
 /// Benchmark aid: the data movement of [`backward`] without its arithmetic. Allocates the same
@@ -261,7 +276,7 @@ pub fn backward_with<T: Real>(p: &Problem, opts: &ChunkOptions, form: DgForm) ->
 pub fn interface_floor<T: Real>(p: &Problem, opts: &ChunkOptions) -> Result<Solution> {
     opts.validate()?;
     p.require_backward()?;
-    Ok(run::<T>(p, opts, Some(DgForm::ReverseCumsum), Isa::Floor))
+    Ok(run_instance::<T>(p, opts, Some(DgForm::ReverseCumsum), Isa::Floor))
 }
 
 /// [`interface_floor`]'s per-(sequence, head) work: load every input chunk, write every result.
