@@ -13,6 +13,7 @@ mod check;
 mod common;
 mod eval;
 mod fixtures;
+mod mutants;
 mod suite;
 mod sweep;
 mod verify;
@@ -37,6 +38,8 @@ enum Command {
     Check(check::CheckArgs),
     /// Judge a candidate's outputs (from any kernel, any language) against the oracle.
     Verify(verify::VerifyArgs),
+    /// The mutant benchmark: realistic bugs judged by glacheck and by fla's, FlashAttention's and cuDNN's rules.
+    Mutants(mutants::MutantsArgs),
     /// Regenerate or check the committed golden fixtures.
     #[command(subcommand)]
     Fixtures(fixtures::FixturesCommand),
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => eval::run(a),
         Command::Check(a) => check::run(a),
         Command::Verify(a) => verify::run(a),
+        Command::Mutants(a) => mutants::run_mutants(a),
         Command::Fixtures(c) => fixtures::run(c),
         Command::Sweep(a) => sweep::run(a),
         Command::Bench(a) => bench::run(a),

@@ -4,7 +4,7 @@ use crate::common::{choice, out, read_file, read_problem, Status};
 use crate::eval::DG_NAMES;
 use anyhow::Result;
 use clap::Args;
-use gla_judge::verify::{read_candidate, verify, Labels, VerifyOptions};
+use gla_judge::verify::{read_candidate, verify, Empirical, Labels, VerifyOptions};
 use gla_judge::Truth;
 use gla_reference::bounds::DgForm;
 use gla_reference::Dtype;
@@ -12,6 +12,9 @@ use std::path::PathBuf;
 
 /// `--precision` names.
 pub const PRECISION_NAMES: &[&str] = &["f64", "f32", "tf32", "bf16", "f16"];
+
+/// `--baseline` names.
+pub const BASELINE_NAMES: &[&str] = &["enforce", "advisory"];
 
 /// Arguments of `glacheck verify`.
 #[derive(Debug, Args)]
@@ -30,6 +33,12 @@ gradients (6 stages for dq, dk, dv, dg, dh0); f32 and f64 have none. A candidate
 coarser than --precision gets one more stage. The ratio printed is max |x - x*| / ((sum u_s + u_acc) \
 M_x + eta) and passes when <= bound = (sum u_s + c u_acc (n_acc + lambda)) / (sum u_s + u_acc). A \
 non-finite value where the oracle is finite fails whatever the ratio.
+Empirical verdicts (docs/math.md §8.2, \"Verifier power\"): the baseline rule (max and RMS error at most \
+2x those of glacheck's honest implementations of the declared arithmetic on the same inputs, plus a \
+floor of one accumulation rounding at the magnitude scale; honest = the chunked form with the declared \
+plan and chunk, and for f32/f64 also the recurrence) and the bias test (the error's projection on the \
+exact result: fails when both its t statistic and its relative bias are large). A tensor fails on the \
+bound, the baseline rule or the bias test; --baseline advisory turns the last two into warnings.
 Exit status: 0 every tensor passes, 1 a tensor fails, 2 bad input or usage.")]
 pub struct VerifyArgs {
     /// The inputs the kernel consumed (or a golden fixture).
@@ -45,6 +54,10 @@ pub struct VerifyArgs {
     /// Which dg algorithm the candidate runs (selects the judged dg magnitude; both ratios print).
     #[arg(long, value_parser = choice::<DgForm>(DG_NAMES), default_value = "reverse-cumsum")]
     pub dg: DgForm,
+    /// Whether the empirical verdicts (honest baseline rule and bias test) fail a tensor
+    /// (enforce) or only warn (advisory).
+    #[arg(long, value_parser = choice::<Empirical>(BASELINE_NAMES), default_value = "enforce")]
+    pub baseline: Empirical,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -76,6 +89,7 @@ pub fn run(a: VerifyArgs) -> Result<Status> {
         precision: a.precision,
         chunk: a.chunk,
         dg: a.dg,
+        empirical: a.baseline,
     };
     let report = verify(&p, &cand, &truth, &opts, labels)?;
     if a.json {

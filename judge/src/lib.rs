@@ -13,7 +13,9 @@
 //! - [`check`]: judging candidates against the truth ([`check_against_oracle`], [`Verdict`]), the
 //!   "2x the emulation" rule for the GPU kernels, oracle-free pairwise checks;
 //! - [`verify`]: the judge of outside kernels' outputs (what `glacheck verify` prints, as text and
-//!   JSON);
+//!   JSON), with its empirical verdicts: the honest [`baseline`] rule and the [`bias`] test;
+//! - [`mutants`]: realistic bugs of a GLA kernel and the benchmark that shows which judge
+//!   (glacheck's verdict, fla's, FlashAttention's and cuDNN's test rules) catches which;
 //! - [`summary`]: the LAPACK-style table over many judged cases;
 //! - [`format`]: the table and number formatting every front end shares.
 //!
@@ -39,11 +41,14 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod baseline;
+pub mod bias;
 pub mod check;
 pub mod format;
 pub mod gpu;
 pub mod implementation;
 pub mod inputs;
+pub mod mutants;
 pub mod summary;
 pub mod truth;
 pub mod verify;

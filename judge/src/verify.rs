@@ -9,6 +9,15 @@
 //! declared precision gets one more stage. A non-finite value where the truth is finite fails
 //! whatever the ratio.
 //!
+//! Two empirical verdicts sit beside the derived bound (docs/math.md §8.2, "Verifier power"):
+//! the baseline rule ([`crate::baseline`]: at most [`BASELINE_FACTOR`] times the max and RMS
+//! error of glacheck's honest implementations of the declared arithmetic, plus a floor) and the
+//! bias test ([`crate::bias`]). The bound proves a result wrong when exceeded; the empirical
+//! verdicts reject results that are inside it yet clearly worse than, or biased against, an
+//! honest implementation of the same arithmetic. A tensor fails on any of the three, unless
+//! [`VerifyOptions::empirical`] is [`Empirical::Advisory`] (then the empirical verdicts only
+//! warn).
+//!
 //! ```
 //! use gla_judge::verify::{read_candidate, verify, Labels, VerifyOptions};
 //! use gla_judge::Truth;
@@ -30,6 +39,8 @@
 //! # Ok::<(), gla_judge::JudgeError>(())
 //! ```
 
+use crate::baseline::{self, TensorBaseline, BASELINE_FACTOR};
+use crate::bias::{self, BiasStat, BIAS_FACTOR, B_MIN, T_BIAS};
 use crate::format::{fmt_ratio, json_f64, table};
 use crate::truth::Truth;
 use crate::JudgeError;
@@ -50,6 +61,9 @@ pub struct VerifyOptions {
     /// Which dg algorithm the candidate runs (selects the judged dg magnitude; both ratios are
     /// reported).
     pub dg: DgForm,
+    /// Whether the empirical verdicts (baseline rule and bias test) fail a tensor or only warn
+    /// (`--baseline enforce|advisory`).
+    pub empirical: Empirical,
 }
 
 impl Default for VerifyOptions {
@@ -58,7 +72,65 @@ impl Default for VerifyOptions {
             precision: Dtype::F32,
             chunk: 64,
             dg: DgForm::ReverseCumsum,
+            empirical: Empirical::Enforce,
         }
+    }
+}
+
+/// What the empirical verdicts (the baseline rule and the bias test) do to the verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Empirical {
+    /// A tensor failing the baseline rule or the bias test fails (the default).
+    #[default]
+    Enforce,
+    /// They are reported as warnings; only the derived bound fails a tensor.
+    Advisory,
+}
+
+impl Empirical {
+    /// `enforce` or `advisory`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Empirical::Enforce => "enforce",
+            Empirical::Advisory => "advisory",
+        }
+    }
+}
+
+impl std::str::FromStr for Empirical {
+    type Err = JudgeError;
+    /// `enforce` or `advisory`.
+    fn from_str(s: &str) -> Result<Empirical, JudgeError> {
+        match s {
+            "enforce" => Ok(Empirical::Enforce),
+            "advisory" => Ok(Empirical::Advisory),
+            _ => Err(JudgeError::Input(format!(
+                "unknown baseline mode `{s}` (expected enforce or advisory)"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Empirical {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The empirical verdicts on one tensor: the baseline rule and the bias test.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmpiricalReport {
+    /// The baseline rule ([`crate::baseline`]).
+    pub baseline: TensorBaseline,
+    /// The bias test ([`crate::bias`]; its `honest_beta` is the largest `|beta|` of the honest
+    /// implementations on this tensor, each stored like the candidate).
+    pub bias: BiasStat,
+}
+
+impl EmpiricalReport {
+    /// Both empirical verdicts pass.
+    pub fn pass(&self) -> bool {
+        self.baseline.pass() && self.bias.pass
     }
 }
 
@@ -88,6 +160,30 @@ pub struct Candidate {
 }
 
 impl Candidate {
+    /// A solution as the outputs of a kernel of declared `precision` (what the mutant benchmark
+    /// and the honest-direction tests judge): each tensor rounded to, and tagged with,
+    /// [`stored_dtype`].
+    ///
+    /// ```
+    /// use gla_judge::verify::Candidate;
+    /// use gla_reference::{Dtype, Solution};
+    /// use ndarray::Array4;
+    /// let s = Solution { o: Array4::from_elem((1, 1, 1, 1), 1.0 + 1e-4), ht: Array4::zeros((1, 1, 1, 1)), grads: None };
+    /// let c = Candidate::from_solution(&s, Dtype::Bf16);
+    /// assert_eq!(c.tensors[0].1[[0, 0, 0, 0]], 1.0); // o stored in bf16
+    /// assert_eq!(c.tensors[1].2, Dtype::F32); // ht in f32
+    /// ```
+    pub fn from_solution(s: &Solution, precision: Dtype) -> Candidate {
+        let mut tensors = Vec::new();
+        for name in OUTPUT_NAMES {
+            if let Some(x) = s.tensor(name) {
+                let st = stored_dtype(precision, name);
+                tensors.push((name, x.mapv(|v| st.round(v)), st));
+            }
+        }
+        Candidate { tensors }
+    }
+
     /// True when the candidate holds a gradient (the truth must then include the backward).
     pub fn has_gradients(&self) -> bool {
         self.tensors
@@ -100,6 +196,59 @@ impl Candidate {
             .find(|x| x.0 == name)
             .map(|x| x.2.to_string())
             .unwrap_or_default()
+    }
+}
+
+/// The dtype a kernel of declared `precision` stores output `name` in: o and the gradients dq,
+/// dk, dv, dg in the input dtype (bf16, f16), the states ht and dh0 in f32 (as fla does); f32
+/// for f32 and tf32, f64 for f64.
+pub fn stored_dtype(precision: Dtype, name: &str) -> Dtype {
+    match precision {
+        Dtype::F64 => Dtype::F64,
+        Dtype::Bf16 | Dtype::F16 if !matches!(name, "ht" | "dh0") => precision,
+        _ => Dtype::F32,
+    }
+}
+
+/// The arithmetic a registry implementation declares when judged as an outside candidate on
+/// `p`: its input dtype's precision (the rounding plan's dtype, else the compute type), its chunk
+/// length and its dg algorithm. The recurrence declares fla's chunk 64 (its error is far below
+/// the chunked form's); the parallel form, whose cumulative gate runs over the whole sequence,
+/// is a chunked form with one chunk per sequence and declares the longest sequence as its chunk.
+///
+/// ```
+/// use gla_judge::{verify::declared_options, Implementation};
+/// use gla_reference::Dtype;
+/// let p = gla_fixtures::catalog::case("partial_t100").unwrap().problem().unwrap();
+/// let imp = Implementation::from_name("chunked-f32-C64c16-bf16").unwrap();
+/// let o = declared_options(&imp, &p);
+/// assert_eq!((o.precision, o.chunk), (Dtype::Bf16, 64));
+/// let par = Implementation::from_name("parallel-f32").unwrap();
+/// assert_eq!(declared_options(&par, &p).chunk, 100);
+/// ```
+pub fn declared_options(imp: &crate::Implementation, p: &Problem) -> VerifyOptions {
+    use crate::Implementation as I;
+    let (precision, chunk, dg) = match *imp {
+        I::Recurrent { compute, dg } => (compute.dtype(), 64, dg.form()),
+        I::Parallel { compute } => (
+            compute.dtype(),
+            p.max_seq_len().max(1),
+            DgForm::ReverseCumsum,
+        ),
+        I::Chunked {
+            compute,
+            chunk,
+            round,
+            dg,
+            ..
+        } => (round.dtype().unwrap_or(compute.dtype()), chunk, dg.form()),
+        I::Gpu { dtype, dg } => (dtype, 64, dg.form()),
+    };
+    VerifyOptions {
+        precision,
+        chunk,
+        dg,
+        ..VerifyOptions::default()
     }
 }
 
@@ -236,6 +385,10 @@ pub struct VerifyReport {
     pub spec_backward: BoundSpec,
     /// One report per tensor the candidate holds, in [`OUTPUT_NAMES`] order.
     pub tensors: Vec<TensorReport>,
+    /// The empirical verdicts, one per tensor, in the order of `tensors`.
+    pub empirical: Vec<EmpiricalReport>,
+    /// The honest implementations the baseline ran (names).
+    pub honest: Vec<String>,
     /// The stored dtype of each reported tensor, by name.
     pub stored: Vec<(String, String)>,
     /// For each tensor, where its worst element and first non-finite element sit, in words.
@@ -333,8 +486,53 @@ pub fn verify(
         .into_iter()
         .filter(|t| cand.tensors.iter().any(|x| x.0 == t.name))
         .collect();
+    // The empirical verdicts: honest implementations of the declared arithmetic on the problem
+    // as stored, and the bias of the candidate's error.
+    let honest = baseline::honest_solutions(p, precision, opts.chunk, opts.dg, backward)?;
+    let acc = baseline::accumulation(precision);
+    let mut empirical = Vec::new();
+    for t in &tensors {
+        let (_, x, st) = cand
+            .tensors
+            .iter()
+            .find(|c| c.0 == t.name)
+            .expect("reported tensors are the candidate's");
+        let exact_t = exact
+            .tensor(&t.name)
+            .expect("the truth holds every judged tensor");
+        let mname = match (t.name.as_str(), opts.dg) {
+            ("dg", DgForm::Local) => "dg_local",
+            (n, _) => n,
+        };
+        let m = mags.tensor(mname).ok_or_else(|| {
+            JudgeError::Input(format!("the truth holds no magnitude for `{mname}`"))
+        })?;
+        let hs: Vec<(&str, &Array4<f64>)> = honest
+            .iter()
+            .filter_map(|(n, s)| s.tensor(&t.name).map(|a| (n.as_str(), a)))
+            .collect();
+        let u = precision.unit_roundoff().max(st.unit_roundoff());
+        let honest_beta = hs
+            .iter()
+            .map(|(_, h)| bias::stats(&h.mapv(|v| st.round(v)), exact_t).1.abs())
+            .fold(0.0, f64::max);
+        let scale = acc.unit_roundoff() * (t.n_acc + t.lambda);
+        let floor_unit = acc.unit_roundoff() * (t.n_acc + t.lambda).sqrt();
+        empirical.push(EmpiricalReport {
+            baseline: baseline::judge_tensor(&t.name, x, exact_t, m, &hs, *st, floor_unit),
+            bias: bias::bias_stat(
+                x,
+                exact_t,
+                u,
+                honest_beta,
+                bias::accumulation_beta(exact_t, m, scale),
+            ),
+        });
+    }
     let d = p.dims();
     Ok(VerifyReport {
+        empirical,
+        honest: honest.into_iter().map(|(n, _)| n).collect(),
         stored: tensors
             .iter()
             .map(|t| (t.name.clone(), cand.stored(&t.name)))
@@ -418,9 +616,51 @@ fn index_json(name: &str, p: &Problem, i: [usize; 4]) -> serde_json::Value {
 }
 
 impl VerifyReport {
-    /// True when every tensor passes.
+    /// True when every tensor passes: the derived bound, and (unless advisory) the baseline rule
+    /// and the bias test.
     pub fn pass(&self) -> bool {
+        self.pass_bound() && (self.advisory() || self.pass_empirical())
+    }
+
+    /// True when every tensor is within the derived bound (and finite where the truth is).
+    pub fn pass_bound(&self) -> bool {
         self.tensors.iter().all(|t| t.pass)
+    }
+
+    /// True when every tensor passes the baseline rule and the bias test.
+    pub fn pass_empirical(&self) -> bool {
+        self.empirical.iter().all(|e| e.pass())
+    }
+
+    /// True when the empirical verdicts only warn.
+    pub fn advisory(&self) -> bool {
+        self.options.empirical == Empirical::Advisory
+    }
+
+    /// The rules tensor `name` fails: any of `bound`, `baseline-max`, `baseline-rms`, `bias`
+    /// (whether or not the empirical ones are advisory).
+    pub fn failed_rules(&self, name: &str) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if let Some((t, e)) = self
+            .tensors
+            .iter()
+            .zip(&self.empirical)
+            .find(|(t, _)| t.name == name)
+        {
+            if !t.pass {
+                v.push("bound");
+            }
+            if !e.baseline.pass_max {
+                v.push("baseline-max");
+            }
+            if !e.baseline.pass_rms {
+                v.push("baseline-rms");
+            }
+            if !e.bias.pass {
+                v.push("bias");
+            }
+        }
+        v
     }
 
     fn stored_of(&self, name: &str) -> String {
@@ -441,13 +681,45 @@ impl VerifyReport {
             .tensors
             .iter()
             .zip(&self.index_json)
-            .map(|(t, (_, worst_at, first_at))| {
+            .zip(&self.empirical)
+            .map(|((t, (_, worst_at, first_at)), e)| {
+                let b = &e.baseline;
+                let opt = |x: Option<f64>| x.map(json_f64);
                 serde_json::json!({
                     "name": t.name,
                     "stored_dtype": self.stored_of(&t.name),
                     "ratio": json_f64(t.ratio),
                     "bound": json_f64(t.bound),
-                    "pass": t.pass,
+                    "pass": t.pass && (self.advisory() || e.pass()),
+                    "verdicts": {"bound": t.pass, "baseline": b.pass(), "bias": e.bias.pass},
+                    "baseline": {
+                        "max_err": json_f64(b.candidate.max),
+                        "rms_err": json_f64(b.candidate.rms),
+                        "base_max": opt(b.base_max),
+                        "base_rms": opt(b.base_rms),
+                        "max_by": b.max_by,
+                        "rms_by": b.rms_by,
+                        "max_ratio": opt(b.max_ratio()),
+                        "rms_ratio": opt(b.rms_ratio()),
+                        "floor_max": json_f64(b.floor_max),
+                        "floor_rms": json_f64(b.floor_rms),
+                        "factor": BASELINE_FACTOR,
+                        "pass_max": b.pass_max,
+                        "pass_rms": b.pass_rms,
+                    },
+                    "bias": {
+                        "t": json_f64(e.bias.t),
+                        "beta": json_f64(e.bias.beta),
+                        "u": e.bias.u,
+                        "beta_over_u": json_f64(e.bias.beta_units()),
+                        "honest_beta": json_f64(e.bias.honest_beta),
+                        "accumulation_beta": json_f64(e.bias.acc_beta),
+                        "beta_limit": json_f64(e.bias.beta_limit()),
+                        "factor": BIAS_FACTOR,
+                        "t_max": T_BIAS,
+                        "b_min": B_MIN,
+                        "pass": e.bias.pass,
+                    },
                     "worst": t.worst_index.map(|i| serde_json::json!({
                         "index": i,
                         "at": worst_at,
@@ -476,7 +748,11 @@ impl VerifyReport {
             "dg_form": self.dg_name(),
             "oracle": self.truth,
             "notes": self.notes,
+            "baseline_mode": self.options.empirical.name(),
+            "honest": self.honest,
             "pass": self.pass(),
+            "pass_bound": self.pass_bound(),
+            "pass_empirical": self.pass_empirical(),
             "tensors": tensors,
         })
     }
@@ -593,8 +869,10 @@ impl VerifyReport {
                 self.dg_name()
             );
         }
+        self.render_empirical(s);
         let _ = writeln!(s);
         for (t, (_, worst_at, first_at)) in reports.iter().zip(&self.locate) {
+            self.render_empirical_failures(s, &t.name);
             if t.pass {
                 continue;
             }
@@ -625,15 +903,148 @@ impl VerifyReport {
                 }
             }
         }
-        let nfail = reports.iter().filter(|t| !t.pass).count();
+        let count = |f: &dyn Fn(&TensorReport, &EmpiricalReport) -> bool| {
+            reports
+                .iter()
+                .zip(&self.empirical)
+                .filter(|(t, e)| f(t, e))
+                .count()
+        };
+        let n_bound = count(&|t, _| !t.pass);
+        let n_base = count(&|_, e| !e.baseline.pass());
+        let n_bias = count(&|_, e| !e.bias.pass);
         if self.pass() {
+            let empirical = if self.pass_empirical() {
+                ", the honest baseline and the bias test".to_string()
+            } else {
+                format!(" (advisory warnings: baseline {n_base}, bias {n_bias})")
+            };
             let _ = writeln!(
                 s,
-                "PASS: {} tensor(s) within the {precision} bound",
+                "PASS: {} tensor(s) within the {precision} bound{empirical}",
                 reports.len()
             );
         } else {
-            let _ = writeln!(s, "FAIL: {nfail} of {} tensor(s)", reports.len());
+            let nfail = if self.advisory() {
+                n_bound
+            } else {
+                count(&|t, e| !t.pass || !e.pass())
+            };
+            let _ = writeln!(
+                s,
+                "FAIL: {nfail} of {} tensor(s) (bound: {n_bound}, baseline: {n_base}, bias: {n_bias}{})",
+                reports.len(),
+                if self.advisory() { "; baseline and bias advisory" } else { "" }
+            );
+        }
+    }
+
+    /// The empirical verdicts as a table (one row per tensor).
+    fn render_empirical(&self, s: &mut String) {
+        let precision = self.options.precision;
+        let _ = writeln!(
+            s,
+            "\nempirical verdicts (docs/math.md §8.2; {}): honest {precision} baseline = worst of {}",
+            self.options.empirical.name(),
+            self.honest.join(", ")
+        );
+        let _ = writeln!(
+            s,
+            "  baseline rule: max and RMS error <= {BASELINE_FACTOR}x the baseline's + u_acc (n_acc + lambda) max(M) resp. RMS(M); \
+             bias test: fails when |t| > {T_BIAS} and |beta| > {BIAS_FACTOR}x the honest |beta| + {B_MIN} u"
+        );
+        let header: Vec<String> = [
+            "tensor", "max err", "base max", "x", "RMS err", "base RMS", "x", "baseline", "bias t",
+            "beta/u", "bias",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let e3 = |x: f64| {
+            if x == 0.0 {
+                "0".to_string()
+            } else {
+                format!("{x:.2e}")
+            }
+        };
+        let verdict = |ok: bool| -> String {
+            match (ok, self.advisory()) {
+                (true, _) => "PASS".into(),
+                (false, false) => "FAIL".into(),
+                (false, true) => "WARN".into(),
+            }
+        };
+        let rows: Vec<Vec<String>> = self
+            .empirical
+            .iter()
+            .map(|e| {
+                let b = &e.baseline;
+                vec![
+                    b.name.clone(),
+                    e3(b.candidate.max),
+                    b.base_max.map(e3).unwrap_or_else(|| "-".into()),
+                    fmt_ratio(b.max_ratio()),
+                    e3(b.candidate.rms),
+                    b.base_rms.map(e3).unwrap_or_else(|| "-".into()),
+                    fmt_ratio(b.rms_ratio()),
+                    verdict(b.pass()),
+                    format!("{:.2}", e.bias.t),
+                    format!("{:.3}", e.bias.beta_units()),
+                    verdict(e.bias.pass),
+                ]
+            })
+            .collect();
+        s.push_str(&table(&header, &rows));
+    }
+
+    /// One line per empirical rule tensor `name` fails, naming the rule.
+    fn render_empirical_failures(&self, s: &mut String, name: &str) {
+        let Some(e) = self.empirical.iter().find(|e| e.baseline.name == name) else {
+            return;
+        };
+        let tag = if self.advisory() { "WARN" } else { "FAIL" };
+        let precision = self.options.precision;
+        let b = &e.baseline;
+        let half = |what: &str, err: f64, base: Option<f64>, by: &str, floor: f64, ok: bool| {
+            if ok {
+                return String::new();
+            }
+            let base = base.unwrap_or(0.0);
+            format!(
+                "{tag} {name}: {what} error {err:.2e} = {}x the honest {precision} baseline {base:.2e} ({by}) \
+                 (rule: <= {BASELINE_FACTOR}x + floor {floor:.2e})\n",
+                fmt_ratio(Some(if base > 0.0 { err / base } else { f64::INFINITY }))
+            )
+        };
+        s.push_str(&half(
+            "max",
+            b.candidate.max,
+            b.base_max,
+            &b.max_by,
+            b.floor_max,
+            b.pass_max,
+        ));
+        s.push_str(&half(
+            "RMS",
+            b.candidate.rms,
+            b.base_rms,
+            &b.rms_by,
+            b.floor_rms,
+            b.pass_rms,
+        ));
+        if !e.bias.pass {
+            let _ = writeln!(
+                s,
+                "{tag} {name}: biased error: t = {:.1}, relative bias beta = {:.2e} = {:.2} u, the honest {precision} \
+                 implementations' {:.2e} (rule: bias test, fails when |t| > {T_BIAS} and |beta| > \
+                 {BIAS_FACTOR}x the honest bias + {B_MIN} u + the accumulations' {:.2e} = {:.2e})",
+                e.bias.t,
+                e.bias.beta,
+                e.bias.beta_units(),
+                e.bias.honest_beta,
+                e.bias.acc_beta,
+                e.bias.beta_limit()
+            );
         }
     }
 }

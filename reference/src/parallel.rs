@@ -59,7 +59,10 @@ use ndarray::{Array2, Axis};
 ///
 /// Returns `o` and `ht` (no gradients). Never fails for a valid [`Problem`].
 pub fn forward<T: Real>(p: &Problem) -> Result<Solution> {
-    Ok(crate::real::instance::<T, _>(|| run_f32(p, false), || run_f64(p, false)))
+    Ok(crate::real::instance::<T, _>(
+        || run_f32(p, false),
+        || run_f64(p, false),
+    ))
 }
 
 /// Forward and backward pass of the log-space parallel form in compute type `T`.
@@ -68,7 +71,10 @@ pub fn forward<T: Real>(p: &Problem) -> Result<Solution> {
 /// optional (zero). Returns `o`, `ht` and all gradients; `dg` uses the reverse-cumsum form.
 pub fn backward<T: Real>(p: &Problem) -> Result<Solution> {
     p.require_backward()?;
-    Ok(crate::real::instance::<T, _>(|| run_f32(p, true), || run_f64(p, true)))
+    Ok(crate::real::instance::<T, _>(
+        || run_f32(p, true),
+        || run_f64(p, true),
+    ))
 }
 
 /// Both passes in `T` (the forms' one body; `bwd` adds the gradients).

@@ -15,7 +15,14 @@ use num_traits::Float;
 /// Conversions from f64 round to nearest; conversions to f64 are exact.
 pub trait Real:
     sealed::Sealed
-    + Float + num_traits::NumAssign + Send + Sync + Default + std::fmt::Debug + std::iter::Sum + 'static
+    + Float
+    + num_traits::NumAssign
+    + Send
+    + Sync
+    + Default
+    + std::fmt::Debug
+    + std::iter::Sum
+    + 'static
 {
     /// The dtype this type computes in.
     const DTYPE: Dtype;

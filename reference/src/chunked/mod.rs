@@ -197,7 +197,12 @@ pub fn forward<T: Real>(p: &Problem, opts: &ChunkOptions) -> Result<Solution> {
 }
 
 /// [`run`] for `T`, through its f32 or f64 instance compiled in this crate (`crate::real`).
-fn run_instance<T: Real>(p: &Problem, opts: &ChunkOptions, dg: Option<DgForm>, isa: Isa) -> Solution {
+fn run_instance<T: Real>(
+    p: &Problem,
+    opts: &ChunkOptions,
+    dg: Option<DgForm>,
+    isa: Isa,
+) -> Solution {
     crate::real::instance::<T, _>(|| run_f32(p, opts, dg, isa), || run_f64(p, opts, dg, isa))
 }
 
@@ -276,7 +281,12 @@ pub fn backward_with<T: Real>(p: &Problem, opts: &ChunkOptions, form: DgForm) ->
 pub fn interface_floor<T: Real>(p: &Problem, opts: &ChunkOptions) -> Result<Solution> {
     opts.validate()?;
     p.require_backward()?;
-    Ok(run_instance::<T>(p, opts, Some(DgForm::ReverseCumsum), Isa::Floor))
+    Ok(run_instance::<T>(
+        p,
+        opts,
+        Some(DgForm::ReverseCumsum),
+        Isa::Floor,
+    ))
 }
 
 /// [`interface_floor`]'s per-(sequence, head) work: load every input chunk, write every result.

@@ -1,0 +1,377 @@
+//! The empirical baseline verdict of `glacheck verify` (docs/math.md §8.2, "Verifier power"):
+//! a candidate's error may be at most twice the error of glacheck's own honest implementations of
+//! the arithmetic it declares, plus a floor, in the largest element and in the RMS.
+//!
+//! This is FlashAttention's rule (a kernel's error against the exact result, compared with the
+//! error of a same-precision reference on the same inputs), with glacheck's reference forms as
+//! the same-precision references. The derived bound (docs/math.md §8.1) proves a result wrong
+//! when it is exceeded, but at low precision it sits about ten times above what a correct kernel
+//! does; the baseline closes that gap from the other side: a kernel twice as inaccurate as a
+//! straightforward implementation of its own arithmetic is not accepted.
+//!
+//! The honest implementations of a declared arithmetic ([`honest_set`]), each called directly on
+//! the problem as stored (the inputs the candidate consumed):
+//!
+//! * the chunked form (`gla_reference::chunked`) in f32 (f64 for `--precision f64`) with the
+//!   declared chunk length `C`, sub-chunk the largest divisor of `C` not above 16
+//!   ([`sub_chunk_for`]), and the declared precision's rounding plan (none for f32 and f64,
+//!   `RoundingPlan::kernel_default(p)` for tf32, bf16 and f16), its dg by the declared algorithm;
+//! * for f32 and f64 also the recurrent form in the same compute type.
+//!
+//! Each honest output is rounded to the dtype the candidate stores that tensor in (a candidate
+//! that stores `o` in bf16 is compared with honest results stored in bf16). The baseline error of
+//! a tensor is the worst over the set, separately for `max |x_h - x*|` and `RMS(x_h - x*)` (over
+//! the elements where the truth is finite). The candidate passes when
+//!
+//! ```text
+//! max |x - x*| <= BASELINE_FACTOR * base_max + u_acc sqrt(n_acc + lambda) max(M_x)
+//! RMS(x - x*)  <= BASELINE_FACTOR * base_rms + u_acc sqrt(n_acc + lambda) RMS(M_x)
+//! ```
+//!
+//! with `u_acc` the accumulation format's unit roundoff (f32's, f64's for `--precision f64`) and
+//! `M_x` the magnitude that judges the tensor (`M_dg` or `M_dg_local` for dg). The floor covers
+//! what the honest implementations do not emulate, the order of a kernel's f32 accumulation
+//! (tensor cores) and its approximate `exp`. It is the probabilistic size of an accumulation's
+//! error (Higham and Mary: with rounding errors that behave as independent zero-mean variables,
+//! a sum of `n` terms errs by about `sqrt(n) u` relative to its magnitude with high
+//! probability), not the worst case `n u` of the derived bound: at f32, where every honest error
+//! sits far below the worst case, the worst-case floor let through f32-path bugs that
+//! FlashAttention's rule catches (the chunk state stored in bf16 on the `strong` case, measured
+//! 326x the baseline's max error yet under an `n u` floor). With `sqrt`, the honest direction
+//! still holds on the catalog and the drawn problems (`judge/tests/power.rs`). At bf16 the floor
+//! is far below the rounding stages' error.
+//!
+//! ```
+//! use gla_judge::baseline::{err_stats, honest_set, sub_chunk_for};
+//! use gla_reference::Dtype;
+//! assert_eq!(sub_chunk_for(64), 16);
+//! assert_eq!(sub_chunk_for(24), 12);
+//! assert_eq!(sub_chunk_for(13), 13);
+//! assert_eq!(sub_chunk_for(17), 1);
+//! let names: Vec<String> = honest_set(Dtype::F32, 64).iter().map(|h| h.name()).collect();
+//! assert_eq!(names, ["chunked-f32-C64c16", "recurrent-f32"]);
+//! assert_eq!(honest_set(Dtype::Bf16, 32)[0].name(), "chunked-f32-C32c16-bf16");
+//! let x = ndarray::Array4::from_elem((1, 1, 1, 4), 1.5);
+//! let exact = ndarray::Array4::from_elem((1, 1, 1, 4), 1.0);
+//! let s = err_stats(&x, &exact);
+//! assert_eq!((s.max, s.rms), (0.5, 0.5));
+//! ```
+
+use gla_reference::bounds::DgForm;
+use gla_reference::chunked::{self, ChunkOptions};
+use gla_reference::rounding::RoundingPlan;
+use gla_reference::{recurrent, Dtype, Problem, Result, Solution};
+use ndarray::Array4;
+
+/// How many times the honest baseline's error a candidate may err (max and RMS alike).
+///
+/// FlashAttention's factor (`max |out - out_ref| <= 2 max |out_pt - out_ref|`, FA2 and FA3's
+/// `rtol`), kept: the honest implementations measured at most 1.0x their own baseline by
+/// construction, and the other honest forms glacheck has (parallel, other chunkings, the GPU
+/// kernels' training plans, fla's recurrence) stay below it (docs/math.md §8.2, "Verifier
+/// power"; evidence in `judge/tests/power.rs`).
+pub const BASELINE_FACTOR: f64 = 2.0;
+
+/// The largest sub-chunk length the baseline's chunked form uses (fla's 16).
+pub const MAX_SUB_CHUNK: usize = 16;
+
+/// The sub-chunk length of the baseline's chunked form for a chunk length `chunk`: its largest
+/// divisor not above [`MAX_SUB_CHUNK`] (at least 1).
+pub fn sub_chunk_for(chunk: usize) -> usize {
+    (1..=MAX_SUB_CHUNK.min(chunk.max(1)))
+        .rev()
+        .find(|c| chunk % c == 0)
+        .unwrap_or(1)
+}
+
+/// One honest implementation of a declared arithmetic.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Honest {
+    /// `gla_reference::chunked` in `compute` (f32 or f64) with `opts`.
+    Chunked {
+        /// f32 or f64.
+        compute: Dtype,
+        /// Chunk, sub-chunk and rounding plan.
+        opts: ChunkOptions,
+    },
+    /// `gla_reference::recurrent` in `compute` (f32 or f64).
+    Recurrent {
+        /// f32 or f64.
+        compute: Dtype,
+    },
+}
+
+impl Honest {
+    /// A name in the style of [`crate::Implementation::name`], e.g. `chunked-f32-C64c16-bf16`.
+    pub fn name(&self) -> String {
+        match *self {
+            Honest::Chunked { compute, opts } => {
+                let round = match opts.plan.stages().first() {
+                    Some((_, d)) if opts.plan != plan_for(*d) => format!("-{d}-train"),
+                    Some((_, d)) => format!("-{d}"),
+                    None => String::new(),
+                };
+                format!(
+                    "chunked-{compute}-C{}c{}{round}",
+                    opts.chunk, opts.sub_chunk
+                )
+            }
+            Honest::Recurrent { compute } => format!("recurrent-{compute}"),
+        }
+    }
+
+    /// Run it on `p` exactly as stored: the forward, or (`backward`) every output with dg by
+    /// `dg`.
+    pub fn solve(&self, p: &Problem, backward: bool, dg: DgForm) -> Result<Solution> {
+        let f64c = |d: Dtype| d == Dtype::F64;
+        match (*self, backward) {
+            (Honest::Chunked { compute, opts }, false) if f64c(compute) => {
+                chunked::forward::<f64>(p, &opts)
+            }
+            (Honest::Chunked { opts, .. }, false) => chunked::forward::<f32>(p, &opts),
+            (Honest::Chunked { compute, opts }, true) if f64c(compute) => {
+                chunked::backward_with::<f64>(p, &opts, dg)
+            }
+            (Honest::Chunked { opts, .. }, true) => chunked::backward_with::<f32>(p, &opts, dg),
+            (Honest::Recurrent { compute }, false) if f64c(compute) => recurrent::forward::<f64>(p),
+            (Honest::Recurrent { .. }, false) => recurrent::forward::<f32>(p),
+            (Honest::Recurrent { compute }, true) if f64c(compute) => {
+                recurrent::backward_with::<f64>(p, dg)
+            }
+            (Honest::Recurrent { .. }, true) => recurrent::backward_with::<f32>(p, dg),
+        }
+    }
+}
+
+/// The accumulation format of a declared precision: f64 for f64, f32 otherwise.
+pub fn accumulation(precision: Dtype) -> Dtype {
+    if precision == Dtype::F64 {
+        Dtype::F64
+    } else {
+        Dtype::F32
+    }
+}
+
+/// The rounding plan of a declared precision: none for f32 and f64, fla's kernel plan
+/// (`RoundingPlan::kernel_default`) for tf32, bf16 and f16 (the plan the derived bound charges).
+pub fn plan_for(precision: Dtype) -> RoundingPlan {
+    if matches!(precision, Dtype::F64 | Dtype::F32) {
+        RoundingPlan::none()
+    } else {
+        RoundingPlan::kernel_default(precision)
+    }
+}
+
+/// The training plan of a low precision: [`plan_for`] plus the backward's stored states and
+/// state gradients in that precision (what fla's and glacheck's bf16 / f16 training kernels
+/// store); `None` for f32, f64 and tf32.
+pub fn training_plan_for(precision: Dtype) -> Option<RoundingPlan> {
+    matches!(precision, Dtype::Bf16 | Dtype::F16).then(|| {
+        plan_for(precision)
+            .bwd_state(Some(precision))
+            .dstate(Some(precision))
+    })
+}
+
+/// The honest implementations of the arithmetic `precision` with chunk length `chunk`: the
+/// chunked form with the precision's plan, for bf16 / f16 also with the training plan
+/// ([`training_plan_for`]: both are correct kernels of the declared arithmetic, and the
+/// baseline is the worst of them), and for f32 / f64 the recurrent form.
+pub fn honest_set(precision: Dtype, chunk: usize) -> Vec<Honest> {
+    let compute = accumulation(precision);
+    let chunked = |plan| Honest::Chunked {
+        compute,
+        opts: ChunkOptions {
+            chunk,
+            sub_chunk: sub_chunk_for(chunk),
+            plan,
+        },
+    };
+    let mut v = vec![chunked(plan_for(precision))];
+    if let Some(plan) = training_plan_for(precision) {
+        v.push(chunked(plan));
+    }
+    if matches!(precision, Dtype::F64 | Dtype::F32) {
+        v.push(Honest::Recurrent { compute });
+    }
+    v
+}
+
+/// Error of a tensor against the truth.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ErrStats {
+    /// `max |x - x*|` (inf when `x` is non-finite where `x*` is finite).
+    pub max: f64,
+    /// `sqrt(mean (x - x*)^2)` over the same elements (inf likewise).
+    pub rms: f64,
+    /// Elements compared (those with a finite truth).
+    pub n: usize,
+}
+
+/// [`ErrStats`] of `x` against `exact` over the elements where `exact` is finite.
+pub fn err_stats(x: &Array4<f64>, exact: &Array4<f64>) -> ErrStats {
+    let (mut max, mut sum2, mut n) = (0.0f64, 0.0f64, 0usize);
+    for (&a, &e) in x.iter().zip(exact.iter()) {
+        if !e.is_finite() {
+            continue;
+        }
+        n += 1;
+        let d = (a - e).abs();
+        let d = if d.is_finite() { d } else { f64::INFINITY };
+        max = max.max(d);
+        sum2 += d * d;
+    }
+    ErrStats {
+        max,
+        rms: if n == 0 {
+            0.0
+        } else {
+            (sum2 / n as f64).sqrt()
+        },
+        n,
+    }
+}
+
+/// `(max, RMS)` of a magnitude tensor over the elements where `exact` is finite.
+pub fn magnitude_scale(m: &Array4<f64>, exact: &Array4<f64>) -> (f64, f64) {
+    let (mut max, mut sum2, mut n) = (0.0f64, 0.0f64, 0usize);
+    for (&m, &e) in m.iter().zip(exact.iter()) {
+        if e.is_finite() && m.is_finite() {
+            max = max.max(m);
+            sum2 += m * m;
+            n += 1;
+        }
+    }
+    (
+        max,
+        if n == 0 {
+            0.0
+        } else {
+            (sum2 / n as f64).sqrt()
+        },
+    )
+}
+
+/// The honest solutions of a declared arithmetic on `p`, by name.
+pub fn honest_solutions(
+    p: &Problem,
+    precision: Dtype,
+    chunk: usize,
+    dg: DgForm,
+    backward: bool,
+) -> Result<Vec<(String, Solution)>> {
+    // The training plan differs from the precision's plan in the backward only.
+    let train = training_plan_for(precision);
+    honest_set(precision, chunk)
+        .into_iter()
+        .filter(|h| {
+            backward || !matches!(h, Honest::Chunked { opts, .. } if Some(opts.plan) == train)
+        })
+        .map(|h| Ok((h.name(), h.solve(p, backward, dg)?)))
+        .collect()
+}
+
+/// The baseline verdict on one tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorBaseline {
+    /// Output name.
+    pub name: String,
+    /// The candidate's error.
+    pub candidate: ErrStats,
+    /// Worst `max |x_h - x*|` over the honest set (`None` when no honest result is finite where
+    /// the truth is: the rule is then not applied).
+    pub base_max: Option<f64>,
+    /// Worst `RMS(x_h - x*)` over the honest set.
+    pub base_rms: Option<f64>,
+    /// The honest implementation attaining `base_max`.
+    pub max_by: String,
+    /// The honest implementation attaining `base_rms`.
+    pub rms_by: String,
+    /// `u_acc sqrt(n_acc + lambda) max(M_x)`.
+    pub floor_max: f64,
+    /// `u_acc sqrt(n_acc + lambda) RMS(M_x)`.
+    pub floor_rms: f64,
+    /// `candidate.max <= BASELINE_FACTOR * base_max + floor_max` (true when no baseline).
+    pub pass_max: bool,
+    /// `candidate.rms <= BASELINE_FACTOR * base_rms + floor_rms` (true when no baseline).
+    pub pass_rms: bool,
+}
+
+impl TensorBaseline {
+    /// Both halves of the rule hold.
+    pub fn pass(&self) -> bool {
+        self.pass_max && self.pass_rms
+    }
+    /// `candidate.max / base_max` (`None` without a baseline; inf when the baseline is exact
+    /// and the candidate is not).
+    pub fn max_ratio(&self) -> Option<f64> {
+        self.base_max.map(|b| ratio(self.candidate.max, b))
+    }
+    /// `candidate.rms / base_rms`.
+    pub fn rms_ratio(&self) -> Option<f64> {
+        self.base_rms.map(|b| ratio(self.candidate.rms, b))
+    }
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if a == 0.0 {
+        0.0
+    } else if b == 0.0 {
+        f64::INFINITY
+    } else {
+        a / b
+    }
+}
+
+/// Judge one tensor: the candidate `x` against `exact`, with the honest results `honest` (each
+/// rounded to `stored` first), the judging magnitude `m` and the floor's unit `floor_unit`
+/// (`u_acc sqrt(n_acc + lambda)`, module docs: the floors are `floor_unit max(M)` and
+/// `floor_unit RMS(M)`).
+pub fn judge_tensor(
+    name: &str,
+    x: &Array4<f64>,
+    exact: &Array4<f64>,
+    m: &Array4<f64>,
+    honest: &[(&str, &Array4<f64>)],
+    stored: Dtype,
+    floor_unit: f64,
+) -> TensorBaseline {
+    let candidate = err_stats(x, exact);
+    let (mut base_max, mut base_rms) = (None::<f64>, None::<f64>);
+    let (mut max_by, mut rms_by) = (String::new(), String::new());
+    for (hname, h) in honest {
+        let h = if stored == Dtype::F64 {
+            (*h).clone()
+        } else {
+            h.mapv(|v| stored.round(v))
+        };
+        let s = err_stats(&h, exact);
+        if !(s.max.is_finite() && s.rms.is_finite()) {
+            continue;
+        }
+        if base_max.is_none_or(|b| s.max > b) {
+            base_max = Some(s.max);
+            max_by = hname.to_string();
+        }
+        if base_rms.is_none_or(|b| s.rms > b) {
+            base_rms = Some(s.rms);
+            rms_by = hname.to_string();
+        }
+    }
+    let (mmax, mrms) = magnitude_scale(m, exact);
+    let (floor_max, floor_rms) = (floor_unit * mmax, floor_unit * mrms);
+    let pass_max = base_max.is_none_or(|b| candidate.max <= BASELINE_FACTOR * b + floor_max);
+    let pass_rms = base_rms.is_none_or(|b| candidate.rms <= BASELINE_FACTOR * b + floor_rms);
+    TensorBaseline {
+        name: name.to_string(),
+        candidate,
+        base_max,
+        base_rms,
+        max_by,
+        rms_by,
+        floor_max,
+        floor_rms,
+        pass_max,
+        pass_rms,
+    }
+}
