@@ -167,6 +167,10 @@ fn lengths(a: &SweepArgs) -> Result<Vec<usize>> {
 }
 
 /// Run `glacheck sweep`.
+///
+/// Length (about 200 lines): one pass over the sweep grid that computes, prints progress and
+/// collects the CSV rows and plot series together; the pieces that stand alone (grid, plots,
+/// CSV) are separate functions.
 pub fn run(a: SweepArgs) -> Result<Status> {
     if a.chunk == 0 || a.sub_chunk == 0 || a.chunk % a.sub_chunk != 0 {
         bail!(

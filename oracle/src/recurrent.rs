@@ -357,6 +357,14 @@ const STORE_ALL_MAX: usize = 1 << 20;
 /// Reusable state buffers of one [`solve`] (all at its working precision).
 type Pool = std::sync::Mutex<Vec<Vec<Float>>>;
 
+/// One block of value columns `e0..e1` of one (sequence, head) in MPFR: the forward recurrence
+/// and, with `bwd`, the reverse sweep over the stored states (or checkpoints) with exact
+/// gradients.
+///
+/// Length (about 200 lines): the forward and reverse sweeps share the block's MPFR state
+/// buffers, checkpoints and scratch values (taken once from the pool, since every MPFR
+/// allocation is costly); splitting the sweeps apart would pass them through long argument
+/// lists.
 #[allow(clippy::too_many_arguments)]
 fn run_block(
     p: &Problem,

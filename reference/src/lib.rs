@@ -27,6 +27,7 @@
 
 pub mod bounds;
 pub mod chunked;
+pub(crate) mod cumgate;
 pub mod dtype;
 pub mod error;
 pub mod parallel;

@@ -48,7 +48,8 @@
 //! # Ok::<(), gla_reference::GlaError>(())
 //! ```
 
-use crate::chunked::seg::{self, Cum, Item, ItemGrads, ItemOut};
+use crate::chunked::seg::{self, Item, ItemGrads, ItemOut};
+use crate::cumgate::Cum;
 use crate::error::Result;
 use crate::problem::Problem;
 use crate::real::Real;

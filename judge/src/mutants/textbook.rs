@@ -95,6 +95,9 @@ impl Faults {
 /// The textbook chunked forward in f32 with chunk `chunk`, sub-chunk `sub` (a divisor of
 /// `chunk`), rounding points in `low` (bf16, f16, or f32 for none) and the given faults.
 /// Returns `o` and `ht`.
+///
+/// Length (about 210 lines): deliberately one function that reads top to bottom like the
+/// formulas in the module docs, so that each fault switch sits next to the line it breaks.
 pub fn forward(p: &Problem, chunk: usize, sub: usize, low: Dtype, faults: &Faults) -> Solution {
     let d = p.dims();
     let (kd, vd) = (d.k, d.v);
