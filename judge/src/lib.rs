@@ -16,8 +16,8 @@
 //!   JSON), with its empirical verdicts: the honest [`baseline`] rule and the [`bias`] test;
 //! - [`mutants`]: realistic bugs of a GLA kernel and the benchmark that shows which judge
 //!   (glacheck's verdict, fla's, FlashAttention's and cuDNN's test rules) catches which;
-//! - [`summary`]: the LAPACK-style table over many judged cases;
-//! - [`format`]: the table and number formatting every front end shares.
+//! - [`summary`](mod@summary): the LAPACK-style table over many judged cases;
+//! - [`format`](mod@format): the table and number formatting every front end shares.
 //!
 //! The error model is docs/math.md §8.1 of the repository.
 //!

@@ -100,7 +100,7 @@ pub fn record(property: &str, imp: &Implementation, r: &Report) {
     })
 }
 
-/// Record one pairwise report (from [`compare_pair`]) under `property`.
+/// Record one pairwise report (from [`crate::check::compare_pair`]) under `property`.
 pub fn record_pair(property: &str, label: &str, r: &Report) {
     with_summary(|s| {
         for t in &r.tensors {

@@ -2,7 +2,7 @@
 //!
 //! glacheck's correctness gate: proptest strategies for whole GLA problems ([`strategies`]) and
 //! the properties themselves ([`properties`]), which the crate's test binary runs through
-//! [`suite::run`]. The candidates, the oracle cross-check and the summary table are
+//! [`suite::trials`] (one libtest trial per property). The candidates, the oracle cross-check and the summary table are
 //! `gla-judge`'s.
 //!
 //! Sizes are small by default (the MPFR oracle is the cost); `GLA_DEEP=1` multiplies case counts

@@ -1,6 +1,6 @@
 //! The properties of the suite. Each is a function of a [`Ctx`] that runs a
 //! proptest [`TestRunner`] (shrinking, failure persistence under `proptests/proptest-regressions/`)
-//! and returns a [`PropOutcome`]; [`crate::suite::run`] runs them all and prints the summary.
+//! and returns a [`PropOutcome`]; [`crate::suite::trials`] runs them all and [`crate::suite::finish`] prints the summary.
 //!
 //! | property | what it checks | oracle |
 //! |---|---|---|

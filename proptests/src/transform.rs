@@ -94,7 +94,7 @@ pub fn with_states(
     x.build()
 }
 
-/// Each sequence of a problem as its own dense problem (B = 1, with its h0[n] and dhT[n]).
+/// Each sequence of a problem as its own dense problem (B = 1, with its `h0[n]` and `dhT[n]`).
 pub fn split_sequences(p: &Problem) -> Result<Vec<Problem>> {
     let x = Parts::of(p);
     p.sequences()

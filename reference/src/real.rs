@@ -1,7 +1,7 @@
 //! The compute types the float implementations are generic over (f32 and f64).
 //!
 //! The public forms (`recurrent::forward::<T>`, `chunked::backward::<T>`, ...) are generic, but
-//! their bodies are compiled once, here: each is a thin dispatcher ([`instance`]) to a
+//! their bodies are compiled once, here: each is a thin dispatcher (`instance`) to a
 //! non-generic f32 or f64 instance of the form. A crate that calls `chunked::backward::<f32>`
 //! links that instance instead of compiling the whole chunked form again in its own code, which
 //! keeps every dependent test binary small and quick to build. [`Real`] is sealed: f32 and f64

@@ -1,6 +1,6 @@
 //! The mutant benchmark (issue "verifier power"): realistic bugs of a GLA kernel, each a named
 //! candidate, judged on the catalog cases by glacheck's verdict and by the anchor projects' test
-//! rules ([`anchors`]), to show which judge catches what ([`bench`]).
+//! rules ([`anchors`]), to show which judge catches what ([`bench`](mod@bench)).
 //!
 //! Each [`Mutant`] is one small change. Most are built over the public reference API: a problem
 //! transform (a dropped `h0`, a wrong scale, gates clamped to a floor), a rounding-plan variation
