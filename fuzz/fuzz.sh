@@ -9,13 +9,13 @@
 #                                             into fuzz/corpus/TARGET (named seeds are kept)
 #   fuzz/fuzz.sh replay TARGET FILE...        run inputs once (e.g. an artifact)
 #
-# Targets: safetensors, problem_file, metadata, builder.
+# Targets: safetensors, problem_file, candidate, metadata, builder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cmd=${1:?usage: fuzz/fuzz.sh run|merge|replay TARGET ...}
 target=${2:?target name}
 case $target in
-  safetensors | problem_file) seeds=(fuzz/corpus/"$target" fixtures/golden) max_len=16384 ;;
+  safetensors | problem_file | candidate) seeds=(fuzz/corpus/"$target" fixtures/golden) max_len=16384 ;;
   metadata | builder) seeds=(fuzz/corpus/"$target") max_len=4096 ;;
   *) echo "unknown target $target" >&2; exit 2 ;;
 esac

@@ -44,7 +44,7 @@ pub struct Target {
 }
 
 /// Every fuzz target, in the order the replay test runs them.
-pub const TARGETS: [Target; 4] = [
+pub const TARGETS: [Target; 5] = [
     Target {
         name: "safetensors",
         run: targets::safetensors::run,
@@ -64,6 +64,11 @@ pub const TARGETS: [Target; 4] = [
         name: "builder",
         run: targets::builder::run,
         goldens: false,
+    },
+    Target {
+        name: "candidate",
+        run: targets::candidate::run,
+        goldens: true,
     },
 ];
 

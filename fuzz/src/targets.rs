@@ -2,6 +2,7 @@
 //! [`crate::TARGETS`].
 
 pub mod builder;
+pub mod candidate;
 pub mod metadata;
 pub mod problem_file;
 pub mod safetensors;
