@@ -391,6 +391,7 @@ def judge(
     chunk: int = 64,
     dg: str = "reverse-cumsum",
     truth: Any = None,
+    baseline: str = "enforce",
 ) -> Report:
     """Judge a kernel's outputs against the exact answer: ``glacheck verify`` in process.
 
@@ -409,6 +410,10 @@ def judge(
     oracle runs now), ``"oracle"`` (always run the oracle), ``"stored"`` (must be stored in
     ``inputs``), or a golden path / :class:`Case` whose stored truth answers these inputs (it is
     checked that its inputs are the same values).
+    ``baseline``: ``"enforce"`` (default) or ``"advisory"``: whether the two empirical verdicts
+    (at most 2x the error of glacheck's honest implementations of the declared arithmetic; no
+    certain bias beyond theirs; docs/math.md §8.2, "Verifier power") fail a tensor or only warn,
+    as ``glacheck verify --baseline``.
 
     The error model is docs/math.md §8.1: per element
     ``|x - x*| <= (sum u_s + c u_acc (n_acc + lambda)) M_x + eta``. Returns a :class:`Report`;
@@ -433,6 +438,7 @@ def judge(
         _precision(precision),
         chunk_,
         dg,
+        baseline,
     )
     return Report(core)
 
@@ -445,6 +451,7 @@ def assert_close(
     chunk: int = 64,
     dg: str = "reverse-cumsum",
     truth: Any = None,
+    baseline: str = "enforce",
 ) -> Report:
     """Assert that a kernel's outputs are within the error bound of ``precision``.
 
@@ -470,7 +477,7 @@ def assert_close(
     every cast).
     """
     __tracebackhide__ = True  # pytest: show the caller's line
-    report = judge(inputs, outputs, precision=precision, chunk=chunk, dg=dg, truth=truth)
+    report = judge(inputs, outputs, precision=precision, chunk=chunk, dg=dg, truth=truth, baseline=baseline)
     if not report:
         raise AssertionError("\n" + str(report))
     return report

@@ -38,6 +38,7 @@ def judge(
     precision: str,
     chunk: int,
     dg: str,
+    baseline: str = "enforce",
 ) -> VerifyReport: ...
 def solve(
     tensors: Sequence[Tagged],

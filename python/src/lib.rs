@@ -19,7 +19,7 @@ use errors::{guarded, input_error, InputError, InternalError};
 use gla_fixtures::io::{StoredTensor, TensorFile, INPUT_NAMES};
 use gla_judge::implementation::{Config, Form};
 use gla_judge::inputs::take_problem;
-use gla_judge::verify::{read_candidate, verify, Labels, VerifyOptions, VerifyReport};
+use gla_judge::verify::{read_candidate, verify, Empirical, Labels, VerifyOptions, VerifyReport};
 use gla_judge::{Compute, JudgeError, Truth, Verdict};
 use gla_reference::bounds::{magnitudes, DgForm, TensorReport};
 use gla_reference::{Dtype, Problem, OUTPUT_NAMES};
@@ -207,12 +207,12 @@ enum TruthChoice {
     File(Loaded),
 }
 
-/// judge(inputs, outputs, truth_mode, truth_source, precision, chunk, dg) -> VerifyReport
+/// judge(inputs, outputs, truth_mode, truth_source, precision, chunk, dg, baseline) -> VerifyReport
 ///
 /// The verify judge on inputs and a candidate's outputs; see `glacheck.judge`.
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
-#[pyo3(signature = (inputs, outputs, truth_mode, truth_source, precision, chunk, dg))]
+#[pyo3(signature = (inputs, outputs, truth_mode, truth_source, precision, chunk, dg, baseline = "enforce"))]
 fn judge(
     py: Python<'_>,
     inputs: Source<'_>,
@@ -222,12 +222,14 @@ fn judge(
     precision: &str,
     chunk: usize,
     dg: &str,
+    baseline: &str,
 ) -> PyResult<PyVerifyReport> {
     guarded(|| {
         let opts = VerifyOptions {
             precision: parse::<Dtype>(precision)?,
             chunk,
             dg: parse::<DgForm>(dg)?,
+            empirical: parse::<Empirical>(baseline)?,
         };
         let truth = match (truth_mode, truth_source) {
             ("auto", None) => TruthChoice::Auto,
