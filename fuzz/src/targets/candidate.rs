@@ -49,7 +49,10 @@ pub fn run(data: &[u8]) {
             .filter(|n| names.contains(n))
             .collect();
         assert_eq!(names, order, "candidate tensors out of order or repeated");
-        assert!(!names.is_empty(), "a candidate without outputs was accepted");
+        assert!(
+            !names.is_empty(),
+            "a candidate without outputs was accepted"
+        );
         let d = p.dims();
         for (name, x, _) in &c.tensors {
             let want: [usize; 4] = match *name {
@@ -66,7 +69,10 @@ pub fn run(data: &[u8]) {
                 assert!(check::same_value(*a, *b), "`{name}` changed on reading");
             }
             if matches!(*name, "dq" | "dk" | "dv" | "dg" | "dh0") {
-                assert!(p.has_backward(), "gradients accepted for a problem without `do`");
+                assert!(
+                    p.has_backward(),
+                    "gradients accepted for a problem without `do`"
+                );
             }
         }
     });

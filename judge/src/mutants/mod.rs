@@ -204,6 +204,8 @@ pub fn mutants() -> Vec<Mutant> {
     vec![
         m("scale-0.5%", bf16, Twin, always, scale_half_percent,
           "Every output 0.5% too large (a systematic scale error), stored as the honest kernel stores it."),
+        m("scale-0.25%", bf16, Twin, always, scale_quarter_percent,
+          "Every output 0.25% too large (a normalizing constant off by a quarter percent, below fla's 0.5% RMS rule), stored as the honest kernel stores it."),
         m("cast-truncated", bf16, Twin, always, cast_truncated,
           "The final casts of o, dq, dk, dv, dg to bf16 truncate (round toward zero, e.g. `bits >> 16`) instead of rounding to nearest."),
         m("A-bf16-in-f32", f32_, Twin, always, a_bf16,
@@ -252,6 +254,15 @@ fn scale_half_percent(p: &Problem) -> Result<Candidate> {
     for (_, x, st) in c.tensors.iter_mut() {
         let st = *st;
         x.mapv_inplace(|v| st.round(v * 1.005));
+    }
+    Ok(c)
+}
+
+fn scale_quarter_percent(p: &Problem) -> Result<Candidate> {
+    let mut c = twin(p, Dtype::Bf16)?;
+    for (_, x, st) in c.tensors.iter_mut() {
+        let st = *st;
+        x.mapv_inplace(|v| st.round(v * 1.0025));
     }
     Ok(c)
 }
