@@ -133,7 +133,7 @@ fn honest_implementations_pass_all_three_rules_on_drawn_problems() {
 /// implementation on the catalog and on `CAL_SEEDS` drawn problems (default 300); prints the
 /// largest statistics per implementation and the extreme records.
 #[test]
-#[ignore]
+#[ignore = "calibration sweep of the empirical constants (300 drawn problems); run with --ignored --nocapture"]
 fn calibrate_empirical_rules() {
     let n: u64 = std::env::var("CAL_SEEDS")
         .ok()
