@@ -18,7 +18,7 @@ stray file among the goldens). Then judge each one with::
 
 Usage::
 
-    python3 examples/fla_outputs.py fixtures/golden/mild.safetensors [--out-dir DIR]
+    python3 examples/fla_outputs.py fixtures/golden/mild.safetensors [MORE.safetensors ...] [--out-dir DIR]
         [--kernels fused_recurrent,chunk] [--device cuda] [--forward-only]
 
 Requirements: ``torch``, ``safetensors``, ``flash-linear-attention`` (``fla``) and a GPU.
@@ -53,15 +53,27 @@ def kernel(name: str, scalar: bool):
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("golden", help="a glacheck golden file (fixtures/golden/NAME.safetensors)")
+    ap.add_argument("golden", nargs="+",
+                    help="glacheck golden files (fixtures/golden/NAME.safetensors); one process runs them all")
     ap.add_argument("--out-dir", default=None)
     ap.add_argument("--kernels", default="fused_recurrent,chunk")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--forward-only", action="store_true")
     args = ap.parse_args()
+    failed = 0
+    for golden in args.golden:
+        try:
+            run(golden, args)
+        except Exception as e:  # one golden's failure (an fla error) must not hide the others
+            failed += 1
+            print(f"error: {golden}: {type(e).__name__}: {e}", file=sys.stderr)
+    return 1 if failed else 0
 
-    raw = load_file(args.golden)
-    with safe_open(args.golden, framework="pt") as f:
+
+def run(golden: str, args) -> None:
+    """Run every kernel of ``args.kernels`` on one golden file and save the outputs."""
+    raw = load_file(golden)
+    with safe_open(golden, framework="pt") as f:
         meta = f.metadata() or {}
     K = raw["q"].shape[-1]
     scale = float(meta["scale"]) if "scale" in meta else K ** -0.5
@@ -70,34 +82,39 @@ def main() -> int:
     f32 = {n: raw[n].to(dev, torch.float32) for n in ("h0", "dht") if n in raw}
     for n, t in bf16.items():  # the cast must not change the inputs the oracle judged
         if not torch.equal(t.double().cpu(), raw[n].double()):
-            sys.exit(f"error: {args.golden}: input {n} is not exact in bf16")
+            raise ValueError(f"input {n} is not exact in bf16")
     cu = raw["cu_seqlens"].to(dev, torch.long) if "cu_seqlens" in raw else None
     backward = not args.forward_only and "do" in raw
-    out_dir = args.out_dir or os.path.join(os.path.dirname(os.path.abspath(args.golden)), "fla_outputs")
+    out_dir = args.out_dir or os.path.join(os.path.dirname(os.path.abspath(golden)), "fla_outputs")
     os.makedirs(out_dir, exist_ok=True)
-    stem = os.path.basename(args.golden).removesuffix(".safetensors")
+    stem = os.path.basename(golden).removesuffix(".safetensors")
 
+    errors = []
     for name in args.kernels.split(","):
-        fn = kernel(name, raw["g"].dim() == 3)
-        leaves = {n: t.clone().requires_grad_(backward) for n, t in
-                  [("q", bf16["q"]), ("k", bf16["k"]), ("v", bf16["v"]), ("g", bf16["g"])]
-                  + ([("h0", f32["h0"])] if "h0" in f32 else [])}
-        o, ht = fn(leaves["q"], leaves["k"], leaves["v"], leaves["g"], scale, leaves.get("h0"), cu)
-        out = {"o": o.detach(), "ht": ht.detach()}
-        if backward:
-            seeds, grads = [o], [bf16["do"]]
-            if "dht" in f32:
-                seeds.append(ht)
-                grads.append(f32["dht"].to(ht.dtype))
-            torch.autograd.backward(seeds, grads)
-            for n, g in (("q", "dq"), ("k", "dk"), ("v", "dv"), ("g", "dg"), ("h0", "dh0")):
-                if n in leaves and leaves[n].grad is not None:
-                    out[g] = leaves[n].grad.detach()
-        path = os.path.join(out_dir, f"{stem}.fla-{name}-bf16.safetensors")
-        save_file({n: t.cpu().contiguous() for n, t in out.items()}, path,
-                  metadata={"producer": f"fla {name} (bf16)", "golden": os.path.basename(args.golden)})
-        print(f"glacheck verify {args.golden} {path} --precision bf16")
-    return 0
+        try:
+            fn = kernel(name, raw["g"].dim() == 3)
+            leaves = {n: t.clone().requires_grad_(backward) for n, t in
+                      [("q", bf16["q"]), ("k", bf16["k"]), ("v", bf16["v"]), ("g", bf16["g"])]
+                      + ([("h0", f32["h0"])] if "h0" in f32 else [])}
+            o, ht = fn(leaves["q"], leaves["k"], leaves["v"], leaves["g"], scale, leaves.get("h0"), cu)
+            out = {"o": o.detach(), "ht": ht.detach()}
+            if backward:
+                seeds, grads = [o], [bf16["do"]]
+                if "dht" in f32:
+                    seeds.append(ht)
+                    grads.append(f32["dht"].to(ht.dtype))
+                torch.autograd.backward(seeds, grads)
+                for n, g in (("q", "dq"), ("k", "dk"), ("v", "dv"), ("g", "dg"), ("h0", "dh0")):
+                    if n in leaves and leaves[n].grad is not None:
+                        out[g] = leaves[n].grad.detach()
+            path = os.path.join(out_dir, f"{stem}.fla-{name}-bf16.safetensors")
+            save_file({n: t.cpu().contiguous() for n, t in out.items()}, path,
+                      metadata={"producer": f"fla {name} (bf16)", "golden": os.path.basename(golden)})
+            print(f"glacheck verify {golden} {path} --precision bf16")
+        except Exception as e:  # report, go on with the next kernel
+            errors.append(f"{name}: {type(e).__name__}: {e}")
+    if errors:
+        raise RuntimeError("; ".join(errors))
 
 
 if __name__ == "__main__":

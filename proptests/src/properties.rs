@@ -201,6 +201,11 @@ pub fn all() -> Vec<Property> {
             default_cases: 256,
             run: dg_local_equals_reverse_cumsum,
         },
+        Property {
+            name: "honest_pass_verify",
+            default_cases: 24,
+            run: honest_pass_verify,
+        },
     ]
 }
 
@@ -962,6 +967,76 @@ pub fn dg_local_equals_reverse_cumsum(ctx: &Ctx, name: &'static str, cases: u32)
                 }
             }
             Ok(())
+        },
+    )
+}
+
+/// The honest direction of `glacheck verify` (docs/math.md §8.2, "Verifier power"): every honest
+/// implementation of the mutant benchmark (`gla_judge::mutants::bench::honest_candidates`: the
+/// CPU forms at their declared arithmetic, the GPU kernels' CPU twins with their training plans,
+/// the textbook forward, the exact result rounded to bf16, fla's fused recurrence emulated in
+/// bf16) passes all three rules (the derived bound, the baseline rule and the bias test) on a
+/// drawn problem. The inputs are first rounded to bf16 (and to values exact in f16 too where they
+/// fit, else the f16 candidates are skipped), so that every candidate and the oracle consume the
+/// same numbers. A change that makes the empirical rules raise a false alarm fails here.
+pub fn honest_pass_verify(ctx: &Ctx, name: &'static str, cases: u32) -> PropOutcome {
+    use gla_judge::mutants::bench::{honest_candidates, Case};
+    use gla_judge::truth::Truth;
+    use gla_judge::verify::{verify, Labels};
+    run_prop(
+        ctx,
+        name,
+        cases,
+        strategies::problem_spec(ctx.profile),
+        |spec| {
+            let p = build(&spec)?;
+            let both = p
+                .rounded_to(Dtype::F16)
+                .and_then(|x| x.rounded_to(Dtype::Bf16))
+                .ok()
+                .filter(|x| x.rounded_to(Dtype::F16).ok().as_ref() == Some(x));
+            let f16_ok = both.is_some();
+            let problem = match both {
+                Some(x) => x,
+                None => gla(p.rounded_to(Dtype::Bf16), "round to bf16")?,
+            };
+            let truth = gla(Truth::oracle(&problem, true), "oracle")?;
+            let case = Case {
+                name: "drawn".into(),
+                problem,
+                truth,
+            };
+            let mut bad = Vec::new();
+            for h in honest_candidates() {
+                if h.precision == Dtype::F16 && !f16_ok {
+                    continue;
+                }
+                let c = match h.candidate(&case) {
+                    Ok(Some(c)) => c,
+                    Ok(None) => continue,
+                    Err(e) => return Err(fail(format!("{}: {e}", h.name))),
+                };
+                let labels = Labels {
+                    input: "drawn".into(),
+                    candidate: h.name.clone(),
+                };
+                let rep = verify(
+                    &case.problem,
+                    &c,
+                    &case.truth,
+                    &h.options(&case.problem),
+                    labels,
+                )
+                .map_err(|e| fail(format!("{}: verify: {e}", h.name)))?;
+                if !rep.pass() {
+                    bad.push(format!("{}:\n{}", h.name, rep.render()));
+                }
+            }
+            if bad.is_empty() {
+                Ok(())
+            } else {
+                Err(fail(bad.join("\n")))
+            }
         },
     )
 }

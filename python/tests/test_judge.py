@@ -16,14 +16,20 @@ CASES = ["mild", "scalar_varlen", "neg_inf_mid", "f1_tiny_decay"]
 
 
 def _candidate(case, corrupt: bool = False) -> dict:
-    """A bf16 kernel's outputs: the truth rounded to bf16 (stored as float32); `corrupt` adds
-    half the largest |dk| (plus 1) to one element of dk."""
-    out = {n: bf16(a) for n, a in case["truth"].items()}
+    """A bf16 kernel's outputs: o and the input gradients rounded to bf16 (stored as float32),
+    the states ht and dh0 in float32 (as fla's kernels return them: a state rounded to bf16 and
+    returned as f32 is a bug the baseline rule catches); `corrupt` adds half the largest |dk|
+    (plus 1) to one element of dk."""
+    out = {n: _rounded(n, a) for n, a in case["truth"].items()}
     if corrupt:
         dk = out["dk"].copy()
         dk[0, 5, 0, 3] += 0.5 * np.abs(dk).max() + 1.0
         out["dk"] = dk
     return out
+
+
+def _rounded(name: str, a: np.ndarray) -> np.ndarray:
+    return np.asarray(a, dtype=np.float32) if name in ("ht", "dh0") else bf16(a)
 
 
 def _cli_json(cli: str, inputs: Path, cand: Path, *args: str) -> tuple:
@@ -134,6 +140,6 @@ def test_truth_choices() -> None:
 
 def test_forward_only_candidate() -> None:
     case = glacheck.case("varlen")
-    out = {n: bf16(case["truth"][n]) for n in ("o", "ht")}
+    out = {n: _rounded(n, case["truth"][n]) for n in ("o", "ht")}
     r = glacheck.judge(case, out)
     assert r and list(r.tensors) == ["o", "ht"]

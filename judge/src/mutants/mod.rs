@@ -238,6 +238,12 @@ pub fn mutants() -> Vec<Mutant> {
           "exp(Gl_i - Gl_j) computed as exp(Gl_i) * exp(-Gl_j): exp of a positive exponent overflows for tiny decays and strong gates, 0 * inf = NaN (F1, F4)."),
         m("anchor-late", bf16, Textbook, always, anchor_late,
           "The off-diagonal sub-chunk anchor one row late behind an exponent guard min(x, 0): the first query row of each sub-chunk loses its factor exp(-g)."),
+        m("state-carry-bf16", bf16, Textbook, multi_chunk_applies, state_carry_bf16,
+          "The state carried between chunks is kept in bf16 (rounded to nearest once per chunk) instead of an f32 accumulator."),
+        m("ht-bf16-readback", bf16, Twin, always, ht_bf16_readback,
+          "The final state is written from the kernel's bf16 state tile: hT rounded to bf16, then stored as the f32 the kernel declares."),
+        m("dh0-bf16-readback", bf16, Twin, has_backward, dh0_bf16_readback,
+          "The initial-state gradient is written from the bf16 dstate tile the dk/dv GEMMs use: dh0 rounded to bf16, then stored as f32."),
         m("state-cast-truncated", bf16, Textbook, always, state_truncated,
           "The chunk states H_p are cast to bf16 by truncation (round toward zero) instead of rounding to nearest."),
         m("log2e-bf16", bf16, Textbook, always, log2e_bf16,
@@ -331,6 +337,35 @@ fn state_acc_bf16(p: &Problem) -> Result<Candidate> {
             ..Faults::none()
         },
     )
+}
+
+fn state_carry_bf16(p: &Problem) -> Result<Candidate> {
+    textbook_with(
+        p,
+        Faults {
+            state_carry_low: true,
+            ..Faults::none()
+        },
+    )
+}
+
+/// The honest twin with one f32 tensor (`ht` or `dh0`) rounded to bf16 and still stored as f32.
+fn readback_bf16(p: &Problem, tensor: &str) -> Result<Candidate> {
+    let mut c = twin(p, Dtype::Bf16)?;
+    for (name, x, _) in c.tensors.iter_mut() {
+        if *name == tensor {
+            x.mapv_inplace(|v| Dtype::Bf16.round(v));
+        }
+    }
+    Ok(c)
+}
+
+fn ht_bf16_readback(p: &Problem) -> Result<Candidate> {
+    readback_bf16(p, "ht")
+}
+
+fn dh0_bf16_readback(p: &Problem) -> Result<Candidate> {
+    readback_bf16(p, "dh0")
 }
 
 fn state_truncated(p: &Problem) -> Result<Candidate> {

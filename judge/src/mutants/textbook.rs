@@ -69,6 +69,10 @@ pub struct Faults {
     /// The running state accumulated in the low-precision format (rounded after the decay and
     /// after every rank-1 update) instead of f32.
     pub state_acc_low: bool,
+    /// The state carried from one chunk to the next rounded to the low-precision format (the
+    /// kernel keeps its state tile in bf16 between chunks, e.g. to reuse the tensor-core operand)
+    /// instead of an f32 accumulator; the rank-1 updates within a chunk stay f32.
+    pub state_carry_low: bool,
     /// One GEMM, `A @ V`, accumulated in the low-precision format (every partial sum rounded).
     pub av_acc_low: bool,
     /// The chunk-local cumulative gate stored in the low-precision format (the cumsum is computed
@@ -289,6 +293,9 @@ pub fn forward(p: &Problem, chunk: usize, sub: usize, low: Dtype, faults: &Fault
                             }
                         }
                     }
+                }
+                if faults.state_carry_low {
+                    st.iter_mut().for_each(|x| *x = r(*x));
                 }
                 c0 += lc;
                 if faults.gate_twice && c0 < s.len {
