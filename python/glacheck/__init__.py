@@ -76,6 +76,7 @@ __all__ = [
     "case_names",
     "load",
     "validate",
+    "generate",
     "reference",
     "PRECISIONS",
     "DG_FORMS",
@@ -500,6 +501,25 @@ def validate(
     named = dict(q=q, k=k, v=v, g=g, h0=h0, do=do, dht=dht, cu_seqlens=cu_seqlens)
     tensors, meta = problem_tensors(named, scale)
     _core.validate(tensors, meta, "<inputs>")
+
+
+def generate(b: int, t: int, h: int, k: int, v: int, **spec: Any) -> Dict[str, Any]:
+    """One problem from the generator of glacheck's Rust property suite
+    (``gla_fixtures::gen::ProblemSpec``), deterministic in its arguments: a dict with q, k, v, g
+    (``[B, T, H]`` for scalar gates), do, and h0, dht, cu_seqlens when asked for (float64 numpy
+    arrays, every value exact in ``grid``; cu_seqlens int64), plus ``scale``.
+
+    Keywords: ``scalar`` (bool), ``gates`` (a name of ``glacheck.strategies.GATE_REGIMES``,
+    default ``"mild"``), ``values`` (``VALUE_REGIMES``, default ``"signed-normal"``), ``h0``,
+    ``dht`` (bools), ``seq_lens`` (packed varlen lengths, empty sequences allowed; then ``b`` is
+    1 and ``t`` their sum), ``scale``, ``grid`` (``"bf16"``, ``"f32"``, ``"f64"``), ``seed``.
+    Hypothesis strategies over these arguments are in :mod:`glacheck.strategies`.
+
+    >>> p = generate(1, 70, 2, 8, 4, gates="isolated-neg-inf", seed=3)
+    >>> sorted(n for n in p if n != "scale"), p["q"].shape
+    (['do', 'g', 'k', 'q', 'v'], (1, 70, 2, 8))
+    """
+    return _core.generate(b, t, h, k, v, **spec)
 
 
 from . import reference  # noqa: E402  (uses the names above)

@@ -22,7 +22,8 @@ use gla_judge::inputs::take_problem;
 use gla_judge::verify::{read_candidate, verify, Empirical, Labels, VerifyOptions, VerifyReport};
 use gla_judge::{Compute, JudgeError, Truth, Verdict};
 use gla_reference::bounds::{magnitudes, DgForm, TensorReport};
-use gla_reference::{Dtype, Problem, OUTPUT_NAMES};
+use gla_fixtures::gen::{GateRegime, ProblemSpec, ValueRegime};
+use gla_reference::{Dtype, GateKind, Problem, OUTPUT_NAMES};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use std::collections::BTreeMap;
@@ -599,6 +600,145 @@ fn load(py: Python<'_>, path: PathBuf) -> PyResult<Py<PyDict>> {
     })
 }
 
+/// The generator's regime names: the Debug name in kebab case (`TinyDecay` -> `tiny-decay`).
+fn kebab(name: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('-');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// gate_regimes() -> list[str]
+///
+/// The generator's gate regimes, simplest first (`gla_fixtures::gen::GateRegime`).
+#[pyfunction]
+fn gate_regimes() -> Vec<String> {
+    GateRegime::ALL.iter().map(|r| kebab(&format!("{r:?}"))).collect()
+}
+
+/// value_regimes() -> list[str]
+///
+/// The generator's value regimes, simplest first (`gla_fixtures::gen::ValueRegime`).
+#[pyfunction]
+fn value_regimes() -> Vec<String> {
+    ValueRegime::ALL.iter().map(|r| kebab(&format!("{r:?}"))).collect()
+}
+
+/// generate(b, t, h, k, v, *, scalar=False, gates="mild", values="signed-normal", h0=False,
+///          dht=False, seq_lens=None, scale=None, grid="bf16", seed=0) -> dict
+///
+/// One problem from the generator of the Rust property suite (`gla_fixtures::gen::ProblemSpec`):
+/// q, k, v, g (`[B, T, H]` for scalar gates), do, and h0, dht, cu_seqlens when asked for, as
+/// float64 numpy arrays (cu_seqlens int64), plus `scale`. Deterministic in its arguments. With
+/// `seq_lens` (packed varlen; empty sequences allowed) `b` must be 1 and `t` their sum. `grid`
+/// ("bf16", "f32" or "f64") is the format every input is rounded to.
+#[pyfunction]
+#[pyo3(signature = (b, t, h, k, v, *, scalar=false, gates="mild", values="signed-normal", h0=false, dht=false, seq_lens=None, scale=None, grid="bf16", seed=0))]
+#[allow(clippy::too_many_arguments)]
+fn generate(
+    py: Python<'_>,
+    b: usize,
+    t: usize,
+    h: usize,
+    k: usize,
+    v: usize,
+    scalar: bool,
+    gates: &str,
+    values: &str,
+    h0: bool,
+    dht: bool,
+    seq_lens: Option<Vec<usize>>,
+    scale: Option<f64>,
+    grid: &str,
+    seed: u64,
+) -> PyResult<Py<PyDict>> {
+    guarded(|| {
+        let gate = GateRegime::ALL
+            .into_iter()
+            .find(|r| kebab(&format!("{r:?}")) == gates)
+            .ok_or_else(|| {
+                input_error(format!(
+                    "unknown gate regime `{gates}` (known: {})",
+                    gate_regimes().join(", ")
+                ))
+            })?;
+        let value = ValueRegime::ALL
+            .into_iter()
+            .find(|r| kebab(&format!("{r:?}")) == values)
+            .ok_or_else(|| {
+                input_error(format!(
+                    "unknown value regime `{values}` (known: {})",
+                    value_regimes().join(", ")
+                ))
+            })?;
+        let grid = match grid {
+            "bf16" => Dtype::Bf16,
+            "f32" => Dtype::F32,
+            "f64" => Dtype::F64,
+            other => {
+                return Err(input_error(format!(
+                    "unknown grid `{other}` (known: bf16, f32, f64)"
+                )))
+            }
+        };
+        if let Some(l) = &seq_lens {
+            if b != 1 || l.iter().sum::<usize>() != t {
+                return Err(input_error(format!(
+                    "with seq_lens, b must be 1 and t their sum (b = {b}, t = {t}, sum = {})",
+                    l.iter().sum::<usize>()
+                )));
+            }
+        }
+        if [b, t, h, k, v].contains(&0) {
+            return Err(input_error(format!(
+                "every size must be at least 1 (b = {b}, t = {t}, h = {h}, k = {k}, v = {v})"
+            )));
+        }
+        let spec = ProblemSpec {
+            b,
+            t,
+            h,
+            k,
+            v,
+            gate_kind: if scalar {
+                GateKind::Scalar
+            } else {
+                GateKind::PerChannel
+            },
+            gates: gate,
+            values: value,
+            h0,
+            dht,
+            seq_lens,
+            scale,
+            grid,
+            seed,
+        };
+        let p = spec.build().map_err(|e| input_error(e.to_string()))?;
+        let d = PyDict::new(py);
+        for x in gla_fixtures::io::problem_tensors(&p, gla_fixtures::io::FileDtype::F64) {
+            if x.name == "cu_seqlens" {
+                d.set_item(
+                    x.name,
+                    numpy::PyArray::from_owned_array(py, x.values.mapv(|y| y as i64)),
+                )?;
+            } else {
+                d.set_item(x.name, numpy::PyArray::from_owned_array(py, x.values))?;
+            }
+        }
+        d.set_item("scale", p.scale())?;
+        Ok(d.unbind())
+    })
+}
+
 /// validate(tensors, metadata, label) -> None
 ///
 /// Check that the tensors form a valid problem (the file reader's checks and messages); raise
@@ -633,6 +773,9 @@ fn _glacheck(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(case, m)?)?;
     m.add_function(wrap_pyfunction!(load, m)?)?;
     m.add_function(wrap_pyfunction!(validate, m)?)?;
+    m.add_function(wrap_pyfunction!(generate, m)?)?;
+    m.add_function(wrap_pyfunction!(gate_regimes, m)?)?;
+    m.add_function(wrap_pyfunction!(value_regimes, m)?)?;
     m.add(
         "GOLDEN_ORACLE_THREADS",
         gla_fixtures::golden::ORACLE_THREADS,
