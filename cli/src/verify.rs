@@ -5,7 +5,7 @@ use crate::eval::DG_NAMES;
 use anyhow::Result;
 use clap::Args;
 use gla_judge::verify::{read_candidate, verify, Empirical, Labels, VerifyOptions};
-use gla_judge::Truth;
+use gla_judge::{Truth, TruthMode};
 use gla_reference::bounds::DgForm;
 use gla_reference::Dtype;
 use std::path::PathBuf;
@@ -33,6 +33,7 @@ gradients (6 stages for dq, dk, dv, dg, dh0); f32 and f64 have none. A candidate
 coarser than --precision gets one more stage. The ratio printed is max |x - x*| / ((sum u_s + u_acc) \
 M_x + eta) and passes when <= bound = (sum u_s + c u_acc (n_acc + lambda)) / (sum u_s + u_acc). A \
 non-finite value where the oracle is finite fails whatever the ratio.
+Truth (--truth): the MPFR oracle for small problems; for training shapes the certified f64 truth (the f64 recurrence with its own bound 3 u_f64 (n_acc + lambda) M charged to every element, so a pass is a pass against the oracle; docs/math.md §8.4). The report names the truth it used.
 Empirical verdicts (docs/math.md §8.2, \"Verifier power\"): the baseline rule (max and RMS error at most \
 2x those of glacheck's honest implementations of the declared arithmetic on the same inputs, plus a \
 floor of one accumulation rounding at the magnitude scale; honest = the chunked form with the declared \
@@ -58,6 +59,17 @@ pub struct VerifyArgs {
     /// (enforce) or only warn (advisory).
     #[arg(long, value_parser = choice::<Empirical>(BASELINE_NAMES), default_value = "enforce")]
     pub baseline: Empirical,
+    /// The truth: `auto` (the one stored in INPUT if it is a golden fixture; else the MPFR oracle
+    /// up to 2^24 state updates B*T*H*K*V, the certified f64 truth above), `oracle`, `f64` (the
+    /// f64 recurrence, each element charged its own derived bound: sound, seconds at training
+    /// shapes), `stored` (INPUT's, an error if it holds none), or a golden FILE whose stored truth
+    /// answers INPUT's inputs.
+    #[arg(
+        long,
+        default_value = "auto",
+        value_name = "auto|oracle|f64|stored|FILE"
+    )]
+    pub truth: String,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -75,16 +87,26 @@ pub fn run(a: VerifyArgs) -> Result<Status> {
         candidate: a.candidate.display().to_string(),
     };
     let cand = read_candidate(&cand_file, &p, &labels)?;
+    drop(cand_file); // training shapes: the file's copies are gigabytes
     let backward = cand.has_gradients();
-    let truth = match Truth::stored(&input_file, &p, backward)? {
-        Some(t) => t,
-        None => {
-            if !a.json {
-                eprintln!("glacheck verify: running the MPFR oracle on INPUT ...");
+    let label = a.input.display().to_string();
+    let truth = match TruthMode::parse(&a.truth) {
+        Some(mode) => {
+            let stored = input_file.contains("o");
+            if !a.json && (!stored || !matches!(mode, TruthMode::Auto | TruthMode::Stored)) {
+                eprintln!(
+                    "glacheck verify: computing the truth ({}) on INPUT ...",
+                    a.truth
+                );
             }
-            Truth::oracle(&p, backward)?
+            Truth::choose(mode, &input_file, &p, backward, &label)?
+        }
+        None => {
+            let f = read_file(std::path::Path::new(&a.truth))?;
+            Truth::stored_for(&f, &p, backward, &a.truth)?
         }
     };
+    drop(input_file);
     let opts = VerifyOptions {
         precision: a.precision,
         chunk: a.chunk,

@@ -175,6 +175,66 @@ fn honest_backward_passes_with_both_dg_forms_reported() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `--truth`: the certified f64 truth gives the oracle's verdicts with ratios at least the
+/// oracle's, and the report names it; a bad truth is a usage error.
+#[test]
+fn truth_f64_is_at_least_as_strict_as_the_oracle() {
+    let shape = Shape {
+        b: 1,
+        t: 70,
+        h: 2,
+        k: 8,
+        v: 8,
+    };
+    let (dir, _, input, cand) = setup("verify-truth", shape, true);
+    let json = |truth: &str| -> serde_json::Value {
+        let o = glacheck(&["verify", s(&input), s(&cand), "--json", "--truth", truth]);
+        let (so, se) = texts(&o);
+        assert_eq!(o.status.code(), Some(0), "{truth}: {so}\n{se}");
+        serde_json::from_str(&so).unwrap()
+    };
+    let (f, o) = (json("f64"), json("oracle"));
+    assert!(
+        f["oracle"].as_str().unwrap().starts_with("certified f64"),
+        "{f}"
+    );
+    assert!(
+        o["oracle"].as_str().unwrap().starts_with("MPFR oracle"),
+        "{o}"
+    );
+    let ts = |v: &serde_json::Value| v["tensors"].as_array().unwrap().clone();
+    for (a, b) in ts(&f).iter().zip(ts(&o)) {
+        let (ra, rb) = (a["ratio"].as_f64().unwrap(), b["ratio"].as_f64().unwrap());
+        assert!(
+            ra >= rb && a["truth_charge"].as_f64().unwrap() > 0.0,
+            "{a}\n{b}"
+        );
+        assert_eq!(b["truth_charge"].as_f64().unwrap(), 0.0);
+    }
+    // auto: no stored truth and a small problem: the oracle
+    assert!(json("auto")["oracle"]
+        .as_str()
+        .unwrap()
+        .starts_with("MPFR oracle"));
+    expect_exit(
+        &["verify", s(&input), s(&cand), "--truth", "stored"],
+        2,
+        "holds no stored truth",
+    );
+    expect_exit(
+        &[
+            "verify",
+            s(&input),
+            s(&cand),
+            "--truth",
+            "/nonexistent/golden.safetensors",
+        ],
+        2,
+        "golden.safetensors",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn expect_exit(args: &[&str], code: i32, needle: &str) -> String {
     let o = glacheck(args);
     let (so, se) = texts(&o);

@@ -210,8 +210,14 @@ pub struct ErrStats {
 
 /// [`ErrStats`] of `x` against `exact` over the elements where `exact` is finite.
 pub fn err_stats(x: &Array4<f64>, exact: &Array4<f64>) -> ErrStats {
+    err_stats_of(x, exact, |a| a)
+}
+
+/// [`err_stats`] of `f(x)` (e.g. `x` rounded to a storage dtype) without materializing it.
+pub fn err_stats_of(x: &Array4<f64>, exact: &Array4<f64>, f: impl Fn(f64) -> f64) -> ErrStats {
     let (mut max, mut sum2, mut n) = (0.0f64, 0.0f64, 0usize);
     for (&a, &e) in x.iter().zip(exact.iter()) {
+        let a = f(a);
         if !e.is_finite() {
             continue;
         }
@@ -252,23 +258,59 @@ pub fn magnitude_scale(m: &Array4<f64>, exact: &Array4<f64>) -> (f64, f64) {
     )
 }
 
-/// The honest solutions of a declared arithmetic on `p`, by name.
-pub fn honest_solutions(
+/// One honest implementation's statistics on one tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HonestStats {
+    /// The honest implementation's name.
+    pub name: String,
+    /// Its error against the truth, its results rounded to the candidate's stored dtype.
+    pub err: ErrStats,
+    /// `|beta|` of that error (the bias test's statistic, `crate::bias`).
+    pub beta: f64,
+}
+
+/// The honest implementations of a declared arithmetic on `p`, reduced one at a time to
+/// per-tensor statistics against `exact` (each result rounded to `stored(tensor)` first) and
+/// dropped: at training shapes one solution is gigabytes. Returns the names run and, for each
+/// tensor of `tensors`, one [`HonestStats`] per implementation that computes it.
+pub fn honest_stats(
     p: &Problem,
     precision: Dtype,
     chunk: usize,
     dg: DgForm,
     backward: bool,
-) -> Result<Vec<(String, Solution)>> {
+    exact: &Solution,
+    tensors: &[(String, Dtype)],
+) -> Result<(Vec<String>, Vec<Vec<HonestStats>>)> {
+    use rayon::prelude::*;
     // The training plan differs from the precision's plan in the backward only.
     let train = training_plan_for(precision);
-    honest_set(precision, chunk)
-        .into_iter()
-        .filter(|h| {
-            backward || !matches!(h, Honest::Chunked { opts, .. } if Some(opts.plan) == train)
-        })
-        .map(|h| Ok((h.name(), h.solve(p, backward, dg)?)))
-        .collect()
+    let mut names = Vec::new();
+    let mut out = vec![Vec::new(); tensors.len()];
+    for h in honest_set(precision, chunk).into_iter().filter(|h| {
+        backward || !matches!(h, Honest::Chunked { opts, .. } if Some(opts.plan) == train)
+    }) {
+        let name = h.name();
+        let s = h.solve(p, backward, dg)?;
+        let per: Vec<Option<HonestStats>> = tensors
+            .par_iter()
+            .map(|(t, st)| {
+                let (Some(x), Some(e)) = (s.tensor(t), exact.tensor(t)) else {
+                    return None;
+                };
+                Some(HonestStats {
+                    name: name.clone(),
+                    err: err_stats_of(x, e, |v| st.round(v)),
+                    beta: crate::bias::stats_of(x, e, |v| st.round(v)).1.abs(),
+                })
+            })
+            .collect();
+        for (o, x) in out.iter_mut().zip(per) {
+            o.extend(x);
+        }
+        names.push(name);
+    }
+    Ok((names, out))
 }
 
 /// The baseline verdict on one tensor.
@@ -323,8 +365,8 @@ fn ratio(a: f64, b: f64) -> f64 {
     }
 }
 
-/// Judge one tensor: the candidate `x` against `exact`, with the honest results `honest` (each
-/// rounded to `stored` first), the judging magnitude `m` and the floor's unit `floor_unit`
+/// Judge one tensor: the candidate `x` against `exact`, with the honest implementations' errors
+/// `honest` ([`honest_stats`]), the judging magnitude `m` and the floor's unit `floor_unit`
 /// (`u_acc sqrt(n_acc + lambda)`, module docs: the floors are `floor_unit max(M)` and
 /// `floor_unit RMS(M)`).
 pub fn judge_tensor(
@@ -332,20 +374,14 @@ pub fn judge_tensor(
     x: &Array4<f64>,
     exact: &Array4<f64>,
     m: &Array4<f64>,
-    honest: &[(&str, &Array4<f64>)],
-    stored: Dtype,
+    honest: &[HonestStats],
     floor_unit: f64,
 ) -> TensorBaseline {
     let candidate = err_stats(x, exact);
     let (mut base_max, mut base_rms) = (None::<f64>, None::<f64>);
     let (mut max_by, mut rms_by) = (String::new(), String::new());
-    for (hname, h) in honest {
-        let h = if stored == Dtype::F64 {
-            (*h).clone()
-        } else {
-            h.mapv(|v| stored.round(v))
-        };
-        let s = err_stats(&h, exact);
+    for h in honest {
+        let (hname, s) = (&h.name, h.err);
         if !(s.max.is_finite() && s.rms.is_finite()) {
             continue;
         }

@@ -116,8 +116,14 @@ impl BiasStat {
 
 /// `(t, beta)` of `x` against `exact` over the elements where both are finite.
 pub fn stats(x: &Array4<f64>, exact: &Array4<f64>) -> (f64, f64) {
+    stats_of(x, exact, |a| a)
+}
+
+/// [`stats`] of `f(x)` (e.g. `x` rounded to a storage dtype) without materializing it.
+pub fn stats_of(x: &Array4<f64>, exact: &Array4<f64>, f: impl Fn(f64) -> f64) -> (f64, f64) {
     let (mut sxe, mut sxe2, mut sx2) = (0.0f64, 0.0f64, 0.0f64);
     for (&a, &e) in x.iter().zip(exact.iter()) {
+        let a = f(a);
         if !(a.is_finite() && e.is_finite()) {
             continue;
         }

@@ -152,6 +152,7 @@ pub fn twice_the_emulation(
             u_stages: spec.u_stages(),
             u_acc: spec.u_acc(),
             eta: floor,
+            truth_charge: 0.0,
             pass: ratio <= 1.0 && eg.is_finite(),
         });
     }
@@ -379,6 +380,7 @@ pub fn compare_pair(
             u_stages: spec_b.u_stages(),
             u_acc: spec_b.u_acc(),
             eta: ea + eb,
+            truth_charge: 0.0,
             pass: st.ratio <= 1.0 && st.nonfinite == 0,
         });
     }

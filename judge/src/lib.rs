@@ -41,6 +41,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod alloc;
 pub mod baseline;
 pub mod bias;
 pub mod check;
@@ -58,7 +59,7 @@ pub use implementation::{
     bound_spec, bound_spec_forward, solve, Compute, DgFormKey, Implementation, Round,
 };
 pub use summary::{summary, Summary, SummaryRow};
-pub use truth::Truth;
+pub use truth::{Truth, TruthMode};
 
 /// Why a judgement could not be made: the input or candidate is unusable (wrong shapes, missing
 /// tensors, a file that is not what it claims), or a solver's typed error.

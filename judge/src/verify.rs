@@ -45,10 +45,14 @@ use crate::format::{fmt_ratio, json_f64, table};
 use crate::truth::Truth;
 use crate::JudgeError;
 use gla_fixtures::io::TensorFile;
-use gla_reference::bounds::{compare, Algorithm, BoundSpec, DgForm, Pass, TensorReport};
+use gla_reference::bounds::{
+    compare, compare_approximate, Algorithm, BoundSpec, DgForm, Magnitudes, Pass, Report,
+    TensorReport,
+};
 use gla_reference::rounding::RoundingPlan;
 use gla_reference::{Dtype, GateKind, Problem, Solution, OUTPUT_NAMES};
 use ndarray::{Array4, Axis};
+use rayon::prelude::*;
 use std::fmt::Write as _;
 
 /// What the candidate claims about its arithmetic.
@@ -409,6 +413,21 @@ pub struct ProblemSummary {
     pub scale: f64,
 }
 
+/// [`compare`] against an exact truth, [`compare_approximate`] against one with a budget.
+fn judge_against(
+    p: &Problem,
+    truth: &Solution,
+    mags: &Magnitudes,
+    cand: &Solution,
+    spec: &BoundSpec,
+    budget: Option<&BoundSpec>,
+) -> gla_reference::Result<Report> {
+    match budget {
+        None => compare(p, truth, mags, cand, spec),
+        Some(b) => compare_approximate(p, truth, mags, cand, spec, b),
+    }
+}
+
 /// Judge `cand` against `truth` (which must answer the same problem `p`, with gradients when the
 /// candidate holds any).
 pub fn verify(
@@ -473,10 +492,20 @@ pub fn verify(
         grads: None,
     };
     let mags = &truth.magnitudes;
-    let mut reports = compare(p, exact, mags, &fwd_only, &spec_fwd)?.tensors;
+    // Against an approximate truth every element is charged the truth's own bound.
+    let judge = |c: &Solution, spec: &BoundSpec| -> gla_reference::Result<Report> {
+        judge_against(p, exact, mags, c, spec, truth.budget.as_ref())
+    };
+    if let Some(b) = &truth.budget {
+        let worst = b.u_stages() + 3.0 * b.u_acc() * (b.n_acc(p) + b.lambda(p));
+        notes.push(format!(
+            "truth: certified f64 (each element charged the truth's own bound, about {worst:.1e} M)"
+        ));
+    }
+    let mut reports = judge(&fwd_only, &spec_fwd)?.tensors;
     if backward {
         reports.extend(
-            compare(p, exact, mags, &full, &spec_bwd)?
+            judge(&full, &spec_bwd)?
                 .tensors
                 .into_iter()
                 .filter(|t| !matches!(t.name.as_str(), "o" | "ht")),
@@ -488,51 +517,59 @@ pub fn verify(
         .collect();
     // The empirical verdicts: honest implementations of the declared arithmetic on the problem
     // as stored, and the bias of the candidate's error.
-    let honest = baseline::honest_solutions(p, precision, opts.chunk, opts.dg, backward)?;
+    let stored: Vec<(String, Dtype)> = tensors
+        .iter()
+        .map(|t| {
+            let st = cand.tensors.iter().find(|c| c.0 == t.name).map(|c| c.2);
+            (
+                t.name.clone(),
+                st.expect("reported tensors are the candidate's"),
+            )
+        })
+        .collect();
+    let (honest, honest_stats) =
+        baseline::honest_stats(p, precision, opts.chunk, opts.dg, backward, exact, &stored)?;
     let acc = baseline::accumulation(precision);
-    let mut empirical = Vec::new();
-    for t in &tensors {
-        let (_, x, st) = cand
-            .tensors
-            .iter()
-            .find(|c| c.0 == t.name)
-            .expect("reported tensors are the candidate's");
-        let exact_t = exact
-            .tensor(&t.name)
-            .expect("the truth holds every judged tensor");
-        let mname = match (t.name.as_str(), opts.dg) {
-            ("dg", DgForm::Local) => "dg_local",
-            (n, _) => n,
-        };
-        let m = mags.tensor(mname).ok_or_else(|| {
-            JudgeError::Input(format!("the truth holds no magnitude for `{mname}`"))
-        })?;
-        let hs: Vec<(&str, &Array4<f64>)> = honest
-            .iter()
-            .filter_map(|(n, s)| s.tensor(&t.name).map(|a| (n.as_str(), a)))
-            .collect();
-        let u = precision.unit_roundoff().max(st.unit_roundoff());
-        let honest_beta = hs
-            .iter()
-            .map(|(_, h)| bias::stats(&h.mapv(|v| st.round(v)), exact_t).1.abs())
-            .fold(0.0, f64::max);
-        let scale = acc.unit_roundoff() * (t.n_acc + t.lambda);
-        let floor_unit = acc.unit_roundoff() * (t.n_acc + t.lambda).sqrt();
-        empirical.push(EmpiricalReport {
-            baseline: baseline::judge_tensor(&t.name, x, exact_t, m, &hs, *st, floor_unit),
-            bias: bias::bias_stat(
-                x,
-                exact_t,
-                u,
-                honest_beta,
-                bias::accumulation_beta(exact_t, m, scale),
-            ),
-        });
-    }
+    // One tensor per task: every statistic is a pass over gigabytes at training shapes.
+    let empirical = tensors
+        .par_iter()
+        .zip(&honest_stats)
+        .map(|(t, hs)| -> Result<EmpiricalReport, JudgeError> {
+            let (_, x, st) = cand
+                .tensors
+                .iter()
+                .find(|c| c.0 == t.name)
+                .expect("reported tensors are the candidate's");
+            let exact_t = exact
+                .tensor(&t.name)
+                .expect("the truth holds every judged tensor");
+            let mname = match (t.name.as_str(), opts.dg) {
+                ("dg", DgForm::Local) => "dg_local",
+                (n, _) => n,
+            };
+            let m = mags.tensor(mname).ok_or_else(|| {
+                JudgeError::Input(format!("the truth holds no magnitude for `{mname}`"))
+            })?;
+            let u = precision.unit_roundoff().max(st.unit_roundoff());
+            let honest_beta = hs.iter().map(|h| h.beta).fold(0.0, f64::max);
+            let scale = acc.unit_roundoff() * (t.n_acc + t.lambda);
+            let floor_unit = acc.unit_roundoff() * (t.n_acc + t.lambda).sqrt();
+            Ok(EmpiricalReport {
+                baseline: baseline::judge_tensor(&t.name, x, exact_t, m, hs, floor_unit),
+                bias: bias::bias_stat(
+                    x,
+                    exact_t,
+                    u,
+                    honest_beta,
+                    bias::accumulation_beta(exact_t, m, scale),
+                ),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let d = p.dims();
     Ok(VerifyReport {
         empirical,
-        honest: honest.into_iter().map(|(n, _)| n).collect(),
+        honest,
         stored: tensors
             .iter()
             .map(|t| (t.name.clone(), cand.stored(&t.name)))
@@ -689,6 +726,7 @@ impl VerifyReport {
                     "name": t.name,
                     "stored_dtype": self.stored_of(&t.name),
                     "ratio": json_f64(t.ratio),
+                    "truth_charge": json_f64(t.truth_charge),
                     "bound": json_f64(t.bound),
                     "pass": t.pass && (self.advisory() || e.pass()),
                     "verdicts": {"bound": t.pass, "baseline": b.pass(), "bias": e.bias.pass},

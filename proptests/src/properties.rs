@@ -206,6 +206,11 @@ pub fn all() -> Vec<Property> {
             default_cases: 24,
             run: honest_pass_verify,
         },
+        Property {
+            name: "f64_truth_is_sound",
+            default_cases: 48,
+            run: f64_truth_is_sound,
+        },
     ]
 }
 
@@ -989,17 +994,7 @@ pub fn honest_pass_verify(ctx: &Ctx, name: &'static str, cases: u32) -> PropOutc
         cases,
         strategies::problem_spec(ctx.profile),
         |spec| {
-            let p = build(&spec)?;
-            let both = p
-                .rounded_to(Dtype::F16)
-                .and_then(|x| x.rounded_to(Dtype::Bf16))
-                .ok()
-                .filter(|x| x.rounded_to(Dtype::F16).ok().as_ref() == Some(x));
-            let f16_ok = both.is_some();
-            let problem = match both {
-                Some(x) => x,
-                None => gla(p.rounded_to(Dtype::Bf16), "round to bf16")?,
-            };
+            let (problem, f16_ok) = common_grid(&build(&spec)?)?;
             let truth = gla(Truth::oracle(&problem, true), "oracle")?;
             let case = Case {
                 name: "drawn".into(),
@@ -1037,6 +1032,110 @@ pub fn honest_pass_verify(ctx: &Ctx, name: &'static str, cases: u32) -> PropOutc
             } else {
                 Err(fail(bad.join("\n")))
             }
+        },
+    )
+}
+
+/// `p` with every input rounded to values exact in bf16 and, where they fit, in f16 too (then
+/// `true`), so that every honest candidate and the oracle consume the same numbers.
+fn common_grid(p: &Problem) -> Result<(Problem, bool), TestCaseError> {
+    let both = p
+        .rounded_to(Dtype::F16)
+        .and_then(|x| x.rounded_to(Dtype::Bf16))
+        .ok()
+        .filter(|x| x.rounded_to(Dtype::F16).ok().as_ref() == Some(x));
+    Ok(match both {
+        Some(x) => (x, true),
+        None => (gla(p.rounded_to(Dtype::Bf16), "round to bf16")?, false),
+    })
+}
+
+/// The certified f64 truth is sound (docs/math.md §8.4): on drawn problems, (1) the f64
+/// recurrence is within the budget it charges, element by element, against the oracle; (2) for
+/// every honest implementation of the benchmark, each tensor's bound ratio against the f64 truth
+/// is at least its ratio against the oracle, so a pass against the f64 truth is a pass against
+/// the oracle; (3) for candidates of f32 or coarser arithmetic the charge is negligible (at
+/// most 1% of the bound), so the f64 truth does not blunt the verdict where it is meant to be
+/// used.
+pub fn f64_truth_is_sound(ctx: &Ctx, name: &'static str, cases: u32) -> PropOutcome {
+    use gla_judge::mutants::bench::{honest_candidates, Case};
+    use gla_judge::truth::Truth;
+    use gla_judge::verify::{verify, Labels};
+    run_prop(
+        ctx,
+        name,
+        cases,
+        strategies::problem_spec(ctx.profile),
+        |spec| {
+            let (problem, f16_ok) = common_grid(&build(&spec)?)?;
+            let oracle = gla(Truth::oracle(&problem, true), "oracle")?;
+            let certified = gla(Truth::f64(&problem, true), "f64 truth")?;
+            // (1) the truth within its budget: judged as a candidate against the oracle, with
+            // the budget's own spec, every tensor passes.
+            let own = gla(
+                compare(
+                    &problem,
+                    &oracle.solution,
+                    &oracle.magnitudes,
+                    &certified.solution,
+                    &Truth::budget_spec(),
+                ),
+                "compare",
+            )?;
+            if !own.pass() {
+                return Err(fail(format!(
+                    "the f64 truth exceeds its own budget:\n{}",
+                    harness::failing_rows(&own)
+                )));
+            }
+            let cases = [("oracle", oracle), ("f64", certified)].map(|(n, truth)| Case {
+                name: n.into(),
+                problem: problem.clone(),
+                truth,
+            });
+            for h in honest_candidates() {
+                if h.precision == Dtype::F16 && !f16_ok {
+                    continue;
+                }
+                let c = match h.candidate(&cases[0]) {
+                    Ok(Some(c)) => c,
+                    Ok(None) => continue,
+                    Err(e) => return Err(fail(format!("{}: {e}", h.name))),
+                };
+                let reps: Vec<_> = cases
+                    .iter()
+                    .map(|case| {
+                        verify(
+                            &case.problem,
+                            &c,
+                            &case.truth,
+                            &h.options(&case.problem),
+                            Labels {
+                                input: case.name.clone(),
+                                candidate: h.name.clone(),
+                            },
+                        )
+                        .map_err(|e| fail(format!("{}: verify: {e}", h.name)))
+                    })
+                    .collect::<Result<_, _>>()?;
+                for (a, b) in reps[0].tensors.iter().zip(&reps[1].tensors) {
+                    // (2) soundness, with a relative slack for the f64 arithmetic of the ratios
+                    if b.ratio < a.ratio * (1.0 - 1e-9) || (b.pass && !a.pass) {
+                        return Err(fail(format!(
+                            "{} {}: ratio {:.6e} against the f64 truth < {:.6e} against the oracle",
+                            h.name, a.name, b.ratio, a.ratio
+                        )));
+                    }
+                    // (3) the charge is negligible for f32 and coarser candidates
+                    if h.precision != Dtype::F64 && b.truth_charge > 0.01 * b.bound {
+                        return Err(fail(format!(
+                            "{} {}: the f64 truth charges {:.3e} of a bound {:.3e}",
+                            h.name, b.name, b.truth_charge, b.bound
+                        )));
+                    }
+                }
+            }
+            Ok(())
         },
     )
 }

@@ -20,7 +20,7 @@ use gla_fixtures::io::{StoredTensor, TensorFile, INPUT_NAMES};
 use gla_judge::implementation::{Config, Form};
 use gla_judge::inputs::take_problem;
 use gla_judge::verify::{read_candidate, verify, Empirical, Labels, VerifyOptions, VerifyReport};
-use gla_judge::{Compute, JudgeError, Truth, Verdict};
+use gla_judge::{Compute, JudgeError, Truth, TruthMode, Verdict};
 use gla_reference::bounds::{magnitudes, DgForm, TensorReport};
 use gla_fixtures::gen::{GateRegime, ProblemSpec, ValueRegime};
 use gla_reference::{Dtype, GateKind, Problem, OUTPUT_NAMES};
@@ -198,12 +198,8 @@ impl PyVerifyReport {
 
 /// Which truth judges the candidate.
 enum TruthChoice {
-    /// Stored in the input file when it holds one, else the oracle (the command line's rule).
-    Auto,
-    /// The MPFR oracle, always.
-    Oracle,
-    /// Stored in the input file; an error when it holds none.
-    Stored,
+    /// A mode of `gla_judge::TruthMode` (auto, oracle, f64, stored): the command line's rule.
+    Mode(TruthMode),
     /// Stored in another file (a golden, or a case's tensors).
     File(Loaded),
 }
@@ -233,10 +229,12 @@ fn judge(
             empirical: parse::<Empirical>(baseline)?,
         };
         let truth = match (truth_mode, truth_source) {
-            ("auto", None) => TruthChoice::Auto,
-            ("oracle", None) => TruthChoice::Oracle,
-            ("stored", None) => TruthChoice::Stored,
             ("file", Some(s)) => TruthChoice::File(s.load()?),
+            (m, None) => TruthChoice::Mode(TruthMode::parse(m).ok_or_else(|| {
+                input_error(format!(
+                    "unknown truth `{m}` (auto, oracle, f64, stored, or a golden file)"
+                ))
+            })?),
             (m, _) => return Err(input_error(format!("unknown truth `{m}`"))),
         };
         let inputs = inputs.load()?;
@@ -254,22 +252,8 @@ fn judge(
             drop(cand_file);
             let backward = cand.has_gradients();
             let truth = match truth {
-                TruthChoice::Auto => match Truth::stored(&input_file, &p, backward)
-                    .map_err(|x| e(x.into()))?
-                {
-                    Some(t) => t,
-                    None => Truth::oracle(&p, backward).map_err(|x| e(x.into()))?,
-                },
-                TruthChoice::Oracle => Truth::oracle(&p, backward).map_err(|x| e(x.into()))?,
-                TruthChoice::Stored => Truth::stored(&input_file, &p, backward)
-                    .map_err(|x| e(x.into()))?
-                    .ok_or_else(|| {
-                        format!(
-                            "INPUT {input_label}: holds no stored truth{} (o, ht{} and their magnitudes m_*)",
-                            if backward { " with gradients" } else { "" },
-                            if backward { ", dq, dk, dv, dg, dh0, m_dg_local" } else { "" }
-                        )
-                    })?,
+                TruthChoice::Mode(m) => Truth::choose(m, &input_file, &p, backward, &input_label)
+                    .map_err(e)?,
                 TruthChoice::File(src) => {
                     let (f, label) = src.read()?;
                     Truth::stored_for(&f, &p, backward, &label).map_err(e)?
@@ -755,6 +739,11 @@ fn validate(
         Ok(())
     })
 }
+
+/// Large blocks with transparent huge pages (`gla_judge::alloc`), as the command line: judging at
+/// training shapes spends half its time in page faults without.
+#[global_allocator]
+static ALLOC: gla_judge::alloc::HugePages = gla_judge::alloc::HugePages;
 
 /// The compiled core of the `glacheck` package (use the package, not this module).
 #[pymodule]

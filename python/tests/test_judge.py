@@ -143,3 +143,30 @@ def test_forward_only_candidate() -> None:
     out = {n: _rounded(n, case["truth"][n]) for n in ("o", "ht")}
     r = glacheck.judge(case, out)
     assert r and list(r.tensors) == ["o", "ht"]
+
+
+@pytest.mark.parametrize("name", ["mild", "neg_inf_mid"])
+def test_f64_truth(cli, golden_dir, tmp_path, name) -> None:
+    """The certified f64 truth: same verdicts as the oracle on honest and corrupted outputs, a
+    ratio at least the oracle's, the truth named, and the CLI's --truth f64 JSON identical."""
+    case = glacheck.case(name)
+    for corrupt in (False, True):
+        out = _candidate(case, corrupt)
+        a = glacheck.judge(case, out, precision="bf16", truth="f64")
+        b = glacheck.judge(case, out, precision="bf16", truth="oracle")
+        assert a.truth.startswith("certified f64") and b.truth.startswith("MPFR oracle")
+        assert bool(a) == bool(b) == (not corrupt)
+        for n, t in a.tensors.items():
+            assert t.ratio >= b.tensors[n].ratio * (1 - 1e-12)
+        if corrupt:
+            assert "FAIL dk" in str(a)
+    cand = write_safetensors(tmp_path / "cand.safetensors", _candidate(case))
+    inputs = write_safetensors(
+        tmp_path / "inputs.safetensors",
+        {n: np.asarray(x) for n, x in case["inputs"].items() if n != "scale"},
+        {"scale": repr(float(case["inputs"]["scale"]))},
+    )
+    want, rc = _cli_json(cli, inputs, cand, "--precision", "bf16", "--truth", "f64")
+    r = glacheck.judge(str(inputs), str(cand), precision="bf16", truth="f64")
+    assert r.to_dict() == want and rc == 0
+    assert want["oracle"].startswith("certified f64")

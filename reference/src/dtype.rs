@@ -75,6 +75,7 @@ impl Dtype {
     /// assert_eq!(Dtype::Bf16.round(1.0 + 1.0 / 512.0), 1.0);
     /// assert_eq!(Dtype::F16.round(1e6), f64::INFINITY);
     /// ```
+    #[inline]
     pub fn round(self, x: f64) -> f64 {
         match self {
             Dtype::F64 => x,
@@ -88,6 +89,7 @@ impl Dtype {
     }
 
     /// Round an f32 to this format (for f32 compute paths), returned as f32.
+    #[inline]
     pub fn round_f32(self, x: f32) -> f32 {
         match self {
             Dtype::F64 | Dtype::F32 => x,

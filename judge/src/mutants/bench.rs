@@ -28,6 +28,7 @@ use crate::verify::{declared_options, verify, Candidate, Empirical, Labels, Veri
 use crate::{solve, Compute, DgFormKey, Implementation, JudgeError, Round};
 use gla_reference::bounds::DgForm;
 use gla_reference::{recurrent, Dtype, Problem, Solution};
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -418,15 +419,15 @@ pub fn run(cases: &[Case], opts: &Options) -> Result<Benchmark, JudgeError> {
             if !(m.applies)(p) {
                 continue;
             }
-            if !refs_by.contains_key(&m.precision) {
-                refs_by.insert(m.precision, refs(p, m.precision)?);
+            if let Entry::Vacant(e) = refs_by.entry(m.precision) {
+                e.insert(refs(p, m.precision)?);
             }
             let r = &refs_by[&m.precision];
             let opts = mutant_options(m);
             let key = (m.precision, m.origin == Origin::Textbook);
-            if !origins.contains_key(&key) {
+            if let Entry::Vacant(e) = origins.entry(key) {
                 let oc = origin_candidate(m.origin, m.precision, p)?;
-                origins.insert(key, judge_with(case, &oc, &opts, r, "origin")?);
+                e.insert(judge_with(case, &oc, &opts, r, "origin")?);
             }
             let orig = &origins[&key];
             let cand = (m.build)(p)?;
@@ -478,8 +479,8 @@ pub fn run(cases: &[Case], opts: &Options) -> Result<Benchmark, JudgeError> {
                 continue;
             };
             let prec = h.precision;
-            if !refs_by.contains_key(&prec) {
-                refs_by.insert(prec, refs(p, prec)?);
+            if let Entry::Vacant(e) = refs_by.entry(prec) {
+                e.insert(refs(p, prec)?);
             }
             let v = judge_with(case, &cand, &h.options(p), &refs_by[&prec], &h.name)?;
             row.cases += 1;

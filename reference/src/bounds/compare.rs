@@ -5,6 +5,7 @@ use crate::error::{GlaError, Result};
 use crate::problem::Problem;
 use crate::solution::{Solution, OUTPUT_NAMES};
 use ndarray::Array4;
+use rayon::prelude::*;
 use std::fmt;
 
 /// Both ratios of the gate gradient: against the reverse-cumsum magnitude `M_dg` and against the
@@ -64,6 +65,9 @@ pub struct TensorReport {
     pub u_acc: f64,
     /// Underflow floor.
     pub eta: f64,
+    /// The part of `ratio` at the worst element charged for an approximate truth's own error
+    /// ([`compare_approximate`]; 0 against an exact truth).
+    pub truth_charge: f64,
     /// Verdict: `ratio <= bound` and no non-finite candidate element where the exact one is finite.
     pub pass: bool,
 }
@@ -141,9 +145,25 @@ struct Stats {
     exact_nonfinite: usize,
     first_nonfinite: Option<[usize; 4]>,
     zero_mag: usize,
+    charge: f64,
 }
 
-fn stats(exact: &Array4<f64>, cand: &Array4<f64>, mag: &Array4<f64>, unit: f64, eta: f64) -> Stats {
+/// The error budget of an approximate truth for one tensor: `coef * m + eta` per element.
+#[derive(Clone, Copy)]
+struct Slack<'a> {
+    m: &'a Array4<f64>,
+    coef: f64,
+    eta: f64,
+}
+
+fn stats(
+    exact: &Array4<f64>,
+    cand: &Array4<f64>,
+    mag: &Array4<f64>,
+    unit: f64,
+    eta: f64,
+    slack: Option<Slack<'_>>,
+) -> Stats {
     let mut s = Stats {
         ratio: 0.0,
         worst: None,
@@ -153,10 +173,12 @@ fn stats(exact: &Array4<f64>, cand: &Array4<f64>, mag: &Array4<f64>, unit: f64, 
         exact_nonfinite: 0,
         first_nonfinite: None,
         zero_mag: 0,
+        charge: 0.0,
     };
     let mut worst_r = -1.0f64;
     for ((idx, &x), (&y, &m)) in exact.indexed_iter().zip(cand.iter().zip(mag.iter())) {
         let idx = [idx.0, idx.1, idx.2, idx.3];
+        let charge = slack.map_or(0.0, |sl| sl.coef * sl.m[idx] + sl.eta);
         if !x.is_finite() {
             s.exact_nonfinite += 1;
             continue;
@@ -169,8 +191,9 @@ fn stats(exact: &Array4<f64>, cand: &Array4<f64>, mag: &Array4<f64>, unit: f64, 
             }
             continue;
         }
-        let err = (y - x).abs();
-        s.max_err = s.max_err.max(err);
+        let raw = (y - x).abs();
+        s.max_err = s.max_err.max(raw);
+        let err = raw + charge;
         let den = unit * m + eta;
         let r = if err == 0.0 {
             0.0
@@ -185,6 +208,7 @@ fn stats(exact: &Array4<f64>, cand: &Array4<f64>, mag: &Array4<f64>, unit: f64, 
         if r > worst_r {
             worst_r = r;
             s.worst = Some(idx);
+            s.charge = if charge == 0.0 { 0.0 } else { charge / den };
         }
     }
     s.ratio = worst_r.max(0.0);
@@ -234,15 +258,68 @@ pub fn compare(
     cand: &Solution,
     spec: &BoundSpec,
 ) -> Result<Report> {
+    compare_impl(p, exact, mags, cand, spec, None)
+}
+
+/// [`compare`] against an approximate truth `truth` whose own error is bounded by `truth_spec`
+/// (the error model of the algorithm that computed it, e.g. the f64 recurrence: docs/math.md
+/// §8.4, "Certified f64 truth"). Every element is charged its error against `truth` plus the
+/// truth's budget there, `(sum u_s + c u_acc (n_acc + lambda)) M + eta` of `truth_spec` with the
+/// magnitude of the truth's own algorithm (`M_dg_local` for a local-form dg). Sound: wherever
+/// the truth is within its bound, `|x - x*| <= |x - t| + budget`, so each reported ratio is at
+/// least the ratio against the exact solution and a pass here is a pass against the exact
+/// solution. `TensorReport::truth_charge` is the budget's share of the worst element's ratio.
+///
+/// ```
+/// use gla_reference::bounds::{compare, compare_approximate, magnitudes, Algorithm, BoundSpec, DgForm};
+/// use gla_reference::{recurrent, Dtype, Gates, Problem};
+/// use ndarray::Array4;
+/// let p = Problem::builder(Array4::from_elem((1, 9, 1, 2), 0.5), Array4::from_elem((1, 9, 1, 2), -0.25),
+///     Array4::from_elem((1, 9, 1, 3), 1.0), Gates::PerChannel(Array4::from_elem((1, 9, 1, 2), -0.1)))
+///     .build()?;
+/// let m = magnitudes(&p);
+/// let t = recurrent::forward::<f64>(&p)?;                 // the certified truth
+/// let x = recurrent::forward::<f32>(&p)?;                 // a candidate
+/// let spec = BoundSpec::new(Algorithm::Recurrent, Dtype::F32);
+/// let mut tspec = BoundSpec::new(Algorithm::Recurrent, Dtype::F64);
+/// tspec.dg_form = DgForm::Local;
+/// let r = compare_approximate(&p, &t, &m, &x, &spec, &tspec)?;
+/// let exact = compare(&p, &t, &m, &x, &spec)?;            // the same truth, taken as exact
+/// assert!(r.pass());
+/// for (a, b) in r.tensors.iter().zip(&exact.tensors) {
+///     assert!(a.ratio >= b.ratio && a.truth_charge > 0.0 && b.truth_charge == 0.0);
+/// }
+/// # Ok::<(), gla_reference::GlaError>(())
+/// ```
+pub fn compare_approximate(
+    p: &Problem,
+    truth: &Solution,
+    mags: &Magnitudes,
+    cand: &Solution,
+    spec: &BoundSpec,
+    truth_spec: &BoundSpec,
+) -> Result<Report> {
+    truth_spec.validate()?;
+    compare_impl(p, truth, mags, cand, spec, Some(truth_spec))
+}
+
+fn compare_impl(
+    p: &Problem,
+    exact: &Solution,
+    mags: &Magnitudes,
+    cand: &Solution,
+    spec: &BoundSpec,
+    truth_spec: Option<&BoundSpec>,
+) -> Result<Report> {
     spec.validate()?;
     let n_acc = spec.n_acc(p);
     let lambda = spec.lambda(p);
     let (us, ua) = (spec.u_stages(), spec.u_acc());
     let unit = us + ua;
-    let mut tensors = Vec::new();
-    for name in OUTPUT_NAMES {
+    // One tensor per task: each is a pass over up to gigabytes at training shapes.
+    let one = |name: &'static str| -> Result<Option<TensorReport>> {
         let Some(c_t) = cand.tensor(name) else {
-            continue;
+            return Ok(None);
         };
         let x_t = exact.tensor(name).ok_or_else(|| {
             GlaError::Options(format!(
@@ -268,7 +345,24 @@ pub fn compare(
         }
         let c = spec.c_for(name).unwrap_or(super::C_UNCALIBRATED);
         let eta = spec.eta(p, mag_name).unwrap_or(0.0);
-        let st = stats(x_t, c_t, m_t, unit, eta);
+        let slack = match truth_spec {
+            None => None,
+            Some(ts) => {
+                let tm_name = if name == "dg" && ts.dg_form == DgForm::Local {
+                    "dg_local"
+                } else {
+                    name
+                };
+                let tm = mags.tensor(tm_name).ok_or_else(missing)?;
+                let tc = ts.c_for(name).unwrap_or(super::C_UNCALIBRATED);
+                Some(Slack {
+                    m: tm,
+                    coef: ts.u_stages() + tc * ts.u_acc() * (ts.n_acc(p) + ts.lambda(p)),
+                    eta: ts.eta(p, tm_name).unwrap_or(0.0),
+                })
+            }
+        };
+        let st = stats(x_t, c_t, m_t, unit, eta, slack);
         let dg = if name == "dg" {
             let other_name = if mag_name == "dg" { "dg_local" } else { "dg" };
             let other = mags.tensor(other_name).ok_or_else(missing)?;
@@ -281,7 +375,7 @@ pub fn compare(
                 ));
             }
             let eta_o = spec.eta(p, other_name).unwrap_or(0.0);
-            let r_other = stats(x_t, c_t, other, unit, eta_o).ratio;
+            let r_other = stats(x_t, c_t, other, unit, eta_o, slack).ratio;
             Some(match spec.dg_form {
                 DgForm::ReverseCumsum => DgRatios {
                     reverse_cumsum: st.ratio,
@@ -308,7 +402,7 @@ pub fn compare(
             f64::INFINITY
         };
         let pass = st.ratio <= bound && st.cand_nonfinite == 0;
-        tensors.push(TensorReport {
+        Ok(Some(TensorReport {
             name: name.to_string(),
             ratio: st.ratio,
             bound,
@@ -330,8 +424,16 @@ pub fn compare(
             u_stages: us,
             u_acc: ua,
             eta,
+            truth_charge: st.charge,
             pass,
-        });
-    }
+        }))
+    };
+    let tensors = OUTPUT_NAMES
+        .par_iter()
+        .map(|&n| one(n))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .flatten()
+        .collect();
     Ok(Report { tensors })
 }

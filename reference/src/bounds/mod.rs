@@ -44,7 +44,7 @@ mod compare;
 mod constants;
 mod magnitudes;
 
-pub use compare::{compare, DgRatios, Report, TensorReport};
+pub use compare::{compare, compare_approximate, DgRatios, Report, TensorReport};
 pub use constants::*;
 pub use magnitudes::{magnitudes, Magnitudes};
 
