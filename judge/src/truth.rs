@@ -130,7 +130,7 @@ impl Truth {
         };
         Ok(Truth {
             source: "certified f64 truth (f64 recurrence, local-form dg; each element charged its \
-                     own bound 3 u_f64 (n_acc + lambda) M)"
+                     own bound c u_f64 (n_acc + lambda) M)"
                 .into(),
             solution,
             magnitudes: magnitudes(p),

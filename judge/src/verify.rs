@@ -497,9 +497,14 @@ pub fn verify(
         judge_against(p, exact, mags, c, spec, truth.budget.as_ref())
     };
     if let Some(b) = &truth.budget {
-        let worst = b.u_stages() + 3.0 * b.u_acc() * (b.n_acc(p) + b.lambda(p));
+        // The largest per-tensor coefficient of the budget (`c` differs by output).
+        let c = OUTPUT_NAMES
+            .iter()
+            .filter_map(|n| b.c_for(n))
+            .fold(0.0, f64::max);
+        let worst = b.u_stages() + c * b.u_acc() * (b.n_acc(p) + b.lambda(p));
         notes.push(format!(
-            "truth: certified f64 (each element charged the truth's own bound, about {worst:.1e} M)"
+            "truth: certified f64 (each element charged the truth's own bound, at most {worst:.1e} M)"
         ));
     }
     let mut reports = judge(&fwd_only, &spec_fwd)?.tensors;

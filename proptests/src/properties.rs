@@ -987,7 +987,6 @@ pub fn dg_local_equals_reverse_cumsum(ctx: &Ctx, name: &'static str, cases: u32)
 pub fn honest_pass_verify(ctx: &Ctx, name: &'static str, cases: u32) -> PropOutcome {
     use gla_judge::mutants::bench::{honest_candidates, Case};
     use gla_judge::truth::Truth;
-    use gla_judge::verify::{verify, Labels};
     run_prop(
         ctx,
         name,
@@ -1006,23 +1005,11 @@ pub fn honest_pass_verify(ctx: &Ctx, name: &'static str, cases: u32) -> PropOutc
                 if h.precision == Dtype::F16 && !f16_ok {
                     continue;
                 }
-                let c = match h.candidate(&case) {
-                    Ok(Some(c)) => c,
+                let rep = match h.judge(&case) {
+                    Ok(Some(r)) => r,
                     Ok(None) => continue,
                     Err(e) => return Err(fail(format!("{}: {e}", h.name))),
                 };
-                let labels = Labels {
-                    input: "drawn".into(),
-                    candidate: h.name.clone(),
-                };
-                let rep = verify(
-                    &case.problem,
-                    &c,
-                    &case.truth,
-                    &h.options(&case.problem),
-                    labels,
-                )
-                .map_err(|e| fail(format!("{}: verify: {e}", h.name)))?;
                 if !rep.pass() {
                     bad.push(format!("{}:\n{}", h.name, rep.render()));
                 }
@@ -1060,7 +1047,6 @@ fn common_grid(p: &Problem) -> Result<(Problem, bool), TestCaseError> {
 pub fn f64_truth_is_sound(ctx: &Ctx, name: &'static str, cases: u32) -> PropOutcome {
     use gla_judge::mutants::bench::{honest_candidates, Case};
     use gla_judge::truth::Truth;
-    use gla_judge::verify::{verify, Labels};
     run_prop(
         ctx,
         name,
@@ -1105,17 +1091,8 @@ pub fn f64_truth_is_sound(ctx: &Ctx, name: &'static str, cases: u32) -> PropOutc
                 let reps: Vec<_> = cases
                     .iter()
                     .map(|case| {
-                        verify(
-                            &case.problem,
-                            &c,
-                            &case.truth,
-                            &h.options(&case.problem),
-                            Labels {
-                                input: case.name.clone(),
-                                candidate: h.name.clone(),
-                            },
-                        )
-                        .map_err(|e| fail(format!("{}: verify: {e}", h.name)))
+                        h.judge_candidate(case, &c)
+                            .map_err(|e| fail(format!("{}: verify: {e}", h.name)))
                     })
                     .collect::<Result<_, _>>()?;
                 for (a, b) in reps[0].tensors.iter().zip(&reps[1].tensors) {

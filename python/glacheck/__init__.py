@@ -515,7 +515,7 @@ def generate(b: int, t: int, h: int, k: int, v: int, **spec: Any) -> Dict[str, A
     1 and ``t`` their sum), ``scale``, ``grid`` (``"bf16"``, ``"f32"``, ``"f64"``), ``seed``.
     Hypothesis strategies over these arguments are in :mod:`glacheck.strategies`.
 
-    >>> p = generate(1, 70, 2, 8, 4, gates="isolated-neg-inf", seed=3)
+    >>> p = generate(1, 70, 2, 8, 4, gates="neg-inf-rows", seed=3)
     >>> sorted(n for n in p if n != "scale"), p["q"].shape
     (['do', 'g', 'k', 'q', 'v'], (1, 70, 2, 8))
     """

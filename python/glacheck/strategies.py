@@ -7,7 +7,8 @@ sequences, scalar gates, optional h0/dhT, a seed); the Rust generator turns it i
 regime lists are ordered simplest first, so shrinking moves toward mild gates and normal values,
 short sequences and small widths.
 
-Gate regimes (``GATE_REGIMES``): zero, mild (fla's ``logsigmoid(N)/16``), moderate, strong, tiny
+Regime names are the generator's (those of ``glacheck sweep --regime``). Gate regimes
+(``GATE_REGIMES``): zero, mild (fla's ``logsigmoid(N)/16``), moderate, strong, tiny
 decays (alpha ~ 1e-12), isolated -inf gates (resets), isolated -300 gates, mixed extremes, and
 sums that cross f32's exp limit over a chunk or a sub-chunk. Value regimes (``VALUE_REGIMES``):
 signed normal, positive only, wide range (2^-12..2^12), zero rows, prescribed cancellation.

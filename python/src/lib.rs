@@ -584,28 +584,12 @@ fn load(py: Python<'_>, path: PathBuf) -> PyResult<Py<PyDict>> {
     })
 }
 
-/// The generator's regime names: the Debug name in kebab case (`TinyDecay` -> `tiny-decay`).
-fn kebab(name: &str) -> String {
-    let mut out = String::new();
-    for (i, c) in name.chars().enumerate() {
-        if c.is_ascii_uppercase() {
-            if i > 0 {
-                out.push('-');
-            }
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// gate_regimes() -> list[str]
 ///
 /// The generator's gate regimes, simplest first (`gla_fixtures::gen::GateRegime`).
 #[pyfunction]
 fn gate_regimes() -> Vec<String> {
-    GateRegime::ALL.iter().map(|r| kebab(&format!("{r:?}"))).collect()
+    GateRegime::ALL.iter().map(|r| r.name().to_string()).collect()
 }
 
 /// value_regimes() -> list[str]
@@ -613,7 +597,7 @@ fn gate_regimes() -> Vec<String> {
 /// The generator's value regimes, simplest first (`gla_fixtures::gen::ValueRegime`).
 #[pyfunction]
 fn value_regimes() -> Vec<String> {
-    ValueRegime::ALL.iter().map(|r| kebab(&format!("{r:?}"))).collect()
+    ValueRegime::ALL.iter().map(|r| r.name().to_string()).collect()
 }
 
 /// generate(b, t, h, k, v, *, scalar=False, gates="mild", values="signed-normal", h0=False,
@@ -645,24 +629,12 @@ fn generate(
     seed: u64,
 ) -> PyResult<Py<PyDict>> {
     guarded(|| {
-        let gate = GateRegime::ALL
-            .into_iter()
-            .find(|r| kebab(&format!("{r:?}")) == gates)
-            .ok_or_else(|| {
-                input_error(format!(
-                    "unknown gate regime `{gates}` (known: {})",
-                    gate_regimes().join(", ")
-                ))
-            })?;
-        let value = ValueRegime::ALL
-            .into_iter()
-            .find(|r| kebab(&format!("{r:?}")) == values)
-            .ok_or_else(|| {
-                input_error(format!(
-                    "unknown value regime `{values}` (known: {})",
-                    value_regimes().join(", ")
-                ))
-            })?;
+        let gate: GateRegime = gates
+            .parse()
+            .map_err(|e| input_error(format!("{e} (known: {})", gate_regimes().join(", "))))?;
+        let value: ValueRegime = values
+            .parse()
+            .map_err(|e| input_error(format!("{e} (known: {})", value_regimes().join(", "))))?;
         let grid = match grid {
             "bf16" => Dtype::Bf16,
             "f32" => Dtype::F32,

@@ -16,13 +16,13 @@ from glacheck.strategies import GATE_REGIMES, VALUE_REGIMES, problems  # noqa: E
 
 def test_regimes_are_the_generators() -> None:
     assert GATE_REGIMES[:2] == ("zero", "mild")
-    assert {"tiny-decay", "isolated-neg-inf", "isolated-minus300", "mixed-extremes"} <= set(GATE_REGIMES)
+    assert {"tiny", "neg-inf-rows", "minus-300-rows", "mixed-extremes"} <= set(GATE_REGIMES)
     assert VALUE_REGIMES[0] == "signed-normal" and "cancellation" in VALUE_REGIMES
 
 
 def test_generate_is_deterministic_and_valid() -> None:
-    a = glacheck.generate(1, 70, 2, 8, 4, gates="isolated-neg-inf", h0=True, seed=3)
-    b = glacheck.generate(1, 70, 2, 8, 4, gates="isolated-neg-inf", h0=True, seed=3)
+    a = glacheck.generate(1, 70, 2, 8, 4, gates="neg-inf-rows", h0=True, seed=3)
+    b = glacheck.generate(1, 70, 2, 8, 4, gates="neg-inf-rows", h0=True, seed=3)
     assert a.keys() == b.keys() and all(np.array_equal(a[n], b[n]) for n in a if n != "scale")
     assert np.isneginf(a["g"]).any() and (a["g"] <= 0).all()
     glacheck.validate(**a)

@@ -24,7 +24,9 @@ use super::anchors::{cudnn_pass, fa_pass, fla_pass};
 use super::{mutants, origin_candidate, Mutant, Origin, CHUNK};
 use crate::format::table;
 use crate::truth::Truth;
-use crate::verify::{declared_options, verify, Candidate, Empirical, Labels, VerifyOptions};
+use crate::verify::{
+    declared_options, verify, Candidate, Empirical, Labels, VerifyOptions, VerifyReport,
+};
 use crate::{solve, Compute, DgFormKey, Implementation, JudgeError, Round};
 use gla_reference::bounds::DgForm;
 use gla_reference::{recurrent, Dtype, Problem, Solution};
@@ -322,6 +324,29 @@ impl HonestCandidate {
             }
         };
         Ok(Some(Candidate::from_solution(&s, prec)))
+    }
+
+    /// Its outputs on `case` judged by `verify` with the options it declares (`None` when it
+    /// does not apply).
+    pub fn judge(&self, case: &Case) -> Result<Option<VerifyReport>, JudgeError> {
+        match self.candidate(case)? {
+            Some(c) => self.judge_candidate(case, &c).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Its outputs `c` judged on `case` by `verify` with the options it declares.
+    pub fn judge_candidate(&self, case: &Case, c: &Candidate) -> Result<VerifyReport, JudgeError> {
+        verify(
+            &case.problem,
+            c,
+            &case.truth,
+            &self.options(&case.problem),
+            Labels {
+                input: case.name.clone(),
+                candidate: self.name.clone(),
+            },
+        )
     }
 }
 

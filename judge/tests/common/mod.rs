@@ -6,7 +6,6 @@
 
 use gla_fixtures::gen::{both_exact, log_exact, Gen, Temperature};
 use gla_judge::mutants::bench::{honest_candidates, Case};
-use gla_judge::verify::{verify, Labels};
 use gla_judge::Truth;
 use gla_reference::{Gates, Problem};
 use ndarray::{Array3, Array4};
@@ -216,20 +215,9 @@ pub struct Record {
 pub fn honest_records(case: &Case) -> Vec<Record> {
     let mut out = Vec::new();
     for h in honest_candidates() {
-        let Some(c) = h.candidate(case).expect("honest candidate runs") else {
+        let Some(rep) = h.judge(case).expect("honest candidate runs and is judged") else {
             continue;
         };
-        let rep = verify(
-            &case.problem,
-            &c,
-            &case.truth,
-            &h.options(&case.problem),
-            Labels {
-                input: case.name.clone(),
-                candidate: h.name.clone(),
-            },
-        )
-        .expect("verify");
         for (t, e) in rep.tensors.iter().zip(&rep.empirical) {
             out.push(Record {
                 imp: h.name.clone(),
