@@ -4,6 +4,7 @@ use crate::common::{choice, out, read_file, read_problem, Status};
 use crate::eval::DG_NAMES;
 use anyhow::Result;
 use clap::Args;
+use gla_judge::baseline::DeclaredPlan;
 use gla_judge::verify::{read_candidate, verify, Empirical, Labels, VerifyOptions};
 use gla_judge::{Truth, TruthMode};
 use gla_reference::bounds::DgForm;
@@ -16,6 +17,9 @@ pub const PRECISION_NAMES: &[&str] = &["f64", "f32", "tf32", "bf16", "f16"];
 /// `--baseline` names.
 pub const BASELINE_NAMES: &[&str] = &["enforce", "advisory"];
 
+/// `--plan` names.
+pub const PLAN_NAMES: &[&str] = &["fla", "tensor-core"];
+
 /// Arguments of `glacheck verify`.
 #[derive(Debug, Args)]
 #[command(after_help = "\
@@ -27,9 +31,12 @@ is judged.
 Error model (docs/math.md §8.1): |x - x*| <= (sum u_s + c u_acc (n_acc + lambda)) M_x + eta, with the \
 chunked algorithm of chunk C (n_acc = K + V + C + ceil(T_seq/C), lambda = largest chunk-local sum of \
 |g|) and its calibrated constants c, accumulation in f32 (f64 for --precision f64). For tf32, bf16 and \
-f16 the rounding stages are those of fla's kernel plan (RoundingPlan::kernel_default): q*exp(Gl), \
-k*exp(Gl_last-Gl), the chunk states, A before A@V and o (5 stages for o, ht), plus the final \
-gradients (6 stages for dq, dk, dv, dg, dh0); f32 and f64 have none. A candidate stored in a dtype \
+f16 the rounding stages are those of the declared plan (--plan): fla's kernel plan \
+(RoundingPlan::kernel_default): q*exp(Gl), k*exp(Gl_last-Gl), the chunk states, A before A@V and o \
+(5 stages for o, ht), plus the final gradients (6 stages for dq, dk, dv, dg, dh0); --plan tensor-core \
+adds the factors of A's off-diagonal sub-blocks (7 stages for o, ht) and dA (9 for the gradients), \
+what a kernel rounds that runs those products on tensor cores (glacheck's GPU kernels); f32 and f64 \
+have none. A candidate stored in a dtype \
 coarser than --precision gets one more stage. The ratio printed is max |x - x*| / ((sum u_s + u_acc) \
 M_x + eta) and passes when <= bound = (sum u_s + c u_acc (n_acc + lambda)) / (sum u_s + u_acc). A \
 non-finite value where the oracle is finite fails whatever the ratio.
@@ -59,6 +66,11 @@ pub struct VerifyArgs {
     /// (enforce) or only warn (advisory).
     #[arg(long, value_parser = choice::<Empirical>(BASELINE_NAMES), default_value = "enforce")]
     pub baseline: Empirical,
+    /// Which intermediates a tf32 / bf16 / f16 candidate rounds: fla's kernel plan (`fla`), or
+    /// also the tensor-core operands A's off-diagonal factors and dA (`tensor-core`). Sets the
+    /// bound's stages and the honest baseline's plan.
+    #[arg(long, value_parser = choice::<DeclaredPlan>(PLAN_NAMES), default_value = "fla")]
+    pub plan: DeclaredPlan,
     /// The truth: `auto` (the one stored in INPUT if it is a golden fixture; else the MPFR oracle
     /// up to 2^24 state updates B*T*H*K*V, the certified f64 truth above), `oracle`, `f64` (the
     /// f64 recurrence, each element charged its own derived bound: sound, seconds at training
@@ -112,6 +124,7 @@ pub fn run(a: VerifyArgs) -> Result<Status> {
         chunk: a.chunk,
         dg: a.dg,
         empirical: a.baseline,
+        plan: a.plan,
     };
     let report = verify(&p, &cand, &truth, &opts, labels)?;
     if a.json {

@@ -235,6 +235,46 @@ fn truth_f64_is_at_least_as_strict_as_the_oracle() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `--plan tensor-core` declares more rounding stages: the bound grows, the report names the plan;
+/// an unknown plan is a usage error.
+#[test]
+fn declared_plan_sets_the_stages_and_is_reported() {
+    let shape = Shape {
+        b: 1,
+        t: 70,
+        h: 2,
+        k: 8,
+        v: 8,
+    };
+    let (dir, _, input, cand) = setup("verify-plan", shape, true);
+    let json = |plan: &str| -> serde_json::Value {
+        let o = glacheck(&[
+            "verify",
+            s(&input),
+            s(&cand),
+            "--json",
+            "--precision",
+            "bf16",
+            "--plan",
+            plan,
+        ]);
+        let (so, se) = texts(&o);
+        assert!(o.status.code().is_some(), "{plan}: {so}\n{se}");
+        serde_json::from_str(&so).unwrap()
+    };
+    let (f, t) = (json("fla"), json("tensor-core"));
+    assert_eq!((f["plan"].as_str(), t["plan"].as_str()), (Some("fla"), Some("tensor-core")));
+    let ts = |v: &serde_json::Value| v["tensors"].as_array().unwrap().clone();
+    for (a, b) in ts(&f).iter().zip(ts(&t)) {
+        let stages = |x: &serde_json::Value| x["model"]["u_stages"].as_f64().unwrap();
+        // bf16 u = 2^-8: o, ht gain A's two off-diagonal factors, the gradients also dA
+        let extra = if matches!(a["name"].as_str(), Some("o" | "ht")) { 2.0 } else { 3.0 };
+        assert_eq!(stages(&b) - stages(a), extra * 2f64.powi(-8), "{a}\n{b}");
+    }
+    expect_exit(&["verify", s(&input), s(&cand), "--plan", "wmma"], 2, "wmma");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn expect_exit(args: &[&str], code: i32, needle: &str) -> String {
     let o = glacheck(args);
     let (so, se) = texts(&o);

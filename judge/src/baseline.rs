@@ -14,8 +14,11 @@
 //!
 //! * the chunked form (`gla_reference::chunked`) in f32 (f64 for `--precision f64`) with the
 //!   declared chunk length `C`, sub-chunk the largest divisor of `C` not above 16
-//!   ([`sub_chunk_for`]), and the declared precision's rounding plan (none for f32 and f64,
-//!   `RoundingPlan::kernel_default(p)` for tf32, bf16 and f16), its dg by the declared algorithm;
+//!   ([`sub_chunk_for`]), and the declared precision's rounding plan ([`plan_for`]: none for f32
+//!   and f64, `RoundingPlan::kernel_default(p)` for tf32, bf16 and f16, plus `A`'s off-diagonal
+//!   factors and `dA` with [`DeclaredPlan::TensorCore`]), its dg by the declared algorithm;
+//! * for bf16 and f16 also the chunked form with the training plan ([`training_plan_for`]: the
+//!   backward's stored states and state gradients rounded too);
 //! * for f32 and f64 also the recurrent form in the same compute type.
 //!
 //! Each honest output is rounded to the dtype the candidate stores that tensor in (a candidate
@@ -42,15 +45,15 @@
 //! is far below the rounding stages' error.
 //!
 //! ```
-//! use gla_judge::baseline::{err_stats, honest_set, sub_chunk_for};
+//! use gla_judge::baseline::{err_stats, honest_set, sub_chunk_for, DeclaredPlan};
 //! use gla_reference::Dtype;
 //! assert_eq!(sub_chunk_for(64), 16);
 //! assert_eq!(sub_chunk_for(24), 12);
 //! assert_eq!(sub_chunk_for(13), 13);
 //! assert_eq!(sub_chunk_for(17), 1);
-//! let names: Vec<String> = honest_set(Dtype::F32, 64).iter().map(|h| h.name()).collect();
+//! let names: Vec<String> = honest_set(Dtype::F32, 64, DeclaredPlan::Fla).iter().map(|h| h.name()).collect();
 //! assert_eq!(names, ["chunked-f32-C64c16", "recurrent-f32"]);
-//! assert_eq!(honest_set(Dtype::Bf16, 32)[0].name(), "chunked-f32-C32c16-bf16");
+//! assert_eq!(honest_set(Dtype::Bf16, 32, DeclaredPlan::Fla)[0].name(), "chunked-f32-C32c16-bf16");
 //! let x = ndarray::Array4::from_elem((1, 1, 1, 4), 1.5);
 //! let exact = ndarray::Array4::from_elem((1, 1, 1, 4), 1.0);
 //! let s = err_stats(&x, &exact);
@@ -107,8 +110,11 @@ impl Honest {
         match *self {
             Honest::Chunked { compute, opts } => {
                 let round = match opts.plan.stages().first() {
-                    Some((_, d)) if opts.plan != plan_for(*d) => format!("-{d}-train"),
-                    Some((_, d)) => format!("-{d}"),
+                    Some((_, d)) => {
+                        let tc = if opts.plan.da.is_some() { "-tc" } else { "" };
+                        let train = if opts.plan.dstate.is_some() { "-train" } else { "" };
+                        format!("-{d}{tc}{train}")
+                    }
                     None => String::new(),
                 };
                 format!(
@@ -152,32 +158,85 @@ pub fn accumulation(precision: Dtype) -> Dtype {
     }
 }
 
-/// The rounding plan of a declared precision: none for f32 and f64, fla's kernel plan
-/// (`RoundingPlan::kernel_default`) for tf32, bf16 and f16 (the plan the derived bound charges).
-pub fn plan_for(precision: Dtype) -> RoundingPlan {
+/// Which intermediates a bf16 / f16 / tf32 candidate declares rounded to its precision
+/// (`glacheck verify --plan`): the rounding plan behind both the derived bound's stages and the
+/// honest implementations of the baseline rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeclaredPlan {
+    /// fla's kernel plan (`RoundingPlan::kernel_default`): `q*exp(Gl)`, `k*exp(Gl_last - Gl)`,
+    /// the stored states, `A` before `A @ V`, `o` and the final gradients.
+    #[default]
+    Fla,
+    /// fla's plan plus the further tensor-core operands of a kernel that computes `A`'s
+    /// off-diagonal sub-blocks and the backward's intra-chunk products on tensor cores: the
+    /// anchored factors of `A`'s off-diagonal blocks (`offdiag_q`, `offdiag_k`) and `dA` (`da`);
+    /// glacheck's own bf16 / f16 GPU kernels.
+    TensorCore,
+}
+
+impl DeclaredPlan {
+    /// `fla` or `tensor-core`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DeclaredPlan::Fla => "fla",
+            DeclaredPlan::TensorCore => "tensor-core",
+        }
+    }
+}
+
+impl std::str::FromStr for DeclaredPlan {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "fla" => Ok(DeclaredPlan::Fla),
+            "tensor-core" => Ok(DeclaredPlan::TensorCore),
+            _ => Err(format!("unknown plan `{s}` (fla, tensor-core)")),
+        }
+    }
+}
+
+/// The rounding plan of a declared precision: none for f32 and f64; for tf32, bf16 and f16 fla's
+/// kernel plan (`RoundingPlan::kernel_default`), with [`DeclaredPlan::TensorCore`] plus `A`'s
+/// off-diagonal factors and `dA` (the plan the derived bound charges).
+///
+/// ```
+/// use gla_judge::baseline::{plan_for, DeclaredPlan};
+/// use gla_reference::{Dtype, RoundingPlan};
+/// assert_eq!(plan_for(Dtype::Bf16, DeclaredPlan::Fla), RoundingPlan::kernel_default(Dtype::Bf16));
+/// let tc = plan_for(Dtype::Bf16, DeclaredPlan::TensorCore);
+/// assert_eq!((tc.offdiag_q, tc.offdiag_k, tc.da), (Some(Dtype::Bf16), Some(Dtype::Bf16), Some(Dtype::Bf16)));
+/// assert!(plan_for(Dtype::F32, DeclaredPlan::TensorCore).is_none());
+/// ```
+pub fn plan_for(precision: Dtype, decl: DeclaredPlan) -> RoundingPlan {
     if matches!(precision, Dtype::F64 | Dtype::F32) {
-        RoundingPlan::none()
-    } else {
-        RoundingPlan::kernel_default(precision)
+        return RoundingPlan::none();
+    }
+    let p = Some(precision);
+    match decl {
+        DeclaredPlan::Fla => RoundingPlan::kernel_default(precision),
+        DeclaredPlan::TensorCore => RoundingPlan::kernel_default(precision)
+            .offdiag_q(p)
+            .offdiag_k(p)
+            .da(p),
     }
 }
 
 /// The training plan of a low precision: [`plan_for`] plus the backward's stored states and
 /// state gradients in that precision (what fla's and glacheck's bf16 / f16 training kernels
 /// store); `None` for f32, f64 and tf32.
-pub fn training_plan_for(precision: Dtype) -> Option<RoundingPlan> {
+pub fn training_plan_for(precision: Dtype, decl: DeclaredPlan) -> Option<RoundingPlan> {
     matches!(precision, Dtype::Bf16 | Dtype::F16).then(|| {
-        plan_for(precision)
+        plan_for(precision, decl)
             .bwd_state(Some(precision))
             .dstate(Some(precision))
     })
 }
 
-/// The honest implementations of the arithmetic `precision` with chunk length `chunk`: the
-/// chunked form with the precision's plan, for bf16 / f16 also with the training plan
-/// ([`training_plan_for`]: both are correct kernels of the declared arithmetic, and the
-/// baseline is the worst of them), and for f32 / f64 the recurrent form.
-pub fn honest_set(precision: Dtype, chunk: usize) -> Vec<Honest> {
+/// The honest implementations of the arithmetic `precision` (rounding plan `decl`) with chunk
+/// length `chunk`: the chunked form with the precision's plan, for bf16 / f16 also with the
+/// training plan ([`training_plan_for`]: both are correct kernels of the declared arithmetic, and
+/// the baseline is the worst of them), and for f32 / f64 the recurrent form.
+pub fn honest_set(precision: Dtype, chunk: usize, decl: DeclaredPlan) -> Vec<Honest> {
     let compute = accumulation(precision);
     let chunked = |plan| Honest::Chunked {
         compute,
@@ -187,8 +246,8 @@ pub fn honest_set(precision: Dtype, chunk: usize) -> Vec<Honest> {
             plan,
         },
     };
-    let mut v = vec![chunked(plan_for(precision))];
-    if let Some(plan) = training_plan_for(precision) {
+    let mut v = vec![chunked(plan_for(precision, decl))];
+    if let Some(plan) = training_plan_for(precision, decl) {
         v.push(chunked(plan));
     }
     if matches!(precision, Dtype::F64 | Dtype::F32) {
@@ -273,9 +332,11 @@ pub struct HonestStats {
 /// per-tensor statistics against `exact` (each result rounded to `stored(tensor)` first) and
 /// dropped: at training shapes one solution is gigabytes. Returns the names run and, for each
 /// tensor of `tensors`, one [`HonestStats`] per implementation that computes it.
+#[allow(clippy::too_many_arguments)]
 pub fn honest_stats(
     p: &Problem,
     precision: Dtype,
+    decl: DeclaredPlan,
     chunk: usize,
     dg: DgForm,
     backward: bool,
@@ -284,10 +345,10 @@ pub fn honest_stats(
 ) -> Result<(Vec<String>, Vec<Vec<HonestStats>>)> {
     use rayon::prelude::*;
     // The training plan differs from the precision's plan in the backward only.
-    let train = training_plan_for(precision);
+    let train = training_plan_for(precision, decl);
     let mut names = Vec::new();
     let mut out = vec![Vec::new(); tensors.len()];
-    for h in honest_set(precision, chunk).into_iter().filter(|h| {
+    for h in honest_set(precision, chunk, decl).into_iter().filter(|h| {
         backward || !matches!(h, Honest::Chunked { opts, .. } if Some(opts.plan) == train)
     }) {
         let name = h.name();

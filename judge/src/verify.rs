@@ -3,8 +3,9 @@
 //!
 //! The error model (docs/math.md §8.1) is that of the chunked algorithm with chunk `C` (n_acc,
 //! lambda) and its calibrated constants, accumulation in f32 (f64 for f64), and for tf32, bf16
-//! and f16 the rounding stages of fla's kernel plan (`RoundingPlan::kernel_default`), counted by
-//! the one plan-to-stages mapping `BoundSpec::from_plan`: forward outputs `o`, `ht` with the
+//! and f16 the rounding stages of the declared plan (`--plan`: fla's kernel plan
+//! `RoundingPlan::kernel_default` by default, or with the tensor-core operands of
+//! [`DeclaredPlan::TensorCore`]), counted by the one plan-to-stages mapping `BoundSpec::from_plan`: forward outputs `o`, `ht` with the
 //! forward points, gradients with all of them. A candidate stored in a dtype coarser than the
 //! declared precision gets one more stage. A non-finite value where the truth is finite fails
 //! whatever the ratio.
@@ -39,7 +40,7 @@
 //! # Ok::<(), gla_judge::JudgeError>(())
 //! ```
 
-use crate::baseline::{self, TensorBaseline, BASELINE_FACTOR};
+use crate::baseline::{self, DeclaredPlan, TensorBaseline, BASELINE_FACTOR};
 use crate::bias::{self, BiasStat, BIAS_FACTOR, B_MIN, T_BIAS};
 use crate::format::{fmt_ratio, json_f64, table};
 use crate::truth::Truth;
@@ -49,7 +50,6 @@ use gla_reference::bounds::{
     compare, compare_approximate, Algorithm, BoundSpec, DgForm, Magnitudes, Pass, Report,
     TensorReport,
 };
-use gla_reference::rounding::RoundingPlan;
 use gla_reference::{Dtype, GateKind, Problem, Solution, OUTPUT_NAMES};
 use ndarray::{Array4, Axis};
 use rayon::prelude::*;
@@ -68,6 +68,9 @@ pub struct VerifyOptions {
     /// Whether the empirical verdicts (baseline rule and bias test) fail a tensor or only warn
     /// (`--baseline enforce|advisory`).
     pub empirical: Empirical,
+    /// Which intermediates a bf16 / f16 / tf32 candidate rounds (`--plan fla|tensor-core`): the
+    /// rounding plan of both the bound and the honest baseline.
+    pub plan: DeclaredPlan,
 }
 
 impl Default for VerifyOptions {
@@ -77,6 +80,7 @@ impl Default for VerifyOptions {
             chunk: 64,
             dg: DgForm::ReverseCumsum,
             empirical: Empirical::Enforce,
+            plan: DeclaredPlan::Fla,
         }
     }
 }
@@ -248,10 +252,18 @@ pub fn declared_options(imp: &crate::Implementation, p: &Problem) -> VerifyOptio
         } => (round.dtype().unwrap_or(compute.dtype()), chunk, dg.form()),
         I::Gpu { dtype, dg } => (dtype, 64, dg.form()),
     };
+    // an implementation that rounds dA (glacheck's tensor-core GPU kernels and their CPU twins)
+    // declares the tensor-core plan
+    let tc = imp.plan().da.is_some();
     VerifyOptions {
         precision,
         chunk,
         dg,
+        plan: if tc && precision != Dtype::F32 {
+            DeclaredPlan::TensorCore
+        } else {
+            DeclaredPlan::Fla
+        },
         ..VerifyOptions::default()
     }
 }
@@ -342,11 +354,12 @@ pub fn read_candidate(
 
 /// The error models of `verify` for a claimed arithmetic: forward outputs (o, ht) and gradients.
 /// Chunked algorithm with chunk `chunk`, the chunked family's calibrated constants, accumulation
-/// in f32 (f64 for f64); tf32 / bf16 / f16 add the stages of fla's kernel plan
-/// (`RoundingPlan::kernel_default(precision)`, through `BoundSpec::from_plan`); `extra` adds
-/// stages (e.g. a coarser storage dtype).
+/// in f32 (f64 for f64); tf32 / bf16 / f16 add the stages of the declared plan
+/// (`baseline::plan_for(precision, decl)`: fla's kernel plan, or with tensor-core operands, through
+/// `BoundSpec::from_plan`); `extra` adds stages (e.g. a coarser storage dtype).
 pub fn specs(
     precision: Dtype,
+    decl: DeclaredPlan,
     chunk: usize,
     dg: DgForm,
     extra: &[Dtype],
@@ -356,11 +369,7 @@ pub fn specs(
     } else {
         Dtype::F32
     };
-    let plan = if matches!(precision, Dtype::F64 | Dtype::F32) {
-        RoundingPlan::none()
-    } else {
-        RoundingPlan::kernel_default(precision)
-    };
+    let plan = baseline::plan_for(precision, decl);
     let alg = Algorithm::Chunked { chunk };
     let spec = |pass| {
         let s = BoundSpec::from_plan(alg, acc, &plan, pass).with_dg_form(dg);
@@ -485,7 +494,7 @@ pub fn verify(
             ));
         }
     }
-    let (spec_fwd, spec_bwd) = specs(precision, opts.chunk, opts.dg, &extra);
+    let (spec_fwd, spec_bwd) = specs(precision, opts.plan, opts.chunk, opts.dg, &extra);
     let fwd_only = Solution {
         o: full.o.clone(),
         ht: full.ht.clone(),
@@ -533,7 +542,7 @@ pub fn verify(
         })
         .collect();
     let (honest, honest_stats) =
-        baseline::honest_stats(p, precision, opts.chunk, opts.dg, backward, exact, &stored)?;
+        baseline::honest_stats(p, precision, opts.plan, opts.chunk, opts.dg, backward, exact, &stored)?;
     let acc = baseline::accumulation(precision);
     // One tensor per task: every statistic is a pass over gigabytes at training shapes.
     let empirical = tensors
@@ -787,6 +796,7 @@ impl VerifyReport {
             "input": self.labels.input,
             "candidate": self.labels.candidate,
             "precision": self.options.precision.to_string(),
+            "plan": self.options.plan.name(),
             "chunk": self.options.chunk,
             "dg_form": self.dg_name(),
             "oracle": self.truth,
@@ -836,8 +846,9 @@ impl VerifyReport {
         if let Some(t) = fwd_t.or(bwd_t) {
             let _ = writeln!(
                 s,
-                "model: chunked C={}, precision {precision}: u_acc = {:.3e}, n_acc = {}, lambda = {:.4}, dg judged as {}",
+                "model: chunked C={}, precision {precision} ({} plan): u_acc = {:.3e}, n_acc = {}, lambda = {:.4}, dg judged as {}",
                 self.options.chunk,
+                self.options.plan.name(),
                 t.u_acc,
                 t.n_acc,
                 t.lambda,

@@ -393,6 +393,7 @@ def judge(
     dg: str = "reverse-cumsum",
     truth: Any = None,
     baseline: str = "enforce",
+    plan: str = "fla",
 ) -> Report:
     """Judge a kernel's outputs against the exact answer: ``glacheck verify`` in process.
 
@@ -419,6 +420,10 @@ def judge(
     (at most 2x the error of glacheck's honest implementations of the declared arithmetic; no
     certain bias beyond theirs; docs/math.md §8.2, "Verifier power") fail a tensor or only warn,
     as ``glacheck verify --baseline``.
+    ``plan``: which intermediates a tf32 / bf16 / f16 kernel rounds: ``"fla"`` (fla's kernel
+    plan, the default) or ``"tensor-core"`` (also the factors of A's off-diagonal sub-blocks and
+    dA, what a kernel rounds that runs those products on tensor cores); sets the bound's
+    rounding stages and the honest baseline's plan, as ``glacheck verify --plan``.
 
     The error model is docs/math.md §8.1: per element
     ``|x - x*| <= (sum u_s + c u_acc (n_acc + lambda)) M_x + eta``. Returns a :class:`Report`;
@@ -440,6 +445,7 @@ def judge(
         chunk_,
         dg,
         baseline,
+        plan,
     )
     return Report(core)
 
@@ -453,6 +459,7 @@ def assert_close(
     dg: str = "reverse-cumsum",
     truth: Any = None,
     baseline: str = "enforce",
+    plan: str = "fla",
 ) -> Report:
     """Assert that a kernel's outputs are within the error bound of ``precision``.
 
@@ -478,7 +485,9 @@ def assert_close(
     every cast).
     """
     __tracebackhide__ = True  # pytest: show the caller's line
-    report = judge(inputs, outputs, precision=precision, chunk=chunk, dg=dg, truth=truth, baseline=baseline)
+    report = judge(
+        inputs, outputs, precision=precision, chunk=chunk, dg=dg, truth=truth, baseline=baseline, plan=plan
+    )
     if not report:
         raise AssertionError("\n" + str(report))
     return report

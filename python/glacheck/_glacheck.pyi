@@ -39,6 +39,7 @@ def judge(
     chunk: int,
     dg: str,
     baseline: str = "enforce",
+    plan: str = "fla",
 ) -> VerifyReport: ...
 def solve(
     tensors: Sequence[Tagged],

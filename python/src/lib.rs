@@ -19,6 +19,7 @@ use errors::{guarded, input_error, InputError, InternalError};
 use gla_fixtures::io::{StoredTensor, TensorFile, INPUT_NAMES};
 use gla_judge::implementation::{Config, Form};
 use gla_judge::inputs::take_problem;
+use gla_judge::baseline::DeclaredPlan;
 use gla_judge::verify::{read_candidate, verify, Empirical, Labels, VerifyOptions, VerifyReport};
 use gla_judge::{Compute, JudgeError, Truth, TruthMode, Verdict};
 use gla_reference::bounds::{magnitudes, DgForm, TensorReport};
@@ -204,12 +205,12 @@ enum TruthChoice {
     File(Loaded),
 }
 
-/// judge(inputs, outputs, truth_mode, truth_source, precision, chunk, dg, baseline) -> VerifyReport
+/// judge(inputs, outputs, truth_mode, truth_source, precision, chunk, dg, baseline, plan) -> VerifyReport
 ///
 /// The verify judge on inputs and a candidate's outputs; see `glacheck.judge`.
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
-#[pyo3(signature = (inputs, outputs, truth_mode, truth_source, precision, chunk, dg, baseline = "enforce"))]
+#[pyo3(signature = (inputs, outputs, truth_mode, truth_source, precision, chunk, dg, baseline = "enforce", plan = "fla"))]
 fn judge(
     py: Python<'_>,
     inputs: Source<'_>,
@@ -220,6 +221,7 @@ fn judge(
     chunk: usize,
     dg: &str,
     baseline: &str,
+    plan: &str,
 ) -> PyResult<PyVerifyReport> {
     guarded(|| {
         let opts = VerifyOptions {
@@ -227,6 +229,7 @@ fn judge(
             chunk,
             dg: parse::<DgForm>(dg)?,
             empirical: parse::<Empirical>(baseline)?,
+            plan: parse::<DeclaredPlan>(plan)?,
         };
         let truth = match (truth_mode, truth_source) {
             ("file", Some(s)) => TruthChoice::File(s.load()?),

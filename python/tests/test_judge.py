@@ -71,9 +71,12 @@ def test_options_reach_the_judge(cli, golden_dir, tmp_path) -> None:
         (["--precision", "f32", "--chunk", "16", "--dg", "local"], dict(precision="f32", chunk=16, dg="local")),
         (["--precision", "tf32"], dict(precision="tf32")),
         (["--precision", "f16", "--chunk", "32"], dict(precision="float16", chunk=32)),
+        (["--precision", "bf16", "--plan", "tensor-core"], dict(precision="bf16", plan="tensor-core")),
     ]:
         want, _ = _cli_json(cli, g, cand, *args)
         assert glacheck.judge(g, cand, **kw).to_dict() == want
+    with pytest.raises(glacheck.InputError, match="wmma"):
+        glacheck.judge(g, cand, precision="bf16", plan="wmma")
 
 
 def test_oracle_truth_for_plain_inputs(cli, tmp_path) -> None:

@@ -24,6 +24,7 @@ use super::anchors::{cudnn_pass, fa_pass, fla_pass};
 use super::{mutants, origin_candidate, Mutant, Origin, CHUNK};
 use crate::format::table;
 use crate::truth::Truth;
+use crate::baseline::DeclaredPlan;
 use crate::verify::{
     declared_options, verify, Candidate, Empirical, Labels, VerifyOptions, VerifyReport,
 };
@@ -214,6 +215,7 @@ fn mutant_options(m: &Mutant) -> VerifyOptions {
         chunk: CHUNK,
         dg: DgForm::ReverseCumsum,
         empirical: Empirical::Enforce,
+        plan: DeclaredPlan::Fla,
     }
 }
 

@@ -33,7 +33,7 @@ pub mod bench;
 pub mod same_dtype;
 pub mod textbook;
 
-use crate::baseline::plan_for;
+use crate::baseline::{plan_for, DeclaredPlan};
 use crate::verify::Candidate;
 use gla_reference::bounds::DgForm;
 use gla_reference::chunked::{self, ChunkOptions};
@@ -97,7 +97,7 @@ pub fn chunked_f32(p: &Problem, plan: RoundingPlan) -> Result<Solution> {
 /// The origin's candidate on `p` for a mutant of declared `precision`.
 pub fn origin_candidate(origin: Origin, precision: Dtype, p: &Problem) -> Result<Candidate> {
     Ok(match origin {
-        Origin::Twin => candidate_of(&chunked_f32(p, plan_for(precision))?, precision),
+        Origin::Twin => candidate_of(&chunked_f32(p, plan_for(precision, DeclaredPlan::Fla))?, precision),
         Origin::Textbook => candidate_of(
             &textbook::forward(p, CHUNK, SUB_CHUNK, precision, &Faults::none()),
             precision,
@@ -139,7 +139,7 @@ pub fn bf16_truncate(x: f64) -> f64 {
 
 fn twin(p: &Problem, precision: Dtype) -> Result<Candidate> {
     Ok(candidate_of(
-        &chunked_f32(p, plan_for(precision))?,
+        &chunked_f32(p, plan_for(precision, DeclaredPlan::Fla))?,
         precision,
     ))
 }
