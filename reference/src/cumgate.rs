@@ -208,22 +208,3 @@ impl<T: Real> Cum<T> {
             .collect()
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reset_aware_cumsum() {
-        let ninf = f64::NEG_INFINITY;
-        let g = ndarray::array![[-1.0], [ninf], [-0.5], [-0.25], [ninf], [-2.0]];
-        let c = Cum::<f64>::new(g.view());
-        assert_eq!(c.dec(0, -1, 0), (-1.0f64).exp());
-        assert_eq!(c.dec(3, -1, 0), 0.0); // reset at row 1 lies in (-1, 3]
-        assert_eq!(c.dec(3, 1, 0), (-0.75f64).exp()); // from the reset row on: finite
-        assert_eq!(c.dec(3, 2, 0), (-0.25f64).exp());
-        assert_eq!(c.dec(5, 3, 0), 0.0);
-        assert_eq!(c.dec(5, 4, 0), (-2.0f64).exp());
-        assert_eq!(c.dec(4, 4, 0), 1.0);
-    }
-}

@@ -36,6 +36,9 @@ pub mod real;
 pub mod recurrent;
 pub mod rounding;
 pub mod solution;
+// Not public API: hooks for this crate's integration tests (module docs; no semver promise).
+#[doc(hidden)]
+pub mod test_support;
 
 pub use bounds::{
     compare, magnitudes, Algorithm, BoundSpec, DgForm, Magnitudes, Report, TensorReport,

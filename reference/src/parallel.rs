@@ -61,8 +61,8 @@ use ndarray::{Array2, Axis};
 /// Returns `o` and `ht` (no gradients). Never fails for a valid [`Problem`].
 pub fn forward<T: Real>(p: &Problem) -> Result<Solution> {
     Ok(crate::real::instance::<T, _>(
-        || run_f32(p, false),
-        || run_f64(p, false),
+        || run_f32(p, false, true),
+        || run_f64(p, false, true),
     ))
 }
 
@@ -73,34 +73,37 @@ pub fn forward<T: Real>(p: &Problem) -> Result<Solution> {
 pub fn backward<T: Real>(p: &Problem) -> Result<Solution> {
     p.require_backward()?;
     Ok(crate::real::instance::<T, _>(
-        || run_f32(p, true),
-        || run_f64(p, true),
+        || run_f32(p, true, true),
+        || run_f64(p, true, true),
     ))
 }
 
-/// Both passes in `T` (the forms' one body; `bwd` adds the gradients).
-fn run<T: Real>(p: &Problem, bwd: bool) -> Solution {
+/// Both passes in `T` (the forms' one body; `bwd` adds the gradients). `avx2`: use the AVX2 +
+/// FMA build of the per-item kernel where the CPU has it (the forms always do; the baseline build
+/// only for the tests' bitwise comparison, `crate::test_support`).
+fn run<T: Real>(p: &Problem, bwd: bool, avx2: bool) -> Solution {
     let scale = T::of(p.scale());
-    seg::run::<T>(p, bwd, |it| item_best(it, scale, bwd))
+    seg::run::<T>(p, bwd, |it| item_isa(it, scale, bwd, avx2))
 }
 
 /// The f32 instance of [`run`], compiled in this crate (`crate::real`).
 #[inline(never)]
-fn run_f32(p: &Problem, bwd: bool) -> Solution {
-    run::<f32>(p, bwd)
+pub(crate) fn run_f32(p: &Problem, bwd: bool, avx2: bool) -> Solution {
+    run::<f32>(p, bwd, avx2)
 }
 
 /// The f64 instance of [`run`], compiled in this crate (`crate::real`).
 #[inline(never)]
-fn run_f64(p: &Problem, bwd: bool) -> Solution {
-    run::<f64>(p, bwd)
+fn run_f64(p: &Problem, bwd: bool, avx2: bool) -> Solution {
+    run::<f64>(p, bwd, avx2)
 }
 
-/// [`item`] compiled with AVX2 + FMA when available (bitwise the same results).
-fn item_best<T: Real>(it: &Item<T>, scale: T, bwd: bool) -> ItemOut<T> {
+/// [`item`] compiled with AVX2 + FMA when `avx2` and the CPU has them, else the baseline build
+/// (bitwise the same results).
+fn item_isa<T: Real>(it: &Item<T>, scale: T, bwd: bool, avx2: bool) -> ItemOut<T> {
     #[cfg(target_arch = "x86_64")]
     {
-        if seg::has_avx2() {
+        if avx2 && seg::has_avx2() {
             // SAFETY: the CPU features were detected at run time.
             return unsafe { item_avx2(it, scale, bwd) };
         }
@@ -227,14 +230,4 @@ fn item<T: Real>(it: &Item<T>, scale: T, bwd: bool) -> ItemOut<T> {
         _ => None,
     };
     ItemOut { o, ht, grads }
-}
-
-/// Test hook: the baseline (`avx2 = false`) or the best available build of the per-item kernel.
-#[cfg(test)]
-pub(crate) fn item_for_tests<T: Real>(it: &Item<T>, scale: T, bwd: bool, avx2: bool) -> ItemOut<T> {
-    if avx2 {
-        item_best(it, scale, bwd)
-    } else {
-        item(it, scale, bwd)
-    }
 }

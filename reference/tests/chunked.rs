@@ -15,6 +15,11 @@
 //!
 //! The local-form gate gradient (`backward_with(.., DgForm::Local)`) is judged against
 //! `M_dg_local` with the f64 recurrence's local dg as the truth (tests `dg_local_*`).
+//!
+//! Building blocks through the hidden `gla_reference::test_support` hooks (formerly unit tests in
+//! `src/`; not public API): the reset-aware cumulative gates, the f32 `exp`, the small GEMM, and
+//! the bitwise identity of the baseline and AVX2/AVX-512 builds of the chunked and parallel
+//! per-item kernels (section "Internals").
 
 use gla_reference::bounds::{
     compare, magnitudes, Algorithm, BoundSpec, DgForm, Magnitudes, Pass, Report, CHUNKED, RECURRENT,
@@ -1040,4 +1045,150 @@ fn adversarial_dg_local(rows: &mut std::collections::BTreeMap<(String, &str), f6
         }
     });
     eprintln!("adversarial sweep ({seeds} seeds per regime pair), other outputs' f32 c_needed (context): {ctx:?}");
+}
+
+// ------------------------------------------------------------------------------------------------
+// Internals (private building blocks through `gla_reference::test_support`)
+// ------------------------------------------------------------------------------------------------
+
+mod internals {
+    use gla_reference::bounds::DgForm;
+    use gla_reference::chunked::ChunkOptions;
+    use gla_reference::test_support::{
+        chunked_f32_isa, expf_fast, gemm_f32, parallel_f32_isa, vexp_f32, CumGate,
+    };
+    use gla_reference::{Gates, Problem};
+    use ndarray::Array4;
+
+    /// Reset-aware cumulative gates (`cumgate::Cum`): decays across a reset are exactly 0,
+    /// from the reset row on they restart.
+    #[test]
+    fn reset_aware_cumsum() {
+        let ninf = f64::NEG_INFINITY;
+        let g = ndarray::array![[-1.0], [ninf], [-0.5], [-0.25], [ninf], [-2.0]];
+        let c = CumGate::new(g.view());
+        assert_eq!(c.dec(0, -1, 0), (-1.0f64).exp());
+        assert_eq!(c.dec(3, -1, 0), 0.0); // reset at row 1 lies in (-1, 3]
+        assert_eq!(c.dec(3, 1, 0), (-0.75f64).exp()); // from the reset row on: finite
+        assert_eq!(c.dec(3, 2, 0), (-0.25f64).exp());
+        assert_eq!(c.dec(5, 3, 0), 0.0);
+        assert_eq!(c.dec(5, 4, 0), (-2.0f64).exp());
+        assert_eq!(c.dec(4, 4, 0), 1.0);
+    }
+
+    /// expf_fast: <= 2 ulp from the exact exp on normal results, exact 1 at 0, exact 0 for -inf,
+    /// results below the normal range flushed (error < 2^-126).
+    #[test]
+    fn fast_exp_accuracy() {
+        let mut worst_ulp = 0.0f64;
+        let mut x = -87.0f32;
+        while x <= 0.0 {
+            let want = (x as f64).exp();
+            let got = expf_fast(x) as f64;
+            let ulp = (want as f32).abs() as f64 * 2f64.powi(-23);
+            worst_ulp = worst_ulp.max((got - want).abs() / ulp);
+            x += 0.000_731;
+        }
+        assert!(worst_ulp <= 2.0, "worst {worst_ulp} ulp");
+        assert_eq!(expf_fast(0.0), 1.0);
+        assert_eq!(expf_fast(f32::NEG_INFINITY), 0.0);
+        assert_eq!(expf_fast(-200.0), 0.0);
+        for x in [-87.34f32, -88.0, -95.0, -100.0, -103.0] {
+            let want = (x as f64).exp();
+            assert!((expf_fast(x) as f64 - want).abs() <= 2f64.powi(-126), "{x}");
+        }
+        assert!(expf_fast(-87.33) >= f32::MIN_POSITIVE);
+        let mut v = [0.0f32, -1.0, f32::NEG_INFINITY];
+        vexp_f32(&mut v);
+        assert_eq!(v[2], 0.0);
+        assert_eq!(v[0], 1.0);
+    }
+
+    /// The chunked form's GEMM against a plain triple loop with the same per-element order
+    /// (bitwise), all stride combinations, edge sizes, `beta = 0` ignoring NaN in C.
+    #[test]
+    fn matches_naive() {
+        let f = |i: usize| ((i * 7919) % 1000) as f32 / 500.0 - 1.0;
+        for (m, k, n) in [
+            (1, 1, 1),
+            (9, 5, 33),
+            (64, 128, 128),
+            (17, 3, 50),
+            (8, 0, 16),
+            (5, 7, 1),
+        ] {
+            let a: Vec<f32> = (0..m * k).map(f).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| f(i + 11)).collect();
+            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                let sa = if ta { (1, m) } else { (k, 1) };
+                let sb = if tb { (1, k) } else { (n, 1) };
+                for (alpha, beta) in [(1.0f32, 0.0f32), (0.5, 1.0)] {
+                    let ldc = n + 3;
+                    let mut c = vec![f32::NAN; m * ldc];
+                    if beta != 0.0 {
+                        c.iter_mut().enumerate().for_each(|(i, x)| *x = f(i + 5));
+                    }
+                    let mut want = c.clone();
+                    for i in 0..m {
+                        for j in 0..n {
+                            let mut acc = 0.0f32;
+                            for p in 0..k {
+                                acc = a[i * sa.0 + p * sa.1].mul_add(b[p * sb.0 + j * sb.1], acc);
+                            }
+                            let old = want[i * ldc + j];
+                            want[i * ldc + j] = if beta == 0.0 {
+                                alpha * acc
+                            } else {
+                                alpha * acc + beta * old
+                            };
+                        }
+                    }
+                    gemm_f32((m, k, n), alpha, &a, sa, &b, sb, beta, &mut c, ldc);
+                    for i in 0..m {
+                        assert_eq!(c[i * ldc..i * ldc + n], want[i * ldc..i * ldc + n]);
+                    }
+                }
+            }
+        }
+    }
+
+    fn test_problem(t: usize, k: usize, v: usize, scalar: bool) -> Problem {
+        let f = |i: usize| ((i * 7919) % 1000) as f64 / 500.0 - 1.0;
+        let q = Array4::from_shape_fn((1, t, 2, k), |(_, t, h, d)| f(t * 31 + d + h));
+        let kk = Array4::from_shape_fn((1, t, 2, k), |(_, t, _, d)| f(t * 17 + d + 3));
+        let vv = Array4::from_shape_fn((1, t, 2, v), |(_, t, _, e)| f(t * 13 + e + 9));
+        let gates = if scalar {
+            let mut g = ndarray::Array3::from_shape_fn((1, t, 2), |(_, t, _)| -f(t).abs() * 3.0);
+            g[[0, 20.min(t - 1), 0]] = f64::NEG_INFINITY;
+            Gates::Scalar(g)
+        } else {
+            let mut g = Array4::from_shape_fn((1, t, 2, k), |(_, t, _, d)| -f(t + d).abs() * 3.0);
+            g[[0, 20.min(t - 1), 0, 2.min(k - 1)]] = f64::NEG_INFINITY;
+            Gates::PerChannel(g)
+        };
+        Problem::builder(q, kk, vv, gates)
+            .do_(Array4::from_shape_fn((1, t, 2, v), |(_, t, _, e)| {
+                f(t * 3 + e)
+            }))
+            .build()
+            .unwrap()
+    }
+
+    /// The AVX2/AVX-512 build and the baseline build give bitwise identical results (chunked
+    /// form, both dg forms, per-channel and scalar gates; parallel form).
+    #[test]
+    fn avx2_build_is_bitwise_identical() {
+        let p = test_problem(70, 13, 6, false);
+        let opts = ChunkOptions::new(32, 8).unwrap();
+        for form in [DgForm::ReverseCumsum, DgForm::Local] {
+            for p in [&p, &test_problem(70, 13, 6, true)] {
+                let base = chunked_f32_isa(p, &opts, Some(form), true);
+                let best = chunked_f32_isa(p, &opts, Some(form), false);
+                assert_eq!(base, best, "{form:?}");
+            }
+        }
+        let pb = parallel_f32_isa(&p, true, true);
+        let pa = parallel_f32_isa(&p, true, false);
+        assert_eq!(pb, pa);
+    }
 }

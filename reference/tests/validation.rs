@@ -1,5 +1,6 @@
 //! Every error path of the problem builder (and `from_dyn`, `rounded_to`, `Dtype` parsing), with
-//! the error variant and the message contents (tensor, index, value) checked.
+//! the error variant and the message contents (tensor, index, value) checked; and `Dtype`'s
+//! rounding emulation (formerly unit tests of `src/dtype.rs`).
 
 use gla_reference::{Dtype, Gates, GlaError, Problem, ProblemBuilder};
 use ndarray::{Array3, Array4, ArrayD, IxDyn};
@@ -589,4 +590,56 @@ fn dtype_parse() {
         assert!(matches!(e, GlaError::Options(_)), "{e:?}");
         assert!(e.to_string().contains(&format!("`{bad}`")), "{e}");
     }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Dtype rounding emulation
+// ------------------------------------------------------------------------------------------------
+
+#[test]
+fn tf32_keeps_ten_bits() {
+    let x = 1.0f32 + 2f32.powi(-10) + 2f32.powi(-12);
+    assert_eq!(Dtype::Tf32.round_f32(x), 1.0 + 2f32.powi(-10));
+    assert_eq!(Dtype::Tf32.round_f32(1.0 + 2f32.powi(-11)), 1.0); // tie to even
+}
+
+#[test]
+fn f64_rounding_is_single() {
+    // Cases where truncating to f32 first (or dropping low bits) gives the wrong answer.
+    assert_eq!(Dtype::Bf16.round(-397.000_161_17), -398.0);
+    assert_eq!(
+        Dtype::F16.round(1.0 + 2f64.powi(-11) + 2f64.powi(-40)),
+        1.0 + 2f64.powi(-10)
+    );
+    assert_eq!(
+        Dtype::Tf32.round(1.0 + 2f64.powi(-11) + 2f64.powi(-40)),
+        1.0 + 2f64.powi(-10)
+    );
+    // Agrees with `half` on f32-exact inputs, including subnormals, ties and overflow.
+    let mut x = 1.0e-41f32;
+    while x < 7.0e4 {
+        for v in [x, -x, x * 1.000_001, x * 0.999_999] {
+            assert_eq!(
+                Dtype::Bf16.round(v as f64),
+                half::bf16::from_f32(v).to_f64(),
+                "{v}"
+            );
+            assert_eq!(
+                Dtype::F16.round(v as f64),
+                half::f16::from_f32(v).to_f64(),
+                "{v}"
+            );
+        }
+        x *= 1.37;
+    }
+    assert_eq!(Dtype::F16.round(65519.0), 65504.0);
+    assert_eq!(Dtype::F16.round(65520.0), f64::INFINITY);
+    assert_eq!(Dtype::Bf16.round(f64::MAX), f64::INFINITY);
+    assert!(Dtype::Bf16.round(f64::NAN).is_nan());
+}
+
+#[test]
+fn parse_rejects_unknown() {
+    assert!("int8".parse::<Dtype>().is_err());
+    assert_eq!("bfloat16".parse::<Dtype>().unwrap(), Dtype::Bf16);
 }

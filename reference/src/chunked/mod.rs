@@ -109,7 +109,7 @@
 // writers, `item` runs one task (inter-chunk states, chunk outputs, the backward sweep),
 // `intra` computes the intra-chunk blocks, `gemm` the small dense products; `seg` is shared
 // with the parallel form, as is the reset-aware cumulative gate (`crate::cumgate`).
-mod gemm;
+pub(crate) mod gemm;
 mod intra;
 mod item;
 pub(crate) mod seg;
@@ -301,53 +301,13 @@ pub fn interface_floor<T: Real>(p: &Problem, opts: &ChunkOptions) -> Result<Solu
     ))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::Gates;
-    use ndarray::Array4;
-
-    fn test_problem(t: usize, k: usize, v: usize, scalar: bool) -> Problem {
-        let f = |i: usize| ((i * 7919) % 1000) as f64 / 500.0 - 1.0;
-        let q = Array4::from_shape_fn((1, t, 2, k), |(_, t, h, d)| f(t * 31 + d + h));
-        let kk = Array4::from_shape_fn((1, t, 2, k), |(_, t, _, d)| f(t * 17 + d + 3));
-        let vv = Array4::from_shape_fn((1, t, 2, v), |(_, t, _, e)| f(t * 13 + e + 9));
-        let gates = if scalar {
-            let mut g = ndarray::Array3::from_shape_fn((1, t, 2), |(_, t, _)| -f(t).abs() * 3.0);
-            g[[0, 20.min(t - 1), 0]] = f64::NEG_INFINITY;
-            Gates::Scalar(g)
-        } else {
-            let mut g = Array4::from_shape_fn((1, t, 2, k), |(_, t, _, d)| -f(t + d).abs() * 3.0);
-            g[[0, 20.min(t - 1), 0, 2.min(k - 1)]] = f64::NEG_INFINITY;
-            Gates::PerChannel(g)
-        };
-        Problem::builder(q, kk, vv, gates)
-            .do_(Array4::from_shape_fn((1, t, 2, v), |(_, t, _, e)| {
-                f(t * 3 + e)
-            }))
-            .build()
-            .unwrap()
-    }
-
-    /// The AVX2/AVX-512 build and the baseline build give bitwise identical results.
-    #[test]
-    fn avx2_build_is_bitwise_identical() {
-        let p = test_problem(70, 13, 6, false);
-        let opts = ChunkOptions::new(32, 8).unwrap();
-        let scale = p.scale() as f32;
-        for form in [DgForm::ReverseCumsum, DgForm::Local] {
-            for p in [&p, &test_problem(70, 13, 6, true)] {
-                let base = run::<f32>(p, &opts, Some(form), Isa::Base);
-                let best = run::<f32>(p, &opts, Some(form), Isa::Best);
-                assert_eq!(base, best, "{form:?}");
-            }
-        }
-        let pb = seg::run::<f32>(&p, true, |it| {
-            crate::parallel::item_for_tests(it, scale, true, false)
-        });
-        let pa = seg::run::<f32>(&p, true, |it| {
-            crate::parallel::item_for_tests(it, scale, true, true)
-        });
-        assert_eq!(pb, pa);
-    }
+/// Test hook (`crate::test_support`): the f32 instance of [`run`] with the baseline build of the
+/// per-item kernel (`baseline`) or the best build the CPU supports (what the forms use).
+pub(crate) fn run_f32_isa(
+    p: &Problem,
+    opts: &ChunkOptions,
+    dg: Option<DgForm>,
+    baseline: bool,
+) -> Solution {
+    run_f32(p, opts, dg, if baseline { Isa::Base } else { Isa::Best })
 }

@@ -491,36 +491,3 @@ pub(crate) fn has_avx2() -> bool {
         false
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// expf_fast: <= 2 ulp from the exact exp on normal results, exact 1 at 0, exact 0 for -inf,
-    /// results below the normal range flushed (error < 2^-126).
-    #[test]
-    fn fast_exp_accuracy() {
-        let mut worst_ulp = 0.0f64;
-        let mut x = -87.0f32;
-        while x <= 0.0 {
-            let want = (x as f64).exp();
-            let got = expf_fast(x) as f64;
-            let ulp = (want as f32).abs() as f64 * 2f64.powi(-23);
-            worst_ulp = worst_ulp.max((got - want).abs() / ulp);
-            x += 0.000_731;
-        }
-        assert!(worst_ulp <= 2.0, "worst {worst_ulp} ulp");
-        assert_eq!(expf_fast(0.0), 1.0);
-        assert_eq!(expf_fast(f32::NEG_INFINITY), 0.0);
-        assert_eq!(expf_fast(-200.0), 0.0);
-        for x in [-87.34f32, -88.0, -95.0, -100.0, -103.0] {
-            let want = (x as f64).exp();
-            assert!((expf_fast(x) as f64 - want).abs() <= 2f64.powi(-126), "{x}");
-        }
-        assert!(expf_fast(-87.33) >= f32::MIN_POSITIVE);
-        let mut v = [0.0f32, -1.0, f32::NEG_INFINITY];
-        vexp(&mut v);
-        assert_eq!(v[2], 0.0);
-        assert_eq!(v[0], 1.0);
-    }
-}

@@ -7,8 +7,7 @@ use super::*;
 /// Which build of the per-(sequence, head) kernel runs (bitwise the same results).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Isa {
-    /// The baseline build (tests compare it with `Best`).
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// The baseline build (tests compare it with `Best`: `crate::test_support`).
     Base,
     /// AVX-512 or AVX2 + FMA where the CPU has them (run-time detection), else the baseline.
     Best,
