@@ -87,11 +87,12 @@ pub fn read_file(path: &Path) -> Result<TensorFile> {
     gla_fixtures::io::read_tensors(path).map_err(|e| anyhow!("{e}"))
 }
 
-/// Read and validate an input file: the problem and the whole file.
+/// Read and validate an input file: the problem, and the rest of the file (its inputs are moved
+/// into the problem, not copied: at training shapes each is hundreds of megabytes).
 pub fn read_problem(path: &Path) -> Result<(Problem, TensorFile)> {
-    let f = read_file(path)?;
+    let mut f = read_file(path)?;
     let p = f
-        .problem()
+        .take_problem()
         .map_err(|e| anyhow!("{}: {e}", path.display()))?;
     Ok((p, f))
 }

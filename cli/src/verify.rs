@@ -5,7 +5,7 @@ use crate::eval::DG_NAMES;
 use anyhow::Result;
 use clap::Args;
 use gla_judge::baseline::DeclaredPlan;
-use gla_judge::verify::{read_candidate, verify, Empirical, Labels, VerifyOptions};
+use gla_judge::verify::{take_candidate, verify_owned, Empirical, Labels, VerifyOptions};
 use gla_judge::{Truth, TruthMode};
 use gla_reference::bounds::DgForm;
 use gla_reference::Dtype;
@@ -93,12 +93,12 @@ pub fn run(a: VerifyArgs) -> Result<Status> {
         anyhow::bail!("--chunk must be at least 1");
     }
     let (p, input_file) = read_problem(&a.input)?;
-    let cand_file = read_file(&a.candidate)?;
+    let mut cand_file = read_file(&a.candidate)?;
     let labels = Labels {
         input: a.input.display().to_string(),
         candidate: a.candidate.display().to_string(),
     };
-    let cand = read_candidate(&cand_file, &p, &labels)?;
+    let cand = take_candidate(&mut cand_file, &p, &labels)?;
     drop(cand_file); // training shapes: the file's copies are gigabytes
     let backward = cand.has_gradients();
     let label = a.input.display().to_string();
@@ -126,7 +126,7 @@ pub fn run(a: VerifyArgs) -> Result<Status> {
         empirical: a.baseline,
         plan: a.plan,
     };
-    let report = verify(&p, &cand, &truth, &opts, labels)?;
+    let report = verify_owned(&p, cand, truth, &opts, labels)?;
     if a.json {
         crate::outln!("{}", serde_json::to_string_pretty(&report.to_json())?);
     } else {

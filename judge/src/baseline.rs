@@ -274,47 +274,87 @@ pub fn err_stats(x: &Array4<f64>, exact: &Array4<f64>) -> ErrStats {
 
 /// [`err_stats`] of `f(x)` (e.g. `x` rounded to a storage dtype) without materializing it.
 pub fn err_stats_of(x: &Array4<f64>, exact: &Array4<f64>, f: impl Fn(f64) -> f64) -> ErrStats {
-    let (mut max, mut sum2, mut n) = (0.0f64, 0.0f64, 0usize);
+    let mut acc = ErrAcc::default();
     for (&a, &e) in x.iter().zip(exact.iter()) {
-        let a = f(a);
+        acc.add(f(a), e);
+    }
+    acc.finish()
+}
+
+/// The running sums of [`err_stats`], one element at a time (so that one pass over a tensor can
+/// feed several statistics; the same sums in the same order as [`err_stats`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ErrAcc {
+    max: f64,
+    sum2: f64,
+    n: usize,
+}
+
+impl ErrAcc {
+    /// Add the element `a` of truth `e` (skipped where `e` is not finite).
+    #[inline(always)]
+    pub(crate) fn add(&mut self, a: f64, e: f64) {
         if !e.is_finite() {
-            continue;
+            return;
         }
-        n += 1;
+        self.n += 1;
         let d = (a - e).abs();
         let d = if d.is_finite() { d } else { f64::INFINITY };
-        max = max.max(d);
-        sum2 += d * d;
+        self.max = self.max.max(d);
+        self.sum2 += d * d;
     }
-    ErrStats {
-        max,
-        rms: if n == 0 {
-            0.0
-        } else {
-            (sum2 / n as f64).sqrt()
-        },
-        n,
+
+    pub(crate) fn finish(self) -> ErrStats {
+        ErrStats {
+            max: self.max,
+            rms: if self.n == 0 {
+                0.0
+            } else {
+                (self.sum2 / self.n as f64).sqrt()
+            },
+            n: self.n,
+        }
     }
 }
 
 /// `(max, RMS)` of a magnitude tensor over the elements where `exact` is finite.
 pub fn magnitude_scale(m: &Array4<f64>, exact: &Array4<f64>) -> (f64, f64) {
-    let (mut max, mut sum2, mut n) = (0.0f64, 0.0f64, 0usize);
+    let mut acc = MagAcc::default();
     for (&m, &e) in m.iter().zip(exact.iter()) {
+        acc.add(m, e);
+    }
+    acc.finish()
+}
+
+/// The running sums of [`magnitude_scale`] (see [`ErrAcc`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct MagAcc {
+    max: f64,
+    sum2: f64,
+    n: usize,
+}
+
+impl MagAcc {
+    /// Add the magnitude `m` of an element of truth `e`.
+    #[inline(always)]
+    pub(crate) fn add(&mut self, m: f64, e: f64) {
         if e.is_finite() && m.is_finite() {
-            max = max.max(m);
-            sum2 += m * m;
-            n += 1;
+            self.max = self.max.max(m);
+            self.sum2 += m * m;
+            self.n += 1;
         }
     }
-    (
-        max,
-        if n == 0 {
-            0.0
-        } else {
-            (sum2 / n as f64).sqrt()
-        },
-    )
+
+    pub(crate) fn finish(self) -> (f64, f64) {
+        (
+            self.max,
+            if self.n == 0 {
+                0.0
+            } else {
+                (self.sum2 / self.n as f64).sqrt()
+            },
+        )
+    }
 }
 
 /// One honest implementation's statistics on one tensor.
@@ -359,10 +399,18 @@ pub fn honest_stats(
                 let (Some(x), Some(e)) = (s.tensor(t), exact.tensor(t)) else {
                     return None;
                 };
+                // One pass for both statistics (`err_stats_of` and `bias::stats_of` of the
+                // rounded result, the same sums).
+                let (mut err, mut bias) = (ErrAcc::default(), crate::bias::BiasAcc::default());
+                for_pairs(x, e, |a, e| {
+                    let a = st.round(a);
+                    err.add(a, e);
+                    bias.add(a, e);
+                });
                 Some(HonestStats {
                     name: name.clone(),
-                    err: err_stats_of(x, e, |v| st.round(v)),
-                    beta: crate::bias::stats_of(x, e, |v| st.round(v)).1.abs(),
+                    err: err.finish(),
+                    beta: bias.finish().1.abs(),
                 })
             })
             .collect();
@@ -372,6 +420,24 @@ pub fn honest_stats(
         names.push(name);
     }
     Ok((names, out))
+}
+
+/// Call `f(x_i, y_i)` for the elements of two arrays of one shape, in order (over flat slices
+/// where both are contiguous).
+#[inline(always)]
+pub(crate) fn for_pairs(x: &Array4<f64>, y: &Array4<f64>, mut f: impl FnMut(f64, f64)) {
+    match (x.as_slice(), y.as_slice()) {
+        (Some(xs), Some(ys)) if x.shape() == y.shape() => {
+            for (&a, &b) in xs.iter().zip(ys) {
+                f(a, b);
+            }
+        }
+        _ => {
+            for (&a, &b) in x.iter().zip(y.iter()) {
+                f(a, b);
+            }
+        }
+    }
 }
 
 /// The baseline verdict on one tensor.
@@ -438,7 +504,24 @@ pub fn judge_tensor(
     honest: &[HonestStats],
     floor_unit: f64,
 ) -> TensorBaseline {
-    let candidate = err_stats(x, exact);
+    judge_stats(
+        name,
+        err_stats(x, exact),
+        magnitude_scale(m, exact),
+        honest,
+        floor_unit,
+    )
+}
+
+/// [`judge_tensor`] from the candidate's error statistics and the magnitude's `(max, RMS)`
+/// ([`magnitude_scale`]).
+pub(crate) fn judge_stats(
+    name: &str,
+    candidate: ErrStats,
+    (mmax, mrms): (f64, f64),
+    honest: &[HonestStats],
+    floor_unit: f64,
+) -> TensorBaseline {
     let (mut base_max, mut base_rms) = (None::<f64>, None::<f64>);
     let (mut max_by, mut rms_by) = (String::new(), String::new());
     for h in honest {
@@ -455,7 +538,6 @@ pub fn judge_tensor(
             rms_by = hname.to_string();
         }
     }
-    let (mmax, mrms) = magnitude_scale(m, exact);
     let (floor_max, floor_rms) = (floor_unit * mmax, floor_unit * mrms);
     let pass_max = base_max.is_none_or(|b| candidate.max <= BASELINE_FACTOR * b + floor_max);
     let pass_rms = base_rms.is_none_or(|b| candidate.rms <= BASELINE_FACTOR * b + floor_rms);

@@ -121,36 +121,84 @@ pub fn stats(x: &Array4<f64>, exact: &Array4<f64>) -> (f64, f64) {
 
 /// [`stats`] of `f(x)` (e.g. `x` rounded to a storage dtype) without materializing it.
 pub fn stats_of(x: &Array4<f64>, exact: &Array4<f64>, f: impl Fn(f64) -> f64) -> (f64, f64) {
-    let (mut sxe, mut sxe2, mut sx2) = (0.0f64, 0.0f64, 0.0f64);
+    let mut acc = BiasAcc::default();
     for (&a, &e) in x.iter().zip(exact.iter()) {
-        let a = f(a);
+        acc.add(f(a), e);
+    }
+    acc.finish()
+}
+
+/// The running sums of [`stats`], one element at a time (so that one pass over a tensor can feed
+/// several statistics; the same sums in the same order as [`stats`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct BiasAcc {
+    sxe: f64,
+    sxe2: f64,
+    sx2: f64,
+}
+
+impl BiasAcc {
+    /// Add the element `a` of truth `e` (skipped unless both are finite).
+    #[inline(always)]
+    pub(crate) fn add(&mut self, a: f64, e: f64) {
         if !(a.is_finite() && e.is_finite()) {
-            continue;
+            return;
         }
         let w = (a - e) * e;
-        sxe += w;
-        sxe2 += w * w;
-        sx2 += e * e;
+        self.sxe += w;
+        self.sxe2 += w * w;
+        self.sx2 += e * e;
     }
-    let t = if sxe2 > 0.0 { sxe / sxe2.sqrt() } else { 0.0 };
-    let beta = if sx2 > 0.0 { sxe / sx2 } else { 0.0 };
-    (t, beta)
+
+    /// `(t, beta)`.
+    pub(crate) fn finish(self) -> (f64, f64) {
+        let t = if self.sxe2 > 0.0 {
+            self.sxe / self.sxe2.sqrt()
+        } else {
+            0.0
+        };
+        let beta = if self.sx2 > 0.0 {
+            self.sxe / self.sx2
+        } else {
+            0.0
+        };
+        (t, beta)
+    }
 }
 
 /// `beta_acc = eps_acc sum(M_i |x*_i|) / sum(x*_i^2)` (module docs) over the elements where the
 /// truth and the magnitude are finite; 0 when `x* = 0`.
 pub fn accumulation_beta(exact: &Array4<f64>, m: &Array4<f64>, eps_acc: f64) -> f64 {
-    let (mut smx, mut sx2) = (0.0f64, 0.0f64);
+    let mut acc = AccBetaAcc::default();
     for (&e, &mm) in exact.iter().zip(m.iter()) {
-        if e.is_finite() && mm.is_finite() {
-            smx += mm * e.abs();
-            sx2 += e * e;
+        acc.add(e, mm);
+    }
+    acc.finish(eps_acc)
+}
+
+/// The running sums of [`accumulation_beta`] (see [`BiasAcc`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct AccBetaAcc {
+    smx: f64,
+    sx2: f64,
+}
+
+impl AccBetaAcc {
+    /// Add the truth `e` of an element and its magnitude `m`.
+    #[inline(always)]
+    pub(crate) fn add(&mut self, e: f64, m: f64) {
+        if e.is_finite() && m.is_finite() {
+            self.smx += m * e.abs();
+            self.sx2 += e * e;
         }
     }
-    if sx2 > 0.0 {
-        eps_acc * smx / sx2
-    } else {
-        0.0
+
+    pub(crate) fn finish(self, eps_acc: f64) -> f64 {
+        if self.sx2 > 0.0 {
+            eps_acc * self.smx / self.sx2
+        } else {
+            0.0
+        }
     }
 }
 
@@ -164,7 +212,16 @@ pub fn bias_stat(
     honest_beta: f64,
     acc_beta: f64,
 ) -> BiasStat {
-    let (t, beta) = stats(x, exact);
+    bias_verdict(stats(x, exact), u, honest_beta, acc_beta)
+}
+
+/// [`bias_stat`] from the candidate's `(t, beta)` ([`stats`]).
+pub(crate) fn bias_verdict(
+    (t, beta): (f64, f64),
+    u: f64,
+    honest_beta: f64,
+    acc_beta: f64,
+) -> BiasStat {
     let honest_beta = honest_beta.abs();
     let limit = BIAS_FACTOR * honest_beta + B_MIN * u + acc_beta;
     BiasStat {

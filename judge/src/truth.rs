@@ -12,8 +12,10 @@
 
 use crate::JudgeError;
 use gla_fixtures::io::TensorFile;
-use gla_reference::bounds::{magnitudes, Algorithm, BoundSpec, DgForm, Magnitudes};
-use gla_reference::{recurrent, Dtype, GlaError, Problem, Result, Solution};
+use gla_reference::bounds::{
+    magnitudes, solve_with_magnitudes, Algorithm, BoundSpec, DgForm, Magnitudes,
+};
+use gla_reference::{Dtype, GlaError, Problem, Result, Solution};
 
 /// The exact solution of a problem: the MPFR oracle (`gla_oracle::evaluate`), converged to agree
 /// well past f64 and rounded once to f64. `backward` adds every gradient (dg in the oracle's
@@ -123,17 +125,15 @@ impl Truth {
     /// # Ok::<(), gla_reference::GlaError>(())
     /// ```
     pub fn f64(p: &Problem, backward: bool) -> Result<Truth> {
-        let solution = if backward {
-            recurrent::backward_with::<f64>(p, DgForm::Local)?
-        } else {
-            recurrent::forward::<f64>(p)?
-        };
+        // One pass over (sequence, head) for both: bitwise `recurrent::backward_with::<f64>(p,
+        // DgForm::Local)` (`recurrent::forward::<f64>(p)` without `backward`) and `magnitudes(p)`.
+        let (solution, magnitudes) = solve_with_magnitudes(p, backward, DgForm::Local)?;
         Ok(Truth {
             source: "certified f64 truth (f64 recurrence, local-form dg; each element charged its \
                      own bound c u_f64 (n_acc + lambda) M)"
                 .into(),
             solution,
-            magnitudes: magnitudes(p),
+            magnitudes,
             budget: Some(Truth::budget_spec()),
         })
     }

@@ -47,8 +47,7 @@ use crate::truth::Truth;
 use crate::JudgeError;
 use gla_fixtures::io::TensorFile;
 use gla_reference::bounds::{
-    compare, compare_approximate, Algorithm, BoundSpec, DgForm, Magnitudes, Pass, Report,
-    TensorReport,
+    compare_with, Algorithm, BoundSpec, DgForm, Pass, Report, TensorReport,
 };
 use gla_reference::{Dtype, GateKind, Problem, Solution, OUTPUT_NAMES};
 use ndarray::{Array4, Axis};
@@ -198,13 +197,6 @@ impl Candidate {
             .iter()
             .any(|(n, _, _)| !matches!(*n, "o" | "ht"))
     }
-    fn stored(&self, name: &str) -> String {
-        self.tensors
-            .iter()
-            .find(|x| x.0 == name)
-            .map(|x| x.2.to_string())
-            .unwrap_or_default()
-    }
 }
 
 /// The dtype a kernel of declared `precision` stores output `name` in: o and the gradients dq,
@@ -300,8 +292,50 @@ pub fn read_candidate(
     p: &Problem,
     labels: &Labels,
 ) -> Result<Candidate, JudgeError> {
+    let names = candidate_names(f, p, labels)?;
+    let values = names
+        .iter()
+        .map(|&(n, _)| f.tensors[n].values.clone())
+        .collect();
+    candidate_from(names, values, labels)
+}
+
+/// [`read_candidate`], moving the candidate's tensors out of `f` instead of copying them (at
+/// training shapes each is hundreds of megabytes): on success `f` no longer holds them; on an
+/// error it is left as it was.
+///
+/// ```
+/// use gla_judge::verify::{read_candidate, take_candidate, Labels};
+/// # let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/golden");
+/// let mut f = gla_fixtures::io::read_tensors(dir.join("mild.safetensors"))?;
+/// let p = f.problem()?;
+/// let copied = read_candidate(&f, &p, &Labels::default())?;
+/// let moved = take_candidate(&mut f, &p, &Labels::default())?;
+/// assert_eq!(copied.tensors, moved.tensors);
+/// assert!(!f.contains("o") && f.contains("q"));
+/// # Ok::<(), gla_judge::JudgeError>(())
+/// ```
+pub fn take_candidate(
+    f: &mut TensorFile,
+    p: &Problem,
+    labels: &Labels,
+) -> Result<Candidate, JudgeError> {
+    let names = candidate_names(f, p, labels)?;
+    let values = names
+        .iter()
+        .map(|&(n, _)| f.tensors.remove(n).expect("checked").values)
+        .collect();
+    candidate_from(names, values, labels)
+}
+
+/// The outputs `f` holds, checked (float dtype, shape), with their stored dtypes.
+fn candidate_names(
+    f: &TensorFile,
+    p: &Problem,
+    labels: &Labels,
+) -> Result<Vec<(&'static str, Dtype)>, JudgeError> {
     let label = format!("CANDIDATE {}", labels.candidate);
-    let mut tensors = Vec::new();
+    let mut names = Vec::new();
     for name in OUTPUT_NAMES {
         if !f.contains(name) {
             continue;
@@ -318,27 +352,16 @@ pub fn read_candidate(
                 "{label}: tensor `{name}` has shape {got:?}, expected {desc}"
             )));
         }
-        let a = t.values.clone();
-        let a = if a.ndim() == 3 {
-            a.insert_axis(Axis(3))
-        } else {
-            a
-        };
-        let a4: Array4<f64> = a
-            .into_dimensionality()
-            .map_err(|e| JudgeError::Input(format!("{label}: tensor `{name}`: {e}")))?;
-        tensors.push((name, a4, t.dtype.dtype().unwrap_or(Dtype::F64)));
+        names.push((name, t.dtype.dtype().unwrap_or(Dtype::F64)));
     }
-    if tensors.is_empty() {
+    if names.is_empty() {
         let found: Vec<&String> = f.tensors.keys().chain(f.other.keys()).collect();
         return Err(JudgeError::Input(format!(
             "{label}: holds none of o, ht, dq, dk, dv, dg, dh0 (found: {found:?})"
         )));
     }
-    let c = Candidate { tensors };
-    if c.has_gradients() && !p.has_backward() {
-        let g: Vec<&str> = c
-            .tensors
+    if !p.has_backward() && names.iter().any(|(n, _)| !matches!(*n, "o" | "ht")) {
+        let g: Vec<&str> = names
             .iter()
             .map(|x| x.0)
             .filter(|n| !matches!(*n, "o" | "ht"))
@@ -349,7 +372,29 @@ pub fn read_candidate(
             labels.input
         )));
     }
-    Ok(c)
+    Ok(names)
+}
+
+/// The candidate of checked `names` (with stored dtypes) and their `values`.
+fn candidate_from(
+    names: Vec<(&'static str, Dtype)>,
+    values: Vec<ndarray::ArrayD<f64>>,
+    labels: &Labels,
+) -> Result<Candidate, JudgeError> {
+    let label = format!("CANDIDATE {}", labels.candidate);
+    let mut tensors = Vec::new();
+    for ((name, dtype), a) in names.into_iter().zip(values) {
+        let a = if a.ndim() == 3 {
+            a.insert_axis(Axis(3))
+        } else {
+            a
+        };
+        let a4: Array4<f64> = a
+            .into_dimensionality()
+            .map_err(|e| JudgeError::Input(format!("{label}: tensor `{name}`: {e}")))?;
+        tensors.push((name, a4, dtype));
+    }
+    Ok(Candidate { tensors })
 }
 
 /// The error models of `verify` for a claimed arithmetic: forward outputs (o, ht) and gradients.
@@ -422,21 +467,6 @@ pub struct ProblemSummary {
     pub scale: f64,
 }
 
-/// [`compare`] against an exact truth, [`compare_approximate`] against one with a budget.
-fn judge_against(
-    p: &Problem,
-    truth: &Solution,
-    mags: &Magnitudes,
-    cand: &Solution,
-    spec: &BoundSpec,
-    budget: Option<&BoundSpec>,
-) -> gla_reference::Result<Report> {
-    match budget {
-        None => compare(p, truth, mags, cand, spec),
-        Some(b) => compare_approximate(p, truth, mags, cand, spec, b),
-    }
-}
-
 /// Judge `cand` against `truth` (which must answer the same problem `p`, with gradients when the
 /// candidate holds any).
 pub fn verify(
@@ -446,6 +476,74 @@ pub fn verify(
     opts: &VerifyOptions,
     labels: Labels,
 ) -> Result<VerifyReport, JudgeError> {
+    let judged = judge_candidate(p, cand, truth, opts)?;
+    judged.finish(p, &truth.solution, opts, labels)
+}
+
+/// [`verify`], consuming the candidate and the truth so that each is freed as soon as it has
+/// served: the candidate and the magnitudes once the bound and the candidate's statistics are
+/// taken, before the honest implementations run (at training shapes eleven tensors of hundreds
+/// of megabytes, which then no longer add to the honest solutions' memory). The same report.
+///
+/// ```
+/// use gla_judge::verify::{read_candidate, verify, verify_owned, Labels, VerifyOptions};
+/// use gla_judge::Truth;
+/// # let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/golden");
+/// let input = gla_fixtures::io::read_tensors(dir.join("mild.safetensors"))?;
+/// let p = input.problem()?;
+/// let truth = Truth::f64(&p, true)?;
+/// let cand = read_candidate(&input, &p, &Labels::default())?; // the stored oracle results
+/// let opts = VerifyOptions::default();
+/// let a = verify(&p, &cand, &truth, &opts, Labels::default())?;
+/// let b = verify_owned(&p, cand, truth, &opts, Labels::default())?;
+/// assert_eq!(a.to_json(), b.to_json());
+/// # Ok::<(), gla_judge::JudgeError>(())
+/// ```
+pub fn verify_owned(
+    p: &Problem,
+    cand: Candidate,
+    truth: Truth,
+    opts: &VerifyOptions,
+    labels: Labels,
+) -> Result<VerifyReport, JudgeError> {
+    let judged = judge_candidate(p, &cand, &truth, opts)?;
+    drop(cand);
+    let Truth { solution, .. } = truth; // the magnitudes go
+    judged.finish(p, &solution, opts, labels)
+}
+
+/// What [`verify`] knows once the candidate has been judged against the bound and its
+/// statistics taken: everything but the honest implementations' results.
+struct Judged {
+    backward: bool,
+    notes: Vec<String>,
+    spec_fwd: BoundSpec,
+    spec_bwd: BoundSpec,
+    tensors: Vec<TensorReport>,
+    /// Name and stored dtype of each judged tensor.
+    stored: Vec<(String, Dtype)>,
+    /// The candidate's statistics per judged tensor.
+    stats: Vec<CandidateStats>,
+    truth_source: String,
+}
+
+/// The candidate's side of the empirical verdicts on one tensor.
+struct CandidateStats {
+    err: baseline::ErrStats,
+    magnitude_scale: (f64, f64),
+    bias: (f64, f64),
+    acc_beta: f64,
+    u: f64,
+    floor_unit: f64,
+}
+
+/// The bound verdicts and the candidate's statistics (the first half of [`verify`]).
+fn judge_candidate(
+    p: &Problem,
+    cand: &Candidate,
+    truth: &Truth,
+    opts: &VerifyOptions,
+) -> Result<Judged, JudgeError> {
     if opts.chunk == 0 {
         return Err(JudgeError::Input("--chunk must be at least 1".into()));
     }
@@ -455,27 +553,6 @@ pub fn verify(
         return Err(JudgeError::Input(
             "the truth holds no gradients but the candidate does".into(),
         ));
-    }
-    // The candidate as a solution; outputs it lacks are taken from the truth and not reported.
-    let mut full = exact.clone();
-    for (name, arr, _) in &cand.tensors {
-        match *name {
-            "o" => full.o = arr.clone(),
-            "ht" => full.ht = arr.clone(),
-            n => {
-                let g = full.grads.as_mut().expect("checked above");
-                match n {
-                    "dq" => g.dq = arr.clone(),
-                    "dk" => g.dk = arr.clone(),
-                    "dv" => g.dv = arr.clone(),
-                    "dg" => g.dg = arr.clone(),
-                    _ => g.dh0 = arr.clone(),
-                }
-            }
-        }
-    }
-    if !backward {
-        full.grads = None;
     }
     // The model.
     let precision = opts.precision;
@@ -495,15 +572,18 @@ pub fn verify(
         }
     }
     let (spec_fwd, spec_bwd) = specs(precision, opts.plan, opts.chunk, opts.dg, &extra);
-    let fwd_only = Solution {
-        o: full.o.clone(),
-        ht: full.ht.clone(),
-        grads: None,
-    };
     let mags = &truth.magnitudes;
-    // Against an approximate truth every element is charged the truth's own bound.
-    let judge = |c: &Solution, spec: &BoundSpec| -> gla_reference::Result<Report> {
-        judge_against(p, exact, mags, c, spec, truth.budget.as_ref())
+    // The candidate's tensors judged where they lie (no copy into a solution): the forward
+    // outputs with the forward model, the gradients with the backward one. Against an
+    // approximate truth every element is charged the truth's own bound.
+    let judge = |forward: bool, spec: &BoundSpec| -> gla_reference::Result<Report> {
+        let tensor = |n: &str| {
+            cand.tensors
+                .iter()
+                .find(|x| x.0 == n && matches!(n, "o" | "ht") == forward)
+                .map(|x| &x.1)
+        };
+        compare_with(p, exact, mags, tensor, spec, truth.budget.as_ref())
     };
     if let Some(b) = &truth.budget {
         // The largest per-tensor coefficient of the budget (`c` differs by output).
@@ -516,21 +596,10 @@ pub fn verify(
             "truth: certified f64 (each element charged the truth's own bound, at most {worst:.1e} M)"
         ));
     }
-    let mut reports = judge(&fwd_only, &spec_fwd)?.tensors;
+    let mut tensors: Vec<TensorReport> = judge(true, &spec_fwd)?.tensors;
     if backward {
-        reports.extend(
-            judge(&full, &spec_bwd)?
-                .tensors
-                .into_iter()
-                .filter(|t| !matches!(t.name.as_str(), "o" | "ht")),
-        );
+        tensors.extend(judge(false, &spec_bwd)?.tensors);
     }
-    let tensors: Vec<TensorReport> = reports
-        .into_iter()
-        .filter(|t| cand.tensors.iter().any(|x| x.0 == t.name))
-        .collect();
-    // The empirical verdicts: honest implementations of the declared arithmetic on the problem
-    // as stored, and the bias of the candidate's error.
     let stored: Vec<(String, Dtype)> = tensors
         .iter()
         .map(|t| {
@@ -541,14 +610,13 @@ pub fn verify(
             )
         })
         .collect();
-    let (honest, honest_stats) =
-        baseline::honest_stats(p, precision, opts.plan, opts.chunk, opts.dg, backward, exact, &stored)?;
+    // The candidate's side of the empirical verdicts (the baseline rule's error and floor, the
+    // bias test's statistics). One tensor per task: each is a pass over gigabytes at training
+    // shapes.
     let acc = baseline::accumulation(precision);
-    // One tensor per task: every statistic is a pass over gigabytes at training shapes.
-    let empirical = tensors
+    let stats = tensors
         .par_iter()
-        .zip(&honest_stats)
-        .map(|(t, hs)| -> Result<EmpiricalReport, JudgeError> {
+        .map(|t| -> Result<CandidateStats, JudgeError> {
             let (_, x, st) = cand
                 .tensors
                 .iter()
@@ -564,64 +632,148 @@ pub fn verify(
             let m = mags.tensor(mname).ok_or_else(|| {
                 JudgeError::Input(format!("the truth holds no magnitude for `{mname}`"))
             })?;
-            let u = precision.unit_roundoff().max(st.unit_roundoff());
-            let honest_beta = hs.iter().map(|h| h.beta).fold(0.0, f64::max);
             let scale = acc.unit_roundoff() * (t.n_acc + t.lambda);
-            let floor_unit = acc.unit_roundoff() * (t.n_acc + t.lambda).sqrt();
-            Ok(EmpiricalReport {
-                baseline: baseline::judge_tensor(&t.name, x, exact_t, m, hs, floor_unit),
-                bias: bias::bias_stat(
-                    x,
-                    exact_t,
-                    u,
-                    honest_beta,
-                    bias::accumulation_beta(exact_t, m, scale),
-                ),
+            // One pass over the tensor for the four statistics of `baseline::judge_tensor`
+            // (the candidate's error, the magnitude's scale), `bias::bias_stat` and
+            // `bias::accumulation_beta` (the same sums in the same order).
+            let mut err = baseline::ErrAcc::default();
+            let mut mag = baseline::MagAcc::default();
+            let mut bias_acc = bias::BiasAcc::default();
+            let mut beta_acc = bias::AccBetaAcc::default();
+            let mut each = |a: f64, e: f64, m: f64| {
+                err.add(a, e);
+                mag.add(m, e);
+                bias_acc.add(a, e);
+                beta_acc.add(e, m);
+            };
+            match (x.as_slice(), exact_t.as_slice(), m.as_slice()) {
+                (Some(xs), Some(es), Some(ms))
+                    if x.shape() == exact_t.shape() && m.shape() == exact_t.shape() =>
+                {
+                    for ((&a, &e), &m) in xs.iter().zip(es).zip(ms) {
+                        each(a, e, m);
+                    }
+                }
+                _ => {
+                    for ((&a, &e), &m) in x.iter().zip(exact_t.iter()).zip(m.iter()) {
+                        each(a, e, m);
+                    }
+                }
+            }
+            Ok(CandidateStats {
+                err: err.finish(),
+                magnitude_scale: mag.finish(),
+                bias: bias_acc.finish(),
+                acc_beta: beta_acc.finish(scale),
+                u: precision.unit_roundoff().max(st.unit_roundoff()),
+                floor_unit: acc.unit_roundoff() * (t.n_acc + t.lambda).sqrt(),
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let d = p.dims();
-    Ok(VerifyReport {
-        empirical,
-        honest,
-        stored: tensors
-            .iter()
-            .map(|t| (t.name.clone(), cand.stored(&t.name)))
-            .collect(),
-        locate: tensors
-            .iter()
-            .map(|t| {
-                (
-                    t.name.clone(),
-                    t.worst_index.map(|i| locate(p, &t.name, i)),
-                    t.first_nonfinite.map(|i| locate(p, &t.name, i)),
-                )
-            })
-            .collect(),
-        index_json: tensors
-            .iter()
-            .map(|t| {
-                (
-                    t.name.clone(),
-                    t.worst_index.map(|i| index_json(&t.name, p, i)),
-                    t.first_nonfinite.map(|i| index_json(&t.name, p, i)),
-                )
-            })
-            .collect(),
-        tensors,
-        labels,
-        options: *opts,
-        problem: ProblemSummary {
-            dims: [d.b, d.t, d.h, d.k, d.v, d.n],
-            scalar_gates: p.gate_kind() == GateKind::Scalar,
-            varlen: p.cu_seqlens().is_some(),
-            scale: p.scale(),
-        },
-        truth: truth.source.clone(),
+    Ok(Judged {
+        backward,
         notes,
-        spec_forward: spec_fwd,
-        spec_backward: spec_bwd,
+        spec_fwd,
+        spec_bwd,
+        tensors,
+        stored,
+        stats,
+        truth_source: truth.source.clone(),
     })
+}
+
+impl Judged {
+    /// The honest implementations' side of the empirical verdicts, and the report (the second
+    /// half of [`verify`]; `exact` is the truth's solution).
+    fn finish(
+        self,
+        p: &Problem,
+        exact: &Solution,
+        opts: &VerifyOptions,
+        labels: Labels,
+    ) -> Result<VerifyReport, JudgeError> {
+        let Judged {
+            backward,
+            notes,
+            spec_fwd,
+            spec_bwd,
+            tensors,
+            stored,
+            stats,
+            truth_source,
+        } = self;
+        // Honest implementations of the declared arithmetic on the problem as stored.
+        let (honest, honest_stats) = baseline::honest_stats(
+            p,
+            opts.precision,
+            opts.plan,
+            opts.chunk,
+            opts.dg,
+            backward,
+            exact,
+            &stored,
+        )?;
+        let empirical = tensors
+            .iter()
+            .zip(&honest_stats)
+            .zip(&stats)
+            .map(|((t, hs), c)| {
+                let honest_beta = hs.iter().map(|h| h.beta).fold(0.0, f64::max);
+                EmpiricalReport {
+                    baseline: baseline::judge_stats(
+                        &t.name,
+                        c.err,
+                        c.magnitude_scale,
+                        hs,
+                        c.floor_unit,
+                    ),
+                    bias: bias::bias_verdict(c.bias, c.u, honest_beta, c.acc_beta),
+                }
+            })
+            .collect();
+        let d = p.dims();
+        Ok(VerifyReport {
+            empirical,
+            honest,
+            stored: stored
+                .iter()
+                .map(|(n, st)| (n.clone(), st.to_string()))
+                .collect(),
+            locate: tensors
+                .iter()
+                .map(|t| {
+                    (
+                        t.name.clone(),
+                        t.worst_index.map(|i| locate(p, &t.name, i)),
+                        t.first_nonfinite.map(|i| locate(p, &t.name, i)),
+                    )
+                })
+                .collect(),
+            index_json: tensors
+                .iter()
+                .map(|t| {
+                    (
+                        t.name.clone(),
+                        t.worst_index.map(|i| index_json(&t.name, p, i)),
+                        t.first_nonfinite.map(|i| index_json(&t.name, p, i)),
+                    )
+                })
+                .collect(),
+            tensors,
+            labels,
+            options: *opts,
+            problem: ProblemSummary {
+                dims: [d.b, d.t, d.h, d.k, d.v, d.n],
+                scalar_gates: p.gate_kind() == GateKind::Scalar,
+                varlen: p.cu_seqlens().is_some(),
+                scale: p.scale(),
+            },
+            truth: truth_source,
+            notes,
+            spec_forward: spec_fwd,
+            spec_backward: spec_bwd,
+        })
+    }
 }
 
 /// Where an element sits, in words.

@@ -334,7 +334,21 @@ fn check_shape(name: &str, got: &[usize], want: &[usize], expected: &str) -> Res
     Ok(())
 }
 
+/// True when `ok` holds for every element of `a` (in parallel over a contiguous array: the
+/// checks run on every input of every problem, gigabytes at training shapes).
+fn all_elements(a: &ArrayView4<f64>, ok: impl Fn(f64) -> bool + Sync) -> bool {
+    use rayon::prelude::*;
+    match a.as_slice() {
+        Some(xs) => xs.par_chunks(1 << 16).all(|c| c.iter().all(|&x| ok(x))),
+        None => a.iter().all(|&x| ok(x)),
+    }
+}
+
 fn check_finite(name: &str, a: ArrayView4<f64>) -> Result<()> {
+    if all_elements(&a, f64::is_finite) {
+        return Ok(());
+    }
+    // The first offending element, in index order.
     for (idx, &x) in a.indexed_iter() {
         if x.is_nan() {
             return Err(GlaError::NaN {
@@ -354,26 +368,34 @@ fn check_finite(name: &str, a: ArrayView4<f64>) -> Result<()> {
 }
 
 fn check_gates(g: ArrayView4<f64>, kind: GateKind) -> Result<()> {
+    // Valid gates are `<= 0` (`-inf` included); NaN, `+inf` and positive values are not.
+    if all_elements(&g, |x| x <= 0.0) {
+        return Ok(());
+    }
+    // The first offending element, in index order.
     for (idx, &x) in g.indexed_iter() {
-        let index = match kind {
+        let index = || match kind {
             GateKind::PerChannel => vec![idx.0, idx.1, idx.2, idx.3],
             GateKind::Scalar => vec![idx.0, idx.1, idx.2],
         };
         if x.is_nan() {
             return Err(GlaError::NaN {
                 tensor: "g".into(),
-                index,
+                index: index(),
             });
         }
         if x > 0.0 {
             if x.is_infinite() {
                 return Err(GlaError::NonFinite {
                     tensor: "g".into(),
-                    index,
+                    index: index(),
                     value: x,
                 });
             }
-            return Err(GlaError::PositiveGate { index, value: x });
+            return Err(GlaError::PositiveGate {
+                index: index(),
+                value: x,
+            });
         }
     }
     Ok(())

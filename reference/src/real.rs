@@ -45,7 +45,7 @@ impl Real for f32 {
     fn f64(self) -> f64 {
         self as f64
     }
-    #[inline]
+    #[inline(always)]
     fn round_to(self, dtype: Dtype) -> Self {
         dtype.round_f32(self)
     }
@@ -61,7 +61,7 @@ impl Real for f64 {
     fn f64(self) -> f64 {
         self
     }
-    #[inline]
+    #[inline(always)]
     fn round_to(self, dtype: Dtype) -> Self {
         dtype.round(self)
     }

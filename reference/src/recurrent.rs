@@ -45,7 +45,7 @@ use crate::error::Result;
 use crate::problem::{GateKind, Problem, SeqSpan};
 use crate::real::Real;
 use crate::solution::{Gradients, Solution};
-use ndarray::{s, Array4};
+use ndarray::{s, Array4, ArrayViewMut2, ArrayViewMut3, Axis};
 use rayon::prelude::*;
 
 /// Forward pass of the recurrence computed in `T` (f32 or f64): `o` and `hT`, widened to f64.
@@ -155,7 +155,7 @@ pub(crate) struct Raw {
 }
 
 impl Raw {
-    fn into_solution(self, form: DgForm) -> Solution {
+    pub(crate) fn into_solution(self, form: DgForm) -> Solution {
         let dg = match form {
             DgForm::ReverseCumsum => self.dg_rc,
             DgForm::Local => self.dg_local,
@@ -213,85 +213,203 @@ struct JobOut<T> {
 
 /// The shared kernel: forward, and optionally backward, for every (sequence, head).
 pub(crate) fn run<T: Real>(p: &Problem, opts: Opts) -> Raw {
+    run_set::<T>(p, &[opts])
+        .pop()
+        .expect("one result per option set")
+}
+
+/// [`run`] for several option sets in one parallel pass over the (sequence, head) jobs: each
+/// job runs every set in turn (the same kernel, inputs and arithmetic as [`run`] with that set
+/// alone, so each result is bitwise [`run`]'s) and writes its outputs straight into the results,
+/// so no job's outputs wait for the others (at training shapes they are gigabytes).
+pub(crate) fn run_set<T: Real>(p: &Problem, sets: &[Opts]) -> Vec<Raw> {
     let dims = p.dims();
     let (kd, vd) = (dims.k, dims.v);
     let seqs = p.sequences();
-    let grads = opts.grads && p.do_().is_some();
+    let scalar = p.gate_kind() == GateKind::Scalar;
     let jobs: Vec<(SeqSpan, usize)> = seqs
         .iter()
         .flat_map(|&s| (0..dims.h).map(move |h| (s, h)))
         .collect();
-
-    let outs: Vec<JobOut<T>> = jobs
-        .par_iter()
-        .map(|&(s, h)| {
-            let inp = gather::<T>(p, s, h, grads, opts.abs);
-            job_dispatch::<T>(&inp, kd, vd, grads, opts)
-        })
-        .collect();
-
-    // Scatter.
-    let scalar = p.gate_kind() == GateKind::Scalar;
-    let kg = if scalar { 1 } else { kd };
-    let mut o = Array4::zeros((dims.b, dims.t, dims.h, vd));
-    let mut ht = Array4::zeros((dims.n, dims.h, kd, vd));
-    let z4 = |c: usize| Array4::<f64>::zeros((dims.b, dims.t, dims.h, c));
-    let (mut dq, mut dk, mut dv, mut dh0) = if grads {
-        (
-            Some(z4(kd)),
-            Some(z4(kd)),
-            Some(z4(vd)),
-            Some(Array4::zeros((dims.n, dims.h, kd, vd))),
-        )
-    } else {
-        (None, None, None, None)
-    };
-    let mut dg_rc = (grads && opts.dg_rc).then(|| z4(kg));
-    let mut dg_local = (grads && opts.dg_local).then(|| z4(kg));
-
-    for (&(sp, h), out) in jobs.iter().zip(outs.iter()) {
-        let rows = sp.start..sp.start + sp.len;
-        put(o.slice_mut(s![sp.batch, rows.clone(), h, ..]), &out.o);
-        put(ht.slice_mut(s![sp.state, h, .., ..]), &out.ht);
-        if !grads {
-            continue;
+    let mut raws: Vec<Raw> = sets.iter().map(|&o| Raw::zeros(p, o)).collect();
+    // sinks[job][set]: where job's outputs for that set go.
+    let mut sinks: Vec<Vec<Sink<'_>>> = jobs.iter().map(|_| Vec::new()).collect();
+    for raw in raws.iter_mut() {
+        for (to, s) in sinks.iter_mut().zip(raw.sinks(&seqs, dims.h)) {
+            to.push(s);
         }
-        let (dq, dk, dv, dh0) = (
-            dq.as_mut().unwrap(),
-            dk.as_mut().unwrap(),
-            dv.as_mut().unwrap(),
-            dh0.as_mut().unwrap(),
-        );
-        put(dq.slice_mut(s![sp.batch, rows.clone(), h, ..]), &out.dq);
-        put(dk.slice_mut(s![sp.batch, rows.clone(), h, ..]), &out.dk);
-        put(dv.slice_mut(s![sp.batch, rows.clone(), h, ..]), &out.dv);
-        put(dh0.slice_mut(s![sp.state, h, .., ..]), &out.dh0);
-        for (dst, src) in [(&mut dg_rc, &out.dg_rc), (&mut dg_local, &out.dg_local)] {
-            if let Some(dst) = dst.as_mut() {
-                if scalar {
-                    for t in 0..sp.len {
-                        // Channel sum, in T (what a scalar-gate kernel accumulates).
-                        let mut acc = T::zero();
-                        for &x in &src[t * kd..(t + 1) * kd] {
-                            acc += x;
-                        }
-                        dst[[sp.batch, sp.start + t, h, 0]] = acc.f64();
+    }
+    jobs.par_iter()
+        .zip(sinks.into_par_iter())
+        .for_each(|(&(s, h), sinks)| {
+            for (&opts, sink) in sets.iter().zip(sinks) {
+                let grads = opts.grads && p.do_().is_some();
+                let inp = gather::<T>(p, s, h, grads, opts.abs);
+                let out = job_dispatch::<T>(&inp, kd, vd, grads, opts);
+                drop(inp);
+                sink.put(&out, scalar, kd);
+            }
+        });
+    raws
+}
+
+impl Raw {
+    /// Zero results of `p` for the option set `opts`.
+    fn zeros(p: &Problem, opts: Opts) -> Raw {
+        let dims = p.dims();
+        let (kd, vd) = (dims.k, dims.v);
+        let grads = opts.grads && p.do_().is_some();
+        let kg = if p.gate_kind() == GateKind::Scalar {
+            1
+        } else {
+            kd
+        };
+        let z4 = |c: usize| Array4::<f64>::zeros((dims.b, dims.t, dims.h, c));
+        let zs = || Array4::<f64>::zeros((dims.n, dims.h, kd, vd));
+        Raw {
+            o: z4(vd),
+            ht: zs(),
+            dq: grads.then(|| z4(kd)),
+            dk: grads.then(|| z4(kd)),
+            dv: grads.then(|| z4(vd)),
+            dh0: grads.then(zs),
+            dg_rc: (grads && opts.dg_rc).then(|| z4(kg)),
+            dg_local: (grads && opts.dg_local).then(|| z4(kg)),
+        }
+    }
+
+    /// One [`Sink`] per job (sequence-major, then head: the order of [`run_set`]'s jobs).
+    fn sinks(&mut self, seqs: &[SeqSpan], heads: usize) -> Vec<Sink<'_>> {
+        let n = seqs.len() * heads;
+        type Views<'a> = Vec<Option<ArrayViewMut2<'a, f64>>>;
+        fn each<'a>(
+            x: Option<&'a mut Array4<f64>>,
+            n: usize,
+            split: impl FnOnce(&'a mut Array4<f64>) -> Vec<ArrayViewMut2<'a, f64>>,
+        ) -> Views<'a> {
+            match x {
+                Some(x) => split(x).into_iter().map(Some).collect(),
+                None => (0..n).map(|_| None).collect(),
+            }
+        }
+        let rows = |x| each(x, n, |x| job_rows(x, seqs, heads));
+        let states = |x| each(x, n, |x| job_states(x, seqs, heads));
+        let mut o = rows(Some(&mut self.o)).into_iter();
+        let mut ht = states(Some(&mut self.ht)).into_iter();
+        let mut dq = rows(self.dq.as_mut()).into_iter();
+        let mut dk = rows(self.dk.as_mut()).into_iter();
+        let mut dv = rows(self.dv.as_mut()).into_iter();
+        let mut dh0 = states(self.dh0.as_mut()).into_iter();
+        let mut dg_rc = rows(self.dg_rc.as_mut()).into_iter();
+        let mut dg_local = rows(self.dg_local.as_mut()).into_iter();
+        (0..n)
+            .map(|_| Sink {
+                o: o.next().flatten().expect("one view per job"),
+                ht: ht.next().flatten().expect("one view per job"),
+                dq: dq.next().flatten(),
+                dk: dk.next().flatten(),
+                dv: dv.next().flatten(),
+                dh0: dh0.next().flatten(),
+                dg_rc: dg_rc.next().flatten(),
+                dg_local: dg_local.next().flatten(),
+            })
+            .collect()
+    }
+}
+
+/// Where one job's outputs go: its rows of each `[B, T, H, C]` result and its `[K, V]` block of
+/// each state result.
+struct Sink<'a> {
+    o: ArrayViewMut2<'a, f64>,
+    ht: ArrayViewMut2<'a, f64>,
+    dq: Option<ArrayViewMut2<'a, f64>>,
+    dk: Option<ArrayViewMut2<'a, f64>>,
+    dv: Option<ArrayViewMut2<'a, f64>>,
+    dh0: Option<ArrayViewMut2<'a, f64>>,
+    dg_rc: Option<ArrayViewMut2<'a, f64>>,
+    dg_local: Option<ArrayViewMut2<'a, f64>>,
+}
+
+impl Sink<'_> {
+    /// Write a job's outputs (`scalar`: gate gradients summed over the `kd` channels).
+    fn put<T: Real>(self, out: &JobOut<T>, scalar: bool, kd: usize) {
+        put(self.o, &out.o);
+        put(self.ht, &out.ht);
+        for (dst, src) in [
+            (self.dq, &out.dq),
+            (self.dk, &out.dk),
+            (self.dv, &out.dv),
+            (self.dh0, &out.dh0),
+        ] {
+            if let Some(dst) = dst {
+                put(dst, src);
+            }
+        }
+        for (dst, src) in [(self.dg_rc, &out.dg_rc), (self.dg_local, &out.dg_local)] {
+            let Some(mut dst) = dst else { continue };
+            if scalar {
+                for t in 0..dst.nrows() {
+                    // Channel sum, in T (what a scalar-gate kernel accumulates).
+                    let mut acc = T::zero();
+                    for &x in &src[t * kd..(t + 1) * kd] {
+                        acc += x;
                     }
-                } else {
-                    put(dst.slice_mut(s![sp.batch, rows.clone(), h, ..]), src);
+                    dst[[t, 0]] = acc.f64();
                 }
+            } else {
+                put(dst, src);
             }
         }
     }
-    Raw {
-        o,
-        ht,
-        dq,
-        dk,
-        dv,
-        dh0,
-        dg_rc,
-        dg_local,
+}
+
+/// The rows of a `[B, T, H, C]` result that each job writes, `[len, C]` views of
+/// `x[batch, start..start + len, h, ..]`, in job order (sequence-major, then head). The
+/// sequences of a batch are in time order and do not overlap.
+fn job_rows<'a>(
+    x: &'a mut Array4<f64>,
+    seqs: &[SeqSpan],
+    heads: usize,
+) -> Vec<ArrayViewMut2<'a, f64>> {
+    let mut rest: Vec<Option<(usize, ArrayViewMut3<'a, f64>)>> =
+        x.axis_iter_mut(Axis(0)).map(|v| Some((0, v))).collect();
+    let mut out = Vec::with_capacity(seqs.len() * heads);
+    for sp in seqs {
+        let (pos, v) = rest[sp.batch].take().expect("a batch's rest");
+        assert!(sp.start >= pos, "sequences in time order");
+        let (_, v) = v.split_at(Axis(0), sp.start - pos);
+        let (mine, v) = v.split_at(Axis(0), sp.len);
+        rest[sp.batch] = Some((sp.start + sp.len, v));
+        split_heads(mine.permuted_axes([1, 0, 2]), heads, &mut out);
+    }
+    out
+}
+
+/// The `[K, V]` block `x[state, h]` of a `[N, H, K, V]` result that each job writes, in job order.
+fn job_states<'a>(
+    x: &'a mut Array4<f64>,
+    seqs: &[SeqSpan],
+    heads: usize,
+) -> Vec<ArrayViewMut2<'a, f64>> {
+    let mut per: Vec<Option<ArrayViewMut3<'a, f64>>> = x.axis_iter_mut(Axis(0)).map(Some).collect();
+    let mut out = Vec::with_capacity(seqs.len() * heads);
+    for sp in seqs {
+        let v = per[sp.state].take().expect("one sequence per state");
+        split_heads(v, heads, &mut out);
+    }
+    out
+}
+
+/// Push the `heads` sub-views along axis 0 of `v` to `out`.
+fn split_heads<'a>(
+    mut v: ArrayViewMut3<'a, f64>,
+    heads: usize,
+    out: &mut Vec<ArrayViewMut2<'a, f64>>,
+) {
+    for _ in 0..heads {
+        let (one, rest) = v.split_at(Axis(0), 1);
+        out.push(one.index_axis_move(Axis(0), 0));
+        v = rest;
     }
 }
 
@@ -402,7 +520,50 @@ fn dot<T: Real>(x: &[T], y: &[T]) -> T {
     for (&a, &b) in xc.remainder().iter().zip(yc.remainder()) {
         tail += a * b;
     }
-    ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])) + tail
+    // Kept opaque to the vectorizer: fed with the final sum, it lays the eight partial sums out
+    // pairwise across vector lanes and shuffles every load of the loop to match (2.4x slower
+    // on AVX2, measured); the arithmetic is the same either way.
+    sum8(std::hint::black_box(acc), tail)
+}
+
+/// The combination of [`dot`]'s eight partial sums and its tail.
+#[inline(always)]
+fn sum8<T: Real>(a: [T; 8], tail: T) -> T {
+    ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])) + tail
+}
+
+/// `(dot(x0, y0), dot(x1, y1))`, bit for bit, with the two products interleaved (independent
+/// dependency chains, so twice the work per cycle where `dot` waits on its additions).
+#[inline(always)]
+fn dot_pair<T: Real>(x0: &[T], y0: &[T], x1: &[T], y1: &[T]) -> (T, T) {
+    let n = x0.len();
+    if y0.len() != n || x1.len() != n || y1.len() != n {
+        return (dot(x0, y0), dot(x1, y1));
+    }
+    let m = n - n % 8;
+    let (mut a0, mut a1) = ([T::zero(); 8], [T::zero(); 8]);
+    for (((p, q), r), s) in x0[..m]
+        .chunks_exact(8)
+        .zip(y0[..m].chunks_exact(8))
+        .zip(x1[..m].chunks_exact(8))
+        .zip(y1[..m].chunks_exact(8))
+    {
+        for i in 0..8 {
+            a0[i] += p[i] * q[i];
+        }
+        for i in 0..8 {
+            a1[i] += r[i] * s[i];
+        }
+    }
+    let (mut t0, mut t1) = (T::zero(), T::zero());
+    for i in m..n {
+        t0 += x0[i] * y0[i];
+    }
+    for i in m..n {
+        t1 += x1[i] * y1[i];
+    }
+    let (a0, a1) = std::hint::black_box((a0, a1));
+    (sum8(a0, t0), sum8(a1, t1))
 }
 
 /// One forward step of one state row: `row = a * row + kd * v` (two roundings per element in T).
@@ -410,6 +571,15 @@ fn dot<T: Real>(x: &[T], y: &[T]) -> T {
 fn step_row<T: Real>(row: &mut [T], a: T, kd: T, v: &[T]) {
     for (x, &ve) in row.iter_mut().zip(v) {
         *x = a * *x + kd * ve;
+    }
+}
+
+/// [`step_row`] from the row `src` into `dst`: `dst = a * src + kd * v`, the same two roundings
+/// per element.
+#[inline(always)]
+fn step_row_from<T: Real>(dst: &mut [T], src: &[T], a: T, kd: T, v: &[T]) {
+    for ((x, &s), &ve) in dst.iter_mut().zip(src).zip(v) {
+        *x = a * s + kd * ve;
     }
 }
 
@@ -429,7 +599,11 @@ fn job<T: Real>(j: &JobIn<T>, kd: usize, vd: usize, grads: bool, opts: Opts) -> 
     let dg_rc = grads && opts.dg_rc;
     let dg_local = grads && opts.dg_local;
     let seg = segment_len(len);
-    let mut ckpt: Vec<T> = Vec::new();
+    let mut ckpt: Vec<T> = if dg_local {
+        Vec::with_capacity(len.div_ceil(seg) * kv)
+    } else {
+        Vec::new()
+    };
 
     // ---- Forward: o, hT and (backward) dq = scale * S_t @ do_t.
     let mut o = vec![T::zero(); len * vd];
@@ -450,16 +624,38 @@ fn job<T: Real>(j: &JobIn<T>, kd: usize, vd: usize, grads: bool, opts: Opts) -> 
         );
         let vt = &j.v[t * vd..(t + 1) * vd];
         let ot = &mut o[t * vd..(t + 1) * vd];
-        for d in 0..kd {
-            let row = &mut s[d * vd..(d + 1) * vd];
-            step_row(row, at[d], kt[d], vt);
-            let qd = qt[d] * j.scale;
-            for (oe, &x) in ot.iter_mut().zip(row.iter()) {
-                *oe += qd * x;
-            }
-            if grads {
-                let dot_ = &j.do_[t * vd..(t + 1) * vd];
-                dq[t * kd + d] = dot(row, dot_) * j.scale;
+        // Rows in pairs (two independent dot products in flight); each row's arithmetic, and
+        // the order of o's accumulation over rows, are those of one row at a time.
+        let mut d = 0;
+        while d < kd {
+            if d + 1 < kd {
+                let (r0, r1) = s[d * vd..(d + 2) * vd].split_at_mut(vd);
+                step_row(r0, at[d], kt[d], vt);
+                step_row(r1, at[d + 1], kt[d + 1], vt);
+                let (q0, q1) = (qt[d] * j.scale, qt[d + 1] * j.scale);
+                for ((oe, &x0), &x1) in ot.iter_mut().zip(r0.iter()).zip(r1.iter()) {
+                    *oe += q0 * x0;
+                    *oe += q1 * x1;
+                }
+                if grads {
+                    let dot_ = &j.do_[t * vd..(t + 1) * vd];
+                    let (a, b) = dot_pair(r0, dot_, r1, dot_);
+                    dq[t * kd + d] = a * j.scale;
+                    dq[t * kd + d + 1] = b * j.scale;
+                }
+                d += 2;
+            } else {
+                let row = &mut s[d * vd..(d + 1) * vd];
+                step_row(row, at[d], kt[d], vt);
+                let qd = qt[d] * j.scale;
+                for (oe, &x) in ot.iter_mut().zip(row.iter()) {
+                    *oe += qd * x;
+                }
+                if grads {
+                    let dot_ = &j.do_[t * vd..(t + 1) * vd];
+                    dq[t * kd + d] = dot(row, dot_) * j.scale;
+                }
+                d += 1;
             }
         }
     }
@@ -500,22 +696,27 @@ fn job<T: Real>(j: &JobIn<T>, kd: usize, vd: usize, grads: bool, opts: Opts) -> 
         Vec::new()
     };
     // States before each step of the current segment (local form only).
-    let mut buf: Vec<T> = Vec::new();
+    let mut buf: Vec<T> = if dg_local {
+        vec![T::zero(); seg.min(len) * kv]
+    } else {
+        Vec::new()
+    };
     let nseg = len.div_ceil(seg);
     let mut a_next: Option<usize> = None; // time index whose alpha decays dS on the next step
     for sg in (0..nseg).rev() {
         let (s0, s1) = (sg * seg, ((sg + 1) * seg).min(len));
         if dg_local {
-            buf.clear();
-            buf.extend_from_slice(&ckpt[sg * kv..(sg + 1) * kv]);
+            buf[..kv].copy_from_slice(&ckpt[sg * kv..(sg + 1) * kv]);
             for t in s0..s1 - 1 {
+                // State i + 1 of the segment from state i, written in place of a copy.
                 let i = t - s0;
-                buf.extend_from_within(i * kv..(i + 1) * kv);
-                let st = &mut buf[(i + 1) * kv..(i + 2) * kv];
-                let kt = &j.k[t * kd..(t + 1) * kd];
+                let (done, next) = buf.split_at_mut((i + 1) * kv);
+                let (prev, st) = (&done[i * kv..], &mut next[..kv]);
+                let (kt, at) = (&j.k[t * kd..(t + 1) * kd], &j.a[t * kd..(t + 1) * kd]);
                 let vt = &j.v[t * vd..(t + 1) * vd];
-                for d in 0..kd {
-                    step_row(&mut st[d * vd..(d + 1) * vd], j.a[t * kd + d], kt[d], vt);
+                for (d, (&a, &k)) in at.iter().zip(kt).enumerate() {
+                    let r = d * vd..(d + 1) * vd;
+                    step_row_from(&mut st[r.clone()], &prev[r], a, k, vt);
                 }
             }
         }
@@ -528,33 +729,70 @@ fn job<T: Real>(j: &JobIn<T>, kd: usize, vd: usize, grads: bool, opts: Opts) -> 
             let vt = &j.v[t * vd..(t + 1) * vd];
             let dot_ = &j.do_[t * vd..(t + 1) * vd];
             let dvt = &mut dv[t * vd..(t + 1) * vd];
-            for d in 0..kd {
-                let row = &mut ds[d * vd..(d + 1) * vd];
-                let an = match a_next {
-                    Some(tn) => j.a[tn * kd + d],
-                    None => T::one(),
-                };
-                // dS_t = alpha_{t+1} * dS_{t+1} + scale * outer(q_t, do_t)
-                step_row(row, an, qt[d] * j.scale, dot_);
-                let dkd = dot(row, vt);
-                dk[t * kd + d] = dkd;
-                let kdv = kt[d];
-                for (x, &r) in dvt.iter_mut().zip(row.iter()) {
-                    *x += kdv * r;
-                }
-                if dg_rc {
-                    let term = if opts.abs {
-                        qt[d] * dq[t * kd + d] + kdv * dkd
-                    } else {
-                        qt[d] * dq[t * kd + d] - kdv * dkd
+            // Rows in pairs, as in the forward: each row's arithmetic, and the order of dv's
+            // accumulation over rows, are those of one row at a time.
+            let mut d = 0;
+            while d < kd {
+                let w = if d + 1 < kd { 2 } else { 1 };
+                let rows = &mut ds[d * vd..(d + w) * vd];
+                for (i, row) in rows.chunks_exact_mut(vd).enumerate() {
+                    let an = match a_next {
+                        Some(tn) => j.a[tn * kd + d + i],
+                        None => T::one(),
                     };
-                    acc[d] += term;
-                    dgr[t * kd + d] = acc[d];
+                    // dS_t = alpha_{t+1} * dS_{t+1} + scale * outer(q_t, do_t)
+                    step_row(row, an, qt[d + i] * j.scale, dot_);
                 }
-                if dg_local {
-                    let prev = &buf[(t - s0) * kv + d * vd..(t - s0) * kv + (d + 1) * vd];
-                    dgl[t * kd + d] = at[d] * dot(prev, row);
+                let rows = &*rows;
+                let base = (t - s0) * kv + d * vd;
+                let (dks, dls) = if w == 2 {
+                    let (r0, r1) = rows.split_at(vd);
+                    let (k0, k1) = (kt[d], kt[d + 1]);
+                    for ((x, &a), &b) in dvt.iter_mut().zip(r0).zip(r1) {
+                        *x += k0 * a;
+                        *x += k1 * b;
+                    }
+                    let dls = if dg_local {
+                        let p = &buf[base..base + 2 * vd];
+                        dot_pair(&p[..vd], r0, &p[vd..], r1)
+                    } else {
+                        (T::zero(), T::zero())
+                    };
+                    (dot_pair(r0, vt, r1, vt), dls)
+                } else {
+                    let k0 = kt[d];
+                    for (x, &a) in dvt.iter_mut().zip(rows) {
+                        *x += k0 * a;
+                    }
+                    let dl = if dg_local {
+                        dot(&buf[base..base + vd], rows)
+                    } else {
+                        T::zero()
+                    };
+                    ((dot(rows, vt), T::zero()), (dl, T::zero()))
+                };
+                for (i, (dkd, dl)) in [(dks.0, dls.0), (dks.1, dls.1)]
+                    .into_iter()
+                    .take(w)
+                    .enumerate()
+                {
+                    let d = d + i;
+                    dk[t * kd + d] = dkd;
+                    let kdv = kt[d];
+                    if dg_rc {
+                        let term = if opts.abs {
+                            qt[d] * dq[t * kd + d] + kdv * dkd
+                        } else {
+                            qt[d] * dq[t * kd + d] - kdv * dkd
+                        };
+                        acc[d] += term;
+                        dgr[t * kd + d] = acc[d];
+                    }
+                    if dg_local {
+                        dgl[t * kd + d] = at[d] * dl;
+                    }
                 }
+                d += w;
             }
             a_next = Some(t);
         }

@@ -76,3 +76,16 @@ impl CumGate {
         self.0.dec(i, j, c)
     }
 }
+
+/// Rounding of `x` to a binary format with `p` significand bits, smallest normal exponent `emin`
+/// and largest exponent `emax`, ties to even (`dtype::round_binary`, the bit-manipulating path
+/// `Dtype::round` runs).
+pub fn round_binary(x: f64, p: i32, emin: i32, emax: i32) -> f64 {
+    crate::dtype::round_binary(x, p, emin, emax)
+}
+
+/// The same rounding by scaling (`dtype::round_binary_scaled`), the reference the fast path is
+/// checked against.
+pub fn round_binary_scaled(x: f64, p: i32, emin: i32, emax: i32) -> f64 {
+    crate::dtype::round_binary_scaled(x, p, emin, emax)
+}

@@ -3,7 +3,9 @@
 //! -inf gates, causality, and varlen semantics. The ignored test `calibrate_recurrent_f32` is the
 //! calibration sweep behind the constants in `src/bounds/constants.rs`.
 
-use gla_reference::bounds::{compare, magnitudes, Algorithm, BoundSpec, DgForm, Report};
+use gla_reference::bounds::{
+    compare, magnitudes, solve_with_magnitudes, Algorithm, BoundSpec, DgForm, Report,
+};
 use gla_reference::{recurrent, Dtype, GateKind, Gates, Problem, Solution};
 use ndarray::{Array3, Array4};
 use rand::{Rng, SeedableRng};
@@ -984,5 +986,50 @@ fn magnitudes_dominate_values() {
                 .all(|(a, b)| *a <= b * (1.0 + 1e-12)),
             "{c:?}"
         );
+    }
+}
+
+#[test]
+fn one_pass_truth_and_magnitudes_are_bitwise_the_separate_passes() {
+    // `solve_with_magnitudes` (one pass, results written in place) against the f64 recurrence
+    // and `magnitudes` run separately: every element bit for bit, both dg forms, forward only,
+    // varlen with empty sequences, scalar gates, -inf rows, no `do`, a longer sequence (several
+    // local-form checkpoint segments).
+    let bits = |a: &Array4<f64>| a.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let mut cfgs = configs_small();
+    let mut long = Cfg::new(300, 5, 3, GateGen::NegInfRows(1.0, 0.05));
+    long.b = 2;
+    long.h = 3;
+    cfgs.push(long);
+    let mut no_do = Cfg::new(9, 3, 2, GateGen::LogSigmoid(1.0));
+    no_do.do_ = false;
+    no_do.dht = false;
+    cfgs.push(no_do);
+    for c in cfgs {
+        let p = gen(&c);
+        let m = magnitudes(&p);
+        let mut runs = vec![(false, DgForm::Local, recurrent::forward::<f64>(&p).unwrap())];
+        if p.has_backward() {
+            for form in [DgForm::ReverseCumsum, DgForm::Local] {
+                runs.push((
+                    true,
+                    form,
+                    recurrent::backward_with::<f64>(&p, form).unwrap(),
+                ));
+            }
+        } else {
+            assert!(solve_with_magnitudes(&p, true, DgForm::Local).is_err());
+        }
+        for (backward, form, want) in runs {
+            let (s, mm) = solve_with_magnitudes(&p, backward, form).unwrap();
+            for name in ["o", "ht", "dq", "dk", "dv", "dg", "dh0"] {
+                let (a, b) = (s.tensor(name), want.tensor(name));
+                assert_eq!(a.map(bits), b.map(bits), "{name} {backward} {form:?} {c:?}");
+            }
+            for name in ["o", "ht", "dq", "dk", "dv", "dg", "dg_local", "dh0"] {
+                let (a, b) = (mm.tensor(name), m.tensor(name));
+                assert_eq!(a.map(bits), b.map(bits), "m_{name} {c:?}");
+            }
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! the error variant and the message contents (tensor, index, value) checked; and `Dtype`'s
 //! rounding emulation (formerly unit tests of `src/dtype.rs`).
 
-use gla_reference::{Dtype, Gates, GlaError, Problem, ProblemBuilder};
+use gla_reference::{test_support, Dtype, Gates, GlaError, Problem, ProblemBuilder};
 use ndarray::{Array3, Array4, ArrayD, IxDyn};
 
 const B: usize = 1;
@@ -636,6 +636,61 @@ fn f64_rounding_is_single() {
     assert_eq!(Dtype::F16.round(65520.0), f64::INFINITY);
     assert_eq!(Dtype::Bf16.round(f64::MAX), f64::INFINITY);
     assert!(Dtype::Bf16.round(f64::NAN).is_nan());
+}
+
+#[test]
+fn bit_rounding_is_the_scaled_rounding() {
+    // The fast path of `round_binary` against the scaling it replaces, bit for bit: random
+    // bit patterns across the targets' ranges (ties, near-ties and carries included), both
+    // signs, and every binade edge.
+    let formats = [
+        (8, -126, 127),
+        (11, -14, 15),
+        (11, -126, 127),
+        (24, -126, 127),
+    ];
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for &(p, emin, emax) in &formats {
+        let check = |x: f64| {
+            let (a, b) = (
+                test_support::round_binary(x, p, emin, emax),
+                test_support::round_binary_scaled(x, p, emin, emax),
+            );
+            assert_eq!(a.to_bits(), b.to_bits(), "{x:e} p={p}: {a:e} vs {b:e}");
+        };
+        for e in (emin - 3)..=(emax + 2) {
+            let base = ((e + 1023) as u64) << 52;
+            let drop = 53 - p as u64;
+            for _ in 0..2000 {
+                let r = next();
+                let mant = r & ((1 << 52) - 1);
+                // Random, a tie, just below and above a tie, all-ones (carry).
+                let tie = (mant & !((1 << drop) - 1)) | (1 << (drop - 1));
+                for m in [mant, tie, tie - 1, tie + 1, (1 << 52) - 1, 0] {
+                    let x = f64::from_bits(base | m);
+                    check(x);
+                    check(-x);
+                }
+            }
+        }
+        for x in [
+            0.0,
+            -0.0,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+        ] {
+            check(x);
+        }
+        assert!(test_support::round_binary(f64::NAN, p, emin, emax).is_nan());
+    }
 }
 
 #[test]

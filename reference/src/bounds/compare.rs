@@ -176,20 +176,76 @@ fn stats(
         charge: 0.0,
     };
     let mut worst_r = -1.0f64;
+    // Contiguous tensors (all of them, in practice): one pass over flat slices, the index
+    // formed only where it is recorded; the same elements in the same order as the general
+    // path below, so the same result bit for bit.
+    let same = |a: &Array4<f64>| a.shape() == exact.shape();
+    let slack_m = match slack {
+        None => Some(None),
+        Some(sl) if same(sl.m) => sl.m.as_slice().map(Some),
+        Some(_) => None,
+    };
+    if let (Some(xs), Some(ys), Some(ms), Some(sm)) =
+        (exact.as_slice(), cand.as_slice(), mag.as_slice(), slack_m)
+    {
+        if same(cand) && same(mag) {
+            let (ys, ms) = (&ys[..xs.len()], &ms[..xs.len()]);
+            let dims = exact.dim();
+            let unravel = |i: usize| {
+                let (d3, r) = (i % dims.3, i / dims.3);
+                let (d2, r) = (r % dims.2, r / dims.2);
+                [r / dims.1, r % dims.1, d2, d3]
+            };
+            for i in 0..xs.len() {
+                let (x, y, m) = (xs[i], ys[i], ms[i]);
+                let charge = match (slack, sm) {
+                    (Some(sl), Some(sm)) => sl.coef * sm[i] + sl.eta,
+                    _ => 0.0,
+                };
+                element(&mut s, &mut worst_r, x, y, m, charge, unit, eta, || {
+                    unravel(i)
+                });
+            }
+            s.ratio = worst_r.max(0.0);
+            return s;
+        }
+    }
     for ((idx, &x), (&y, &m)) in exact.indexed_iter().zip(cand.iter().zip(mag.iter())) {
         let idx = [idx.0, idx.1, idx.2, idx.3];
         let charge = slack.map_or(0.0, |sl| sl.coef * sl.m[idx] + sl.eta);
+        element(&mut s, &mut worst_r, x, y, m, charge, unit, eta, || idx);
+    }
+    s.ratio = worst_r.max(0.0);
+    s
+}
+
+/// One element of [`stats`]: exact `x`, candidate `y`, magnitude `m`, the truth's charge there;
+/// `idx` gives its index where it is recorded.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn element(
+    s: &mut Stats,
+    worst_r: &mut f64,
+    x: f64,
+    y: f64,
+    m: f64,
+    charge: f64,
+    unit: f64,
+    eta: f64,
+    idx: impl Fn() -> [usize; 4],
+) {
+    {
         if !x.is_finite() {
             s.exact_nonfinite += 1;
-            continue;
+            return;
         }
         s.max_exact = s.max_exact.max(x.abs());
         if !y.is_finite() {
             s.cand_nonfinite += 1;
             if s.first_nonfinite.is_none() {
-                s.first_nonfinite = Some(idx);
+                s.first_nonfinite = Some(idx());
             }
-            continue;
+            return;
         }
         let raw = (y - x).abs();
         s.max_err = s.max_err.max(raw);
@@ -205,14 +261,12 @@ fn stats(
         if m == 0.0 && err > eta {
             s.zero_mag += 1;
         }
-        if r > worst_r {
-            worst_r = r;
-            s.worst = Some(idx);
+        if r > *worst_r {
+            *worst_r = r;
+            s.worst = Some(idx());
             s.charge = if charge == 0.0 { 0.0 } else { charge / den };
         }
     }
-    s.ratio = worst_r.max(0.0);
-    s
 }
 
 fn shape_err(what: &str, name: &str, got: &[usize], want: &[usize]) -> GlaError {
@@ -258,7 +312,7 @@ pub fn compare(
     cand: &Solution,
     spec: &BoundSpec,
 ) -> Result<Report> {
-    compare_impl(p, exact, mags, cand, spec, None)
+    compare_impl(p, exact, mags, &|n| cand.tensor(n), spec, None)
 }
 
 /// [`compare`] against an approximate truth `truth` whose own error is bounded by `truth_spec`
@@ -300,25 +354,63 @@ pub fn compare_approximate(
     truth_spec: &BoundSpec,
 ) -> Result<Report> {
     truth_spec.validate()?;
-    compare_impl(p, truth, mags, cand, spec, Some(truth_spec))
+    compare_impl(p, truth, mags, &|n| cand.tensor(n), spec, Some(truth_spec))
 }
 
-fn compare_impl(
+/// [`compare`] (`truth_spec` `None`) or [`compare_approximate`] of a candidate given tensor by
+/// tensor: `cand(name)` is the candidate's tensor `name` (one of [`OUTPUT_NAMES`]), `None` for
+/// one it does not have (not judged). Judges the candidate where it lies, e.g. tensors read from
+/// a file, without assembling a [`Solution`] (at training shapes a copy of gigabytes). The
+/// report lists the tensors judged, in [`OUTPUT_NAMES`] order.
+///
+/// ```
+/// use gla_reference::bounds::{compare, compare_with, magnitudes, Algorithm, BoundSpec};
+/// use gla_reference::{recurrent, Dtype, Gates, Problem};
+/// use ndarray::Array4;
+/// let p = Problem::builder(Array4::from_elem((1, 4, 1, 2), 0.5), Array4::from_elem((1, 4, 1, 2), -0.5),
+///     Array4::from_elem((1, 4, 1, 3), 1.0), Gates::PerChannel(Array4::from_elem((1, 4, 1, 2), -1.0)))
+///     .build()?;
+/// let (exact, m) = (recurrent::forward::<f64>(&p)?, magnitudes(&p));
+/// let cand = recurrent::forward::<f32>(&p)?;
+/// let spec = BoundSpec::new(Algorithm::Recurrent, Dtype::F32);
+/// let only_o = compare_with(&p, &exact, &m, |n| (n == "o").then_some(&cand.o), &spec, None)?;
+/// assert_eq!(only_o.tensors.len(), 1);
+/// assert_eq!(only_o.tensors[0], compare(&p, &exact, &m, &cand, &spec)?.tensors[0]);
+/// # Ok::<(), gla_reference::GlaError>(())
+/// ```
+pub fn compare_with<'c>(
     p: &Problem,
     exact: &Solution,
     mags: &Magnitudes,
-    cand: &Solution,
+    cand: impl Fn(&str) -> Option<&'c Array4<f64>> + Sync,
+    spec: &BoundSpec,
+    truth_spec: Option<&BoundSpec>,
+) -> Result<Report> {
+    if let Some(ts) = truth_spec {
+        ts.validate()?;
+    }
+    compare_impl(p, exact, mags, &cand, spec, truth_spec)
+}
+
+fn compare_impl<'c>(
+    p: &Problem,
+    exact: &Solution,
+    mags: &Magnitudes,
+    cand: &(dyn Fn(&str) -> Option<&'c Array4<f64>> + Sync),
     spec: &BoundSpec,
     truth_spec: Option<&BoundSpec>,
 ) -> Result<Report> {
     spec.validate()?;
     let n_acc = spec.n_acc(p);
     let lambda = spec.lambda(p);
+    // Passes over every input, taken once for all tensors.
+    let maxima = super::InputMaxima::of(p);
+    let truth_terms = truth_spec.map(|ts| ts.n_acc(p) + ts.lambda(p));
     let (us, ua) = (spec.u_stages(), spec.u_acc());
     let unit = us + ua;
     // One tensor per task: each is a pass over up to gigabytes at training shapes.
     let one = |name: &'static str| -> Result<Option<TensorReport>> {
-        let Some(c_t) = cand.tensor(name) else {
+        let Some(c_t) = cand(name) else {
             return Ok(None);
         };
         let x_t = exact.tensor(name).ok_or_else(|| {
@@ -344,7 +436,7 @@ fn compare_impl(
             return Err(shape_err("magnitude", mag_name, m_t.shape(), x_t.shape()));
         }
         let c = spec.c_for(name).unwrap_or(super::C_UNCALIBRATED);
-        let eta = spec.eta(p, mag_name).unwrap_or(0.0);
+        let eta = spec.eta_given(p, mag_name, &maxima).unwrap_or(0.0);
         let slack = match truth_spec {
             None => None,
             Some(ts) => {
@@ -357,8 +449,8 @@ fn compare_impl(
                 let tc = ts.c_for(name).unwrap_or(super::C_UNCALIBRATED);
                 Some(Slack {
                     m: tm,
-                    coef: ts.u_stages() + tc * ts.u_acc() * (ts.n_acc(p) + ts.lambda(p)),
-                    eta: ts.eta(p, tm_name).unwrap_or(0.0),
+                    coef: ts.u_stages() + tc * ts.u_acc() * truth_terms.expect("a truth spec"),
+                    eta: ts.eta_given(p, tm_name, &maxima).unwrap_or(0.0),
                 })
             }
         };
@@ -374,7 +466,7 @@ fn compare_impl(
                     x_t.shape(),
                 ));
             }
-            let eta_o = spec.eta(p, other_name).unwrap_or(0.0);
+            let eta_o = spec.eta_given(p, other_name, &maxima).unwrap_or(0.0);
             let r_other = stats(x_t, c_t, other, unit, eta_o, slack).ratio;
             Some(match spec.dg_form {
                 DgForm::ReverseCumsum => DgRatios {

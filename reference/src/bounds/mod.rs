@@ -44,9 +44,9 @@ mod compare;
 mod constants;
 mod magnitudes;
 
-pub use compare::{compare, compare_approximate, DgRatios, Report, TensorReport};
+pub use compare::{compare, compare_approximate, compare_with, DgRatios, Report, TensorReport};
 pub use constants::*;
-pub use magnitudes::{magnitudes, Magnitudes};
+pub use magnitudes::{magnitudes, solve_with_magnitudes, Magnitudes};
 
 use crate::dtype::Dtype;
 use crate::error::{GlaError, Result};
@@ -296,11 +296,14 @@ impl BoundSpec {
     /// `max|k|` or `max|dhT|`; dg_local: `V T1^2` of `P_S P_W`; the scalar-gate dg sums `K` times
     /// as many terms.
     pub fn eta(&self, p: &Problem, name: &str) -> Option<f64> {
-        let amax = |a: Option<&ndarray::Array4<f64>>| {
-            a.map_or(0.0, |a| a.iter().fold(0.0f64, |m, x| m.max(x.abs())))
-        };
-        let (mq, mk, mv) = (amax(Some(p.q())), amax(Some(p.k())), amax(Some(p.v())));
-        let (mh0, mdo, mdht) = (amax(p.h0()), amax(p.do_()), amax(p.dht()));
+        self.eta_given(p, name, &InputMaxima::of(p))
+    }
+
+    /// [`BoundSpec::eta`] with the inputs' maxima already taken (a pass over every input, which
+    /// a comparison of several tensors takes once).
+    pub(crate) fn eta_given(&self, p: &Problem, name: &str, m: &InputMaxima) -> Option<f64> {
+        let (mq, mk, mv) = (m.q, m.k, m.v);
+        let (mh0, mdo, mdht) = (m.h0, m.do_, m.dht);
         let sc = p.scale().abs();
         let d = p.dims();
         let (kf, vf) = (d.k as f64, d.v as f64);
@@ -357,6 +360,47 @@ impl BoundSpec {
     }
 }
 
+/// The largest `|x|` of each input of a problem (0 for an absent one): what
+/// [`BoundSpec::eta`] scales with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct InputMaxima {
+    q: f64,
+    k: f64,
+    v: f64,
+    h0: f64,
+    do_: f64,
+    dht: f64,
+}
+
+impl InputMaxima {
+    /// One pass over each input (the inputs in parallel).
+    pub(crate) fn of(p: &Problem) -> InputMaxima {
+        use rayon::prelude::*;
+        let amax = |a: &Option<&ndarray::Array4<f64>>| {
+            a.map_or(0.0, |a| a.iter().fold(0.0f64, |m, x| m.max(x.abs())))
+        };
+        let m: Vec<f64> = [
+            Some(p.q()),
+            Some(p.k()),
+            Some(p.v()),
+            p.h0(),
+            p.do_(),
+            p.dht(),
+        ]
+        .par_iter()
+        .map(amax)
+        .collect();
+        InputMaxima {
+            q: m[0],
+            k: m[1],
+            v: m[2],
+            h0: m[3],
+            do_: m[4],
+            dht: m[5],
+        }
+    }
+}
+
 /// Largest chunk-local sum of `|g|` over (sequence, head, channel, chunk), chunks of `chunk` rows
 /// starting at each sequence start (`usize::MAX`: the whole sequence). `-inf` gates count 0.
 ///
@@ -375,22 +419,24 @@ impl BoundSpec {
 pub fn lambda_chunked(p: &Problem, chunk: usize) -> f64 {
     let chunk = chunk.max(1);
     let g = p.g();
-    let kg = g.shape()[3];
+    // One running sum per (head, channel), the gates read in memory order (a time step's heads
+    // and channels at a time): each sum sees its terms in time order, as one (head, channel) at
+    // a time would, and the largest value is the same whatever the order it is taken in.
+    let mut acc = vec![0.0f64; g.shape()[2] * g.shape()[3]];
     let mut best = 0.0f64;
     for s in p.sequences() {
-        for h in 0..p.dims().h {
-            for d in 0..kg {
-                let mut acc = 0.0f64;
-                for i in 0..s.len {
-                    if i % chunk == 0 {
-                        acc = 0.0;
-                    }
-                    let x = g[[s.batch, s.start + i, h, d]];
-                    if x.is_finite() {
-                        acc += x.abs();
-                    }
-                    best = best.max(acc);
+        let gb = g.index_axis(ndarray::Axis(0), s.batch);
+        for i in 0..s.len {
+            let reset = i % chunk == 0;
+            let row = gb.index_axis(ndarray::Axis(0), s.start + i);
+            for (a, &x) in acc.iter_mut().zip(row.iter()) {
+                if reset {
+                    *a = 0.0;
                 }
+                if x.is_finite() {
+                    *a += x.abs();
+                }
+                best = best.max(*a);
             }
         }
     }

@@ -52,8 +52,13 @@ pub(super) fn round_slice<T: Real>(x: &mut [T], dtype: Option<Dtype>) {
         if dt == Dtype::F64 || (dt == Dtype::F32 && T::DTYPE == Dtype::F32) {
             return;
         }
-        for v in x.iter_mut() {
-            *v = v.round_to(dt);
+        // One loop per format, the format a constant in each (the rounding inlined, no
+        // dispatch per element).
+        match dt {
+            Dtype::Bf16 => x.iter_mut().for_each(|v| *v = v.round_to(Dtype::Bf16)),
+            Dtype::F16 => x.iter_mut().for_each(|v| *v = v.round_to(Dtype::F16)),
+            Dtype::Tf32 => x.iter_mut().for_each(|v| *v = v.round_to(Dtype::Tf32)),
+            _ => x.iter_mut().for_each(|v| *v = v.round_to(dt)),
         }
     }
 }
