@@ -140,10 +140,15 @@ pub(crate) fn check_dims(d: &Dims) -> Result<(), GpuError> {
             d.k, d.v, SUPPORTED_DIMS
         )));
     }
-    if d.b * d.t * d.h >= (1usize << 31) / d.k.max(d.v) {
-        return Err(GpuError::Unsupported(
-            "problem too large for 32-bit row indices".into(),
-        ));
+    // Element offsets are 64-bit in every kernel (test `gpu_huge`: tensors past 2^31 elements
+    // match their pieces bit for bit); rows, (row, head) pairs, time steps and chunk indices are
+    // 32-bit ints (the chunk and sequence tables, the grid).
+    if d.b * d.t * d.h > i32::MAX as usize {
+        return Err(GpuError::Unsupported(format!(
+            "B * T * H = {} (row, head) pairs: the kernels index them with 32-bit integers (at most {})",
+            d.b * d.t * d.h,
+            i32::MAX
+        )));
     }
     Ok(())
 }
