@@ -14,19 +14,21 @@
 //     forward sweep  Hs[p]  = rnd(S) (state BEFORE chunk p), S = gamma*S + kgT @ v  (S0 = h0)
 //     reverse sweep  dHs[p] = rnd(dS) (gradient of the state AFTER chunk p),
 //                    dS = gamma*dS + scale * qg^T @ do  (dS seeded with dhT); dh0 = final dS (f32).
-//  gla_bwd_dqk_<T>          grid (chunks, H, K/64), 256 threads. One (chunk, head, 64 channels):
-//     dA = scale * do @ v^T (j <= i, f32), dq_inter = scale * D(start,i) * (do @ Hs^T),
-//     dk_inter = D(i,last) * (v @ dHs^T), then the intra parts in f32 FFMA exactly as the CPU twin
-//     (reference/src/chunked/mod.rs Intra::backward): off-diagonal sub-blocks through the anchor
-//     a = first row of the query block (dq) / b = last row of the key block (dk), both factors
-//     <= 1; diagonal sub-blocks elementwise (j <= i only). Then the gate gradient in the chunk
+//  gla_bwd_dqk_<T>          grid (chunks, H, K/64), 256 threads (bwd_dqk_tc). One (chunk, head, 64
+//     channels): dA = rnd(scale * do @ v^T) (j <= i), dq_inter = scale * D(start,i) * (do @ Hs^T),
+//     dk_inter = D(i,last) * (v @ dHs^T), then the intra parts: off-diagonal sub-blocks on tensor
+//     cores through the CPU twin's anchors (reference/src/chunked/intra.rs Intra::backward):
+//     a = first row of the query block (dq, factor rnd(k_j D(j, a))), b = last row of the key
+//     block (dk, factor rnd(q_i D(b, i))), both factors <= 1; diagonal sub-blocks elementwise in
+//     f32 (j <= i only, one decay per pair for dq and dk). Then the gate gradient in the chunk
 //     reverse-sum form of docs/math.md §4:
 //        dg_i = sum_{s=i..L-1} (q_s dq_s - k_s dk_s) + gamma * rowsum(Hs * dHs) + sum_j k_j dk_inter_j
 //     (per-channel gates: written rounded to T; scalar gates: per-channel f32 partials to a
 //     scratch buffer, summed over channels by gla_bwd_dg_reduce_<T>).
-//  gla_bwd_dqk_local_<T>    the same, with dg in the LOCAL form alpha_t rowsum(S_{t-1} dS_t),
-//     evaluated chunkwise as plain sums of terms that all carry alpha_t (see bwd_dqk): accurate
-//     relative to M_dg_local where the reverse sum above cancels (alpha -> 0). dq, dk identical.
+//  gla_bwd_dqk_local_<T>    (bwd_dqk_local) dg in the LOCAL form alpha_t rowsum(S_{t-1} dS_t),
+//     evaluated chunkwise as plain sums of terms that all carry alpha_t: accurate relative to
+//     M_dg_local where the reverse sum above cancels (alpha -> 0). Its dq, dk intra parts run in
+//     f32 FFMA with the same rounded dA and off-diagonal factors as gla_bwd_dqk_<T>.
 //  gla_bwd_dv_<T>           grid (chunks, H, V/64), 128 threads:  dv = A^T @ do + kg @ dHs.
 //  gla_bwd_dg_reduce_<T>    one thread per (b, t, h) row: dg = rnd(sum_d dg_partial[d]).
 // Products: bf16/f16 operands on tensor cores (mma.sync m16n8k16, f32 accumulation); f32: FFMA
@@ -35,7 +37,9 @@
 //
 // Rounding points (declared on the host as gla_gpu::backward_rounding_plan(); keep in sync):
 // the forward's (qg, kgT, A, o) + the stored states Hs (bwd_state) and state gradients dHs
-// (dstate) + the final dq, dk, dv, dg (grads). dA, the intra factors and dh0 stay f32.
+// (dstate) + the final dq, dk, dv, dg (grads); both dqk kernels round the off-diagonal factors as
+// the forward does (offdiag_q, offdiag_k; bf16 / f16 only) and dA (da: the input dtype, TF32
+// with tf32). dh0 stays f32.
 
 #include "gla_common.cuh"
 
@@ -57,59 +61,6 @@ __device__ __forceinline__ void stage(T* dst, int ldd, const T* src, size_t lds,
     cp_async16(dst + r * ldd + c, r < valid ? s : src, r < valid ? 16 : 0);
   }
 }
-
-// ---------------------------------------------------------------- warp-level 16x8x16 product
-// Tile<T, SAM, SAK, SBK, SBN>::mma: c (mma.sync accumulator layout: c0,c1 = row gid, cols 2tig,
-// 2tig+1; c2,c3 = row gid+8) += A[16 x 16] @ B[16 x 8], A(m, k) = A[m*SAM + k*SAK],
-// B(k, n) = B[k*SBK + n*SBN] (shared memory); bf16 / f16 through Mma<T> (gla_common.cuh).
-template <int STEP> __device__ __forceinline__ u32 pk(const u16* p, int off) {
-  if (STEP == 1) return *reinterpret_cast<const u32*>(p + off);
-  return (u32)p[off] | ((u32)p[off + STEP] << 16);
-}
-
-template <typename T, int SAM, int SAK, int SBK, int SBN> struct Tile {
-  static __device__ __forceinline__ void mma(float* c, const T* A, const T* B, int) {
-    const int lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
-    const u16* a = reinterpret_cast<const u16*>(A);
-    const u16* b = reinterpret_cast<const u16*>(B);
-    u32 af[4], bf[2];
-    af[0] = pk<SAK>(a, gid * SAM + (2 * tig) * SAK);
-    af[1] = pk<SAK>(a, (gid + 8) * SAM + (2 * tig) * SAK);
-    af[2] = pk<SAK>(a, gid * SAM + (2 * tig + 8) * SAK);
-    af[3] = pk<SAK>(a, (gid + 8) * SAM + (2 * tig + 8) * SAK);
-    bf[0] = pk<SBK>(b, (2 * tig) * SBK + gid * SBN);
-    bf[1] = pk<SBK>(b, (2 * tig + 8) * SBK + gid * SBN);
-    Mma<T>::run(c, af, bf);
-  }
-};
-// f32: FFMA with the same accumulator layout, k in order; tf32 rounds every operand first.
-// (The k loop is kept rolled: fully unrolled f32 tiles inside the callers' unrolled loops made
-// NVRTC take minutes.)
-template <int SAM, int SAK, int SBK, int SBN> struct Tile<float, SAM, SAK, SBK, SBN> {
-  static __device__ __forceinline__ void mma(float* c, const float* A, const float* B, int tf32) {
-    const int lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
-    float c0 = c[0], c1 = c[1], c2 = c[2], c3 = c[3];
-#pragma unroll 1
-    for (int kk = 0; kk < 16; ++kk) {
-      float a0 = A[gid * SAM + kk * SAK], a1 = A[(gid + 8) * SAM + kk * SAK];
-      float b0 = B[kk * SBK + (2 * tig) * SBN], b1 = B[kk * SBK + (2 * tig + 1) * SBN];
-      if (tf32) {
-        a0 = tf32r(a0);
-        a1 = tf32r(a1);
-        b0 = tf32r(b0);
-        b1 = tf32r(b1);
-      }
-      c0 = fmaf(a0, b0, c0);
-      c1 = fmaf(a0, b1, c1);
-      c2 = fmaf(a1, b0, c2);
-      c3 = fmaf(a1, b1, c3);
-    }
-    c[0] = c0;
-    c[1] = c1;
-    c[2] = c2;
-    c[3] = c3;
-  }
-};
 
 template <typename T> struct Ld { static constexpr int PAD = 16 / sizeof(T); };
 
@@ -275,18 +226,19 @@ __device__ void bwd_state(const T* __restrict__ v, const T* __restrict__ dout,
       }
 }
 
-// ---------------------------------------------------------------- kernel 2: dq, dk, dg
+// ---------------------------------------------------------------- kernel 2 (local form): dq, dk, dg
 // chunks: per chunk 4 ints (batch, first row within the batch row, length L in 1..64, unused).
-// One body of about 290 lines, phases in order (staging, dA, inter-chunk parts, intra parts, dg):
-// the phases share one shared-memory layout and the per-thread accumulators, and keeping them in
-// one function keeps the generated code (checked by comparing PTX) fixed.
-template <typename T, bool LOCAL>
-__device__ void bwd_dqk(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
-                        const T* __restrict__ dout, const float* __restrict__ g, int gate_cols,
-                        const int* __restrict__ chunks, int Tlen, int H, int K, int V, float scale,
-                        const T* __restrict__ Hs, const T* __restrict__ dHs,
-                        const float* __restrict__ gamma, T* __restrict__ dq, T* __restrict__ dk,
-                        T* __restrict__ dg, float* __restrict__ dgp, int tf32) {
+// The local-form gate gradient (gla_bwd_dqk_local_*; the default reverse-cumsum kernel is
+// bwd_dqk_tc below). One body of about 270 lines, phases in order (staging, dA, inter-chunk
+// parts, intra parts, dg): the phases share one shared-memory layout and the per-thread
+// accumulators, and keeping them in one function keeps the generated code fixed.
+template <typename T>
+__device__ void bwd_dqk_local(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                              const T* __restrict__ dout, const float* __restrict__ g, int gate_cols,
+                              const int* __restrict__ chunks, int Tlen, int H, int K, int V,
+                              float scale, const T* __restrict__ Hs, const T* __restrict__ dHs,
+                              const float* __restrict__ gamma, T* __restrict__ dq, T* __restrict__ dk,
+                              T* __restrict__ dg, float* __restrict__ dgp, int tf32) {
   constexpr int PAD = Ld<T>::PAD, LD = CH + PAD;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   float* sF = reinterpret_cast<float*>(smem_raw);  // [64][64] cumsum
@@ -294,8 +246,7 @@ __device__ void bwd_dqk(const T* __restrict__ q, const T* __restrict__ k, const 
   float* sK = sQ + CH * CH;                          // [64][64] k (f32)
   float* sDA = sK + CH * CH;                         // [64][LDA_F] dA (scaled, j <= i)
   float* sHd = sDA + CH * LDA_F;                     // [256] partial rowsums of Hs * dHs
-  float* sKs = sHd + 256;                            // [64] sum_j k_j dk_inter_j
-  float* sHdc = sKs + CH;                            // [64] rowsum(Hs * dHs)
+  float* sHdc = sHd + 256;                           // [64] rowsum(Hs * dHs)
   unsigned char* sZ = reinterpret_cast<unsigned char*>(sHdc + CH);  // [64][64] reset counts
   T* stg = reinterpret_cast<T*>(sZ + CH * CH);        // staging: do, v, Hs, dHs tiles [64][LD]
   T* sDo = stg;
@@ -304,7 +255,7 @@ __device__ void bwd_dqk(const T* __restrict__ q, const T* __restrict__ k, const 
   T* sDH = sH + CH * LD;
   float* sDQ = reinterpret_cast<float*>(stg);  // [64][64], aliases the staging (used after it)
   float* sDK = sDQ + CH * CH;
-  // LOCAL only (after the staging): per sub-chunk block sums of q dq_inter and k dk_inter, and the
+  // after the staging: per sub-chunk block sums of q dq_inter and k dk_inter, and the
   // full-block snapshots X_{I,<m} (slots: (I=2,m=1), (I=3,m=1), (I=3,m=2)), [4][64], [4][64], [3][64]
   float* sBA = reinterpret_cast<float*>(stg + 4 * CH * LD);
   float* sBB = sBA + 4 * CH;
@@ -396,7 +347,9 @@ __device__ void bwd_dqk(const T* __restrict__ q, const T* __restrict__ k, const 
     for (int r = 0; r < 4; ++r) {
       const int i = mrow + gid + ((r & 2) ? 8 : 0);
       const int j = (nh + nt) * 8 + tig * 2 + (r & 1);  // key row (dA) or channel (dq, dk)
-      sDA[i * LDA_F + j] = (j <= i) ? accA[nt][r] * scale : 0.0f;
+      // rnd(dA): the input dtype (TF32 with tf32), as in bwd_dqk_tc (rounding point `da`)
+      const float x = (j <= i) ? accA[nt][r] * scale : 0.0f;
+      sDA[i * LDA_F + j] = tf32 ? tf32r(x) : rnd<T>(x);
       const float Fi = sF[i * CH + j];
       const int Zi = sZ[i * CH + j];
       const float e0v = (Zi == 0) ? exp_nonpos<true>(Fi) : 0.0f;
@@ -406,26 +359,23 @@ __device__ void bwd_dqk(const T* __restrict__ q, const T* __restrict__ k, const 
     }
   __syncthreads();
   if (tid < CH) {
-    float ks = 0.0f;
-    for (int j = 0; j < L; ++j) ks += sK[j * CH + tid] * sDK[j * CH + tid];
-    sKs[tid] = ks;
     sHdc[tid] = (sHd[4 * tid] + sHd[4 * tid + 1]) + (sHd[4 * tid + 2] + sHd[4 * tid + 3]);
   }
   __syncthreads();
   // intra-chunk parts (FFMA): thread = (channel d, sub-chunk I): dq of query block I and dk of
   // key block I (disjoint rows; off-diagonal work I + (3 - I) = 3 blocks for every thread).
   //
-  // LOCAL (gate gradient in the local form, good relative accuracy for tiny alpha): with
+  // The gate gradient in the local form (good relative accuracy for tiny alpha): with
   // W_rs = q_r k_s dA_rs D(s, r) (s < r), every term below carries the factor alpha_t:
   //   dg_t = gamma rowsum(Hs dHs) + sum_{r >= t} q_r dq_inter_r + sum_{s < t} k_s dk_inter_s
   //        + sum_{s < t <= r} W_rs,
   // the pairs split by sub-chunk (t in block m): full blocks J < m < I (snapshots X_{I,<m} of the
   // dq accumulator), r in m with s in J < m (suffix of q dq_off), s in m with r in I > m (prefix
   // of k dk_off), both in m (elementwise). Plain sums only: no partial sum is ever subtracted.
-  // The row loops below are unrolled so that acc[] (and LOCAL's dl[]) stay in registers: a
+  // The row loops below are unrolled so that acc[] and dl[] stay in registers: a
   // rolled loop indexes them at run time, which puts them in local memory.
   const int d = tid & 63, I = tid >> 6;
-  float dl[16];  // LOCAL: the local dg partial of each row of block I
+  float dl[16];  // the local dg partial of each row of block I
 #pragma unroll
   for (int r = 0; r < 16; ++r) dl[r] = 0.0f;
   float blkA = 0.0f, blkB = 0.0f;
@@ -439,20 +389,20 @@ __device__ void bwd_dqk(const T* __restrict__ q, const T* __restrict__ k, const 
         float acc[16], qdec[16];
 #pragma unroll
         for (int r = 0; r < 16; ++r) acc[r] = 0.0f;
-        if (LOCAL && I >= 2) {
+        if (I >= 2) {
 #pragma unroll
           for (int r = 0; r < 16; ++r) {
             const int i = a + r;
-            qdec[r] = sQ[i * CH + d] * decay<true>(Fa, Za, sF[i * CH + d], sZ[i * CH + d]);
+            qdec[r] = rnd<T>(sQ[i * CH + d] * decay<true>(Fa, Za, sF[i * CH + d], sZ[i * CH + d]));
           }
         }
         for (int jb = 0; jb < a; jb += 16) {
           for (int j = jb; j < jb + 16; ++j) {
-            const float kf = sK[j * CH + d] * decay<true>(sF[j * CH + d], sZ[j * CH + d], Fa, Za);
+            const float kf = rnd<T>(sK[j * CH + d] * decay<true>(sF[j * CH + d], sZ[j * CH + d], Fa, Za));
 #pragma unroll
             for (int r = 0; r < 16; ++r) acc[r] = fmaf(sDA[(a + r) * LDA_F + j], kf, acc[r]);
           }
-          if (LOCAL && jb + 16 < a) {
+          if (jb + 16 < a) {
             // acc holds key blocks J < m = jb / 16 + 1 < I: X_{I,<m} = sum_r q_r D(a, r) acc_r
             float x = 0.0f;
 #pragma unroll
@@ -466,14 +416,14 @@ __device__ void bwd_dqk(const T* __restrict__ q, const T* __restrict__ k, const 
           const float Fi = sF[i * CH + d];
           const int Zi = sZ[i * CH + d];
           float x = sDQ[i * CH + d];
-          if (LOCAL) blkA = fmaf(sQ[i * CH + d], x, blkA);
+          blkA = fmaf(sQ[i * CH + d], x, blkA);
           if (I > 0) x += acc[r] * decay<true>(Fa, Za, Fi, Zi);
-          if (LOCAL) dl[r] = sQ[i * CH + d] * x;  // q (dq_inter + dq_off)
+          dl[r] = sQ[i * CH + d] * x;  // q (dq_inter + dq_off)
           for (int j = a; j <= i; ++j)
             x += sDA[i * LDA_F + j] * (sK[j * CH + d] * decay<true>(sF[j * CH + d], sZ[j * CH + d], Fi, Zi));
           sDQ[i * CH + d] = x;
         }
-        if (LOCAL) {
+        {
 #pragma unroll
           for (int r = 14; r >= 0; --r) dl[r] += dl[r + 1];  // suffix over r >= t in the block
         }
@@ -488,7 +438,7 @@ __device__ void bwd_dqk(const T* __restrict__ q, const T* __restrict__ k, const 
 #pragma unroll
         for (int r = 0; r < 16; ++r) acc[r] = 0.0f;
         for (int i = bb + 1; i < CH; ++i) {
-          const float qf = sQ[i * CH + d] * decay<true>(Fb, Zb, sF[i * CH + d], sZ[i * CH + d]);
+          const float qf = rnd<T>(sQ[i * CH + d] * decay<true>(Fb, Zb, sF[i * CH + d], sZ[i * CH + d]));
 #pragma unroll
           for (int r = 0; r < 16; ++r) acc[r] = fmaf(sDA[i * LDA_F + j0 + r], qf, acc[r]);
         }
@@ -499,9 +449,9 @@ __device__ void bwd_dqk(const T* __restrict__ q, const T* __restrict__ k, const 
           const float Fj = sF[j * CH + d];
           const int Zj = sZ[j * CH + d];
           float x = sDK[j * CH + d];
-          if (LOCAL) blkB = fmaf(sK[j * CH + d], x, blkB);
+          blkB = fmaf(sK[j * CH + d], x, blkB);
           if (I < 3) x += acc[r] * decay<true>(Fj, Zj, Fb, Zb);
-          if (LOCAL) {
+          {
             dl[r] += runB;  // prefix over s < t in the block of k (dk_inter + dk_off)
             runB = fmaf(sK[j * CH + d], x, runB);
           }
@@ -510,7 +460,7 @@ __device__ void bwd_dqk(const T* __restrict__ q, const T* __restrict__ k, const 
           sDK[j * CH + d] = x;
         }
       }
-      if (LOCAL) {
+      {
         // pairs inside block I: for each key row s, suffix sums over r > s of W_rs go to rows t = r
         const int j0 = 16 * I;
         for (int s = 0; s < 15; ++s) {
@@ -535,7 +485,7 @@ __device__ void bwd_dqk(const T* __restrict__ q, const T* __restrict__ k, const 
     }
   }
   __syncthreads();
-  if (LOCAL) {
+  {
     // dg of the rows of block I: the state term, the blocks after (q dq_inter) and before
     // (k dk_inter), the full off-diagonal blocks, then the row's own partial
     float aft = 0.0f, bef = 0.0f;
@@ -555,9 +505,276 @@ __device__ void bwd_dqk(const T* __restrict__ q, const T* __restrict__ k, const 
           dg[o] = from_f<T>(x);
       }
     }
-  } else if (tid < CH) {
+  }
+  for (int idx = tid; idx < L * CH; idx += 256) {
+    const int i = idx >> 6, dd = idx & 63;
+    const size_t o = ((row0 + i) * H + h) * K + d0 + dd;
+    dq[o] = from_f<T>(sDQ[idx]);
+    dk[o] = from_f<T>(sDK[idx]);
+  }
+}
+
+// ---------------------------------------------------------------- kernel 2': dq, dk, dg on tensor cores
+// The default (reverse-cumsum dg) dq/dk kernel. Same inputs, outputs, grid and staging as
+// bwd_dqk_local
+// above; the intra-chunk parts are restructured:
+//  - dA = scale * do @ v^T is rounded once to the input dtype (bf16 / f16; TF32 when tf32 is set;
+//    f32 otherwise) and every intra product uses that rounded dA (rounding point `da`);
+//  - off-diagonal sub-blocks on tensor cores (mma.sync, f32 accumulation), with the anchored factors
+//    of the CPU twin (reference/src/chunked/intra.rs, Intra::backward), rounded to the input dtype
+//    as the forward rounds them (rounding points `offdiag_k`, `offdiag_q`; f32 and TF32: not
+//    rounded, FFMA):
+//      dq_I += D(a, i) * (dA[I, <a] @ kf_a),   kf_a[j] = rnd(k_j * D(j, a)),  a = first row of I;
+//      dk_J += D(j, b) * (dA[>b, J]^T @ qf_b), qf_b[i] = rnd(q_i * D(b, i)),  b = last row of J;
+//    both factors are <= 1 in magnitude times |k| / |q| (every exponent <= 0);
+//  - diagonal sub-blocks elementwise in f32 (j <= i only), each pair's decay D(j, i) evaluated once
+//    and used for both dq_i and dk_j, with the block's rows held in registers.
+// Shared memory: sF, sQ, sK f32 [64][64]; sDA T [64][LD]; partial sums (256 + 4 x 64 f32); sZ; the
+// staging area 4 x [64][LD] T, reused
+// after the inter-chunk products for the transposed factors kfT / qfT T [64][LDF] and then for
+// sDQ / sDK f32 [64][64].
+template <typename T>
+__device__ void bwd_dqk_tc(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                           const T* __restrict__ dout, const float* __restrict__ g, int gate_cols,
+                           const int* __restrict__ chunks, int Tlen, int H, int K, int V, float scale,
+                           const T* __restrict__ Hs, const T* __restrict__ dHs,
+                           const float* __restrict__ gamma, T* __restrict__ dq, T* __restrict__ dk,
+                           T* __restrict__ dg, float* __restrict__ dgp, int tf32) {
+  constexpr int PAD = Ld<T>::PAD, LD = CH + PAD, LDF = 96 + PAD;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  float* sF = reinterpret_cast<float*>(smem_raw);  // [64][64] cumsum
+  float* sQ = sF + CH * CH;                          // [64][64] q (f32)
+  float* sK = sQ + CH * CH;                          // [64][64] k (f32)
+  T* sDA = reinterpret_cast<T*>(sK + CH * CH);       // [64][LD] rnd(dA) (j <= i, else 0)
+  float* sHd = reinterpret_cast<float*>(sDA + CH * LD);  // [256] partial rowsums of Hs * dHs
+  float* sKsP = sHd + 256;                           // [4][64] per row block: sum_j k_j dk_inter_j
+  unsigned char* sZ = reinterpret_cast<unsigned char*>(sKsP + 4 * CH);  // [64][64] reset counts
+  T* stg = reinterpret_cast<T*>(sZ + CH * CH);        // staging: do, v, Hs, dHs tiles [64][LD]
+  T* sDo = stg;
+  T* sV = sDo + CH * LD;
+  T* sH = sV + CH * LD;
+  T* sDH = sH + CH * LD;
+  T* kfT = stg;              // [64 channels][LDF]: anchor a = 16 at cols 0..15, 32 at 16..47, 48 at 48..95
+  T* qfT = kfT + CH * LDF;   // [64 channels][LDF]: anchor b = 15 (rows 16..63) at cols 0..47,
+                             //   31 (rows 32..63) at 48..79, 47 (rows 48..63) at 80..95
+  float* sDQ = reinterpret_cast<float*>(stg);  // [64][64], after the off-diagonal products
+  float* sDK = sDQ + CH * CH;
+
+  const int c = blockIdx.x, h = blockIdx.y, d0 = blockIdx.z * CH;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
+  const int b = chunks[4 * c], t0 = chunks[4 * c + 1], L = chunks[4 * c + 2];
+  const size_t row0 = (size_t)b * Tlen + t0;
+  const size_t cb = (size_t)c * H + h;
+
+  for (int idx = tid; idx < CH * CH; idx += 256) {
+    const int r = idx >> 6, dd = idx & 63;
+    float x = 0.0f, qv = 0.0f, kv = 0.0f;
+    if (r < L) {
+      const size_t rh = (row0 + r) * H + h;
+      x = gate_cols == 1 ? g[rh] : g[rh * K + d0 + dd];
+      qv = to_f(q[rh * K + d0 + dd]);
+      kv = to_f(k[rh * K + d0 + dd]);
+    }
+    sF[idx] = x;
+    sQ[idx] = qv;
+    sK[idx] = kv;
+  }
+  __syncthreads();
+  if (tid < CH) {
+    float F = 0.0f;
+    int Z = 0;
+    for (int r = 0; r < CH; ++r) {
+      const float x = sF[r * CH + tid];
+      if (x == -__int_as_float(0x7f800000)) {
+        Z += 1;
+        F = 0.0f;
+      } else {
+        F += x;
+      }
+      sF[r * CH + tid] = F;
+      sZ[r * CH + tid] = (unsigned char)Z;
+    }
+  }
+
+  // inter-chunk products over the value dimension, 64 columns at a time; warp w: rows
+  // 16 (w & 3) .. +15, output columns 32 (w >> 2) .. +31
+  const int I = warp & 3, mrow = 16 * I, nh = (warp >> 2) * 4;
+  float accA[4][4], accQ[4][4], accK[4][4];
+#pragma unroll
+  for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+    for (int r = 0; r < 4; ++r) accA[nt][r] = accQ[nt][r] = accK[nt][r] = 0.0f;
+  float hdp = 0.0f;
+  for (int e0 = 0; e0 < V; e0 += CH) {
+    __syncthreads();
+    stage<T>(sDo, LD, dout + (row0 * H + h) * V + e0, (size_t)H * V, CH, CH, L, tid, 256);
+    stage<T>(sV, LD, v + (row0 * H + h) * V + e0, (size_t)H * V, CH, CH, L, tid, 256);
+    stage<T>(sH, LD, Hs + (cb * K + d0) * V + e0, V, CH, CH, CH, tid, 256);
+    stage<T>(sDH, LD, dHs + (cb * K + d0) * V + e0, V, CH, CH, CH, tid, 256);
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < CH; kk += 16) {
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt) {
+        const int n0 = (nh + nt) * 8;
+        if (n0 <= mrow + 15)
+          Tile<T, LD, 1, 1, LD>::mma(accA[nt], sDo + mrow * LD + kk, sV + n0 * LD + kk, tf32);
+        Tile<T, LD, 1, 1, LD>::mma(accQ[nt], sDo + mrow * LD + kk, sH + n0 * LD + kk, tf32);
+        Tile<T, LD, 1, 1, LD>::mma(accK[nt], sV + mrow * LD + kk, sDH + n0 * LD + kk, tf32);
+      }
+    }
+    {
+      const int d = tid >> 2, e1 = (tid & 3) * 16;
+      for (int e = e1; e < e1 + 16; ++e) {
+        float hv = to_f(sH[d * LD + e]), dv = to_f(sDH[d * LD + e]);
+        if (tf32) {
+          hv = tf32r(hv);
+          dv = tf32r(dv);
+        }
+        hdp = fmaf(hv, dv, hdp);
+      }
+    }
+  }
+  sHd[tid] = hdp;
+  __syncthreads();  // the staging area is free from here on
+  // rnd(dA) (j <= i), and the anchored off-diagonal factors, transposed [channel][row]
+#pragma unroll
+  for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int i = mrow + gid + half * 8, j = (nh + nt) * 8 + tig * 2;
+      float x = (j <= i) ? accA[nt][2 * half] * scale : 0.0f;
+      float y = (j + 1 <= i) ? accA[nt][2 * half + 1] * scale : 0.0f;
+      if (tf32) {
+        x = tf32r(x);
+        y = tf32r(y);
+      }
+      store2<T>(sDA + i * LD + j, x, y);
+    }
+  for (int idx = tid; idx < 96 * CH; idx += 256) {
+    const int col = idx >> 6, d = idx & 63;
+    {
+      // kf: column col -> anchor a and key row j < a
+      const int a = col < 16 ? 16 : (col < 48 ? 32 : 48);
+      const int j = col < 16 ? col : (col < 48 ? col - 16 : col - 48);
+      const float x = sK[j * CH + d] * decay<true>(sF[j * CH + d], sZ[j * CH + d], sF[a * CH + d], sZ[a * CH + d]);
+      kfT[d * LDF + col] = from_f<T>(x);
+    }
+    {
+      // qf: column col -> anchor b and query row i > b
+      const int bb = col < 48 ? 15 : (col < 80 ? 31 : 47);
+      const int i = col < 48 ? 16 + col : (col < 80 ? col - 16 : col - 32);
+      const float x = sQ[i * CH + d] * decay<true>(sF[bb * CH + d], sZ[bb * CH + d], sF[i * CH + d], sZ[i * CH + d]);
+      qfT[d * LDF + col] = from_f<T>(x);
+    }
+  }
+  __syncthreads();
+  // off-diagonal sub-blocks: warp w takes the dq rows of query block I = w & 3 (key blocks < I) and
+  // the dk rows of key block J = I (query blocks > J), channels 32 (w >> 2) .. +31
+  float dqo[4][4], dko[4][4];
+#pragma unroll
+  for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+    for (int r = 0; r < 4; ++r) dqo[nt][r] = dko[nt][r] = 0.0f;
+  {
+    const int off = I == 1 ? 0 : (I == 2 ? 16 : 48);
+    for (int kk = 0; kk < mrow; kk += 16)
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt)
+        Tile<T, LD, 1, 1, LDF>::mma(dqo[nt], sDA + mrow * LD + kk, kfT + (nh + nt) * 8 * LDF + off + kk, 0);
+    const int offq = I == 0 ? 0 : (I == 1 ? 48 : 80);
+    for (int kk = 0; kk < 48 - mrow; kk += 16)
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt)
+        Tile<T, 1, LD, 1, LDF>::mma(dko[nt], sDA + (mrow + 16 + kk) * LD + mrow,
+                                    qfT + (nh + nt) * 8 * LDF + offq + kk, 0);
+  }
+  // inter + off-diagonal parts (registers), and the per-row-block sums of k dk_inter
+  float kpart[4][2];
+#pragma unroll
+  for (int nt = 0; nt < 4; ++nt) {
+    kpart[nt][0] = kpart[nt][1] = 0.0f;
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      const int i = mrow + gid + ((r & 2) ? 8 : 0);
+      const int d = (nh + nt) * 8 + tig * 2 + (r & 1);
+      const float Fi = sF[i * CH + d];
+      const int Zi = sZ[i * CH + d];
+      float x = accQ[nt][r] * ((Zi == 0) ? exp_nonpos<true>(Fi) : 0.0f) * scale;
+      if (I > 0) x += dqo[nt][r] * decay<true>(sF[mrow * CH + d], sZ[mrow * CH + d], Fi, Zi);
+      accQ[nt][r] = x;
+      const float kin = accK[nt][r] * decay<true>(Fi, Zi, sF[(L - 1) * CH + d], sZ[(L - 1) * CH + d]);
+      kpart[nt][r & 1] = fmaf(sK[i * CH + d], kin, kpart[nt][r & 1]);
+      float y = kin;
+      if (I < 3) y += dko[nt][r] * decay<true>(Fi, Zi, sF[(mrow + 15) * CH + d], sZ[(mrow + 15) * CH + d]);
+      accK[nt][r] = y;
+    }
+  }
+#pragma unroll
+  for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      float s = kpart[nt][e];
+      s += __shfl_xor_sync(0xffffffffu, s, 4);
+      s += __shfl_xor_sync(0xffffffffu, s, 8);
+      s += __shfl_xor_sync(0xffffffffu, s, 16);
+      kpart[nt][e] = s;
+    }
+  __syncthreads();  // kfT / qfT are dead: sDQ / sDK take their place
+#pragma unroll
+  for (int nt = 0; nt < 4; ++nt) {
+    const int j = (nh + nt) * 8 + tig * 2;
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int i = mrow + gid + half * 8;
+      sDQ[i * CH + j] = accQ[nt][2 * half];
+      sDQ[i * CH + j + 1] = accQ[nt][2 * half + 1];
+      sDK[i * CH + j] = accK[nt][2 * half];
+      sDK[i * CH + j + 1] = accK[nt][2 * half + 1];
+    }
+    if (gid == 0) {
+      sKsP[I * CH + j] = kpart[nt][0];
+      sKsP[I * CH + j + 1] = kpart[nt][1];
+    }
+  }
+  __syncthreads();
+  // diagonal sub-blocks: thread = (channel d, block I2), the block's 16 rows in registers; each
+  // pair (i, j <= i) evaluates its decay once for dq_i and dk_j
+  {
+    const int d = tid & 63, I2 = tid >> 6, r0 = 16 * I2;
+    float F[16], qv[16], kv[16], gq[16], gk[16];
+    int Z[16];
+#pragma unroll
+    for (int r = 0; r < 16; ++r) {
+      F[r] = sF[(r0 + r) * CH + d];
+      Z[r] = sZ[(r0 + r) * CH + d];
+      qv[r] = sQ[(r0 + r) * CH + d];
+      kv[r] = sK[(r0 + r) * CH + d];
+      gq[r] = gk[r] = 0.0f;
+    }
+#pragma unroll
+    for (int i = 0; i < 16; ++i)
+#pragma unroll
+      for (int j = 0; j <= i; ++j) {
+        const float da = to_f(sDA[(r0 + i) * LD + r0 + j]);
+        const float e = decay<true>(F[j], Z[j], F[i], Z[i]);
+        gq[i] = fmaf(da, kv[j] * e, gq[i]);
+        gk[j] = fmaf(da, qv[i] * e, gk[j]);
+      }
+#pragma unroll
+    for (int r = 0; r < 16; ++r) {
+      sDQ[(r0 + r) * CH + d] += gq[r];
+      sDK[(r0 + r) * CH + d] += gk[r];
+    }
+  }
+  __syncthreads();
+  if (tid < CH) {
     // gate gradient: chunk reverse sum plus the state terms (one thread per channel)
-    float acc = gamma[cb * K + d0 + tid] * sHdc[tid] + sKs[tid];
+    const float ks = (sKsP[tid] + sKsP[CH + tid]) + (sKsP[2 * CH + tid] + sKsP[3 * CH + tid]);
+    const float hd = (sHd[4 * tid] + sHd[4 * tid + 1]) + (sHd[4 * tid + 2] + sHd[4 * tid + 3]);
+    float acc = gamma[cb * K + d0 + tid] * hd + ks;
     for (int i = L - 1; i >= 0; --i) {
       acc += sQ[i * CH + tid] * sDQ[i * CH + tid] - sK[i * CH + tid] * sDK[i * CH + tid];
       const size_t o = ((row0 + i) * H + h) * K + d0 + tid;
@@ -647,13 +864,21 @@ __device__ void bwd_dg_reduce(const float* __restrict__ dgp, int rows, int K, T*
       float* dh0, int tf32) {                                                                     \
     bwd_state<T, K>(v, dout, h0, dht, seqs, Tlen, H, V, scale, qg, kgt, gamma, Hs, dHs, dh0, tf32); \
   }
-#define BWD_DQK(NAME, T, LOCAL)                                                                   \
+#define BWD_DQK_LOCAL(NAME, T)                                                                    \
   extern "C" __global__ void __launch_bounds__(256) NAME(                                         \
       const T* q, const T* k, const T* v, const T* dout, const float* g, int gate_cols,           \
       const int* chunks, int Tlen, int H, int K, int V, float scale, const T* Hs, const T* dHs,   \
       const float* gamma, T* dq, T* dk, T* dg, float* dgp, int tf32) {                            \
-    bwd_dqk<T, LOCAL>(q, k, v, dout, g, gate_cols, chunks, Tlen, H, K, V, scale, Hs, dHs, gamma, dq, dk, \
-               dg, dgp, tf32);                                                                    \
+    bwd_dqk_local<T>(q, k, v, dout, g, gate_cols, chunks, Tlen, H, K, V, scale, Hs, dHs, gamma, dq, dk, \
+                     dg, dgp, tf32);                                                                  \
+  }
+#define BWD_DQK_TC(NAME, T)                                                                       \
+  extern "C" __global__ void __launch_bounds__(256, 2) NAME(                                      \
+      const T* q, const T* k, const T* v, const T* dout, const float* g, int gate_cols,           \
+      const int* chunks, int Tlen, int H, int K, int V, float scale, const T* Hs, const T* dHs,   \
+      const float* gamma, T* dq, T* dk, T* dg, float* dgp, int tf32) {                            \
+    bwd_dqk_tc<T>(q, k, v, dout, g, gate_cols, chunks, Tlen, H, K, V, scale, Hs, dHs, gamma, dq,  \
+                  dk, dg, dgp, tf32);                                                             \
   }
 #define BWD_DV(NAME, T)                                                                           \
   extern "C" __global__ void __launch_bounds__(128) NAME(                                         \
@@ -675,12 +900,12 @@ BWD_STATE(gla_bwd_state_f16_k256, f16_t, 256)
 BWD_STATE(gla_bwd_state_f32_k64, float, 64)
 BWD_STATE(gla_bwd_state_f32_k128, float, 128)
 BWD_STATE(gla_bwd_state_f32_k256, float, 256)
-BWD_DQK(gla_bwd_dqk_bf16, bf16_t, false)
-BWD_DQK(gla_bwd_dqk_f16, f16_t, false)
-BWD_DQK(gla_bwd_dqk_f32, float, false)
-BWD_DQK(gla_bwd_dqk_local_bf16, bf16_t, true)
-BWD_DQK(gla_bwd_dqk_local_f16, f16_t, true)
-BWD_DQK(gla_bwd_dqk_local_f32, float, true)
+BWD_DQK_TC(gla_bwd_dqk_bf16, bf16_t)
+BWD_DQK_TC(gla_bwd_dqk_f16, f16_t)
+BWD_DQK_TC(gla_bwd_dqk_f32, float)
+BWD_DQK_LOCAL(gla_bwd_dqk_local_bf16, bf16_t)
+BWD_DQK_LOCAL(gla_bwd_dqk_local_f16, f16_t)
+BWD_DQK_LOCAL(gla_bwd_dqk_local_f32, float)
 BWD_DV(gla_bwd_dv_bf16, bf16_t)
 BWD_DV(gla_bwd_dv_f16, f16_t)
 BWD_DV(gla_bwd_dv_f32, float)

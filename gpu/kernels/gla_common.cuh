@@ -6,7 +6,8 @@
 // - exp_nonpos / decay: the exponentials of the reset-aware chunk-local cumsums (docs/math.md §3):
 //   every exponent reaching exp2 is <= 0, a decay across a reset is exactly 0;
 // - cp.async copies global -> shared;
-// - Mma<T>: one warp-level mma.sync m16n8k16 (bf16 / f16 operands, f32 accumulation).
+// - Mma<T>: one warp-level mma.sync m16n8k16 (bf16 / f16 operands, f32 accumulation), and
+//   Tile<T, strides>: its operands loaded from shared memory (f32: FFMA in the same layout).
 #pragma once
 
 typedef unsigned short u16;
@@ -38,6 +39,9 @@ template <> __device__ __forceinline__ f16_t from_f<f16_t>(float v) {
   asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r.x) : "f"(v));
   return r;
 }
+
+// x rounded to T and back (identity for f32): a rounding point evaluated in f32 registers.
+template <typename T> __device__ __forceinline__ float rnd(float x) { return to_f(from_f<T>(x)); }
 
 // f32 -> TF32 (cvt.rna: round to nearest, ties away from zero), returned as f32.
 __device__ __forceinline__ float tf32r(float x) {
@@ -100,5 +104,58 @@ template <> struct Mma<f16_t> {
         "{%8,%9}, {%0,%1,%2,%3};"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  }
+};
+
+// ---------------------------------------------------------------- warp-level 16x8x16 product
+// Tile<T, SAM, SAK, SBK, SBN>::mma: c (mma.sync accumulator layout: c0,c1 = row gid, cols 2tig,
+// 2tig+1; c2,c3 = row gid+8) += A[16 x 16] @ B[16 x 8], A(m, k) = A[m*SAM + k*SAK],
+// B(k, n) = B[k*SBK + n*SBN] (shared memory); bf16 / f16 through Mma<T> (gla_common.cuh).
+template <int STEP> __device__ __forceinline__ u32 pk(const u16* p, int off) {
+  if (STEP == 1) return *reinterpret_cast<const u32*>(p + off);
+  return (u32)p[off] | ((u32)p[off + STEP] << 16);
+}
+
+template <typename T, int SAM, int SAK, int SBK, int SBN> struct Tile {
+  static __device__ __forceinline__ void mma(float* c, const T* A, const T* B, int) {
+    const int lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
+    const u16* a = reinterpret_cast<const u16*>(A);
+    const u16* b = reinterpret_cast<const u16*>(B);
+    u32 af[4], bf[2];
+    af[0] = pk<SAK>(a, gid * SAM + (2 * tig) * SAK);
+    af[1] = pk<SAK>(a, (gid + 8) * SAM + (2 * tig) * SAK);
+    af[2] = pk<SAK>(a, gid * SAM + (2 * tig + 8) * SAK);
+    af[3] = pk<SAK>(a, (gid + 8) * SAM + (2 * tig + 8) * SAK);
+    bf[0] = pk<SBK>(b, (2 * tig) * SBK + gid * SBN);
+    bf[1] = pk<SBK>(b, (2 * tig + 8) * SBK + gid * SBN);
+    Mma<T>::run(c, af, bf);
+  }
+};
+// f32: FFMA with the same accumulator layout, k in order; tf32 rounds every operand first.
+// (The k loop is kept rolled: fully unrolled f32 tiles inside the callers' unrolled loops made
+// NVRTC take minutes.)
+template <int SAM, int SAK, int SBK, int SBN> struct Tile<float, SAM, SAK, SBK, SBN> {
+  static __device__ __forceinline__ void mma(float* c, const float* A, const float* B, int tf32) {
+    const int lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
+    float c0 = c[0], c1 = c[1], c2 = c[2], c3 = c[3];
+#pragma unroll 1
+    for (int kk = 0; kk < 16; ++kk) {
+      float a0 = A[gid * SAM + kk * SAK], a1 = A[(gid + 8) * SAM + kk * SAK];
+      float b0 = B[kk * SBK + (2 * tig) * SBN], b1 = B[kk * SBK + (2 * tig + 1) * SBN];
+      if (tf32) {
+        a0 = tf32r(a0);
+        a1 = tf32r(a1);
+        b0 = tf32r(b0);
+        b1 = tf32r(b1);
+      }
+      c0 = fmaf(a0, b0, c0);
+      c1 = fmaf(a0, b1, c1);
+      c2 = fmaf(a1, b0, c2);
+      c3 = fmaf(a1, b1, c3);
+    }
+    c[0] = c0;
+    c[1] = c1;
+    c[2] = c2;
+    c[3] = c3;
   }
 };

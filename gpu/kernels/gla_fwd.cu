@@ -3,7 +3,9 @@
 //
 // Two kernels (docs/math.md §3, chunk C = 64, sub-chunk c = 16):
 //
-//  gla_fwd_intra_<T>  grid (num_chunks, H), 256 threads. One (chunk, head) per block:
+//  gla_fwd_intra_<T>  (f32; bf16 / f16 take gla_fwd_intra_tc_<T>, below the first, which computes
+//     the same outputs with A's off-diagonal sub-blocks on tensor cores from rounded factors)
+//     grid (num_chunks, H), 256 threads. One (chunk, head) per block:
 //     - chunk-local inclusive cumsum of the (natural-log) gates, F = sequential f32 sum over the
 //       chunk's rows (as the CPU twin), with exact resets: a row whose gate is -inf starts a new
 //       segment (Z += 1, F = 0). The decay from row x to row y >= x is
@@ -31,7 +33,7 @@
 //     bf16/f16: mma.sync m16n8k16 (f32 accumulate). f32: FFMA (see gla_fwd_state_f32).
 //
 // Rounding points (rnd = round to the input dtype T; identity for f32) are declared on the host as
-// gla_gpu::rounding_plan(); keep the two in sync.
+// gla_gpu::rounding_plan() (bf16 / f16 add A's off-diagonal factors); keep the two in sync.
 
 #include "gla_common.cuh"
 
@@ -324,6 +326,223 @@ __device__ void gla_fwd_intra(const T* __restrict__ q, const T* __restrict__ k,
           from_f<T>((4 * tj + cc <= 4 * ti + r) ? scale * acc[r][cc] : 0.0f);
 }
 
+// ---------------------------------------------------------------- kernel 1': intra-chunk on tensor cores
+// gla_fwd_intra_tc_<T> (bf16 / f16 inputs; f32 keeps gla_fwd_intra above): the same outputs
+// (qg, kgT, A, gamma) with A's off-diagonal 16 x 16 blocks on tensor cores. For query block
+// I >= 1 with anchor a = its first row:
+//     A_ij = sum_d rnd(scale q_i D(a, i)) rnd(k_j D(j, a))     (j < a; both factors <= 1 times
+//                                                              |q|, |k|; rounding points
+//                                                              offdiag_q / offdiag_k of the plan)
+// (mma.sync m16n8k16, f32 accumulation, channels in a fixed order), then A = rnd(A). The diagonal
+// blocks are f32 FFMA as in gla_fwd_intra (per-row DIAG_SAFE factored product or the elementwise
+// form, chosen from rows <= i only), then A = rnd(scale * sum). The channels are walked in slices
+// of 32 (about 50 KB of shared memory: 4 blocks per SM); per slice: stage g, q, k (transposed,
+// [channel][row]), the reset-aware cumsum, qg / kgT / gamma and the factors, then warps 0-3 run
+// the off-diagonal products while warps 4-7 run the diagonal blocks (120 threads: 40 4x4 tiles x
+// 3 channel groups, whose partial sums are added in a fixed order at the end).
+#define TSL 32         // channels per slice
+#define TLD 68         // row stride of the transposed [channel][row] slice arrays
+#define FLD (TSL + 8)  // row stride (elements) of the rounded factor arrays [row][channel]
+template <typename T>
+__device__ void gla_fwd_intra_tc(const T* __restrict__ q, const T* __restrict__ k,
+                                 const float* __restrict__ g, int gate_cols,
+                                 const int* __restrict__ chunks, int Tlen, int H, int K, float scale,
+                                 T* __restrict__ qg_out, T* __restrict__ kgt_out,
+                                 T* __restrict__ a_out, float* __restrict__ gamma_out) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  float* sFt = reinterpret_cast<float*>(smem_raw);  // [TSL][TLD] cumsum F
+  float* sQd = sFt + TSL * TLD;                      // [TSL][TLD] q_i D(a, i), a = first row of i's block
+  float* sKd = sQd + TSL * TLD;                      // [TSL][TLD] safe ? k_j / D(a, j) : 0
+  T* sQt = reinterpret_cast<T*>(sKd + TSL * TLD);   // [TSL][TLD] q
+  T* sKt = sQt + TSL * TLD;                          // [TSL][TLD] k
+  T* sQa = sKt + TSL * TLD;                          // [48][FLD] rnd(scale q_i D(a, i)), rows 16..63
+  T* sKf = sQa + 48 * FLD;                           // [96][FLD] rnd(k_j D(j, a)): a = 16 at 0 (rows
+                                                     //   0..15), a = 32 at 16 (0..31), a = 48 at 48 (0..47)
+  unsigned char* sZt = reinterpret_cast<unsigned char*>(sKf + 96 * FLD);  // [TSL][TLD] reset counts
+  unsigned char* sZS = sZt + TSL * TLD;              // [TSL][TLD] reset count | SAFE_BIT
+  float* sRed = sQd;  // after the slices: diagonal partial sums of channel groups 1, 2 [40][2][16]
+
+  const int c = blockIdx.x, h = blockIdx.y, tid = threadIdx.x, warp = tid >> 5;
+  const int lane = tid & 31, gid = lane >> 2, tig = lane & 3;
+  const int b = chunks[4 * c], t0 = chunks[4 * c + 1], L = chunks[4 * c + 2];
+  const size_t out_base = (size_t)c * H + h;
+  const size_t row0 = (size_t)b * Tlen + t0;
+
+  // One accumulator array for both roles (registers): warps 0-3 hold off-diagonal output tiles
+  // (I, n8 tile) w, w + 4, w + 8 of the 12 below in acc[4 t .. 4 t + 3]; warps 4-7 a diagonal
+  // 4x4 tile in acc[4 r + cj].
+  float acc[16];
+#pragma unroll
+  for (int r = 0; r < 16; ++r) acc[r] = 0.0f;
+  // warps 4-7: diagonal 4x4 tile dt (block dt / 10, lower tile dt % 10), channel group grp
+  const int u = tid - 128, dtile = u / 3, grp = u - 3 * (u / 3);
+  const bool diag = tid >= 128 && u < 120;
+  int di0 = 0, dj0 = 0;
+  if (diag) {
+    const int blk = dtile / 10, lt = dtile - 10 * blk;
+    const int ti = lt < 1 ? 0 : (lt < 3 ? 1 : (lt < 6 ? 2 : 3));
+    const int tj = lt - ti * (ti + 1) / 2;
+    di0 = 16 * blk + 4 * ti;
+    dj0 = 16 * blk + 4 * tj;
+  }
+
+  for (int d0 = 0; d0 < K; d0 += TSL) {
+    // stage the slice transposed (rows >= L: g = q = k = 0)
+    for (int idx = tid; idx < CH * TSL; idx += 256) {
+      const int cc = idx & (TSL - 1), r = idx >> 5;
+      float x = 0.0f;
+      T qv = from_f<T>(0.0f), kv = from_f<T>(0.0f);
+      if (r < L) {
+        const size_t rh = (row0 + r) * H + h;
+        x = gate_cols == 1 ? g[rh] : g[rh * K + d0 + cc];
+        qv = q[rh * K + d0 + cc];
+        kv = k[rh * K + d0 + cc];
+      }
+      sFt[cc * TLD + r] = x;
+      sQt[cc * TLD + r] = qv;
+      sKt[cc * TLD + r] = kv;
+    }
+    __syncthreads();
+    if (tid < TSL) {
+      // sequential inclusive cumsum per channel with resets at -inf (as the CPU twin); rows >= L
+      // add 0, so row 63 carries the last valid row's F and Z
+      float F = 0.0f;
+      int Z = 0;
+      for (int r = 0; r < CH; ++r) {
+        const float x = sFt[tid * TLD + r];
+        if (x == -__int_as_float(0x7f800000)) {
+          Z += 1;
+          F = 0.0f;
+        } else {
+          F += x;
+        }
+        sFt[tid * TLD + r] = F;
+        sZt[tid * TLD + r] = (unsigned char)Z;
+      }
+      gamma_out[out_base * K + d0 + tid] = (Z == 0) ? exp_nonpos<true>(F) : 0.0f;
+    }
+    __syncthreads();
+    // qg, the diagonal factors and safe flags, the off-diagonal factors
+    for (int idx = tid; idx < CH * TSL; idx += 256) {
+      const int cc = idx & (TSL - 1), r = idx >> 5, o = cc * TLD + r;
+      const float F = sFt[o];
+      const int Z = sZt[o];
+      const float qv = to_f(sQt[o]), kv = to_f(sKt[o]);
+      qg_out[(out_base * CH + r) * K + d0 + cc] = from_f<T>(qv * ((Z == 0) ? exp_nonpos<true>(F) : 0.0f));
+      const int a = r & ~15;
+      const float Fa = sFt[cc * TLD + a];
+      const int Za = sZt[cc * TLD + a];
+      const float Da = decay<true>(Fa, Za, F, Z);
+      sQd[o] = qv * Da;
+      if (a > 0) sQa[(r - 16) * FLD + cc] = from_f<T>(scale * qv * Da);
+      const bool safe = (Z == Za) && (Fa - F <= DIAG_SAFE);
+      sKd[o] = safe ? kv * rcp_factor<true>(exp_nonpos<true>(F - Fa)) : 0.0f;
+      sZS[o] = (unsigned char)((Z & ZMASK) | (safe ? SAFE_BIT : 0u));
+#pragma unroll
+      for (int an = 0; an < 3; ++an) {
+        const int a2 = 16 * (an + 1), koff = an == 0 ? 0 : (an == 1 ? 16 : 48);
+        if (r < a2)
+          sKf[(koff + r) * FLD + cc] =
+              from_f<T>(kv * decay<true>(F, Z, sFt[cc * TLD + a2], sZt[cc * TLD + a2]));
+      }
+    }
+    // kgT = rnd(k_j D(j, last)), transposed [channel][row] (coalesced over rows)
+    for (int idx = tid; idx < CH * TSL; idx += 256) {
+      const int r = idx & (CH - 1), cc = idx >> 6, o = cc * TLD + r;
+      const float x = to_f(sKt[o]) * decay<true>(sFt[o], sZt[o], sFt[cc * TLD + CH - 1], sZt[cc * TLD + CH - 1]);
+      kgt_out[(out_base * K + d0 + cc) * CH + r] = from_f<T>(x);
+    }
+    __syncthreads();
+    if (warp < 4) {
+#pragma unroll
+      for (int t = 0; t < 3; ++t) {
+        const int tile = warp + 4 * t;  // 0,1: I = 1; 2..5: I = 2; 6..11: I = 3
+        const int I = tile < 2 ? 1 : (tile < 6 ? 2 : 3);
+        const int nt = tile - (I == 1 ? 0 : (I == 2 ? 2 : 6));
+        const int koff = I == 1 ? 0 : (I == 2 ? 16 : 48);
+#pragma unroll
+        for (int kk = 0; kk < TSL; kk += 16)
+          Tile<T, FLD, 1, 1, FLD>::mma(acc + 4 * t, sQa + 16 * (I - 1) * FLD + kk,
+                                       sKf + (koff + nt * 8) * FLD + kk, 0);
+      }
+    } else if (diag) {
+      for (int cc = grp; cc < TSL; cc += 3) {
+        const u32 zwi = *reinterpret_cast<const u32*>(sZS + cc * TLD + di0);
+        const u32 zwj = *reinterpret_cast<const u32*>(sZS + cc * TLD + dj0);
+        const float4 x4 = *reinterpret_cast<const float4*>(sQd + cc * TLD + di0);
+        const float4 y4 = *reinterpret_cast<const float4*>(sKd + cc * TLD + dj0);  // 0 if unsafe
+        float xs[4] = {x4.x, x4.y, x4.z, x4.w}, ys[4] = {y4.x, y4.y, y4.z, y4.w};
+#pragma unroll
+        for (int r = 0; r < 4; ++r)
+          if (!((zwi >> (8 * r)) & SAFE_BIT)) xs[r] = 0.0f;  // unsafe row: no factored term
+#pragma unroll
+        for (int r = 0; r < 4; ++r)
+#pragma unroll
+          for (int cj = 0; cj < 4; ++cj) acc[4 * r + cj] = fmaf(xs[r], ys[cj], acc[4 * r + cj]);
+        if (((zwi & zwj) & 0x80808080u) != 0x80808080u) {
+          // elementwise path for the entries whose row or column is unsafe (the factored term
+          // above is an exact 0 there)
+          float qs[4], ks[4], fis[4], fjs[4];
+#pragma unroll
+          for (int r = 0; r < 4; ++r) {
+            qs[r] = to_f(sQt[cc * TLD + di0 + r]);
+            ks[r] = to_f(sKt[cc * TLD + dj0 + r]);
+            fis[r] = sFt[cc * TLD + di0 + r];
+            fjs[r] = sFt[cc * TLD + dj0 + r];
+          }
+#pragma unroll
+          for (int r = 0; r < 4; ++r)
+#pragma unroll
+            for (int cj = 0; cj < 4; ++cj) {
+              const u32 zi = (zwi >> (8 * r)) & 0xffu, zj = (zwj >> (8 * cj)) & 0xffu;
+              if (dj0 + cj <= di0 + r && ((zi ^ zj) & ZMASK) == 0u && !(zi & zj & SAFE_BIT))
+                acc[4 * r + cj] = fmaf(qs[r] * ks[cj], exp_nonpos<true>(fis[r] - fjs[cj]), acc[4 * r + cj]);
+            }
+        }
+      }
+    }
+    __syncthreads();
+  }
+  // A: off-diagonal tiles, the diagonal tiles (groups added in a fixed order), zeros above
+  if (warp < 4) {
+#pragma unroll
+    for (int t = 0; t < 3; ++t) {
+      const int tile = warp + 4 * t;
+      const int I = tile < 2 ? 1 : (tile < 6 ? 2 : 3);
+      const int nt = tile - (I == 1 ? 0 : (I == 2 ? 2 : 6));
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int i = 16 * I + gid + 8 * half, j = nt * 8 + 2 * tig;
+        T* p = a_out + (out_base * CH + i) * CH + j;
+        p[0] = from_f<T>(acc[4 * t + 2 * half]);
+        p[1] = from_f<T>(acc[4 * t + 2 * half + 1]);
+      }
+    }
+  }
+  if (diag && grp > 0) {
+#pragma unroll
+    for (int r = 0; r < 4; ++r)
+#pragma unroll
+      for (int cj = 0; cj < 4; ++cj) sRed[(dtile * 2 + grp - 1) * 16 + 4 * r + cj] = acc[4 * r + cj];
+  }
+  __syncthreads();
+  if (diag && grp == 0) {
+#pragma unroll
+    for (int r = 0; r < 4; ++r)
+#pragma unroll
+      for (int cj = 0; cj < 4; ++cj) {
+        const int i = di0 + r, j = dj0 + cj;
+        const float s = (acc[4 * r + cj] + sRed[(dtile * 2) * 16 + 4 * r + cj]) +
+                        sRed[(dtile * 2 + 1) * 16 + 4 * r + cj];
+        a_out[(out_base * CH + i) * CH + j] = from_f<T>(j <= i ? scale * s : 0.0f);
+      }
+  }
+  for (int idx = tid; idx < CH * CH; idx += 256) {
+    const int i = idx >> 6, j = idx & 63;
+    if (j > i && (i >> 2) != (j >> 2)) a_out[out_base * CH * CH + idx] = from_f<T>(0.0f);
+  }
+}
+
 #define INTRA(NAME, T, FAST)                                                                    \
   extern "C" __global__ void __launch_bounds__(256) NAME(                                       \
       const T* q, const T* k, const float* g, int gate_cols, const int* chunks, int Tlen, int H, \
@@ -332,13 +551,19 @@ __device__ void gla_fwd_intra(const T* __restrict__ q, const T* __restrict__ k,
                            a_out, gamma_out);                                                   \
   }
 INTRA(gla_fwd_intra_f32, float, false)
-INTRA(gla_fwd_intra_bf16, bf16_t, false)
-INTRA(gla_fwd_intra_f16, f16_t, false)
-// Variant with ex2.approx.ftz / rcp.approx.ftz (see exp_nonpos): the host's default;
-// GLA_INTRA_ACCURATE=1 selects the exp2f / __frcp_rn kernels above.
+// Variant with ex2.approx.ftz / rcp.approx.ftz (see exp_nonpos): the host's default for f32;
+// GLA_INTRA_ACCURATE=1 selects the exp2f / __frcp_rn kernel above.
 INTRA(gla_fwd_intra_fast_f32, float, true)
-INTRA(gla_fwd_intra_fast_bf16, bf16_t, true)
-INTRA(gla_fwd_intra_fast_f16, f16_t, true)
+#define INTRA_TC(NAME, T)                                                                       \
+  extern "C" __global__ void __launch_bounds__(256, 4) NAME(                                    \
+      const T* q, const T* k, const float* g, int gate_cols, const int* chunks, int Tlen, int H, \
+      int K, float scale, T* qg_out, T* kgt_out, T* a_out, float* gamma_out) {                  \
+    gla_fwd_intra_tc<T>(q, k, g, gate_cols, chunks, Tlen, H, K, scale, qg_out, kgt_out, a_out,  \
+                        gamma_out);                                                             \
+  }
+// bf16 / f16 inputs (the host's only intra kernels for them)
+INTRA_TC(gla_fwd_intra_tc_bf16, bf16_t)
+INTRA_TC(gla_fwd_intra_tc_f16, f16_t)
 
 // ---------------------------------------------------------------- kernel 2: states + output
 // seqs: per sequence 6 ints (batch, first row, length, first chunk index, number of chunks, unused).

@@ -150,6 +150,16 @@ impl DeviceBwdProblem {
 
     /// Launch the backward kernels (asynchronous); needs [`Self::launch_forward`] on `out` first.
     pub fn launch_backward(&self, out: &mut DeviceBwdOutputs) -> Result<(), GpuError> {
+        self.launch_backward_marked(out, |_| Ok(()))
+    }
+
+    /// [`Self::launch_backward`], calling `after(kernel)` once each kernel is queued (`"state"`,
+    /// `"dqk"`, `"dv"`, `"dg_reduce"`), e.g. to record a CUDA event for per-kernel timings.
+    pub fn launch_backward_marked(
+        &self,
+        out: &mut DeviceBwdOutputs,
+        mut after: impl FnMut(&'static str) -> Result<(), GpuError>,
+    ) -> Result<(), GpuError> {
         let s = &gpu()?.stream;
         let o = &out.fwd;
         self.fwd.check_dtype(&[
@@ -158,14 +168,18 @@ impl DeviceBwdProblem {
         let d = self.fwd.dims;
         if d.n > 0 && d.h > 0 {
             self.launch_state(s, out)?;
+            after("state")?;
         }
         if self.fwd.num_chunks == 0 || d.h == 0 {
             return Ok(());
         }
         self.launch_dqk(s, out)?;
+        after("dqk")?;
         self.launch_dv(s, out)?;
+        after("dv")?;
         if self.fwd.gate_cols == 1 {
             self.launch_dg_reduce(s, out)?;
+            after("dg_reduce")?;
         }
         Ok(())
     }
@@ -230,12 +244,15 @@ impl DeviceBwdProblem {
         let local = p.opts.dg_form == DgForm::Local;
         let form = if local { "local_" } else { "" };
         let name = format!("gla_bwd_dqk_{form}{}", suffix(p.opts.dtype));
-        // cumsums, q, k, dA, partial sums, reset counts, staging (+ the local form's block
-        // sums and snapshots, 11 x 64 f32)
-        let smem = (3 * 64 * 64 + 64 * 65 + 256 + 64 + 64) * 4
-            + 64 * 64
-            + 4 * 64 * ld * es
-            + if local { 11 * 64 * 4 } else { 0 };
+        // local form (bwd_dqk_local): cumsums, q, k, f32 dA, partial sums, reset counts,
+        // staging, the block sums and snapshots (11 x 64 f32). Default (bwd_dqk_tc): cumsums, q, k, rounded dA
+        // [64][ld] in the input dtype, partial sums (256 + 4 x 64 f32), reset counts, staging
+        // (reused for the off-diagonal factors and the f32 dq / dk tiles, which fit in it).
+        let smem = if local {
+            (3 * 64 * 64 + 64 * 65 + 256 + 64) * 4 + 64 * 64 + 4 * 64 * ld * es + 11 * 64 * 4
+        } else {
+            (3 * 64 * 64 + 256 + 4 * 64) * 4 + 64 * ld * es + 64 * 64 + 4 * 64 * ld * es
+        };
         let shape = Shape {
             grid: (p.num_chunks, d.h, d.k / 64),
             threads: 256,

@@ -87,6 +87,9 @@ pub struct BenchResult {
     pub fwd_ms: f64,
     /// Backward modes: median time of the backward part in ms, 0 otherwise.
     pub bwd_ms: f64,
+    /// Median time of every kernel launch in ms, in launch order (`fwd intra`, `fwd state`,
+    /// `bwd state`, `bwd dqk`, `bwd dv`, ...), each from the CUDA events recorded around it.
+    pub kernels: Vec<(String, f64)>,
 }
 
 impl BenchResult {
@@ -192,6 +195,10 @@ pub fn bench_forward(
     }
     let intra_ms = median(&mut t_intra);
     let state_ms = median(&mut t_state);
+    let kernels = vec![
+        ("fwd intra".to_string(), intra_ms),
+        ("fwd state".to_string(), state_ms),
+    ];
     let median_ms = median(&mut times);
     let p = &sets[0];
     Ok(BenchResult {
@@ -209,6 +216,7 @@ pub fn bench_forward(
         mode: BenchMode::Fwd,
         fwd_ms: 0.0,
         bwd_ms: 0.0,
+        kernels,
     })
 }
 
@@ -286,24 +294,53 @@ pub fn bench_backward(
         .synchronize()
         .map_err(|e| GpuError::cuda("warm-up", e))?;
     let (mut times, mut tf, mut tb) = (Vec::new(), Vec::new(), Vec::new());
+    // per kernel: name and its times (events recorded between consecutive launches)
+    let mut per: Vec<(String, Vec<f64>)> = Vec::new();
     for i in 0..cfg.iters.max(1) {
         let p = &sets[i % sets.len()];
-        let (e0, em, e1) = (event()?, event()?, event()?);
+        let (e0, e1) = (event()?, event()?);
         if mode == BenchMode::Bwd {
             p.launch_forward(&mut out)?;
         }
         record(&e0)?;
+        let mut marks: Vec<(&'static str, CudaEvent)> = Vec::new();
         if mode == BenchMode::FwdBwd {
-            p.launch_forward(&mut out)?;
+            p.fwd.launch_intra(&mut out.fwd)?;
+            let e = event()?;
+            record(&e)?;
+            marks.push(("fwd intra", e));
+            p.fwd.launch_state(&mut out.fwd)?;
+            let e = event()?;
+            record(&e)?;
+            marks.push(("fwd state", e));
         }
-        record(&em)?;
-        p.launch_backward(&mut out)?;
+        let fwd_marks = marks.len();
+        p.launch_backward_marked(&mut out, |name| {
+            let e = event()?;
+            record(&e)?;
+            marks.push((name, e));
+            Ok(())
+        })?;
         record(&e1)?;
         times.push(elapsed_ms(&e0, &e1)?);
-        tf.push(elapsed_ms(&e0, &em)?);
-        tb.push(elapsed_ms(&em, &e1)?);
+        let em = if fwd_marks > 0 { &marks[fwd_marks - 1].1 } else { &e0 };
+        tf.push(elapsed_ms(&e0, em)?);
+        tb.push(elapsed_ms(em, &e1)?);
+        let mut prev = &e0;
+        for (j, (name, e)) in marks.iter().enumerate() {
+            let label = if j < fwd_marks { name.to_string() } else { format!("bwd {name}") };
+            if per.len() <= j {
+                per.push((label, Vec::new()));
+            }
+            per[j].1.push(elapsed_ms(prev, e)?);
+            prev = e;
+        }
     }
     let (fwd_ms, bwd_ms) = (median(&mut tf), median(&mut tb));
+    let kernels = per
+        .into_iter()
+        .map(|(n, mut t)| (n, median(&mut t)))
+        .collect();
     let median_ms = median(&mut times);
     let p = &sets[0];
     let (mut min_bytes, mut flops) = (p.min_bytes(), p.flops());
@@ -326,6 +363,7 @@ pub fn bench_backward(
         mode,
         fwd_ms,
         bwd_ms,
+        kernels,
     })
 }
 
@@ -352,6 +390,12 @@ pub fn format_row(r: &BenchResult) -> String {
         ),
         BenchMode::Bwd => format!("bwd (forward untimed) {:.3} ms", r.bwd_ms),
         BenchMode::FwdBwd => format!("fwd {:.3} + bwd {:.3} ms", r.fwd_ms, r.bwd_ms),
+    };
+    let parts = if r.mode == BenchMode::Fwd {
+        parts
+    } else {
+        let ks: Vec<String> = r.kernels.iter().map(|(n, t)| format!("{n} {t:.3}")).collect();
+        format!("{parts} [{}]", ks.join(", "))
     };
     format!(
         "{:>18} {:>5} {:>9.3} {:>9.3} {:>9.3} {:>8.0} {:>8.1} {:>8.3} {:>6.2}x  {}",

@@ -4,16 +4,17 @@
 //!
 //! The kernels (gpu/kernels/gla_fwd.cu; the chunked form with secondary chunking of docs/math.md
 //! §3, chunk 64, sub-chunk 16):
-//! 1. `gla_fwd_intra_*`, one block per (chunk, head): the reset-aware chunk-local cumsum of the
-//!    gates, the decayed queries `qg` and transposed decayed keys `kgT`, the intra-chunk matrix
-//!    `A` and the chunk decays `gamma` (the intermediates the backward reads too);
+//! 1. `gla_fwd_intra_tc_*` (bf16, f16) or `gla_fwd_intra_*` (f32), one block per (chunk, head):
+//!    the reset-aware chunk-local cumsum of the gates, the decayed queries `qg` and transposed
+//!    decayed keys `kgT`, the intra-chunk matrix `A` (bf16 / f16: its off-diagonal sub-blocks on
+//!    tensor cores) and the chunk decays `gamma` (the intermediates the backward reads too);
 //! 2. `gla_fwd_state_*`, one block per (value block, head, sequence): the chunk states in
 //!    order (f32, from `h0`), `o` and the final states `hT`.
 //!
 //! Kernel variants with bit-identical or equally bounded results are selected here:
 //! the value-block width and warps per block of the state kernel ([`DeviceProblem::set_value_block`],
 //! [`DeviceProblem::set_state_warps`], environment `GLA_STATE_WARPS=8`) and the exponential of the
-//! intra kernel (environment `GLA_INTRA_ACCURATE=1`).
+//! f32 intra kernel (environment `GLA_INTRA_ACCURATE=1`).
 
 use crate::buffers::{self, array4, DBuf};
 use crate::device::gpu;
@@ -272,19 +273,21 @@ impl DeviceProblem {
         self.check_dtype(&[&self.q, &self.k, &out.qg, &out.kgt, &out.a])?;
         let d = self.dims;
         let dt = self.opts.dtype;
-        let name = if intra_fast() {
-            format!("gla_fwd_intra_fast_{}", suffix(dt))
+        let (name, smem) = if dt == Dtype::F32 {
+            // sF [64][K] f32, 9 slice arrays [16][68] f32, sZ [64][K] u8, sZt [16][68] u8,
+            // sRowSafe [64] u16
+            let smem = (64 * d.k + 9 * 16 * 68) * 4 + 64 * d.k + 16 * 68 + 64 * 2;
+            if intra_fast() {
+                ("gla_fwd_intra_fast_f32".to_string(), smem)
+            } else {
+                ("gla_fwd_intra_f32".to_string(), smem)
+            }
         } else {
-            format!("gla_fwd_intra_{}", suffix(dt))
+            // per 32-channel slice: F, q*D, k/D [32][68] f32; q, k [32][68] and the off-diagonal
+            // factors [48 + 96][40] in the input dtype; reset counts and flags [32][68] u8 x 2
+            let smem = 3 * 32 * 68 * 4 + 2 * 32 * 68 * 2 + (48 + 96) * 40 * 2 + 2 * 32 * 68;
+            (format!("gla_fwd_intra_tc_{}", suffix(dt)), smem)
         };
-        // sF [64][K] f32, 9 slice arrays [16][68] f32, sZ [64][K] u8, sZt [16][68] u8,
-        // sRowSafe [64] u16 (+ raw q, k rows [64][K] each for 16-bit inputs)
-        let raw = if dt == Dtype::F32 {
-            0
-        } else {
-            2 * 64 * d.k * 2
-        };
-        let smem = raw + (64 * d.k + 9 * 16 * 68) * 4 + 64 * d.k + 16 * 68 + 64 * 2;
         let shape = Shape {
             grid: (self.num_chunks, d.h, 1),
             threads: 256,
@@ -471,10 +474,10 @@ fn default_state_warps(opts: &GpuOptions, d: &Dims) -> usize {
     }
 }
 
-/// Intra-kernel variant. Default: the kernels built with `ex2.approx.ftz` / `rcp.approx.ftz`
-/// (`gla_fwd_intra_fast_*`, see `exp_nonpos` in gpu/kernels/gla_common.cuh; same tests and
-/// bounds). `GLA_INTRA_ACCURATE=1` selects the `exp2f` / `__frcp_rn` kernels
-/// (`gla_fwd_intra_*`), kept for A/B timing.
+/// f32 intra-kernel variant. Default: the kernel built with `ex2.approx.ftz` / `rcp.approx.ftz`
+/// (`gla_fwd_intra_fast_f32`, see `exp_nonpos` in gpu/kernels/gla_common.cuh; same tests and
+/// bounds). `GLA_INTRA_ACCURATE=1` selects the `exp2f` / `__frcp_rn` kernel
+/// (`gla_fwd_intra_f32`), kept for A/B timing. (The bf16 / f16 kernels use `ex2.approx.ftz`.)
 fn intra_fast() -> bool {
     std::env::var("GLA_INTRA_ACCURATE").as_deref() != Ok("1")
 }

@@ -49,11 +49,9 @@ pub fn entry_points(source: &str) -> &'static [&'static str] {
 /// Kernel entry points defined by gla_fwd.cu.
 pub const FWD_KERNELS: &[&str] = &[
     "gla_fwd_intra_f32",
-    "gla_fwd_intra_bf16",
-    "gla_fwd_intra_f16",
     "gla_fwd_intra_fast_f32",
-    "gla_fwd_intra_fast_bf16",
-    "gla_fwd_intra_fast_f16",
+    "gla_fwd_intra_tc_bf16",
+    "gla_fwd_intra_tc_f16",
     "gla_fwd_state_bf16_k64_v32",
     "gla_fwd_state_bf16_k64_v64",
     "gla_fwd_state_bf16_k128_v32",

@@ -32,8 +32,10 @@ pub struct GpuOptions {
     /// Gate-gradient algorithm of the backward (default [`DgForm::ReverseCumsum`], docs/math.md
     /// §4, judged against `M_dg`). [`DgForm::Local`] evaluates `alpha_t * rowsum(S_{t-1} * dS_t)`
     /// chunkwise as plain sums of terms that all carry `alpha_t`: accurate relative to
-    /// `M_dg_local` also where `alpha` is tiny and the reverse sum cancels. dq, dk, dv, dh0 are
-    /// bitwise the same either way. The forward ignores it.
+    /// `M_dg_local` also where `alpha` is tiny and the reverse sum cancels. dv and dh0 are bitwise
+    /// the same either way; dq and dk are not: the default kernels run their intra-chunk products
+    /// on tensor cores, the local-form kernels in f32 FFMA (same rounding points, see
+    /// [`backward_rounding_plan`]). The forward ignores it.
     pub dg_form: DgForm,
 }
 
@@ -87,14 +89,20 @@ impl GpuOptions {
 /// `gla_reference::chunked::forward::<f32>` with this plan rounds at the same points).
 ///
 /// bf16 / f16: `q*exp(Gl)`, `k*exp(Gl_last - Gl)`, the state snapshot `H_p` (operand of
-/// `(q*exp(Gl)) @ H_p`), `A` before `A @ V`, and `o` are rounded to the dtype (fla's plan; the
-/// off-diagonal sub-blocks and the diagonal blocks of `A` are f32). f32: nothing is rounded.
-/// f32 + TF32: every product operand (those five and `v`) is rounded to TF32; `o` stays f32.
+/// `(q*exp(Gl)) @ H_p`), `A` before `A @ V`, and `o` are rounded to the dtype (fla's plan), and
+/// so are the factors of `A`'s off-diagonal sub-blocks, `scale * q * exp(Gl - a)` and
+/// `k * exp(a - Gl)` (`offdiag_q`, `offdiag_k`: tensor-core operands); the diagonal blocks of `A`
+/// are f32. f32: nothing is rounded. f32 + TF32: every product operand of the state and output
+/// kernel (those five and `v`) is rounded to TF32; `A` (f32 FFMA) and `o` stay f32.
 ///
 /// ```
 /// use gla_gpu::{rounding_plan, GpuOptions};
 /// use gla_reference::{rounding::RoundingPlan, Dtype};
-/// assert_eq!(rounding_plan(&GpuOptions::new(Dtype::Bf16)), RoundingPlan::kernel_default(Dtype::Bf16));
+/// let bf16 = Some(Dtype::Bf16);
+/// assert_eq!(
+///     rounding_plan(&GpuOptions::new(Dtype::Bf16)),
+///     RoundingPlan::kernel_default(Dtype::Bf16).offdiag_q(bf16).offdiag_k(bf16)
+/// );
 /// assert!(rounding_plan(&GpuOptions::new(Dtype::F32)).is_none());
 /// ```
 pub fn rounding_plan(opts: &GpuOptions) -> RoundingPlan {
@@ -109,7 +117,9 @@ pub fn rounding_plan(opts: &GpuOptions) -> RoundingPlan {
                 .a(t)
         }
         (Dtype::F32, _) => RoundingPlan::none(),
-        (d, _) => RoundingPlan::kernel_default(d),
+        (d, _) => RoundingPlan::kernel_default(d)
+            .offdiag_q(Some(d))
+            .offdiag_k(Some(d)),
     }
 }
 
@@ -130,10 +140,15 @@ pub(crate) fn check_dims(d: &Dims) -> Result<(), GpuError> {
             d.k, d.v, SUPPORTED_DIMS
         )));
     }
-    if d.b * d.t * d.h >= (1usize << 31) / d.k.max(d.v) {
-        return Err(GpuError::Unsupported(
-            "problem too large for 32-bit row indices".into(),
-        ));
+    // Element offsets are 64-bit in every kernel (test `gpu_huge`: tensors past 2^31 elements
+    // match their pieces bit for bit); rows, (row, head) pairs, time steps and chunk indices are
+    // 32-bit ints (the chunk and sequence tables, the grid).
+    if d.b * d.t * d.h > i32::MAX as usize {
+        return Err(GpuError::Unsupported(format!(
+            "B * T * H = {} (row, head) pairs: the kernels index them with 32-bit integers (at most {})",
+            d.b * d.t * d.h,
+            i32::MAX
+        )));
     }
     Ok(())
 }
@@ -142,17 +157,22 @@ pub(crate) fn check_dims(d: &Dims) -> Result<(), GpuError> {
 /// `gla_reference::chunked::backward::<f32>` with this plan rounds at the same points.
 ///
 /// bf16 / f16: the forward's points ([`rounding_plan`]: `q*exp(Gl)`, `k*exp(Gl_last - Gl)`, the
-/// state snapshot for `o`, `A`, `o`, and the final dq, dk, dv, dg), plus the recomputed chunk
-/// states `H_p` (`bwd_state`) and the state gradients `dH_p` (`dstate`), which are stored in the
-/// input dtype and are tensor-core operands. `dA`, the intra-chunk factors, `dh0` and `hT` stay
-/// f32. f32: nothing is rounded. f32 + TF32: the forward's TF32 points plus `do`, `H_p` and
-/// `dH_p` (every product operand); the gradients stay f32.
+/// state snapshot for `o`, `A` and its off-diagonal factors, `o`, and the final dq, dk, dv, dg),
+/// plus the recomputed chunk states `H_p` (`bwd_state`) and the state gradients `dH_p`
+/// (`dstate`), which are stored in the input dtype and are tensor-core operands, and `dA` (`da`,
+/// operand of the intra-chunk products of dq and dk; their off-diagonal factors are the forward's
+/// rounded ones), for both gate-gradient forms. `dh0` and `hT` stay f32. f32: nothing is
+/// rounded. f32 + TF32: the forward's TF32 points plus `do`, `H_p`, `dH_p` and `dA`; the
+/// gradients stay f32.
 ///
 /// ```
 /// use gla_gpu::{backward_rounding_plan, GpuOptions};
-/// use gla_reference::Dtype;
+/// use gla_reference::{bounds::DgForm, Dtype};
 /// let p = backward_rounding_plan(&GpuOptions::new(Dtype::Bf16));
-/// assert_eq!((p.bwd_state, p.dstate, p.da), (Some(Dtype::Bf16), Some(Dtype::Bf16), None));
+/// assert_eq!((p.bwd_state, p.dstate, p.da), (Some(Dtype::Bf16), Some(Dtype::Bf16), Some(Dtype::Bf16)));
+/// assert_eq!((p.offdiag_q, p.offdiag_k), (Some(Dtype::Bf16), Some(Dtype::Bf16)));
+/// let local = GpuOptions { dg_form: DgForm::Local, ..GpuOptions::new(Dtype::Bf16) };
+/// assert_eq!(backward_rounding_plan(&local), p);
 /// assert!(backward_rounding_plan(&GpuOptions::new(Dtype::F32)).is_none());
 /// ```
 pub fn backward_rounding_plan(opts: &GpuOptions) -> RoundingPlan {
@@ -160,9 +180,9 @@ pub fn backward_rounding_plan(opts: &GpuOptions) -> RoundingPlan {
     match (opts.dtype, opts.precision) {
         (Dtype::F32, Precision::Tf32) => {
             let t = Some(Dtype::Tf32);
-            base.do_(t).bwd_state(t).dstate(t)
+            base.do_(t).bwd_state(t).dstate(t).da(t)
         }
         (Dtype::F32, _) => base,
-        (d, _) => base.bwd_state(Some(d)).dstate(Some(d)),
+        (d, _) => base.bwd_state(Some(d)).dstate(Some(d)).da(Some(d)),
     }
 }

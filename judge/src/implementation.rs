@@ -59,9 +59,10 @@ pub enum Round {
     Bf16,
     /// [`RoundingPlan::kernel_default`]`(F16)`, inputs pre-rounded to f16.
     F16,
-    /// The training plan of the GPU kernels in bf16: [`RoundingPlan::kernel_default`]`(Bf16)`
-    /// plus the backward's stored chunk states and state gradients in bf16
-    /// (`gla_gpu::backward_rounding_plan`; the twin of the GPU bf16 candidate).
+    /// The training plan of the GPU kernels in bf16 (`gla_gpu::backward_rounding_plan`; the twin
+    /// of the GPU bf16 candidate): [`RoundingPlan::kernel_default`]`(Bf16)` plus the tensor-core
+    /// operands the kernels round: `A`'s off-diagonal factors, the backward's stored chunk states
+    /// and state gradients, and `dA`.
     Bf16Train,
     /// The same in f16.
     F16Train,
@@ -698,8 +699,8 @@ mod tests {
                 }
             ));
             // the forward points of the backward plan are the forward kernels' plan, and the
-            // bf16 / f16 training plans add exactly the backward's stored states and state
-            // gradients to the forward twin's plan
+            // bf16 / f16 training plans add exactly the off-diagonal factors, the backward's stored
+            // states and state gradients and dA to the forward twin's plan
             let fwd = gla_gpu::rounding_plan(&gla_gpu::GpuOptions::new(d));
             assert_eq!(
                 crate::gpu::plan(d).points()[..9],
@@ -711,7 +712,21 @@ mod tests {
             (Round::Bf16Train, Round::Bf16, Dtype::Bf16),
             (Round::F16Train, Round::F16, Dtype::F16),
         ] {
-            assert_eq!(train.plan(), fwd.plan().bwd_state(Some(d)).dstate(Some(d)));
+            let t = Some(d);
+            assert_eq!(
+                train.plan(),
+                fwd.plan()
+                    .offdiag_q(t)
+                    .offdiag_k(t)
+                    .bwd_state(t)
+                    .dstate(t)
+                    .da(t)
+            );
+            // the verdict's honest training baseline of the tensor-core plan is the GPU kernels'
+            assert_eq!(
+                Some(train.plan()),
+                crate::baseline::training_plan_for(d, crate::baseline::DeclaredPlan::TensorCore)
+            );
             assert_eq!(train.dtype(), Some(d));
         }
     }
