@@ -9,8 +9,11 @@ Run on a machine with a CUDA GPU, torch, fla and glacheck (``pip install ./pytho
 Each test runs ``fla.ops.gla.chunk_gla`` or ``fused_recurrent_gla`` forward and backward (by
 autograd, with the case's ``do``/``dht``) on a catalog case cast to bf16 or fp32, and asserts
 with :func:`glacheck.assert_close` that o, ht, dq, dk, dv, dg and dh0 are within the error
-bound of the arithmetic the kernel claims: ``bf16`` for bf16 inputs; for fp32 inputs ``tf32``,
-since Triton's dot products on fp32 operands round them to tf32 on Ampere and Hopper GPUs. The
+bound of the arithmetic the kernel claims: ``bf16`` for bf16 inputs; for fp32 inputs ``tf32-rz``:
+Triton's dot products on fp32 operands run on tensor cores in TF32, which read only the top 19
+bits of each f32 operand (truncation, not rounding: judged as ``tf32``, round to nearest, fla's
+fp32 chunk_gla fails the baseline and bias rules on most cases, with twice the error of a
+rounding kernel and a bias toward zero; BENCHMARKS.md V3). The
 catalog's inputs are exact in bf16, f16 and f32, so the stored oracle truth of each case judges
 every cast. Scalar-gate cases (SimpleGLA's ``[B, T, H]`` gates) are expanded to per-channel
 gates, which makes them a different problem: the oracle runs on it. A failure prints the
@@ -36,7 +39,7 @@ KERNELS = {
     "fused_recurrent_gla": fla_gla.fused_recurrent_gla,
 }
 #: (input dtype, the arithmetic the kernel claims)
-DTYPES = {"bf16": (torch.bfloat16, "bf16"), "fp32": (torch.float32, "tf32")}
+DTYPES = {"bf16": (torch.bfloat16, "bf16"), "fp32": (torch.float32, "tf32-rz")}
 
 
 def run_fla(fn, inputs, dtype):
@@ -105,11 +108,13 @@ if gst is not None:
     @pytest.mark.parametrize("dtype", sorted(DTYPES))
     @pytest.mark.parametrize("kernel", sorted(KERNELS))
     @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(problem=gst.problems(max_t=130, per_channel=True, backward=True))
+    # Per-channel gates (fla's GLA kernels take [B, T, H, K] gates), K = V = 64 (a common head
+    # width; the catalog cases cover the others). The generator draws inputs exact in bf16
+    # (grid="bf16"), so the cast in run_fla is exact for both dtypes.
+    @given(problem=gst.problems(max_t=130, k=64, v=64, scalar_gates=False, backward=True))
     def test_hypothesis(kernel, dtype, problem):
         torch_dtype, precision = DTYPES[dtype]
-        inputs = gst.cast_exact(problem, dtype)
-        consumed, outputs = run_fla(KERNELS[kernel], inputs, torch_dtype)
+        consumed, outputs = run_fla(KERNELS[kernel], problem, torch_dtype)
         report = glacheck.judge(consumed, outputs, precision=precision)
         record(kernel, dtype, "hypothesis", report)
         assert report, "\n" + str(report)

@@ -25,7 +25,8 @@ Usage::
     python3 examples/verify_with_pytorch.py fixtures/golden/varlen.safetensors --impl mypkg.ops:my_gla
 
 Options: ``--precision`` (the arithmetic claimed; default from ``--dtype``: bf16, f16, and
-tf32 for float32 on a GPU, whose Triton dot products round to tf32, f32 on the CPU), ``--chunk``
+tf32-rz for float32 on a GPU, whose Triton dot products truncate f32 operands to TF32, f32 on
+the CPU), ``--chunk``
 (default 64), ``--forward-only``, ``--json``. Exit status: 0 pass, 1 fail, 2 bad input.
 
 Requirements: ``glacheck`` (``pip install ./python``), ``torch``; optionally
@@ -146,7 +147,7 @@ def main() -> int:
     ap.add_argument("--impl", default="auto", help="auto | fla | naive | module.path:function")
     ap.add_argument("--dtype", default="bfloat16", choices=sorted(DTYPES))
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--precision", default=None, help="claimed arithmetic: f32, tf32, bf16, f16, f64")
+    ap.add_argument("--precision", default=None, help="claimed arithmetic: f32, tf32, tf32-rz, bf16, f16, f64")
     ap.add_argument("--chunk", type=int, default=64)
     ap.add_argument("--forward-only", action="store_true")
     ap.add_argument("--json", action="store_true")
@@ -179,7 +180,7 @@ def main() -> int:
     if args.precision:
         precision = args.precision
     elif dtype == torch.float32:
-        precision = "tf32" if args.device.startswith("cuda") and fn is not naive_gla else "f32"
+        precision = "tf32-rz" if args.device.startswith("cuda") and fn is not naive_gla else "f32"
     else:
         precision = dtype
     print(f"# {fn_name} on {args.device} in {args.dtype}, judged as {precision}", file=sys.stderr)

@@ -12,7 +12,7 @@ use gla_reference::Dtype;
 use std::path::PathBuf;
 
 /// `--precision` names.
-pub const PRECISION_NAMES: &[&str] = &["f64", "f32", "tf32", "bf16", "f16"];
+pub const PRECISION_NAMES: &[&str] = &["f64", "f32", "tf32", "tf32-rz", "bf16", "f16"];
 
 /// `--baseline` names.
 pub const BASELINE_NAMES: &[&str] = &["enforce", "advisory"];
@@ -35,8 +35,11 @@ f16 the rounding stages are those of the declared plan (--plan): fla's kernel pl
 (RoundingPlan::kernel_default): q*exp(Gl), k*exp(Gl_last-Gl), the chunk states, A before A@V and o \
 (5 stages for o, ht), plus the final gradients (6 stages for dq, dk, dv, dg, dh0); --plan tensor-core \
 adds the factors of A's off-diagonal sub-blocks (7 stages for o, ht) and dA (9 for the gradients), \
-what a kernel rounds that runs those products on tensor cores (glacheck's GPU kernels); f32 and f64 \
-have none. A candidate stored in a dtype \
+what a kernel rounds that runs those products on tensor cores (glacheck's GPU kernels). tf32 (operands \
+rounded to nearest) and tf32-rz (truncated, u = 2^-10: Triton's tl.dot on fp32, e.g. fla in fp32) \
+round every product operand (q and k factors, v, the states, A, A's off-diagonal factors, do, the \
+backward states and state gradients, dA: 7 stages for o, ht, 11 for the gradients), whichever plan; \
+f32 and f64 have none. A candidate stored in a dtype \
 coarser than --precision gets one more stage. The ratio printed is max |x - x*| / ((sum u_s + u_acc) \
 M_x + eta) and passes when <= bound = (sum u_s + c u_acc (n_acc + lambda)) / (sum u_s + u_acc). A \
 non-finite value where the oracle is finite fails whatever the ratio.

@@ -195,9 +195,10 @@ impl std::str::FromStr for DeclaredPlan {
     }
 }
 
-/// The rounding plan of a declared precision: none for f32 and f64; for tf32, bf16 and f16 fla's
-/// kernel plan (`RoundingPlan::kernel_default`), with [`DeclaredPlan::TensorCore`] plus `A`'s
-/// off-diagonal factors and `dA` (the plan the derived bound charges).
+/// The rounding plan of a declared precision: none for f32 and f64; for bf16 and f16 fla's kernel
+/// plan (`RoundingPlan::kernel_default`), with [`DeclaredPlan::TensorCore`] plus `A`'s
+/// off-diagonal factors and `dA`; for tf32 and tf32-rz every product operand in that format,
+/// whichever plan is declared (the plan the derived bound charges).
 ///
 /// ```
 /// use gla_judge::baseline::{plan_for, DeclaredPlan};
@@ -206,10 +207,32 @@ impl std::str::FromStr for DeclaredPlan {
 /// let tc = plan_for(Dtype::Bf16, DeclaredPlan::TensorCore);
 /// assert_eq!((tc.offdiag_q, tc.offdiag_k, tc.da), (Some(Dtype::Bf16), Some(Dtype::Bf16), Some(Dtype::Bf16)));
 /// assert!(plan_for(Dtype::F32, DeclaredPlan::TensorCore).is_none());
+/// let tf = plan_for(Dtype::Tf32Rz, DeclaredPlan::Fla);
+/// assert_eq!((tf.v, tf.da, tf.o), (Some(Dtype::Tf32Rz), Some(Dtype::Tf32Rz), None));
 /// ```
 pub fn plan_for(precision: Dtype, decl: DeclaredPlan) -> RoundingPlan {
     if matches!(precision, Dtype::F64 | Dtype::F32) {
         return RoundingPlan::none();
+    }
+    if matches!(precision, Dtype::Tf32 | Dtype::Tf32Rz) {
+        // An f32 kernel whose products run on tensor cores: every product operand is rounded to
+        // TF32 (to nearest for `tf32`, toward zero for `tf32-rz`), inputs and outputs stay f32,
+        // so both declared plans are this one. Triton's default `tl.dot` on fp32 inputs does
+        // this to every operand of fla's chunk_gla (the factors of A's off-diagonal blocks, v,
+        // do, the stored states and state gradients, dA), by truncation (`tf32-rz`).
+        let t = Some(precision);
+        return RoundingPlan::none()
+            .q_decay(t)
+            .k_decay(t)
+            .v(t)
+            .state(t)
+            .a(t)
+            .offdiag_q(t)
+            .offdiag_k(t)
+            .do_(t)
+            .bwd_state(t)
+            .dstate(t)
+            .da(t);
     }
     let p = Some(precision);
     match decl {

@@ -27,7 +27,7 @@ fn format_params(dtype: Dtype) -> (u32, i32, i32) {
     match dtype {
         Dtype::F64 => (53, -1022, 1023),
         Dtype::F32 => (24, -126, 127),
-        Dtype::Tf32 => (11, -126, 127),
+        Dtype::Tf32 | Dtype::Tf32Rz => (11, -126, 127),
         Dtype::Bf16 => (8, -126, 127),
         Dtype::F16 => (11, -14, 15),
     }
@@ -40,6 +40,7 @@ fn max_finite(dtype: Dtype) -> f64 {
 }
 
 /// Round `x` once, to nearest with ties to even, to the format `dtype`; see the module docs.
+/// `Tf32Rz` is the one exception: `x` rounded to f32, then truncated to TF32 (as a kernel does).
 ///
 /// NaN stays NaN, +-inf stays +-inf, the sign of zero is kept.
 ///
@@ -54,6 +55,10 @@ fn max_finite(dtype: Dtype) -> f64 {
 /// assert_eq!(round_float(&x, Dtype::Bf16), 1.0 + 2f64.powi(-7)); // correct
 /// ```
 pub fn round_float(x: &Float, dtype: Dtype) -> f64 {
+    if dtype == Dtype::Tf32Rz {
+        // an f32 value (rounded once) whose low 13 bits the tensor core drops
+        return Dtype::Tf32Rz.round(round_float(x, Dtype::F32));
+    }
     if x.is_nan() {
         return f64::NAN;
     }

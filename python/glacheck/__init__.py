@@ -56,7 +56,7 @@ __version__: str = _core.__version__
 GOLDEN_ORACLE_THREADS: int = _core.GOLDEN_ORACLE_THREADS
 
 #: Names ``precision`` accepts (aliases such as ``"bfloat16"`` or a torch dtype work too).
-PRECISIONS: Tuple[str, ...] = ("f64", "f32", "tf32", "bf16", "f16")
+PRECISIONS: Tuple[str, ...] = ("f64", "f32", "tf32", "tf32-rz", "bf16", "f16")
 
 #: Names ``dg`` accepts: the gate-gradient algorithm a kernel runs.
 DG_FORMS: Tuple[str, ...] = ("reverse-cumsum", "local")
@@ -404,7 +404,7 @@ def judge(
     ``dk``, ``dv``, ``dg``, ``dh0`` as a mapping (None values skipped) or a safetensors path;
     every tensor present is judged (gradients need ``do`` in the inputs).
 
-    ``precision``: the arithmetic the kernel claims (``f64``, ``f32``, ``tf32``, ``bf16``,
+    ``precision``: the arithmetic the kernel claims (``f64``, ``f32``, ``tf32``, ``tf32-rz``, ``bf16``,
     ``f16``; sets the unit roundoffs and, below f32, the rounding stages of fla's kernel plan).
     ``chunk``: the kernel's chunk length C (sets n_acc and lambda). ``dg``: the gate-gradient
     algorithm it runs (``reverse-cumsum`` or ``local``; both ratios are reported).

@@ -7,15 +7,22 @@ use std::str::FromStr;
 /// A storage or arithmetic format.
 ///
 /// `Tf32` is the tensor cores' reduced-precision f32 mode (10 explicit mantissa bits, f32 range):
-/// it is never used silently; it exists so a candidate can declare it.
+/// it is never used silently; it exists so a candidate can declare it. `Tf32Rz` is the same format
+/// reached by truncation: tensor cores read only the top 19 bits of an f32 operand, so a kernel
+/// that hands them f32 values without converting them first (Triton's default `tl.dot` on fp32
+/// inputs, e.g. fla's chunk_gla in fp32) rounds every operand toward zero: twice the unit
+/// roundoff of round-to-nearest, and biased.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Dtype {
     /// IEEE binary64.
     F64,
     /// IEEE binary32.
     F32,
-    /// TensorFloat-32 (f32 range, 11-bit significand).
+    /// TensorFloat-32 (f32 range, 11-bit significand), rounded to nearest (`cvt.rna.tf32.f32`).
     Tf32,
+    /// TensorFloat-32 reached by truncating an f32 (round toward zero): the operands of tensor-core
+    /// products on f32 registers that were not converted first.
+    Tf32Rz,
     /// bfloat16 (f32 range, 8-bit significand).
     Bf16,
     /// IEEE binary16.
@@ -35,6 +42,8 @@ impl Dtype {
             Dtype::F64 => 2f64.powi(-53),
             Dtype::F32 => 2f64.powi(-24),
             Dtype::Tf32 | Dtype::F16 => 2f64.powi(-11),
+            // round toward zero: the error bound is a whole unit in the last place
+            Dtype::Tf32Rz => 2f64.powi(-10),
             Dtype::Bf16 => 2f64.powi(-8),
         }
     }
@@ -43,7 +52,7 @@ impl Dtype {
     pub fn min_positive_normal(self) -> f64 {
         match self {
             Dtype::F64 => f64::MIN_POSITIVE,
-            Dtype::F32 | Dtype::Tf32 | Dtype::Bf16 => f32::MIN_POSITIVE as f64,
+            Dtype::F32 | Dtype::Tf32 | Dtype::Tf32Rz | Dtype::Bf16 => f32::MIN_POSITIVE as f64,
             Dtype::F16 => 2f64.powi(-14),
         }
     }
@@ -85,6 +94,8 @@ impl Dtype {
             Dtype::Bf16 => round_binary(x, 8, -126, 127),
             Dtype::F16 => round_binary(x, 11, -14, 15),
             Dtype::Tf32 => round_binary(x, 11, -126, 127),
+            // the kernel holds the value as an f32 first, then the tensor core drops the bits
+            Dtype::Tf32Rz => truncate_tf32(x as f32) as f64,
         }
     }
 
@@ -96,6 +107,7 @@ impl Dtype {
             Dtype::Bf16 => half::bf16::from_f32(x).to_f32(),
             Dtype::F16 => half::f16::from_f32(x).to_f32(),
             Dtype::Tf32 => round_tf32(x),
+            Dtype::Tf32Rz => truncate_tf32(x),
         }
     }
 
@@ -105,6 +117,7 @@ impl Dtype {
             Dtype::F64 => "f64",
             Dtype::F32 => "f32",
             Dtype::Tf32 => "tf32",
+            Dtype::Tf32Rz => "tf32-rz",
             Dtype::Bf16 => "bf16",
             Dtype::F16 => "f16",
         }
@@ -169,6 +182,15 @@ fn round_tf32(x: f32) -> f32 {
     f32::from_bits(rounded)
 }
 
+/// Truncate an f32 to TF32 (keep 10 explicit mantissa bits, round toward zero): what a tensor
+/// core does with the low 13 bits of an f32 operand.
+fn truncate_tf32(x: f32) -> f32 {
+    if !x.is_finite() {
+        return x;
+    }
+    f32::from_bits(x.to_bits() & !0x1fff)
+}
+
 impl fmt::Display for Dtype {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -182,10 +204,11 @@ impl FromStr for Dtype {
             "f64" | "float64" | "double" => Ok(Dtype::F64),
             "f32" | "float32" | "float" => Ok(Dtype::F32),
             "tf32" => Ok(Dtype::Tf32),
+            "tf32-rz" => Ok(Dtype::Tf32Rz),
             "bf16" | "bfloat16" => Ok(Dtype::Bf16),
             "f16" | "fp16" | "float16" | "half" => Ok(Dtype::F16),
             other => Err(GlaError::Options(format!(
-                "unknown dtype `{other}` (expected one of f64, f32, tf32, bf16, f16)"
+                "unknown dtype `{other}` (expected one of f64, f32, tf32, tf32-rz, bf16, f16)"
             ))),
         }
     }

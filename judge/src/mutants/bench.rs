@@ -30,6 +30,7 @@ use crate::verify::{
 };
 use crate::{solve, Compute, DgFormKey, Implementation, JudgeError, Round};
 use gla_reference::bounds::DgForm;
+use gla_reference::chunked::{self, ChunkOptions};
 use gla_reference::{recurrent, Dtype, Problem, Solution};
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
@@ -235,6 +236,7 @@ enum HonestKind {
     Textbook,
     Perfect,
     FusedRecurrent,
+    TensorCoreF32,
 }
 
 /// The honest implementations of the false-alarm rows: every CPU form of the registry
@@ -242,7 +244,11 @@ enum HonestKind {
 /// of the GPU kernels in bf16 and f16 (with the backward's stored states and state gradients in
 /// the input dtype, both dg forms for bf16), the textbook forward in bf16, the exact result
 /// rounded to bf16 (a perfect bf16 kernel), and an emulation of fla's `fused_recurrent` in bf16
-/// (the f32 recurrence on the bf16 inputs, outputs cast to bf16).
+/// (the f32 recurrence on the bf16 inputs, outputs cast to bf16), and two f32 tensor-core kernels:
+/// the chunked f32 form with every product operand rounded to TF32 (`baseline::plan_for(Tf32,
+/// _)`, a kernel that converts its operands with `cvt.rna.tf32.f32`) and truncated to TF32
+/// (`Tf32Rz`: Triton's default `tl.dot` on fp32 operands, fla's `chunk_gla` in fp32); f32 inputs
+/// and outputs.
 pub fn honest_candidates() -> Vec<HonestCandidate> {
     let mut v: Vec<HonestCandidate> = Implementation::all_cpu()
         .into_iter()
@@ -286,6 +292,16 @@ pub fn honest_candidates() -> Vec<HonestCandidate> {
             kind,
         });
     }
+    for (name, precision) in [
+        ("tensor-core-tf32", Dtype::Tf32),
+        ("tensor-core-tf32-rz", Dtype::Tf32Rz),
+    ] {
+        v.push(HonestCandidate {
+            name: name.into(),
+            precision,
+            kind: HonestKind::TensorCoreF32,
+        });
+    }
     v
 }
 
@@ -322,6 +338,18 @@ impl HonestCandidate {
                     recurrent::backward::<f32>(p)?
                 } else {
                     recurrent::forward::<f32>(p)?
+                }
+            }
+            HonestKind::TensorCoreF32 => {
+                let opts = ChunkOptions {
+                    chunk: CHUNK,
+                    sub_chunk: 16,
+                    plan: crate::baseline::plan_for(prec, DeclaredPlan::Fla),
+                };
+                if p.has_backward() {
+                    chunked::backward::<f32>(p, &opts)?
+                } else {
+                    chunked::forward::<f32>(p, &opts)?
                 }
             }
         };
