@@ -72,13 +72,32 @@ def run_fla(fn, inputs, dtype):
     return consumed, outputs
 
 
-def record(kernel, dtype, name, report):
+def record(kernel, dtype, name, report=None, error=None):
+    """Append one JSON line to $GLACHECK_REPORT: the verdict per tensor, or the exception raised
+    before a verdict (written at once, so a run stopped early keeps what it judged)."""
     path = os.environ.get("GLACHECK_REPORT")
     if path:
-        row = {"kernel": kernel, "dtype": dtype, "case": name, "pass": bool(report),
-               "tensors": {t.name: [t.ratio, t.bound, t.passed] for t in report}}
+        row = {"kernel": kernel, "dtype": dtype, "case": name}
+        if error is not None:
+            row.update({"pass": False, "error": f"{type(error).__name__}: {error}"[:500]})
+        else:
+            row.update({"pass": bool(report),
+                        "tensors": {t.name: [t.ratio, t.bound, t.passed] for t in report}})
         with open(path, "a") as f:
             f.write(json.dumps(row) + "\n")
+
+
+def judged(kernel, dtype, name, inputs, **judge_args):
+    """Run fla's `kernel` on `inputs` in `dtype` and judge it; record the verdict or the error."""
+    torch_dtype, precision = DTYPES[dtype]
+    try:
+        consumed, outputs = run_fla(KERNELS[kernel], inputs, torch_dtype)
+        report = glacheck.judge(consumed, outputs, precision=precision, **judge_args)
+    except Exception as e:
+        record(kernel, dtype, name, error=e)
+        raise
+    record(kernel, dtype, name, report)
+    return report
 
 
 @pytest.mark.parametrize("name", glacheck.case_names("valid"))
@@ -86,12 +105,9 @@ def record(kernel, dtype, name, report):
 @pytest.mark.parametrize("kernel", sorted(KERNELS))
 def test_catalog(kernel, dtype, name):
     case = glacheck.case(name)
-    torch_dtype, precision = DTYPES[dtype]
-    consumed, outputs = run_fla(KERNELS[kernel], case["inputs"], torch_dtype)
     scalar = case["inputs"]["g"].ndim == 3
     truth = "oracle" if scalar else case  # expanded scalar gates: another problem
-    report = glacheck.judge(consumed, outputs, precision=precision, truth=truth)
-    record(kernel, dtype, name, report)
+    report = judged(kernel, dtype, name, case["inputs"], truth=truth)
     assert report, "\n" + str(report)
 
 
@@ -113,8 +129,5 @@ if gst is not None:
     # (grid="bf16"), so the cast in run_fla is exact for both dtypes.
     @given(problem=gst.problems(max_t=130, k=64, v=64, scalar_gates=False, backward=True))
     def test_hypothesis(kernel, dtype, problem):
-        torch_dtype, precision = DTYPES[dtype]
-        consumed, outputs = run_fla(KERNELS[kernel], problem, torch_dtype)
-        report = glacheck.judge(consumed, outputs, precision=precision)
-        record(kernel, dtype, "hypothesis", report)
+        report = judged(kernel, dtype, "hypothesis", problem)
         assert report, "\n" + str(report)
