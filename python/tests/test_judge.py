@@ -70,6 +70,7 @@ def test_options_reach_the_judge(cli, golden_dir, tmp_path) -> None:
     for args, kw in [
         (["--precision", "f32", "--chunk", "16", "--dg", "local"], dict(precision="f32", chunk=16, dg="local")),
         (["--precision", "tf32"], dict(precision="tf32")),
+        (["--precision", "tf32-rz"], dict(precision="tf32-rz")),
         (["--precision", "f16", "--chunk", "32"], dict(precision="float16", chunk=32)),
         (["--precision", "bf16", "--plan", "tensor-core"], dict(precision="bf16", plan="tensor-core")),
     ]:
