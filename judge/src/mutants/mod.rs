@@ -305,20 +305,9 @@ fn state_bf16(p: &Problem) -> Result<Candidate> {
 }
 
 fn tf32_in_f32(p: &Problem) -> Result<Candidate> {
-    let t = Some(Dtype::Tf32);
-    let plan = RoundingPlan::none()
-        .q_decay(t)
-        .k_decay(t)
-        .v(t)
-        .state(t)
-        .a(t)
-        .offdiag_q(t)
-        .offdiag_k(t)
-        .diag(t)
-        .do_(t)
-        .bwd_state(t)
-        .dstate(t)
-        .da(t);
+    // a tf32 kernel's plan (every product operand in TF32) and the diagonal blocks too
+    let plan = crate::baseline::plan_for(Dtype::Tf32, crate::baseline::DeclaredPlan::Fla)
+        .diag(Some(Dtype::Tf32));
     Ok(candidate_of(&chunked_f32(p, plan)?, Dtype::F32))
 }
 
