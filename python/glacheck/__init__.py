@@ -6,7 +6,7 @@ In-process bindings of the glacheck Rust crates (every number is computed there)
   f64, rounded once to float64) of a GLA problem, with every gradient when ``do`` is given, and
   the magnitudes ``M_*`` of the error model.
 * :func:`judge` -- a kernel's outputs against the exact answer, element by element, with the
-  componentwise error bound of the arithmetic it claims (bf16, f16, tf32, f32, f64): the same
+  componentwise error bound of the arithmetic it claims (bf16, f16, tf32, tf32-rz, f32, f64): the same
   judge, table and JSON as ``glacheck verify``.
 * :func:`assert_close` -- the same as a pytest assertion.
 * :mod:`glacheck.reference` -- the recurrent, parallel and chunked reference forms (f32/f64,
