@@ -263,15 +263,26 @@ fn declared_plan_sets_the_stages_and_is_reported() {
         serde_json::from_str(&so).unwrap()
     };
     let (f, t) = (json("fla"), json("tensor-core"));
-    assert_eq!((f["plan"].as_str(), t["plan"].as_str()), (Some("fla"), Some("tensor-core")));
+    assert_eq!(
+        (f["plan"].as_str(), t["plan"].as_str()),
+        (Some("fla"), Some("tensor-core"))
+    );
     let ts = |v: &serde_json::Value| v["tensors"].as_array().unwrap().clone();
     for (a, b) in ts(&f).iter().zip(ts(&t)) {
         let stages = |x: &serde_json::Value| x["model"]["u_stages"].as_f64().unwrap();
         // bf16 u = 2^-8: o, ht gain A's two off-diagonal factors, the gradients also dA
-        let extra = if matches!(a["name"].as_str(), Some("o" | "ht")) { 2.0 } else { 3.0 };
+        let extra = if matches!(a["name"].as_str(), Some("o" | "ht")) {
+            2.0
+        } else {
+            3.0
+        };
         assert_eq!(stages(&b) - stages(a), extra * 2f64.powi(-8), "{a}\n{b}");
     }
-    expect_exit(&["verify", s(&input), s(&cand), "--plan", "wmma"], 2, "wmma");
+    expect_exit(
+        &["verify", s(&input), s(&cand), "--plan", "wmma"],
+        2,
+        "wmma",
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -323,12 +323,20 @@ pub fn bench_backward(
         })?;
         record(&e1)?;
         times.push(elapsed_ms(&e0, &e1)?);
-        let em = if fwd_marks > 0 { &marks[fwd_marks - 1].1 } else { &e0 };
+        let em = if fwd_marks > 0 {
+            &marks[fwd_marks - 1].1
+        } else {
+            &e0
+        };
         tf.push(elapsed_ms(&e0, em)?);
         tb.push(elapsed_ms(em, &e1)?);
         let mut prev = &e0;
         for (j, (name, e)) in marks.iter().enumerate() {
-            let label = if j < fwd_marks { name.to_string() } else { format!("bwd {name}") };
+            let label = if j < fwd_marks {
+                name.to_string()
+            } else {
+                format!("bwd {name}")
+            };
             if per.len() <= j {
                 per.push((label, Vec::new()));
             }
@@ -394,7 +402,11 @@ pub fn format_row(r: &BenchResult) -> String {
     let parts = if r.mode == BenchMode::Fwd {
         parts
     } else {
-        let ks: Vec<String> = r.kernels.iter().map(|(n, t)| format!("{n} {t:.3}")).collect();
+        let ks: Vec<String> = r
+            .kernels
+            .iter()
+            .map(|(n, t)| format!("{n} {t:.3}"))
+            .collect();
         format!("{parts} [{}]", ks.join(", "))
     };
     format!(

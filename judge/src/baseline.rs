@@ -112,7 +112,11 @@ impl Honest {
                 let round = match opts.plan.stages().first() {
                     Some((_, d)) => {
                         let tc = if opts.plan.da.is_some() { "-tc" } else { "" };
-                        let train = if opts.plan.dstate.is_some() { "-train" } else { "" };
+                        let train = if opts.plan.dstate.is_some() {
+                            "-train"
+                        } else {
+                            ""
+                        };
                         format!("-{d}{tc}{train}")
                     }
                     None => String::new(),

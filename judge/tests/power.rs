@@ -247,13 +247,21 @@ fn tf32_truncation_is_told_apart_from_round_to_nearest() {
             verify(p, &c, &case.truth, &o, Labels::default()).unwrap()
         };
         let rz = judge(Dtype::Tf32Rz);
-        assert!(rz.pass(), "{}: false alarm at tf32-rz\n{}", case.name, rz.render());
+        assert!(
+            rz.pass(),
+            "{}: false alarm at tf32-rz\n{}",
+            case.name,
+            rz.render()
+        );
         let rn = judge(Dtype::Tf32);
         assert!(rn.pass_bound(), "{}\n{}", case.name, rn.render());
         if !rn.pass() {
             fail_rn.push(case.name.clone());
         }
     }
-    println!("truncated TF32 fails --precision tf32 on {} of {n} cases", fail_rn.len());
+    println!(
+        "truncated TF32 fails --precision tf32 on {} of {n} cases",
+        fail_rn.len()
+    );
     assert!(n >= 20 && fail_rn.len() * 4 >= n * 3, "{fail_rn:?} of {n}");
 }

@@ -22,9 +22,9 @@
 
 use super::anchors::{cudnn_pass, fa_pass, fla_pass};
 use super::{mutants, origin_candidate, Mutant, Origin, CHUNK};
+use crate::baseline::DeclaredPlan;
 use crate::format::table;
 use crate::truth::Truth;
-use crate::baseline::DeclaredPlan;
 use crate::verify::{
     declared_options, verify, Candidate, Empirical, Labels, VerifyOptions, VerifyReport,
 };

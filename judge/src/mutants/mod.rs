@@ -97,7 +97,10 @@ pub fn chunked_f32(p: &Problem, plan: RoundingPlan) -> Result<Solution> {
 /// The origin's candidate on `p` for a mutant of declared `precision`.
 pub fn origin_candidate(origin: Origin, precision: Dtype, p: &Problem) -> Result<Candidate> {
     Ok(match origin {
-        Origin::Twin => candidate_of(&chunked_f32(p, plan_for(precision, DeclaredPlan::Fla))?, precision),
+        Origin::Twin => candidate_of(
+            &chunked_f32(p, plan_for(precision, DeclaredPlan::Fla))?,
+            precision,
+        ),
         Origin::Textbook => candidate_of(
             &textbook::forward(p, CHUNK, SUB_CHUNK, precision, &Faults::none()),
             precision,
