@@ -3,9 +3,9 @@
 # to K = V = 64 judged by `glacheck verify`, the pytest recipe examples/test_fla_gla.py (bf16 and
 # fp32 as tf32-rz; both with fla's first admissible config per kernel instead of autotuning:
 # gpu/benches/fla_first_config/sitecustomize.py), then our bench and fla's tuned forward timing
-# with what is left (BENCHMARKS.md G5, V3). Needs $PACK (default .gpu-b): bin/ (gpu-pack -p gla-gpu
-# -p glacheck: gla-gpu__test__gpu_huge, gla-gpu-bench, glacheck) and whl/ (fla-core and
-# flash-linear-attention 0.6.0, the glacheck wheel). Usage: bash gpu/device-run-fla.sh
+# with what is left (BENCHMARKS.md G5, V3). Needs $PACK (default .gpu-b): bin/ (release builds
+# of gla-gpu__test__gpu_huge, gla-gpu-bench and glacheck, built as gpu/device-run.sh describes)
+# and whl/ (fla-core and flash-linear-attention 0.6.0, the glacheck wheel). Usage: bash gpu/device-run-fla.sh
 # (LIMIT=seconds of work, default 540). Logs -> $OUT/logs.tgz.
 set -u
 t0=$(date +%s); el() { echo $(( $(date +%s) - t0 )); }

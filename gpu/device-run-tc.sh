@@ -5,7 +5,7 @@
 # fresh process, fla's and our kernels' outputs judged by `glacheck verify` (ours with --plan
 # tensor-core), the pytest example, a short ncu. Logs -> $OUT/logs.tgz.
 # Needs $PACK (default .gpu-b): bin/ with the release builds gla-gpu__test__gpu_{forward,
-# causality,backward}, gla-gpu-bench and glacheck (../shared/tools/gpu-pack -p gla-gpu -p glacheck),
+# causality,backward}, gla-gpu-bench and glacheck (built as gpu/device-run.sh describes),
 # whl/ with flash-linear-attention + fla-core 0.6.0 and the glacheck wheel, widen.py (widens a
 # golden to K = V = 64). Usage: bash gpu/device-run-tc.sh  (LIMIT=seconds of work, default 400)
 set -u

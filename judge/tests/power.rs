@@ -223,8 +223,12 @@ fn calibrate_empirical_rules() {
 /// the tf32 verdict on 17 of 19 catalog cases at bound ratios 0.06-0.3, BENCHMARKS.md V3).
 #[test]
 fn tf32_truncation_is_told_apart_from_round_to_nearest() {
-    use gla_judge::baseline::{plan_for, DeclaredPlan};
-    use gla_reference::chunked::{self, ChunkOptions};
+    use gla_judge::mutants::bench::honest_candidates;
+    // the benchmark's truncating f32 tensor-core kernel, judged as it declares (tf32-rz) and as tf32
+    let h = honest_candidates()
+        .into_iter()
+        .find(|h| h.precision == Dtype::Tf32Rz)
+        .expect("a tf32-rz honest candidate");
     let mut fail_rn = Vec::new();
     let mut n = 0;
     for case in catalog_cases(&golden_dir(), None).unwrap() {
@@ -233,12 +237,7 @@ fn tf32_truncation_is_told_apart_from_round_to_nearest() {
             continue;
         }
         n += 1;
-        let opts = ChunkOptions {
-            chunk: 64,
-            sub_chunk: 16,
-            plan: plan_for(Dtype::Tf32Rz, DeclaredPlan::Fla),
-        };
-        let c = Candidate::from_solution(&chunked::backward::<f32>(p, &opts).unwrap(), Dtype::F32);
+        let c = h.candidate(&case).unwrap().expect("applies to every case");
         let judge = |precision| {
             let o = VerifyOptions {
                 precision,
