@@ -1,0 +1,81 @@
+#!/bin/bash
+# One device call comparing two builds of the kernels, A (baseline) and B (candidate), and
+# optionally running the fla pytest recipe at the same time as B's correctness checks.
+#   1. B's GPU tests (GLA_REQUIRE_GPU=1) and compute-sanitizer memcheck + racecheck
+#      (`sanitizer_coverage`, every kernel), in parallel; with FLA=1 also examples/test_fla_gla.py
+#      in four processes (chunk_gla / fused_recurrent_gla x bf16 / fp32), fla keeping its first
+#      admissible config per kernel (gpu/benches/fla_first_config), one JSON line per judged run
+#      (fla-<kernel>-<dtype>.jsonl).
+#   2. On a quiet GPU: `gla-gpu-bench` fwdbwd and fwd for A, B, A, B (per-kernel CUDA-event times).
+#   3. ncu on B's kernels (speed of light, occupancy, shared-memory bank conflicts).
+# Packs (git-ignored folders): $PACK_A, $PACK_B (default .gpu-b, .gpu-c), each with bin/ holding
+# the release builds gla-gpu__test__gpu_{forward,causality,backward}, gla-gpu-bench and glacheck
+# (built as gpu/device-run.sh describes); whl/ in $PACK_A with fla-core and
+# flash-linear-attention 0.6.0 and the glacheck wheel (for FLA=1).
+# Usage: PACK_A=.gpu-b PACK_B=.gpu-c FLA=1 bash gpu/device-run-ab.sh  (LIMIT = seconds of work,
+# default 540). Logs -> $OUT/logs.tgz.
+set -u
+t0=$(date +%s); el() { echo $(( $(date +%s) - t0 )); }
+left() { echo $(( ${LIMIT:-540} - ($(date +%s) - t0) )); }
+R=$PWD; A=$R/${PACK_A:-.gpu-b}/bin; B=$R/${PACK_B:-.gpu-c}/bin; L=/tmp/logs; mkdir -p $L
+export GLA_REQUIRE_GPU=1
+nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
+PIDS=""; TPIDS=""
+if [ "${FLA:-0}" = 1 ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site $R/${PACK_A:-.gpu-b}/whl/*.whl > $L/pip.log 2>&1
+  for k in chunk_gla fused_recurrent_gla; do for d in bf16 fp32; do
+    (PYTHONPATH=/tmp/site:$R/gpu/benches/fla_first_config GLA_FLA_NO_AUTOTUNE=1 \
+       GLACHECK_REPORT=$L/fla-$k-$d.jsonl PYTHONUNBUFFERED=1 timeout ${PYT:-330} \
+       python3 -m pytest -q -p no:cacheprovider -rfE --tb=line -k "$k and $d" examples/test_fla_gla.py \
+       > $L/pytest-$k-$d.log 2>&1; echo "rc=$?" >> $L/pytest-$k-$d.log) &
+    PIDS="$PIDS $!"
+  done; done
+fi
+cd gpu
+for t in gpu_forward gpu_causality gpu_backward; do
+  (CARGO_MANIFEST_DIR=$R/gpu timeout 200 $B/gla-gpu__test__$t --test-threads 4 --nocapture > $L/$t.log 2>&1; echo "rc=$?" >> $L/$t.log) &
+  TPIDS="$TPIDS $!"
+done
+for tool in memcheck racecheck; do
+  (CARGO_MANIFEST_DIR=$R/gpu timeout 220 compute-sanitizer --tool $tool --error-exitcode 9 $B/gla-gpu__test__gpu_backward --test-threads 1 sanitizer_coverage > $L/$tool.log 2>&1; echo "rc=$?" >> $L/$tool.log) &
+  TPIDS="$TPIDS $!"
+done
+wait $TPIDS
+cd $R
+echo "=== B's tests and sanitizers done after $(el) s"
+for t in gpu_forward gpu_causality gpu_backward; do
+  echo "--- $t: $(grep -E '^test result|^rc=' $L/$t.log | tr '\n' ' ')"
+  grep -E "panicked|FAILED|failed" $L/$t.log | head -12 | cut -c1-400
+done
+for tool in memcheck racecheck; do echo "--- $tool: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|^test result|^rc=' $L/$tool.log | sort | uniq -c | tr '\n' ' ')"; done
+grep -hE "worst" $L/gpu_forward.log $L/gpu_backward.log | head -40 | cut -c1-300
+[ -n "$PIDS" ] && { wait $PIDS; echo "=== fla pytest done after $(el) s"; }
+for f in $L/pytest-*.log; do [ -f $f ] && echo "--- $(basename $f): $(grep -E 'passed|failed|^rc=' $f | tail -2 | tr '\n' ' ')"; done
+for f in $L/fla-*.jsonl; do [ -f $f ] && python3 - "$f" <<'EOF'
+import json, sys, collections
+rows = [json.loads(l) for l in open(sys.argv[1])]
+name = sys.argv[1].rsplit('/', 1)[1]
+cat = [r for r in rows if r['case'] != 'hypothesis']; hyp = [r for r in rows if r['case'] == 'hypothesis']
+print(f"{name}: catalog {sum(r['pass'] for r in cat)}/{len(cat)} pass, hypothesis {sum(r['pass'] for r in hyp)}/{len(hyp)} pass")
+for r in cat:
+    if not r['pass']:
+        why = r.get('error') or ' '.join(f"{t}:{v[0]:.3g}/{v[1]:.3g}" for t, v in r['tensors'].items() if not v[2])
+        print(f"   FAIL {r['case']}: {why[:300]}")
+EOF
+done
+SH="8,4096,16,128,128 8,4096,16,128,256 8,4096,16,64,64 2,16384,16,128,128"
+for round in 1 2; do for P in A B; do
+  eval X=\$$P
+  echo "=== bench $P round $round (after $(el) s)"
+  timeout 60 $X/gla-gpu-bench --mode fwdbwd --iters 20 $SH 2>&1 | grep -vE "^\s*$" | tee -a $L/bench-$P.log
+  timeout 30 $X/gla-gpu-bench --mode fwd --iters 20 $SH 2>&1 | grep -vE "^\s*$" | tee -a $L/bench-$P.log
+done; done
+if [ $(left) -gt 50 ]; then
+  echo "=== ncu B (after $(el) s)"
+  timeout $(( $(left) - 10 )) ncu --kernel-name regex:"gla_fwd_intra_tc|gla_bwd_dqk|gla_bwd_state|gla_fwd_state" --launch-skip 5 --launch-count 4 \
+    --section SpeedOfLight --section Occupancy --section LaunchStats --section MemoryWorkloadAnalysis_Tables \
+    $B/gla-gpu-bench --mode fwdbwd --iters 1 8,4096,16,128,128 > $L/ncu.log 2>&1; echo "ncu rc=$?"
+  grep -E "gla_|Duration|Memory Throughput|Compute \(SM\) Throughput|Achieved Occupancy|Registers Per|Block Limit|Bank|bank" $L/ncu.log | head -60 | cut -c1-250
+fi
+tar czf $OUT/logs.tgz -C /tmp logs
+echo "=== total $(el) s"
