@@ -6,7 +6,9 @@
 #      in four processes (chunk_gla / fused_recurrent_gla x bf16 / fp32), fla keeping its first
 #      admissible config per kernel (gpu/benches/fla_first_config), one JSON line per judged run
 #      (fla-<kernel>-<dtype>.jsonl).
-#   2. On a quiet GPU: `gla-gpu-bench` fwdbwd and fwd for A, B, A, B (per-kernel CUDA-event times).
+#   2. On a quiet GPU: `gla-gpu-bench` fwdbwd for A, B and each pack in $EXTRA (bench only, e.g.
+#      an intermediate commit), $ROUNDS (default 2) times in turn, then fwd for A and B
+#      (per-kernel CUDA-event times).
 #   3. ncu on B's kernels (speed of light, occupancy, shared-memory bank conflicts).
 # Packs (git-ignored folders): $PACK_A, $PACK_B (default .gpu-b, .gpu-c), each with bin/ holding
 # the release builds gla-gpu__test__gpu_{forward,causality,backward}, gla-gpu-bench and glacheck
@@ -64,12 +66,14 @@ for r in cat:
 EOF
 done
 SH="8,4096,16,128,128 8,4096,16,128,256 8,4096,16,64,64 2,16384,16,128,128"
-for round in 1 2; do for P in A B; do
-  eval X=\$$P
+for round in $(seq ${ROUNDS:-2}); do for P in ${PACK_A:-.gpu-b} ${PACK_B:-.gpu-c} ${EXTRA:-}; do
   echo "=== bench $P round $round (after $(el) s)"
-  timeout 60 $X/gla-gpu-bench --mode fwdbwd --iters 20 $SH 2>&1 | grep -vE "^\s*$" | tee -a $L/bench-$P.log
-  timeout 30 $X/gla-gpu-bench --mode fwd --iters 20 $SH 2>&1 | grep -vE "^\s*$" | tee -a $L/bench-$P.log
+  timeout 60 $R/$P/bin/gla-gpu-bench --mode fwdbwd --iters 20 $SH 2>&1 | grep -vE "^\s*$" | tee -a $L/bench-${P#.}.log
 done; done
+for P in ${PACK_A:-.gpu-b} ${PACK_B:-.gpu-c}; do
+  echo "=== bench $P forward alone (after $(el) s)"
+  timeout 30 $R/$P/bin/gla-gpu-bench --mode fwd --iters 20 $SH 2>&1 | grep -vE "^\s*$" | tee -a $L/bench-${P#.}.log
+done
 if [ $(left) -gt 50 ]; then
   echo "=== ncu B (after $(el) s)"
   timeout $(( $(left) - 10 )) ncu --kernel-name regex:"gla_fwd_intra_tc|gla_bwd_dqk|gla_bwd_state|gla_fwd_state" --launch-skip 5 --launch-count 4 \
