@@ -341,7 +341,13 @@ __device__ void gla_fwd_intra(const T* __restrict__ q, const T* __restrict__ k,
 // the off-diagonal products while warps 4-7 run the diagonal blocks (120 threads: 40 4x4 tiles x
 // 3 channel groups, whose partial sums are added in a fixed order at the end).
 #define TSL 32         // channels per slice
-#define TLD 68         // row stride of the transposed [channel][row] slice arrays
+// Row strides of the transposed [channel][row] slice arrays, one per element size, chosen so that
+// a warp whose 32 lanes walk 32 channels of one row (the staging and factor loops) hits 32
+// different shared-memory banks: f32 65 words (65 = 1 mod 32); 16-bit 66 elements = 33 words;
+// u8 68 bytes = 17 words. (One stride of 68 for all made the f32 accesses 4-way bank conflicts.)
+#define TLDF 65
+#define TLDH 66
+#define TLDZ 68
 #define FLD (TSL + 8)  // row stride (elements) of the rounded factor arrays [row][channel]
 template <typename T>
 __device__ void gla_fwd_intra_tc(const T* __restrict__ q, const T* __restrict__ k,
@@ -350,16 +356,16 @@ __device__ void gla_fwd_intra_tc(const T* __restrict__ q, const T* __restrict__ 
                                  T* __restrict__ qg_out, T* __restrict__ kgt_out,
                                  T* __restrict__ a_out, float* __restrict__ gamma_out) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  float* sFt = reinterpret_cast<float*>(smem_raw);  // [TSL][TLD] cumsum F
-  float* sQd = sFt + TSL * TLD;                      // [TSL][TLD] q_i D(a, i), a = first row of i's block
-  float* sKd = sQd + TSL * TLD;                      // [TSL][TLD] safe ? k_j / D(a, j) : 0
-  T* sQt = reinterpret_cast<T*>(sKd + TSL * TLD);   // [TSL][TLD] q
-  T* sKt = sQt + TSL * TLD;                          // [TSL][TLD] k
-  T* sQa = sKt + TSL * TLD;                          // [48][FLD] rnd(scale q_i D(a, i)), rows 16..63
+  float* sFt = reinterpret_cast<float*>(smem_raw);  // [TSL][TLDF] cumsum F
+  float* sQd = sFt + TSL * TLDF;                     // [TSL][TLDF] q_i D(a, i), a = first row of i's block
+  float* sKd = sQd + TSL * TLDF;                     // [TSL][TLDF] safe ? k_j / D(a, j) : 0
+  T* sQt = reinterpret_cast<T*>(sKd + TSL * TLDF);  // [TSL][TLDH] q
+  T* sKt = sQt + TSL * TLDH;                         // [TSL][TLDH] k
+  T* sQa = sKt + TSL * TLDH;                         // [48][FLD] rnd(scale q_i D(a, i)), rows 16..63
   T* sKf = sQa + 48 * FLD;                           // [96][FLD] rnd(k_j D(j, a)): a = 16 at 0 (rows
                                                      //   0..15), a = 32 at 16 (0..31), a = 48 at 48 (0..47)
-  unsigned char* sZt = reinterpret_cast<unsigned char*>(sKf + 96 * FLD);  // [TSL][TLD] reset counts
-  unsigned char* sZS = sZt + TSL * TLD;              // [TSL][TLD] reset count | SAFE_BIT
+  unsigned char* sZt = reinterpret_cast<unsigned char*>(sKf + 96 * FLD);  // [TSL][TLDZ] reset counts
+  unsigned char* sZS = sZt + TSL * TLDZ;             // [TSL][TLDZ] reset count | SAFE_BIT
   float* sRed = sQd;  // after the slices: diagonal partial sums of channel groups 1, 2 [40][2][16]
 
   const int c = blockIdx.x, h = blockIdx.y, tid = threadIdx.x, warp = tid >> 5;
@@ -398,9 +404,9 @@ __device__ void gla_fwd_intra_tc(const T* __restrict__ q, const T* __restrict__ 
         qv = q[rh * K + d0 + cc];
         kv = k[rh * K + d0 + cc];
       }
-      sFt[cc * TLD + r] = x;
-      sQt[cc * TLD + r] = qv;
-      sKt[cc * TLD + r] = kv;
+      sFt[cc * TLDF + r] = x;
+      sQt[cc * TLDH + r] = qv;
+      sKt[cc * TLDH + r] = kv;
     }
     __syncthreads();
     if (tid < TSL) {
@@ -409,47 +415,49 @@ __device__ void gla_fwd_intra_tc(const T* __restrict__ q, const T* __restrict__ 
       float F = 0.0f;
       int Z = 0;
       for (int r = 0; r < CH; ++r) {
-        const float x = sFt[tid * TLD + r];
+        const float x = sFt[tid * TLDF + r];
         if (x == -__int_as_float(0x7f800000)) {
           Z += 1;
           F = 0.0f;
         } else {
           F += x;
         }
-        sFt[tid * TLD + r] = F;
-        sZt[tid * TLD + r] = (unsigned char)Z;
+        sFt[tid * TLDF + r] = F;
+        sZt[tid * TLDZ + r] = (unsigned char)Z;
       }
       gamma_out[out_base * K + d0 + tid] = (Z == 0) ? exp_nonpos<true>(F) : 0.0f;
     }
     __syncthreads();
     // qg, the diagonal factors and safe flags, the off-diagonal factors
     for (int idx = tid; idx < CH * TSL; idx += 256) {
-      const int cc = idx & (TSL - 1), r = idx >> 5, o = cc * TLD + r;
+      const int cc = idx & (TSL - 1), r = idx >> 5, o = cc * TLDF + r, oh = cc * TLDH + r,
+                oz = cc * TLDZ + r;
       const float F = sFt[o];
-      const int Z = sZt[o];
-      const float qv = to_f(sQt[o]), kv = to_f(sKt[o]);
+      const int Z = sZt[oz];
+      const float qv = to_f(sQt[oh]), kv = to_f(sKt[oh]);
       qg_out[(out_base * CH + r) * K + d0 + cc] = from_f<T>(qv * ((Z == 0) ? exp_nonpos<true>(F) : 0.0f));
       const int a = r & ~15;
-      const float Fa = sFt[cc * TLD + a];
-      const int Za = sZt[cc * TLD + a];
+      const float Fa = sFt[cc * TLDF + a];
+      const int Za = sZt[cc * TLDZ + a];
       const float Da = decay<true>(Fa, Za, F, Z);
       sQd[o] = qv * Da;
       if (a > 0) sQa[(r - 16) * FLD + cc] = from_f<T>(scale * qv * Da);
       const bool safe = (Z == Za) && (Fa - F <= DIAG_SAFE);
       sKd[o] = safe ? kv * rcp_factor<true>(exp_nonpos<true>(F - Fa)) : 0.0f;
-      sZS[o] = (unsigned char)((Z & ZMASK) | (safe ? SAFE_BIT : 0u));
+      sZS[oz] = (unsigned char)((Z & ZMASK) | (safe ? SAFE_BIT : 0u));
 #pragma unroll
       for (int an = 0; an < 3; ++an) {
         const int a2 = 16 * (an + 1), koff = an == 0 ? 0 : (an == 1 ? 16 : 48);
         if (r < a2)
           sKf[(koff + r) * FLD + cc] =
-              from_f<T>(kv * decay<true>(F, Z, sFt[cc * TLD + a2], sZt[cc * TLD + a2]));
+              from_f<T>(kv * decay<true>(F, Z, sFt[cc * TLDF + a2], sZt[cc * TLDZ + a2]));
       }
     }
     // kgT = rnd(k_j D(j, last)), transposed [channel][row] (coalesced over rows)
     for (int idx = tid; idx < CH * TSL; idx += 256) {
-      const int r = idx & (CH - 1), cc = idx >> 6, o = cc * TLD + r;
-      const float x = to_f(sKt[o]) * decay<true>(sFt[o], sZt[o], sFt[cc * TLD + CH - 1], sZt[cc * TLD + CH - 1]);
+      const int r = idx & (CH - 1), cc = idx >> 6, o = cc * TLDF + r;
+      const float x = to_f(sKt[cc * TLDH + r]) *
+                      decay<true>(sFt[o], sZt[cc * TLDZ + r], sFt[cc * TLDF + CH - 1], sZt[cc * TLDZ + CH - 1]);
       kgt_out[(out_base * K + d0 + cc) * CH + r] = from_f<T>(x);
     }
     __syncthreads();
@@ -467,11 +475,15 @@ __device__ void gla_fwd_intra_tc(const T* __restrict__ q, const T* __restrict__ 
       }
     } else if (diag) {
       for (int cc = grp; cc < TSL; cc += 3) {
-        const u32 zwi = *reinterpret_cast<const u32*>(sZS + cc * TLD + di0);
-        const u32 zwj = *reinterpret_cast<const u32*>(sZS + cc * TLD + dj0);
-        const float4 x4 = *reinterpret_cast<const float4*>(sQd + cc * TLD + di0);
-        const float4 y4 = *reinterpret_cast<const float4*>(sKd + cc * TLD + dj0);  // 0 if unsafe
-        float xs[4] = {x4.x, x4.y, x4.z, x4.w}, ys[4] = {y4.x, y4.y, y4.z, y4.w};
+        const u32 zwi = *reinterpret_cast<const u32*>(sZS + cc * TLDZ + di0);
+        const u32 zwj = *reinterpret_cast<const u32*>(sZS + cc * TLDZ + dj0);
+        // (odd f32 stride: four scalar loads, no float4)
+        float xs[4], ys[4];  // ys: 0 if unsafe
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          xs[r] = sQd[cc * TLDF + di0 + r];
+          ys[r] = sKd[cc * TLDF + dj0 + r];
+        }
 #pragma unroll
         for (int r = 0; r < 4; ++r)
           if (!((zwi >> (8 * r)) & SAFE_BIT)) xs[r] = 0.0f;  // unsafe row: no factored term
@@ -485,10 +497,10 @@ __device__ void gla_fwd_intra_tc(const T* __restrict__ q, const T* __restrict__ 
           float qs[4], ks[4], fis[4], fjs[4];
 #pragma unroll
           for (int r = 0; r < 4; ++r) {
-            qs[r] = to_f(sQt[cc * TLD + di0 + r]);
-            ks[r] = to_f(sKt[cc * TLD + dj0 + r]);
-            fis[r] = sFt[cc * TLD + di0 + r];
-            fjs[r] = sFt[cc * TLD + dj0 + r];
+            qs[r] = to_f(sQt[cc * TLDH + di0 + r]);
+            ks[r] = to_f(sKt[cc * TLDH + dj0 + r]);
+            fis[r] = sFt[cc * TLDF + di0 + r];
+            fjs[r] = sFt[cc * TLDF + dj0 + r];
           }
 #pragma unroll
           for (int r = 0; r < 4; ++r)

@@ -283,9 +283,9 @@ impl DeviceProblem {
                 ("gla_fwd_intra_f32".to_string(), smem)
             }
         } else {
-            // per 32-channel slice: F, q*D, k/D [32][68] f32; q, k [32][68] and the off-diagonal
+            // per 32-channel slice: F, q*D, k/D [32][65] f32; q, k [32][66] and the off-diagonal
             // factors [48 + 96][40] in the input dtype; reset counts and flags [32][68] u8 x 2
-            let smem = 3 * 32 * 68 * 4 + 2 * 32 * 68 * 2 + (48 + 96) * 40 * 2 + 2 * 32 * 68;
+            let smem = 3 * 32 * 65 * 4 + 2 * 32 * 66 * 2 + (48 + 96) * 40 * 2 + 2 * 32 * 68;
             (format!("gla_fwd_intra_tc_{}", suffix(dt)), smem)
         };
         let shape = Shape {
