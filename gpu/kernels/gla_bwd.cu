@@ -529,10 +529,10 @@ __device__ void bwd_dqk_local(const T* __restrict__ q, const T* __restrict__ k, 
 //    both factors are <= 1 in magnitude times |k| / |q| (every exponent <= 0);
 //  - diagonal sub-blocks elementwise in f32 (j <= i only), each pair's decay D(j, i) evaluated once
 //    and used for both dq_i and dk_j, with the block's rows held in registers.
-// Shared memory: sF, sQ, sK f32 [64][64]; sDA T [64][LD]; partial sums (256 + 4 x 64 f32); sZ; the
+// Shared memory: sF, sQ, sK f32 [64][LS]; sDA T [64][LD]; partial sums (256 + 4 x 64 f32); sZ; the
 // staging area 4 x [64][LD] T, reused
 // after the inter-chunk products for the transposed factors kfT / qfT T [64][LDF] and then for
-// sDQ / sDK f32 [64][64].
+// sDQ / sDK f32 [64][LS].
 template <typename T>
 __device__ void bwd_dqk_tc(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                            const T* __restrict__ dout, const float* __restrict__ g, int gate_cols,
@@ -541,15 +541,19 @@ __device__ void bwd_dqk_tc(const T* __restrict__ q, const T* __restrict__ k, con
                            const float* __restrict__ gamma, T* __restrict__ dq, T* __restrict__ dk,
                            T* __restrict__ dg, float* __restrict__ dgp, int tf32) {
   constexpr int PAD = Ld<T>::PAD, LD = CH + PAD, LDF = 96 + PAD;
+  // Row stride of sF, sQ, sK, sDQ, sDK (f32) and sZ (u8): 68, not 64, so that the (row, column)
+  // fragments of the mma layouts (lanes: 8 rows x 4 column pairs) meet at most 2-way bank
+  // conflicts, not 8-way. sDQ + sDK (2 x 64 x 68 f32) still fit in the staging area.
+  constexpr int LS = CH + 4;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  float* sF = reinterpret_cast<float*>(smem_raw);  // [64][64] cumsum
-  float* sQ = sF + CH * CH;                          // [64][64] q (f32)
-  float* sK = sQ + CH * CH;                          // [64][64] k (f32)
-  T* sDA = reinterpret_cast<T*>(sK + CH * CH);       // [64][LD] rnd(dA) (j <= i, else 0)
+  float* sF = reinterpret_cast<float*>(smem_raw);  // [64][LS] cumsum
+  float* sQ = sF + CH * LS;                          // [64][LS] q (f32)
+  float* sK = sQ + CH * LS;                          // [64][LS] k (f32)
+  T* sDA = reinterpret_cast<T*>(sK + CH * LS);       // [64][LD] rnd(dA) (j <= i, else 0)
   float* sHd = reinterpret_cast<float*>(sDA + CH * LD);  // [256] partial rowsums of Hs * dHs
   float* sKsP = sHd + 256;                           // [4][64] per row block: sum_j k_j dk_inter_j
-  unsigned char* sZ = reinterpret_cast<unsigned char*>(sKsP + 4 * CH);  // [64][64] reset counts
-  T* stg = reinterpret_cast<T*>(sZ + CH * CH);        // staging: do, v, Hs, dHs tiles [64][LD]
+  unsigned char* sZ = reinterpret_cast<unsigned char*>(sKsP + 4 * CH);  // [64][LS] reset counts
+  T* stg = reinterpret_cast<T*>(sZ + CH * LS);        // staging: do, v, Hs, dHs tiles [64][LD]
   T* sDo = stg;
   T* sV = sDo + CH * LD;
   T* sH = sV + CH * LD;
@@ -557,8 +561,8 @@ __device__ void bwd_dqk_tc(const T* __restrict__ q, const T* __restrict__ k, con
   T* kfT = stg;              // [64 channels][LDF]: anchor a = 16 at cols 0..15, 32 at 16..47, 48 at 48..95
   T* qfT = kfT + CH * LDF;   // [64 channels][LDF]: anchor b = 15 (rows 16..63) at cols 0..47,
                              //   31 (rows 32..63) at 48..79, 47 (rows 48..63) at 80..95
-  float* sDQ = reinterpret_cast<float*>(stg);  // [64][64], after the off-diagonal products
-  float* sDK = sDQ + CH * CH;
+  float* sDQ = reinterpret_cast<float*>(stg);  // [64][LS], after the off-diagonal products
+  float* sDK = sDQ + CH * LS;
 
   const int c = blockIdx.x, h = blockIdx.y, d0 = blockIdx.z * CH;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
@@ -575,24 +579,24 @@ __device__ void bwd_dqk_tc(const T* __restrict__ q, const T* __restrict__ k, con
       qv = to_f(q[rh * K + d0 + dd]);
       kv = to_f(k[rh * K + d0 + dd]);
     }
-    sF[idx] = x;
-    sQ[idx] = qv;
-    sK[idx] = kv;
+    sF[r * LS + dd] = x;
+    sQ[r * LS + dd] = qv;
+    sK[r * LS + dd] = kv;
   }
   __syncthreads();
   if (tid < CH) {
     float F = 0.0f;
     int Z = 0;
     for (int r = 0; r < CH; ++r) {
-      const float x = sF[r * CH + tid];
+      const float x = sF[r * LS + tid];
       if (x == -__int_as_float(0x7f800000)) {
         Z += 1;
         F = 0.0f;
       } else {
         F += x;
       }
-      sF[r * CH + tid] = F;
-      sZ[r * CH + tid] = (unsigned char)Z;
+      sF[r * LS + tid] = F;
+      sZ[r * LS + tid] = (unsigned char)Z;
     }
   }
 
@@ -659,14 +663,14 @@ __device__ void bwd_dqk_tc(const T* __restrict__ q, const T* __restrict__ k, con
       // kf: column col -> anchor a and key row j < a
       const int a = col < 16 ? 16 : (col < 48 ? 32 : 48);
       const int j = col < 16 ? col : (col < 48 ? col - 16 : col - 48);
-      const float x = sK[j * CH + d] * decay<true>(sF[j * CH + d], sZ[j * CH + d], sF[a * CH + d], sZ[a * CH + d]);
+      const float x = sK[j * LS + d] * decay<true>(sF[j * LS + d], sZ[j * LS + d], sF[a * LS + d], sZ[a * LS + d]);
       kfT[d * LDF + col] = from_f<T>(x);
     }
     {
       // qf: column col -> anchor b and query row i > b
       const int bb = col < 48 ? 15 : (col < 80 ? 31 : 47);
       const int i = col < 48 ? 16 + col : (col < 80 ? col - 16 : col - 32);
-      const float x = sQ[i * CH + d] * decay<true>(sF[bb * CH + d], sZ[bb * CH + d], sF[i * CH + d], sZ[i * CH + d]);
+      const float x = sQ[i * LS + d] * decay<true>(sF[bb * LS + d], sZ[bb * LS + d], sF[i * LS + d], sZ[i * LS + d]);
       qfT[d * LDF + col] = from_f<T>(x);
     }
   }
@@ -700,15 +704,15 @@ __device__ void bwd_dqk_tc(const T* __restrict__ q, const T* __restrict__ k, con
     for (int r = 0; r < 4; ++r) {
       const int i = mrow + gid + ((r & 2) ? 8 : 0);
       const int d = (nh + nt) * 8 + tig * 2 + (r & 1);
-      const float Fi = sF[i * CH + d];
-      const int Zi = sZ[i * CH + d];
+      const float Fi = sF[i * LS + d];
+      const int Zi = sZ[i * LS + d];
       float x = accQ[nt][r] * ((Zi == 0) ? exp_nonpos<true>(Fi) : 0.0f) * scale;
-      if (I > 0) x += dqo[nt][r] * decay<true>(sF[mrow * CH + d], sZ[mrow * CH + d], Fi, Zi);
+      if (I > 0) x += dqo[nt][r] * decay<true>(sF[mrow * LS + d], sZ[mrow * LS + d], Fi, Zi);
       accQ[nt][r] = x;
-      const float kin = accK[nt][r] * decay<true>(Fi, Zi, sF[(L - 1) * CH + d], sZ[(L - 1) * CH + d]);
-      kpart[nt][r & 1] = fmaf(sK[i * CH + d], kin, kpart[nt][r & 1]);
+      const float kin = accK[nt][r] * decay<true>(Fi, Zi, sF[(L - 1) * LS + d], sZ[(L - 1) * LS + d]);
+      kpart[nt][r & 1] = fmaf(sK[i * LS + d], kin, kpart[nt][r & 1]);
       float y = kin;
-      if (I < 3) y += dko[nt][r] * decay<true>(Fi, Zi, sF[(mrow + 15) * CH + d], sZ[(mrow + 15) * CH + d]);
+      if (I < 3) y += dko[nt][r] * decay<true>(Fi, Zi, sF[(mrow + 15) * LS + d], sZ[(mrow + 15) * LS + d]);
       accK[nt][r] = y;
     }
   }
@@ -729,10 +733,10 @@ __device__ void bwd_dqk_tc(const T* __restrict__ q, const T* __restrict__ k, con
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       const int i = mrow + gid + half * 8;
-      sDQ[i * CH + j] = accQ[nt][2 * half];
-      sDQ[i * CH + j + 1] = accQ[nt][2 * half + 1];
-      sDK[i * CH + j] = accK[nt][2 * half];
-      sDK[i * CH + j + 1] = accK[nt][2 * half + 1];
+      sDQ[i * LS + j] = accQ[nt][2 * half];
+      sDQ[i * LS + j + 1] = accQ[nt][2 * half + 1];
+      sDK[i * LS + j] = accK[nt][2 * half];
+      sDK[i * LS + j + 1] = accK[nt][2 * half + 1];
     }
     if (gid == 0) {
       sKsP[I * CH + j] = kpart[nt][0];
@@ -748,10 +752,10 @@ __device__ void bwd_dqk_tc(const T* __restrict__ q, const T* __restrict__ k, con
     int Z[16];
 #pragma unroll
     for (int r = 0; r < 16; ++r) {
-      F[r] = sF[(r0 + r) * CH + d];
-      Z[r] = sZ[(r0 + r) * CH + d];
-      qv[r] = sQ[(r0 + r) * CH + d];
-      kv[r] = sK[(r0 + r) * CH + d];
+      F[r] = sF[(r0 + r) * LS + d];
+      Z[r] = sZ[(r0 + r) * LS + d];
+      qv[r] = sQ[(r0 + r) * LS + d];
+      kv[r] = sK[(r0 + r) * LS + d];
       gq[r] = gk[r] = 0.0f;
     }
 #pragma unroll
@@ -765,8 +769,8 @@ __device__ void bwd_dqk_tc(const T* __restrict__ q, const T* __restrict__ k, con
       }
 #pragma unroll
     for (int r = 0; r < 16; ++r) {
-      sDQ[(r0 + r) * CH + d] += gq[r];
-      sDK[(r0 + r) * CH + d] += gk[r];
+      sDQ[(r0 + r) * LS + d] += gq[r];
+      sDK[(r0 + r) * LS + d] += gk[r];
     }
   }
   __syncthreads();
@@ -776,7 +780,7 @@ __device__ void bwd_dqk_tc(const T* __restrict__ q, const T* __restrict__ k, con
     const float hd = (sHd[4 * tid] + sHd[4 * tid + 1]) + (sHd[4 * tid + 2] + sHd[4 * tid + 3]);
     float acc = gamma[cb * K + d0 + tid] * hd + ks;
     for (int i = L - 1; i >= 0; --i) {
-      acc += sQ[i * CH + tid] * sDQ[i * CH + tid] - sK[i * CH + tid] * sDK[i * CH + tid];
+      acc += sQ[i * LS + tid] * sDQ[i * LS + tid] - sK[i * LS + tid] * sDK[i * LS + tid];
       const size_t o = ((row0 + i) * H + h) * K + d0 + tid;
       if (gate_cols == 1)
         dgp[o] = acc;
@@ -787,8 +791,8 @@ __device__ void bwd_dqk_tc(const T* __restrict__ q, const T* __restrict__ k, con
   for (int idx = tid; idx < L * CH; idx += 256) {
     const int i = idx >> 6, dd = idx & 63;
     const size_t o = ((row0 + i) * H + h) * K + d0 + dd;
-    dq[o] = from_f<T>(sDQ[idx]);
-    dk[o] = from_f<T>(sDK[idx]);
+    dq[o] = from_f<T>(sDQ[i * LS + dd]);
+    dk[o] = from_f<T>(sDK[i * LS + dd]);
   }
 }
 

@@ -251,7 +251,8 @@ impl DeviceBwdProblem {
         let smem = if local {
             (3 * 64 * 64 + 64 * 65 + 256 + 64) * 4 + 64 * 64 + 4 * 64 * ld * es + 11 * 64 * 4
         } else {
-            (3 * 64 * 64 + 256 + 4 * 64) * 4 + 64 * ld * es + 64 * 64 + 4 * 64 * ld * es
+            // (sF, sQ, sK and sZ at row stride 68: bank-conflict padding)
+            (3 * 64 * 68 + 256 + 4 * 64) * 4 + 64 * ld * es + 64 * 68 + 4 * 64 * ld * es
         };
         let shape = Shape {
             grid: (p.num_chunks, d.h, d.k / 64),
