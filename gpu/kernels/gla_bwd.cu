@@ -90,10 +90,12 @@ __device__ void bwd_state(const T* __restrict__ v, const T* __restrict__ dout,
   constexpr int LDK = CH + PAD, LDV = BV + PAD, LDQ = K + PAD;
   constexpr int R0 = (K * LDK > CH * LDQ) ? K * LDK : CH * LDQ;
   constexpr int MT = K / 64, NT = BV / 8;
+  // Two stages (double buffer: chunk ci + 1 loads while chunk ci computes), each: kgT [K][LDK]
+  // (forward sweep) / qg [64][LDQ] (reverse), v / do [64][LDV], gamma [K] f32. Every part starts
+  // 16-byte aligned (R0 and 64 * LDV elements are multiples of 16 bytes).
+  constexpr int STG = R0 + CH * LDV + K * (int)(sizeof(float) / sizeof(T));
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  T* sX = reinterpret_cast<T*>(smem_raw);  // kgT [K][LDK] (forward sweep) / qg [64][LDQ] (reverse)
-  T* sVd = sX + R0;                         // v / do [64][LDV]
-  float* sGam = reinterpret_cast<float*>(sVd + CH * LDV);  // [K]
+  T* const smem = reinterpret_cast<T*>(smem_raw);
 
   const int vb = blockIdx.x, h = blockIdx.y, n = blockIdx.z;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
@@ -101,6 +103,25 @@ __device__ void bwd_state(const T* __restrict__ v, const T* __restrict__ dout,
   const int c0 = seqs[6 * n + 3], nch = seqs[6 * n + 4];
   const int e0 = vb * BV;
   const int rowbase = warp * (K / 4);
+
+  // issue the loads of chunk ci into stage st (one commit group); fwd: kgT and v, else qg and do
+  auto issue = [&](int st, int ci, bool fwd) {
+    T* sX = smem + st * STG;
+    T* sVd = sX + R0;
+    float* sGam = reinterpret_cast<float*>(sVd + CH * LDV);
+    const int L = min(CH, len - ci * CH);
+    const size_t cb = (size_t)(c0 + ci) * H + h;
+    const size_t vrow = ((size_t)b * Tlen + start + ci * CH) * H + h;
+    if (fwd) {
+      stage<T>(sX, LDK, kgt + cb * K * CH, CH, K, CH, K, tid, 128);
+      stage<T>(sVd, LDV, v + vrow * V + e0, (size_t)H * V, CH, BV, L, tid, 128);
+    } else {
+      stage<T>(sX, LDQ, qg + cb * CH * K, K, CH, K, CH, tid, 128);
+      stage<T>(sVd, LDV, dout + vrow * V + e0, (size_t)H * V, CH, BV, L, tid, 128);
+    }
+    for (int i = tid; i < K / 4; i += 128) cp_async16(sGam + 4 * i, gamma + cb * K + 4 * i, 16);
+    cp_async_commit();
+  };
 
   float S[MT][NT][4];
 #pragma unroll
@@ -114,16 +135,20 @@ __device__ void bwd_state(const T* __restrict__ v, const T* __restrict__ dout,
         S[mt][nt][r] = h0 ? h0[(((size_t)n * H + h) * K + d) * V + e] : 0.0f;
       }
   // forward sweep: Hs[p] = rnd(S before chunk p)
+  if (nch > 0) issue(0, 0, true);
+#pragma unroll 1
   for (int ci = 0; ci < nch; ++ci) {
-    const int L = min(CH, len - ci * CH);
     const size_t cb = (size_t)(c0 + ci) * H + h;
-    __syncthreads();
-    stage<T>(sX, LDK, kgt + cb * K * CH, CH, K, CH, K, tid, 128);
-    stage<T>(sVd, LDV, v + (((size_t)b * Tlen + start + ci * CH) * H + h) * V + e0, (size_t)H * V,
-             CH, BV, L, tid, 128);
-    cp_async_commit();
-    for (int i = tid; i < K; i += 128) sGam[i] = gamma[cb * K + i];
-    cp_async_wait<0>();
+    const T* sX = smem + (ci & 1) * STG;
+    const T* sVd = sX + R0;
+    const float* sGam = reinterpret_cast<const float*>(sVd + CH * LDV);
+    if (ci + 1 < nch) {
+      // the other stage was last read by chunk ci - 1, finished before the barrier ending it
+      issue((ci + 1) & 1, ci + 1, true);
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
     __syncthreads();
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
@@ -154,6 +179,7 @@ __device__ void bwd_state(const T* __restrict__ v, const T* __restrict__ dout,
         for (int nt = 0; nt < NT; ++nt)
           Tile<T, LDK, 1, LDV, 1>::mma(S[mt][nt], sX + (rowbase + mt * 16) * LDK + jj,
                                        sVd + jj * LDV + nt * 8, tf32);
+    __syncthreads();  // this stage is refilled by the issue of chunk ci + 2
   }
   // reverse sweep: dHs[p] = rnd(dS after chunk p)
 #pragma unroll
@@ -166,16 +192,20 @@ __device__ void bwd_state(const T* __restrict__ v, const T* __restrict__ dout,
         const int e = e0 + nt * 8 + tig * 2 + (r & 1);
         S[mt][nt][r] = dht ? dht[(((size_t)n * H + h) * K + d) * V + e] : 0.0f;
       }
-  for (int ci = nch - 1; ci >= 0; --ci) {
-    const int L = min(CH, len - ci * CH);
+  if (nch > 0) issue(0, nch - 1, false);
+#pragma unroll 1
+  for (int it = 0; it < nch; ++it) {
+    const int ci = nch - 1 - it;
     const size_t cb = (size_t)(c0 + ci) * H + h;
-    __syncthreads();
-    stage<T>(sX, LDQ, qg + cb * CH * K, K, CH, K, CH, tid, 128);
-    stage<T>(sVd, LDV, dout + (((size_t)b * Tlen + start + ci * CH) * H + h) * V + e0,
-             (size_t)H * V, CH, BV, L, tid, 128);
-    cp_async_commit();
-    for (int i = tid; i < K; i += 128) sGam[i] = gamma[cb * K + i];
-    cp_async_wait<0>();
+    const T* sX = smem + (it & 1) * STG;
+    const T* sVd = sX + R0;
+    const float* sGam = reinterpret_cast<const float*>(sVd + CH * LDV);
+    if (ci > 0) {
+      issue((it + 1) & 1, ci - 1, false);
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
     __syncthreads();
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
@@ -213,6 +243,7 @@ __device__ void bwd_state(const T* __restrict__ v, const T* __restrict__ dout,
         S[mt][nt][3] = g1 * S[mt][nt][3] + scale * W[mt][nt][3];
       }
     }
+    __syncthreads();  // this stage is refilled by the issue two iterations on
   }
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt)

@@ -205,14 +205,14 @@ impl DeviceBwdProblem {
         let d = p.dims;
         let (es, pad) = self.elem();
         let name = format!("gla_bwd_state_{}_k{}", suffix(p.opts.dtype), d.k);
-        // kgT [K][64 + pad] (forward sweep) or qg [64][K + pad] (reverse), v / do [64][32 + pad],
-        // gamma [K] f32
+        // two stages (double buffer), each kgT [K][64 + pad] (forward sweep) or qg [64][K + pad]
+        // (reverse), v / do [64][32 + pad], gamma [K] f32
         let (ldk, ldv, ldq) = (64 + pad, 32 + pad, d.k + pad);
         let r0 = (d.k * ldk).max(64 * ldq);
         let shape = Shape {
             grid: (d.v / 32, d.h, d.n),
             threads: 128,
-            smem: (r0 + 64 * ldv) * es + d.k * 4,
+            smem: 2 * ((r0 + 64 * ldv) * es + d.k * 4),
         };
         let args = [
             Arg::buf(&p.v, s),
