@@ -263,6 +263,53 @@ __device__ void bwd_state(const T* __restrict__ v, const T* __restrict__ dout,
 // bwd_dqk_tc below). One body of about 270 lines, phases in order (staging, dA, inter-chunk
 // parts, intra parts, dg): the phases share one shared-memory layout and the per-thread
 // accumulators, and keeping them in one function keeps the generated code fixed.
+// The inter-chunk products of both dq/dk kernels over one staged 64-column slice of the value
+// dimension (tiles [64][LD], k contiguous): warp rows mrow .. +15, output columns 8 nh .. +31:
+//   accA += do @ v^T (column tiles at or left of the diagonal block only), accQ += do @ Hs^T,
+//   accK += v @ dHs^T.
+// 16-bit operands: fragments by ldmatrix (one instruction per A tile and per pair of B tiles, the
+// A tiles loaded once for the four column tiles); f32: Tile's FFMA path (tf32 rounds operands).
+template <typename T, int LD>
+__device__ __forceinline__ void inter_products(float (&accA)[4][4], float (&accQ)[4][4], float (&accK)[4][4],
+                                               const T* sDo, const T* sV, const T* sH, const T* sDH,
+                                               int mrow, int nh, int tf32) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int kk = 0; kk < CH; kk += 16) {
+    if constexpr (sizeof(T) == 2) {
+      u32 aDo[4], aV[4];
+      ldsm_x4(aDo, sDo + (mrow + (lane & 15)) * LD + kk + (lane >> 4) * 8);
+      ldsm_x4(aV, sV + (mrow + (lane & 15)) * LD + kk + (lane >> 4) * 8);
+      const int bn = (lane & 7) + ((lane >> 4) << 3), bk = kk + ((lane >> 3) & 1) * 8;
+#pragma unroll
+      for (int np = 0; np < 4; np += 2) {
+        const int n0 = (nh + np) * 8;  // a multiple of 16, like mrow
+        u32 bf[4];
+        ldsm_x4(bf, sH + (n0 + bn) * LD + bk);
+        Mma<T>::run(accQ[np], aDo, bf);
+        Mma<T>::run(accQ[np + 1], aDo, bf + 2);
+        ldsm_x4(bf, sDH + (n0 + bn) * LD + bk);
+        Mma<T>::run(accK[np], aV, bf);
+        Mma<T>::run(accK[np + 1], aV, bf + 2);
+        if (n0 <= mrow) {
+          ldsm_x4(bf, sV + (n0 + bn) * LD + bk);
+          Mma<T>::run(accA[np], aDo, bf);
+          Mma<T>::run(accA[np + 1], aDo, bf + 2);
+        }
+      }
+    } else {
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt) {
+        const int n0 = (nh + nt) * 8;
+        if (n0 <= mrow + 15)
+          Tile<T, LD, 1, 1, LD>::mma(accA[nt], sDo + mrow * LD + kk, sV + n0 * LD + kk, tf32);
+        Tile<T, LD, 1, 1, LD>::mma(accQ[nt], sDo + mrow * LD + kk, sH + n0 * LD + kk, tf32);
+        Tile<T, LD, 1, 1, LD>::mma(accK[nt], sV + mrow * LD + kk, sDH + n0 * LD + kk, tf32);
+      }
+    }
+  }
+}
+
 template <typename T>
 __device__ void bwd_dqk_local(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                               const T* __restrict__ dout, const float* __restrict__ g, int gate_cols,
@@ -346,17 +393,7 @@ __device__ void bwd_dqk_local(const T* __restrict__ q, const T* __restrict__ k, 
     cp_async_commit();
     cp_async_wait<0>();
     __syncthreads();
-#pragma unroll
-    for (int kk = 0; kk < CH; kk += 16) {
-#pragma unroll
-      for (int nt = 0; nt < 4; ++nt) {
-        const int n0 = (nh + nt) * 8;
-        if (n0 <= mrow + 15)
-          Tile<T, LD, 1, 1, LD>::mma(accA[nt], sDo + mrow * LD + kk, sV + n0 * LD + kk, tf32);
-        Tile<T, LD, 1, 1, LD>::mma(accQ[nt], sDo + mrow * LD + kk, sH + n0 * LD + kk, tf32);
-        Tile<T, LD, 1, 1, LD>::mma(accK[nt], sV + mrow * LD + kk, sDH + n0 * LD + kk, tf32);
-      }
-    }
+    inter_products<T, LD>(accA, accQ, accK, sDo, sV, sH, sDH, mrow, nh, tf32);
     {
       const int d = tid >> 2, e1 = (tid & 3) * 16;
       for (int e = e1; e < e1 + 16; ++e) {
@@ -649,17 +686,7 @@ __device__ void bwd_dqk_tc(const T* __restrict__ q, const T* __restrict__ k, con
     cp_async_commit();
     cp_async_wait<0>();
     __syncthreads();
-#pragma unroll
-    for (int kk = 0; kk < CH; kk += 16) {
-#pragma unroll
-      for (int nt = 0; nt < 4; ++nt) {
-        const int n0 = (nh + nt) * 8;
-        if (n0 <= mrow + 15)
-          Tile<T, LD, 1, 1, LD>::mma(accA[nt], sDo + mrow * LD + kk, sV + n0 * LD + kk, tf32);
-        Tile<T, LD, 1, 1, LD>::mma(accQ[nt], sDo + mrow * LD + kk, sH + n0 * LD + kk, tf32);
-        Tile<T, LD, 1, 1, LD>::mma(accK[nt], sV + mrow * LD + kk, sDH + n0 * LD + kk, tf32);
-      }
-    }
+    inter_products<T, LD>(accA, accQ, accK, sDo, sV, sH, sDH, mrow, nh, tf32);
     {
       const int d = tid >> 2, e1 = (tid & 3) * 16;
       for (int e = e1; e < e1 + 16; ++e) {
@@ -688,21 +715,30 @@ __device__ void bwd_dqk_tc(const T* __restrict__ q, const T* __restrict__ k, con
       }
       store2<T>(sDA + i * LD + j, x, y);
     }
-  for (int idx = tid; idx < 96 * CH; idx += 256) {
-    const int col = idx >> 6, d = idx & 63;
-    {
-      // kf: column col -> anchor a and key row j < a
-      const int a = col < 16 ? 16 : (col < 48 ? 32 : 48);
-      const int j = col < 16 ? col : (col < 48 ? col - 16 : col - 48);
-      const float x = sK[j * LS + d] * decay<true>(sF[j * LS + d], sZ[j * LS + d], sF[a * LS + d], sZ[a * LS + d]);
-      kfT[d * LDF + col] = from_f<T>(x);
+  {
+    // thread: channel d, columns c0, c0 + 4, ...; each anchor's (F, Z) read once per segment
+    const int d = tid & 63, c0 = tid >> 6;
+#pragma unroll
+    for (int seg = 0; seg < 3; ++seg) {
+      // kf: columns lo .. hi-1 -> anchor a = 16 (seg + 1), key rows j = col - lo < a
+      const int a = 16 * (seg + 1), lo = seg == 0 ? 0 : (seg == 1 ? 16 : 48), hi = seg == 0 ? 16 : (seg == 1 ? 48 : 96);
+      const float Fa = sF[a * LS + d];
+      const int Za = sZ[a * LS + d];
+      for (int col = lo + c0; col < hi; col += 4) {
+        const int j = col - lo;
+        kfT[d * LDF + col] = from_f<T>(sK[j * LS + d] * decay<true>(sF[j * LS + d], sZ[j * LS + d], Fa, Za));
+      }
     }
-    {
-      // qf: column col -> anchor b and query row i > b
-      const int bb = col < 48 ? 15 : (col < 80 ? 31 : 47);
-      const int i = col < 48 ? 16 + col : (col < 80 ? col - 16 : col - 32);
-      const float x = sQ[i * LS + d] * decay<true>(sF[bb * LS + d], sZ[bb * LS + d], sF[i * LS + d], sZ[i * LS + d]);
-      qfT[d * LDF + col] = from_f<T>(x);
+#pragma unroll
+    for (int seg = 0; seg < 3; ++seg) {
+      // qf: columns lo .. hi-1 -> anchor b = 16 seg + 15, query rows i = col - lo + b + 1 > b
+      const int bb = 16 * seg + 15, lo = seg == 0 ? 0 : (seg == 1 ? 48 : 80), hi = seg == 0 ? 48 : (seg == 1 ? 80 : 96);
+      const float Fb = sF[bb * LS + d];
+      const int Zb = sZ[bb * LS + d];
+      for (int col = lo + c0; col < hi; col += 4) {
+        const int i = col - lo + bb + 1;
+        qfT[d * LDF + col] = from_f<T>(sQ[i * LS + d] * decay<true>(Fb, Zb, sF[i * LS + d], sZ[i * LS + d]));
+      }
     }
   }
   __syncthreads();
@@ -790,14 +826,21 @@ __device__ void bwd_dqk_tc(const T* __restrict__ q, const T* __restrict__ k, con
       gq[r] = gk[r] = 0.0f;
     }
 #pragma unroll
-    for (int i = 0; i < 16; ++i)
+    for (int i = 0; i < 16; ++i) {
+      // row i of the block's dA (columns r0 .. r0 + i) by 16-byte loads (one address for the warp)
+      constexpr int PER = 16 / sizeof(T);  // elements per 16-byte load
+      alignas(16) T da[16];
+#pragma unroll
+      for (int n = 0; n <= i / PER; ++n)
+        *reinterpret_cast<float4*>(da + n * PER) = reinterpret_cast<const float4*>(sDA + (r0 + i) * LD + r0)[n];
 #pragma unroll
       for (int j = 0; j <= i; ++j) {
-        const float da = to_f(sDA[(r0 + i) * LD + r0 + j]);
+        const float a = to_f(da[j]);
         const float e = decay<true>(F[j], Z[j], F[i], Z[i]);
-        gq[i] = fmaf(da, kv[j] * e, gq[i]);
-        gk[j] = fmaf(da, qv[i] * e, gk[j]);
+        gq[i] = fmaf(a, kv[j] * e, gq[i]);
+        gk[j] = fmaf(a, qv[i] * e, gk[j]);
       }
+    }
 #pragma unroll
     for (int r = 0; r < 16; ++r) {
       sDQ[(r0 + r) * LS + d] += gq[r];

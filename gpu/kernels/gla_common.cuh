@@ -107,6 +107,18 @@ template <> struct Mma<f16_t> {
   }
 };
 
+// ldmatrix.x4: four 8 x 8 matrices of 16-bit elements from shared memory in one instruction; lane
+// l supplies the address of row (l & 7) of matrix (l >> 3) (16-byte aligned), and receives in r[m]
+// the elements (row lane / 4, columns 2 (lane % 4), +1) of matrix m: the mma.sync fragment layout.
+// A fragment of a row-major 16 x 16 tile (k contiguous): row (l & 15), column 8 (l >> 4).
+// B fragments of two adjacent 8-column groups stored n-major (k contiguous): row n =
+// (l & 7) + 8 (l >> 4), column 8 ((l >> 3) & 1); r[0], r[1] serve the first group, r[2], r[3] the second.
+__device__ __forceinline__ void ldsm_x4(u32* r, const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p)));
+}
+
 // ---------------------------------------------------------------- warp-level 16x8x16 product
 // Tile<T, SAM, SAK, SBK, SBN>::mma: c (mma.sync accumulator layout: c0,c1 = row gid, cols 2tig,
 // 2tig+1; c2,c3 = row gid+8) += A[16 x 16] @ B[16 x 8], A(m, k) = A[m*SAM + k*SAK],
