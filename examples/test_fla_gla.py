@@ -73,8 +73,9 @@ def run_fla(fn, inputs, dtype):
 
 
 def record(kernel, dtype, name, report=None, error=None):
-    """Append one JSON line to $GLACHECK_REPORT: the verdict per tensor, or the exception raised
-    before a verdict (written at once, so a run stopped early keeps what it judged)."""
+    """Append one JSON line to $GLACHECK_REPORT: per tensor [ratio, bound, pass, non-finite
+    values where the oracle is finite], or the exception raised before a verdict (written at
+    once, so a run stopped early keeps what it judged)."""
     path = os.environ.get("GLACHECK_REPORT")
     if path:
         row = {"kernel": kernel, "dtype": dtype, "case": name}
@@ -82,7 +83,8 @@ def record(kernel, dtype, name, report=None, error=None):
             row.update({"pass": False, "error": f"{type(error).__name__}: {error}"[:500]})
         else:
             row.update({"pass": bool(report),
-                        "tensors": {t.name: [t.ratio, t.bound, t.passed] for t in report}})
+                        "tensors": {t.name: [t.ratio, t.bound, t.passed, t.nonfinite]
+                                    for t in report}})
         with open(path, "a") as f:
             f.write(json.dumps(row) + "\n")
 
@@ -105,6 +107,10 @@ def judged(kernel, dtype, name, inputs, **judge_args):
 @pytest.mark.parametrize("kernel", sorted(KERNELS))
 def test_catalog(kernel, dtype, name):
     case = glacheck.case(name)
+    if kernel == "chunk_gla" and case["inputs"]["v"].shape[-1] < 16:
+        # fla 0.6.0's chunk_gla does not compile for V < 16 (its dA kernel's tl.dot needs an inner
+        # dimension >= 16: Triton CompilationError), so these cases have no output to judge
+        pytest.skip("fla's chunk_gla needs V >= 16 (Triton tl.dot); this case has V < 16")
     scalar = case["inputs"]["g"].ndim == 3
     truth = "oracle" if scalar else case  # expanded scalar gates: another problem
     report = judged(kernel, dtype, name, case["inputs"], truth=truth)

@@ -68,7 +68,7 @@ done
 SH="8,4096,16,128,128 8,4096,16,128,256 8,4096,16,64,64 2,16384,16,128,128"
 for round in $(seq ${ROUNDS:-2}); do for P in ${PACK_A:-.gpu-b} ${PACK_B:-.gpu-c} ${EXTRA:-}; do
   echo "=== bench $P round $round (after $(el) s)"
-  timeout 60 $R/$P/bin/gla-gpu-bench --mode fwdbwd --iters 20 $SH 2>&1 | grep -vE "^\s*$" | tee -a $L/bench-${P#.}.log
+  timeout 100 $R/$P/bin/gla-gpu-bench --mode fwdbwd --iters 20 $SH 2>&1 | grep -vE "^\s*$" | tee -a $L/bench-${P#.}.log
 done; done
 for P in ${PACK_A:-.gpu-b} ${PACK_B:-.gpu-c}; do
   echo "=== bench $P forward alone (after $(el) s)"

@@ -264,3 +264,62 @@ fn tf32_truncation_is_told_apart_from_round_to_nearest() {
     );
     assert!(n >= 20 && fail_rn.len() * 4 >= n * 3, "{fail_rn:?} of {n}");
 }
+
+/// A defect found on a GPU: fla 0.6.0's `chunk_gla` (bf16) failed the Hypothesis recipe of
+/// examples/test_fla_gla.py on dg, 15.9-69.8x the bound, and Hypothesis shrank it to the problem
+/// stored in fixtures/regressions (T = 15, g = 0, K = V = 64, values from 1e-3 to 3e3; BENCHMARKS.md
+/// V4). The cause is fla's in-chunk reverse cumsum `x - cumsum(x) + sum(x)`
+/// ([`gla_judge::mutants::dg_chunk_total_minus_prefix`]): replayed on the CPU twin's f32
+/// gradients it fails the bound on dg alone, at the element fla failed ([0, 14, 0, 14]: 6.6x the
+/// bound here, 54.5x in fla's run, whose reduction orders differ), where the twin, which sums from
+/// the end, passes every rule. fla's RMS rule and FlashAttention's 2x rule pass the defect (the
+/// damage sits on rows whose dg is small next to the rest); cuDNN's tolerance fails the honest
+/// twin as well, so it catches nothing here.
+#[test]
+fn fla_chunk_total_minus_prefix_dg_is_caught() {
+    use gla_judge::mutants::{anchors, chunked_f32, dg_chunk_total_minus_prefix, same_dtype};
+    use gla_reference::bounds::DgForm;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/regressions/fla_chunk_gla_dg_total_minus_prefix.safetensors");
+    let p = gla_fixtures::io::read_problem(&path).unwrap();
+    let truth = gla_judge::Truth::oracle(&p, true).unwrap();
+    let opts = VerifyOptions {
+        precision: Dtype::Bf16,
+        ..VerifyOptions::default()
+    };
+    let twin = chunked_f32(&p, gla_reference::RoundingPlan::kernel_default(Dtype::Bf16)).unwrap();
+    let honest = Candidate::from_solution(&twin, Dtype::Bf16);
+    let r = verify(&p, &honest, &truth, &opts, Labels::default()).unwrap();
+    assert!(r.pass(), "{}", r.render());
+    let bad = dg_chunk_total_minus_prefix(&p).unwrap();
+    let r = verify(&p, &bad, &truth, &opts, Labels::default()).unwrap();
+    let text = r.render();
+    println!("{text}");
+    assert!(!r.pass_bound(), "{text}");
+    for (name, _, _) in &bad.tensors {
+        assert_eq!(
+            r.failed_rules(name).is_empty(),
+            *name != "dg",
+            "{name}\n{text}"
+        );
+    }
+    let dg = |c: &Candidate| c.tensors.iter().find(|t| t.0 == "dg").unwrap().1.clone();
+    let rec32 = gla_reference::recurrent::backward_with::<f32>(&p, DgForm::Local).unwrap();
+    let rec32_dg = rec32.tensor("dg").unwrap();
+    let pt = same_dtype::recurrence(&p, Dtype::Bf16);
+    let (x, h) = (dg(&bad), dg(&honest));
+    let fla = anchors::fla_pass(&x, rec32_dg);
+    let fa = anchors::fa_pass(&x, rec32_dg, pt.tensor("dg").unwrap());
+    let cudnn = anchors::cudnn_pass(&x, rec32_dg);
+    println!("anchors on the defect's dg: fla RMS {fla}, FlashAttention 2x {fa}, cuDNN {cudnn}");
+    println!(
+        "anchors on the twin's dg: fla RMS {}, FlashAttention 2x {}, cuDNN {}",
+        anchors::fla_pass(&h, rec32_dg),
+        anchors::fa_pass(&h, rec32_dg, pt.tensor("dg").unwrap()),
+        anchors::cudnn_pass(&h, rec32_dg)
+    );
+    assert!(
+        fla && fa,
+        "an anchor rule now catches it: update the doc comment"
+    );
+}

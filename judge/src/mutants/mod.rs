@@ -552,6 +552,69 @@ fn dg_no_ht(p: &Problem) -> Result<Candidate> {
     })
 }
 
+/// fla 0.6.0's `chunk_gla` evaluation of the gate gradient's reverse cumsum inside a chunk
+/// (fla/ops/gla/chunk.py, `b_dg - tl.cumsum(b_dg, 0) + tl.sum(b_dg, 0) + b_dgk`): with the chunk's
+/// terms x_s = q_s dq_s - k_s dk_s (f32, from the twin's f32 gradients),
+/// `dg_t = ((x_t - P_t) + S) + carry` in f32, where P_t is the chunk's inclusive prefix sum (in
+/// order), S its total summed as a tree (Triton's `tl.sum` is a tree reduction, so S and the last
+/// P_t differ in their roundings) and carry the reverse cumsum of everything after the chunk (with
+/// the hT term), cast to bf16. Exact in exact arithmetic; in floating point its error scales with
+/// the chunk's largest partial sums, not with the suffix sum_{s >= t} |x_s| that `M_dg` measures,
+/// so rows whose suffix is small next to earlier rows lose every digit. Not in [`mutants`] (on the catalog's
+/// cases the f32 rounding of those sums stays far below the bf16 bound): it replays the defect
+/// the Hypothesis strategy found in fla's kernel on a GPU, on the problem it shrank to
+/// (fixtures/regressions/fla_chunk_gla_dg_total_minus_prefix.safetensors; judge/tests/power.rs).
+pub fn dg_chunk_total_minus_prefix(p: &Problem) -> Result<Candidate> {
+    with_dg(p, twin_f32_grads(p)?, |s, p| {
+        let term = ht_term(p, &s.ht);
+        let d = p.dims();
+        let scalar = p.gate_kind() == GateKind::Scalar;
+        let g = s.grads.as_mut().expect("backward");
+        let kg = if scalar { 1 } else { d.k };
+        for sq in p.sequences() {
+            for h in 0..d.h {
+                for c in 0..kg {
+                    let chans = if scalar { 0..d.k } else { c..c + 1 };
+                    let x: Vec<f32> = (sq.start..sq.start + sq.len)
+                        .map(|t| {
+                            chans.clone().fold(0f32, |acc, a| {
+                                acc + p.q()[[sq.batch, t, h, a]] as f32
+                                    * g.dq[[sq.batch, t, h, a]] as f32
+                                    - p.k()[[sq.batch, t, h, a]] as f32
+                                        * g.dk[[sq.batch, t, h, a]] as f32
+                            })
+                        })
+                        .collect();
+                    // chunks from the last; carry = reverse cumsum after the chunk (direct, f32)
+                    let mut carry = term[[sq.state, h, c, 0]] as f32;
+                    let starts: Vec<usize> = (0..sq.len).step_by(CHUNK).collect();
+                    for &c0 in starts.iter().rev() {
+                        let c1 = (c0 + CHUNK).min(sq.len);
+                        let total = tree_sum(&x[c0..c1]);
+                        let mut prefix = 0f32;
+                        for (t, &xt) in x.iter().enumerate().take(c1).skip(c0) {
+                            prefix += xt;
+                            g.dg[[sq.batch, sq.start + t, h, c]] =
+                                (((xt - prefix) + total) + carry) as f64;
+                        }
+                        carry = x[c0..c1].iter().rev().fold(carry, |a, &v| a + v);
+                    }
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Pairwise (tree) f32 sum: halves summed separately, then added.
+fn tree_sum(x: &[f32]) -> f32 {
+    match x.len() {
+        0 => 0.0,
+        1 => x[0],
+        n => tree_sum(&x[..n.next_power_of_two() / 2]) + tree_sum(&x[n.next_power_of_two() / 2..]),
+    }
+}
+
 fn dg_rc_bf16(p: &Problem) -> Result<Candidate> {
     with_dg(p, twin_f32_grads(p)?, |s, p| {
         let term = ht_term(p, &s.ht);
