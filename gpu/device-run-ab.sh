@@ -9,7 +9,9 @@
 #   2. On a quiet GPU: `gla-gpu-bench` fwdbwd for A, B and each pack in $EXTRA (bench only, e.g.
 #      an intermediate commit), $ROUNDS (default 2) times in turn, then fwd for A and B
 #      (per-kernel CUDA-event times).
-#   3. ncu on B's kernels (speed of light, occupancy, shared-memory bank conflicts).
+#   3. With FLA_TIME=1, fla's chunk_gla timed at the same shapes (fwd and fwd+bwd), its Triton
+#      autotune results carried in .fla-cache (gpu/device-run-fla-tune.sh makes them).
+#   4. ncu on B's kernels (speed of light, occupancy, shared-memory bank conflicts), if time is left.
 # Packs (git-ignored folders): $PACK_A, $PACK_B (default .gpu-b, .gpu-c), each with bin/ holding
 # the release builds gla-gpu__test__gpu_{forward,causality,backward}, gla-gpu-bench and glacheck
 # (built as gpu/device-run.sh describes); whl/ in $PACK_A with fla-core and
@@ -74,6 +76,15 @@ for P in ${PACK_A:-.gpu-b} ${PACK_B:-.gpu-c}; do
   echo "=== bench $P forward alone (after $(el) s)"
   timeout 30 $R/$P/bin/gla-gpu-bench --mode fwd --iters 20 $SH 2>&1 | grep -vE "^\s*$" | tee -a $L/bench-${P#.}.log
 done
+if [ "${FLA_TIME:-0}" = 1 ]; then
+  # fla chunk_gla timed at the same shapes, its autotune results seeded from .fla-cache
+  # (gpu/device-run-fla-tune.sh); shapes without a carried result are tuned here (~200 s each)
+  [ -d /tmp/site/fla ] || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site $R/${PACK_A:-.gpu-b}/whl/*.whl > $L/pip.log 2>&1
+  mkdir -p /tmp/triton-cache; [ -d $R/.fla-cache ] && cp -r $R/.fla-cache/. /tmp/triton-cache/
+  echo "=== fla chunk_gla, fresh process (after $(el) s)"
+  PYTHONPATH=/tmp/site TRITON_CACHE_DIR=/tmp/triton-cache PYTHONUNBUFFERED=1 timeout $(( $(left) - 10 )) \
+    python3 gpu/benches/fla_baseline.py --mode both $SH 2>&1 | grep -v Warning | tee $L/fla.log
+fi
 if [ $(left) -gt 50 ]; then
   echo "=== ncu B (after $(el) s)"
   timeout $(( $(left) - 10 )) ncu --kernel-name regex:"gla_fwd_intra_tc|gla_bwd_dqk|gla_bwd_state|gla_fwd_state" --launch-skip 5 --launch-count 4 \
