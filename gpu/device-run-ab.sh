@@ -89,8 +89,9 @@ if [ $(left) -gt 50 ]; then
   echo "=== ncu B (after $(el) s)"
   timeout $(( $(left) - 10 )) ncu --kernel-name regex:"gla_fwd_intra_tc|gla_bwd_dqk|gla_bwd_state|gla_fwd_state" --launch-skip 5 --launch-count 4 \
     --section SpeedOfLight --section Occupancy --section LaunchStats --section MemoryWorkloadAnalysis_Tables \
+    --section WarpStateStats --section SchedulerStats \
     $B/gla-gpu-bench --mode fwdbwd --iters 1 8,4096,16,128,128 > $L/ncu.log 2>&1; echo "ncu rc=$?"
-  grep -E "gla_|Duration|Memory Throughput|Compute \(SM\) Throughput|Achieved Occupancy|Registers Per|Block Limit|Bank|bank" $L/ncu.log | head -60 | cut -c1-250
+  grep -E "gla_|Duration|Memory Throughput|Compute \(SM\) Throughput|Achieved Occupancy|Registers Per|Block Limit|Bank|bank|Stall|stalled|Warp Cycles Per Issued|Issued Warp" $L/ncu.log | head -90 | cut -c1-250
 fi
 tar czf $OUT/logs.tgz -C /tmp logs
 echo "=== total $(el) s"
