@@ -323,3 +323,89 @@ fn fla_chunk_total_minus_prefix_dg_is_caught() {
         "an anchor rule now catches it: update the doc comment"
     );
 }
+
+/// How often each judge catches the total-minus-prefix dg (F12) on drawn problems (the property
+/// suite's gate and value regimes, `F12_SEEDS` of them, default 300): a judge catches it on a
+/// problem when it fails the replay's dg and passes the honest twin's. Prints the counts and the
+/// problems an anchor catches it on and glacheck does not (BENCHMARKS.md V4), and checks that
+/// glacheck catches it on at least as many problems as each anchor. (Per problem that does not
+/// hold: where the replay's extra error stays inside the bound and within the baseline rule's 2x
+/// plus its floor, fla's RMS rule, which compares with RMS(dg) rather than with `M_dg`, or
+/// cuDNN's elementwise tolerance can still flip.)
+#[test]
+fn total_minus_prefix_dg_on_drawn_problems() {
+    use gla_judge::mutants::{anchors, chunked_f32, dg_chunk_total_minus_prefix, same_dtype};
+    use gla_reference::bounds::DgForm;
+    let n: u64 = std::env::var("F12_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
+    let opts = VerifyOptions {
+        precision: Dtype::Bf16,
+        ..VerifyOptions::default()
+    };
+    let (mut judged, mut caught, mut only_anchor) = (0, [0usize; 4], Vec::new());
+    for seed in 0..n {
+        let case = drawn_case(seed);
+        let p = &case.problem;
+        let twin =
+            chunked_f32(p, gla_reference::RoundingPlan::kernel_default(Dtype::Bf16)).unwrap();
+        let honest = Candidate::from_solution(&twin, Dtype::Bf16);
+        let bad = dg_chunk_total_minus_prefix(p).unwrap();
+        let rh = verify(p, &honest, &case.truth, &opts, Labels::default()).unwrap();
+        let rb = verify(p, &bad, &case.truth, &opts, Labels::default()).unwrap();
+        let dg = |c: &Candidate| c.tensors.iter().find(|t| t.0 == "dg").unwrap().1.clone();
+        let rec32 = gla_reference::recurrent::backward_with::<f32>(p, DgForm::Local).unwrap();
+        let r32 = rec32.tensor("dg").unwrap().clone();
+        let pt = same_dtype::recurrence(p, Dtype::Bf16)
+            .tensor("dg")
+            .unwrap()
+            .clone();
+        let (x, h) = (dg(&bad), dg(&honest));
+        let verdicts = |y: &ndarray::Array4<f64>, glacheck: bool| {
+            [
+                glacheck,
+                anchors::fla_pass(y, &r32),
+                anchors::fa_pass(y, &r32, &pt),
+                anchors::cudnn_pass(y, &r32),
+            ]
+        };
+        let vh = verdicts(&h, rh.failed_rules("dg").is_empty());
+        let vb = verdicts(&x, rb.failed_rules("dg").is_empty());
+        judged += 1;
+        let c: Vec<bool> = (0..4).map(|j| vh[j] && !vb[j]).collect();
+        for j in 0..4 {
+            caught[j] += c[j] as usize;
+        }
+        if !c[0] && c[1..].iter().any(|&b| b) {
+            // how close the honest twin is to the anchors' thresholds where they flip
+            let rel = |y: &ndarray::Array4<f64>| {
+                let (mut num, mut den, mut worst) = (0.0f64, 0.0f64, 0.0f64);
+                for (a, b) in y.iter().zip(r32.iter()) {
+                    num += (a - b) * (a - b);
+                    den += b * b;
+                    worst = worst.max((a - b).abs() / (2e-2 + 2e-2 * b.abs()));
+                }
+                ((num / den).sqrt(), worst)
+            };
+            let ((fh, ch), (fb, cb)) = (rel(&h), rel(&x));
+            only_anchor.push(format!(
+                "{} [fla RMS ratio {fh:.4} -> {fb:.4} (limit 0.005), cuDNN worst {ch:.3} -> {cb:.3} (limit 1), glacheck dg ratio/bound {:.3}]",
+                case.name,
+                rb.tensors.iter().find(|t| t.name == "dg").map_or(0.0, |t| t.ratio / t.bound)
+            ));
+        }
+    }
+    println!(
+        "total-minus-prefix dg on {judged} drawn problems: caught by glacheck {}, fla {}, \
+         FlashAttention {}, cuDNN {}",
+        caught[0], caught[1], caught[2], caught[3]
+    );
+    println!(
+        "caught by an anchor, not by glacheck ({}):\n{}",
+        only_anchor.len(),
+        only_anchor.join("\n")
+    );
+    assert!(caught[1..].iter().all(|&c| caught[0] >= c), "{caught:?}");
+    assert!(caught[0] > 0);
+}
