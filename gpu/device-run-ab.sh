@@ -21,10 +21,10 @@
 set -u
 t0=$(date +%s); el() { echo $(( $(date +%s) - t0 )); }
 left() { echo $(( ${LIMIT:-540} - ($(date +%s) - t0) )); }
-R=$PWD; A=$R/${PACK_A:-.gpu-b}/bin; B=$R/${PACK_B:-.gpu-c}/bin; L=/tmp/logs; mkdir -p $L
+R=$PWD; B=$R/${PACK_B:-.gpu-c}/bin; L=/tmp/logs; mkdir -p $L
 export GLA_REQUIRE_GPU=1
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
-PIDS=""; TPIDS=""
+PIDS=""
 if [ "${FLA:-0}" = 1 ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site $R/${PACK_A:-.gpu-b}/whl/*.whl > $L/pip.log 2>&1
   for k in chunk_gla fused_recurrent_gla; do for d in bf16 fp32; do
@@ -35,23 +35,11 @@ if [ "${FLA:-0}" = 1 ]; then
     PIDS="$PIDS $!"
   done; done
 fi
-cd gpu
-for t in gpu_forward gpu_causality gpu_backward; do
-  (CARGO_MANIFEST_DIR=$R/gpu timeout 200 $B/gla-gpu__test__$t --test-threads 4 --nocapture > $L/$t.log 2>&1; echo "rc=$?" >> $L/$t.log) &
-  TPIDS="$TPIDS $!"
-done
-for tool in memcheck racecheck; do
-  (CARGO_MANIFEST_DIR=$R/gpu timeout 220 compute-sanitizer --tool $tool --error-exitcode 9 $B/gla-gpu__test__gpu_backward --test-threads 1 sanitizer_coverage > $L/$tool.log 2>&1; echo "rc=$?" >> $L/$tool.log) &
-  TPIDS="$TPIDS $!"
-done
-wait $TPIDS
-cd $R
+. gpu/device-checks.sh
+start_checks $B $L
+wait $CHECK_PIDS
 echo "=== B's tests and sanitizers done after $(el) s"
-for t in gpu_forward gpu_causality gpu_backward; do
-  echo "--- $t: $(grep -E '^test result|^rc=' $L/$t.log | tr '\n' ' ')"
-  grep -E "panicked|FAILED|failed" $L/$t.log | head -12 | cut -c1-400
-done
-for tool in memcheck racecheck; do echo "--- $tool: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|^test result|^rc=' $L/$tool.log | sort | uniq -c | tr '\n' ' ')"; done
+report_checks $L
 grep -hE "worst" $L/gpu_forward.log $L/gpu_backward.log | head -40 | cut -c1-300
 [ -n "$PIDS" ] && { wait $PIDS; echo "=== fla pytest done after $(el) s"; }
 for f in $L/pytest-*.log; do [ -f $f ] && echo "--- $(basename $f): $(grep -E 'passed|failed|^rc=' $f | tail -2 | tr '\n' ' ')"; done

@@ -15,21 +15,11 @@ R=$PWD; A=$R/${PACK:-.gpu-b}; B=$A/bin; L=/tmp/logs; mkdir -p $L
 export GLA_REQUIRE_GPU=1
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site $A/whl/*.whl > $L/pip.log 2>&1 &
-cd gpu
-for t in gpu_forward gpu_causality gpu_backward; do
-  (CARGO_MANIFEST_DIR=$R/gpu timeout 170 $B/gla-gpu__test__$t --test-threads 4 --nocapture > $L/$t.log 2>&1; echo "rc=$?" >> $L/$t.log) &
-done
-for tool in memcheck racecheck; do
-  (CARGO_MANIFEST_DIR=$R/gpu timeout 180 compute-sanitizer --tool $tool --error-exitcode 9 $B/gla-gpu__test__gpu_backward --test-threads 1 sanitizer_coverage > $L/$tool.log 2>&1; echo "rc=$?" >> $L/$tool.log) &
-done
+. gpu/device-checks.sh
+start_checks $B $L
 wait
-cd $R
 echo "=== phase 1 (tests, sanitizers) done after $(el) s"
-for t in gpu_forward gpu_causality gpu_backward; do
-  echo "--- $t: $(grep -E '^test result|^rc=' $L/$t.log | tr '\n' ' ')"
-  grep -E "panicked|FAILED|failed" $L/$t.log | head -12 | cut -c1-400
-done
-for tool in memcheck racecheck; do echo "--- $tool: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|^test result|^rc=' $L/$tool.log | sort | uniq -c | tr '\n' ' ')"; done
+report_checks $L
 grep -hE "worst|ratio" $L/gpu_backward.log | head -30 | cut -c1-300
 SH="8,4096,16,128,128 8,4096,16,128,256 8,4096,16,64,64 2,16384,16,128,128"
 echo "=== glacheck bench fwdbwd (after $(el) s)"

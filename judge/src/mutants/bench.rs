@@ -32,6 +32,7 @@ use crate::{solve, Compute, DgFormKey, Implementation, JudgeError, Round};
 use gla_reference::bounds::DgForm;
 use gla_reference::chunked::{self, ChunkOptions};
 use gla_reference::{recurrent, Dtype, Problem, Solution};
+use ndarray::Array4;
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -127,44 +128,58 @@ pub struct Verdicts {
     pub numbers: Vec<String>,
 }
 
-/// The references the anchor judges compare with (docs in [`super::anchors`]).
-struct Refs {
+/// The references the anchor judges compare with on one problem (docs in [`super::anchors`]):
+/// fla's fp32 loop, FlashAttention's high-precision reference and its same-dtype PyTorch
+/// reference, cuDNN's reference.
+pub struct AnchorRefs {
     rec32: Solution,
     hi: Solution,
     pt: Solution,
 }
 
-fn refs(p: &Problem, precision: Dtype) -> Result<Refs, JudgeError> {
-    let bwd = p.has_backward();
-    let rec = |f64c: bool| -> Result<Solution, JudgeError> {
-        Ok(match (f64c, bwd) {
-            (false, false) => recurrent::forward::<f32>(p)?,
-            (false, true) => recurrent::backward_with::<f32>(p, DgForm::Local)?,
-            (true, false) => recurrent::forward::<f64>(p)?,
-            (true, true) => recurrent::backward_with::<f64>(p, DgForm::Local)?,
+impl AnchorRefs {
+    /// The references for a candidate of declared `precision` on `p`.
+    pub fn new(p: &Problem, precision: Dtype) -> Result<AnchorRefs, JudgeError> {
+        let bwd = p.has_backward();
+        let rec = |f64c: bool| -> Result<Solution, JudgeError> {
+            Ok(match (f64c, bwd) {
+                (false, false) => recurrent::forward::<f32>(p)?,
+                (false, true) => recurrent::backward_with::<f32>(p, DgForm::Local)?,
+                (true, false) => recurrent::forward::<f64>(p)?,
+                (true, true) => recurrent::backward_with::<f64>(p, DgForm::Local)?,
+            })
+        };
+        let rec32 = rec(false)?;
+        Ok(if matches!(precision, Dtype::F32 | Dtype::F64) {
+            AnchorRefs {
+                hi: rec(true)?,
+                pt: rec32.clone(),
+                rec32,
+            }
+        } else {
+            AnchorRefs {
+                hi: rec32.clone(),
+                pt: super::same_dtype::recurrence(p, precision),
+                rec32,
+            }
         })
-    };
-    let rec32 = rec(false)?;
-    Ok(if matches!(precision, Dtype::F32 | Dtype::F64) {
-        Refs {
-            hi: rec(true)?,
-            pt: rec32.clone(),
-            rec32,
-        }
-    } else {
-        Refs {
-            hi: rec32.clone(),
-            pt: super::same_dtype::recurrence(p, precision),
-            rec32,
-        }
-    })
+    }
+
+    /// The anchors' verdicts on output tensor `name` with values `x`: [fla's RMS rule,
+    /// FlashAttention's 2x rule, cuDNN's tolerance], true = pass.
+    pub fn passes(&self, name: &str, x: &Array4<f64>) -> [bool; 3] {
+        let (rec32, hi, pt) = [&self.rec32, &self.hi, &self.pt]
+            .map(|s| s.tensor(name).expect("same outputs"))
+            .into();
+        [fla_pass(x, rec32), fa_pass(x, hi, pt), cudnn_pass(x, hi)]
+    }
 }
 
 fn judge_with(
     case: &Case,
     cand: &Candidate,
     opts: &VerifyOptions,
-    refs: &Refs,
+    refs: &AnchorRefs,
     label: &str,
 ) -> Result<Verdicts, JudgeError> {
     let labels = Labels {
@@ -179,7 +194,6 @@ fn judge_with(
         numbers: Vec::new(),
     };
     for (name, x, _) in &cand.tensors {
-        let get = |s: &Solution| s.tensor(name).cloned().expect("same outputs");
         let rules = report.failed_rules(name);
         if let Some((t, e)) = report
             .tensors
@@ -201,9 +215,9 @@ fn judge_with(
             v.numbers.push(String::new());
         }
         v.pass[0].push(rules.is_empty());
-        v.pass[1].push(fla_pass(x, &get(&refs.rec32)));
-        v.pass[2].push(fa_pass(x, &get(&refs.hi), &get(&refs.pt)));
-        v.pass[3].push(cudnn_pass(x, &get(&refs.hi)));
+        for (j, ok) in refs.passes(name, x).into_iter().enumerate() {
+            v.pass[j + 1].push(ok);
+        }
         v.tensors.push(name);
         v.rules.push(rules);
     }
@@ -468,14 +482,14 @@ pub fn run(cases: &[Case], opts: &Options) -> Result<Benchmark, JudgeError> {
         .collect();
     for case in cases {
         let p = &case.problem;
-        let mut refs_by: BTreeMap<Dtype, Refs> = BTreeMap::new();
+        let mut refs_by: BTreeMap<Dtype, AnchorRefs> = BTreeMap::new();
         let mut origins: BTreeMap<(Dtype, bool), Verdicts> = BTreeMap::new();
         for (m, row) in all.iter().zip(rows.iter_mut()) {
             if !(m.applies)(p) {
                 continue;
             }
             if let Entry::Vacant(e) = refs_by.entry(m.precision) {
-                e.insert(refs(p, m.precision)?);
+                e.insert(AnchorRefs::new(p, m.precision)?);
             }
             let r = &refs_by[&m.precision];
             let opts = mutant_options(m);
@@ -535,7 +549,7 @@ pub fn run(cases: &[Case], opts: &Options) -> Result<Benchmark, JudgeError> {
             };
             let prec = h.precision;
             if let Entry::Vacant(e) = refs_by.entry(prec) {
-                e.insert(refs(p, prec)?);
+                e.insert(AnchorRefs::new(p, prec)?);
             }
             let v = judge_with(case, &cand, &h.options(p), &refs_by[&prec], &h.name)?;
             row.cases += 1;

@@ -565,44 +565,22 @@ fn dg_no_ht(p: &Problem) -> Result<Candidate> {
 /// the Hypothesis strategy found in fla's kernel on a GPU, on the problem it shrank to
 /// (fixtures/regressions/fla_chunk_gla_dg_total_minus_prefix.safetensors; judge/tests/power.rs).
 pub fn dg_chunk_total_minus_prefix(p: &Problem) -> Result<Candidate> {
-    with_dg(p, twin_f32_grads(p)?, |s, p| {
-        let term = ht_term(p, &s.ht);
-        let d = p.dims();
-        let scalar = p.gate_kind() == GateKind::Scalar;
-        let g = s.grads.as_mut().expect("backward");
-        let kg = if scalar { 1 } else { d.k };
-        for sq in p.sequences() {
-            for h in 0..d.h {
-                for c in 0..kg {
-                    let chans = if scalar { 0..d.k } else { c..c + 1 };
-                    let x: Vec<f32> = (sq.start..sq.start + sq.len)
-                        .map(|t| {
-                            chans.clone().fold(0f32, |acc, a| {
-                                acc + p.q()[[sq.batch, t, h, a]] as f32
-                                    * g.dq[[sq.batch, t, h, a]] as f32
-                                    - p.k()[[sq.batch, t, h, a]] as f32
-                                        * g.dk[[sq.batch, t, h, a]] as f32
-                            })
-                        })
-                        .collect();
-                    // chunks from the last; carry = reverse cumsum after the chunk (direct, f32)
-                    let mut carry = term[[sq.state, h, c, 0]] as f32;
-                    let starts: Vec<usize> = (0..sq.len).step_by(CHUNK).collect();
-                    for &c0 in starts.iter().rev() {
-                        let c1 = (c0 + CHUNK).min(sq.len);
-                        let total = tree_sum(&x[c0..c1]);
-                        let mut prefix = 0f32;
-                        for (t, &xt) in x.iter().enumerate().take(c1).skip(c0) {
-                            prefix += xt;
-                            g.dg[[sq.batch, sq.start + t, h, c]] =
-                                (((xt - prefix) + total) + carry) as f64;
-                        }
-                        carry = x[c0..c1].iter().rev().fold(carry, |a, &v| a + v);
-                    }
-                }
+    with_dg_terms(p, |x, ht| {
+        // chunks from the last; carry = reverse cumsum after the chunk (direct, f32)
+        let mut dg = vec![0f32; x.len()];
+        let mut carry = ht;
+        let starts: Vec<usize> = (0..x.len()).step_by(CHUNK).collect();
+        for &c0 in starts.iter().rev() {
+            let c1 = (c0 + CHUNK).min(x.len());
+            let total = tree_sum(&x[c0..c1]);
+            let mut prefix = 0f32;
+            for t in c0..c1 {
+                prefix += x[t];
+                dg[t] = ((x[t] - prefix) + total) + carry;
             }
+            carry = x[c0..c1].iter().rev().fold(carry, |a, &v| a + v);
         }
-        Ok(())
+        dg
     })
 }
 
@@ -616,28 +594,48 @@ fn tree_sum(x: &[f32]) -> f32 {
 }
 
 fn dg_rc_bf16(p: &Problem) -> Result<Candidate> {
+    with_dg_terms(p, |x, ht| {
+        let r = |v: f32| Dtype::Bf16.round_f32(v);
+        let mut dg = vec![0f32; x.len()];
+        let mut acc = r(ht);
+        for t in (0..x.len()).rev() {
+            acc = r(acc + x[t]);
+            dg[t] = acc;
+        }
+        dg
+    })
+}
+
+/// The twin's outputs (f32 gradients) with dg recomputed by `rc` from the reverse-cumsum terms:
+/// for every (sequence, head, gate column), `rc(x, ht)` gets the terms x_t = q_t dq_t - k_t dk_t
+/// (f32, summed over channels for scalar gates) in time order and the `hT` term rowsum(hT * dhT),
+/// and returns dg for each row.
+fn with_dg_terms(p: &Problem, rc: impl Fn(&[f32], f32) -> Vec<f32>) -> Result<Candidate> {
     with_dg(p, twin_f32_grads(p)?, |s, p| {
         let term = ht_term(p, &s.ht);
-        let r = |x: f32| Dtype::Bf16.round_f32(x);
         let d = p.dims();
         let scalar = p.gate_kind() == GateKind::Scalar;
         let g = s.grads.as_mut().expect("backward");
+        let kg = if scalar { 1 } else { d.k };
         for sq in p.sequences() {
             for h in 0..d.h {
-                let kg = if scalar { 1 } else { d.k };
                 for c in 0..kg {
-                    let mut acc = r(term[[sq.state, h, c, 0]] as f32);
-                    for t in (sq.start..sq.start + sq.len).rev() {
-                        let chans = if scalar { 0..d.k } else { c..c + 1 };
-                        let mut x = 0f32;
-                        for a in chans {
-                            x += p.q()[[sq.batch, t, h, a]] as f32
-                                * g.dq[[sq.batch, t, h, a]] as f32
-                                - p.k()[[sq.batch, t, h, a]] as f32
-                                    * g.dk[[sq.batch, t, h, a]] as f32;
-                        }
-                        acc = r(acc + x);
-                        g.dg[[sq.batch, t, h, c]] = acc as f64;
+                    let chans = if scalar { 0..d.k } else { c..c + 1 };
+                    let x: Vec<f32> = (sq.start..sq.start + sq.len)
+                        .map(|t| {
+                            let mut x = 0f32;
+                            for a in chans.clone() {
+                                x += p.q()[[sq.batch, t, h, a]] as f32
+                                    * g.dq[[sq.batch, t, h, a]] as f32
+                                    - p.k()[[sq.batch, t, h, a]] as f32
+                                        * g.dk[[sq.batch, t, h, a]] as f32;
+                            }
+                            x
+                        })
+                        .collect();
+                    let dg = rc(&x, term[[sq.state, h, c, 0]] as f32);
+                    for (i, v) in dg.into_iter().enumerate() {
+                        g.dg[[sq.batch, sq.start + i, h, c]] = v as f64;
                     }
                 }
             }
