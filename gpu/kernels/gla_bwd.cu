@@ -5,14 +5,15 @@
 // forward's reset-aware chunk-local cumsum (a -inf gate restarts the sum; a decay across a reset
 // is exactly 0; every exponent reaching exp2 is <= 0).
 //
-// Inputs from the forward (gla_fwd.cu, kernel gla_fwd_intra_*): per chunk and head
+// Inputs from the forward (gla_fwd.cu): per chunk and head, from gla_fwd_intra_*
 //   qg = rnd(q * D(start, i)) [64][K], kgT = rnd(k_j * D(j, last)) [K][64] (transposed),
-//   A = rnd(scale q_i.k_j D(j, i)) [64][64] (j > i: 0), gamma = D(start, last) [K] (f32).
+//   A = rnd(scale q_i.k_j D(j, i)) [64][64] (j > i: 0), gamma = D(start, last) [K] (f32),
+// and from gla_fwd_state_* (launched with hs != null when a backward follows)
+//   Hs[p] = rnd(S) [K][V], the state BEFORE chunk p (S0 = h0; S = gamma*S + kgT @ v).
 //
 // Kernels (rnd = round to the input dtype T; identity for f32):
-//  gla_bwd_state_<T>_k<K>   grid (V/32, H, N), 128 threads. One (value block, head, sequence):
-//     forward sweep  Hs[p]  = rnd(S) (state BEFORE chunk p), S = gamma*S + kgT @ v  (S0 = h0)
-//     reverse sweep  dHs[p] = rnd(dS) (gradient of the state AFTER chunk p),
+//  gla_bwd_state_<T>_k<K>   grid (V/32, H, N), 128 threads. One (value block, head, sequence),
+//     sweeping the chunks in reverse: dHs[p] = rnd(dS) (gradient of the state AFTER chunk p),
 //                    dS = gamma*dS + scale * qg^T @ do  (dS seeded with dhT); dh0 = final dS (f32).
 //  gla_bwd_dqk_<T>          grid (chunks, H, K/64), 256 threads (bwd_dqk_tc). One (chunk, head, 64
 //     channels): dA = rnd(scale * do @ v^T) (j <= i), dq_inter = scale * D(start,i) * (do @ Hs^T),
@@ -36,7 +37,8 @@
 // Every sum has a fixed order: no atomics, bit-identical reruns.
 //
 // Rounding points (declared on the host as gla_gpu::backward_rounding_plan(); keep in sync):
-// the forward's (qg, kgT, A, o) + the stored states Hs (bwd_state) and state gradients dHs
+// the forward's (qg, kgT, A, o) + the stored states Hs (bwd_state; written by the forward's
+// state kernel, the same rnd(S) its output product uses) and state gradients dHs
 // (dstate) + the final dq, dk, dv, dg (grads); both dqk kernels round the off-diagonal factors as
 // the forward does (offdiag_q, offdiag_k; bf16 / f16 only) and dA (da: the input dtype, TF32
 // with tf32). dh0 stays f32.
@@ -77,22 +79,21 @@ template <> __device__ __forceinline__ void store2<f16_t>(f16_t* p, float x, flo
   *reinterpret_cast<u32*>(p) = (u32)from_f<f16_t>(x).x | ((u32)from_f<f16_t>(y).x << 16);
 }
 
-// ---------------------------------------------------------------- kernel 1: states and state gradients
+// ---------------------------------------------------------------- kernel 1: state gradients
 // seqs: per sequence 6 ints (batch, start row, length, first chunk, number of chunks, unused).
+// The chunk start states Hs come from the forward (gla_fwd_state_*, hs != null).
 template <typename T, int K>
-__device__ void bwd_state(const T* __restrict__ v, const T* __restrict__ dout,
-                          const float* __restrict__ h0, const float* __restrict__ dht,
+__device__ void bwd_state(const T* __restrict__ dout, const float* __restrict__ dht,
                           const int* __restrict__ seqs, int Tlen, int H, int V, float scale,
-                          const T* __restrict__ qg, const T* __restrict__ kgt,
-                          const float* __restrict__ gamma, T* __restrict__ Hs,
+                          const T* __restrict__ qg, const float* __restrict__ gamma,
                           T* __restrict__ dHs, float* __restrict__ dh0, int tf32) {
   constexpr int BV = 32, PAD = Ld<T>::PAD;
-  constexpr int LDK = CH + PAD, LDV = BV + PAD, LDQ = K + PAD;
-  constexpr int R0 = (K * LDK > CH * LDQ) ? K * LDK : CH * LDQ;
+  constexpr int LDV = BV + PAD, LDQ = K + PAD;
+  constexpr int R0 = CH * LDQ;
   constexpr int MT = K / 64, NT = BV / 8;
-  // Two stages (double buffer: chunk ci + 1 loads while chunk ci computes), each: kgT [K][LDK]
-  // (forward sweep) / qg [64][LDQ] (reverse), v / do [64][LDV], gamma [K] f32. Every part starts
-  // 16-byte aligned (R0 and 64 * LDV elements are multiples of 16 bytes).
+  // Two stages (double buffer: chunk ci - 1 loads while chunk ci computes), each: qg [64][LDQ],
+  // do [64][LDV], gamma [K] f32. Every part starts 16-byte aligned (R0 and 64 * LDV elements are
+  // multiples of 16 bytes).
   constexpr int STG = R0 + CH * LDV + K * (int)(sizeof(float) / sizeof(T));
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* const smem = reinterpret_cast<T*>(smem_raw);
@@ -104,83 +105,21 @@ __device__ void bwd_state(const T* __restrict__ v, const T* __restrict__ dout,
   const int e0 = vb * BV;
   const int rowbase = warp * (K / 4);
 
-  // issue the loads of chunk ci into stage st (one commit group); fwd: kgT and v, else qg and do
-  auto issue = [&](int st, int ci, bool fwd) {
+  // issue the loads of chunk ci (qg, do, gamma) into stage st (one commit group)
+  auto issue = [&](int st, int ci) {
     T* sX = smem + st * STG;
     T* sVd = sX + R0;
     float* sGam = reinterpret_cast<float*>(sVd + CH * LDV);
     const int L = min(CH, len - ci * CH);
     const size_t cb = (size_t)(c0 + ci) * H + h;
     const size_t vrow = ((size_t)b * Tlen + start + ci * CH) * H + h;
-    if (fwd) {
-      stage<T>(sX, LDK, kgt + cb * K * CH, CH, K, CH, K, tid, 128);
-      stage<T>(sVd, LDV, v + vrow * V + e0, (size_t)H * V, CH, BV, L, tid, 128);
-    } else {
-      stage<T>(sX, LDQ, qg + cb * CH * K, K, CH, K, CH, tid, 128);
-      stage<T>(sVd, LDV, dout + vrow * V + e0, (size_t)H * V, CH, BV, L, tid, 128);
-    }
+    stage<T>(sX, LDQ, qg + cb * CH * K, K, CH, K, CH, tid, 128);
+    stage<T>(sVd, LDV, dout + vrow * V + e0, (size_t)H * V, CH, BV, L, tid, 128);
     for (int i = tid; i < K / 4; i += 128) cp_async16(sGam + 4 * i, gamma + cb * K + 4 * i, 16);
     cp_async_commit();
   };
 
   float S[MT][NT][4];
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-      for (int r = 0; r < 4; ++r) {
-        const int d = rowbase + mt * 16 + gid + ((r & 2) ? 8 : 0);
-        const int e = e0 + nt * 8 + tig * 2 + (r & 1);
-        S[mt][nt][r] = h0 ? h0[(((size_t)n * H + h) * K + d) * V + e] : 0.0f;
-      }
-  // forward sweep: Hs[p] = rnd(S before chunk p)
-  if (nch > 0) issue(0, 0, true);
-#pragma unroll 1
-  for (int ci = 0; ci < nch; ++ci) {
-    const size_t cb = (size_t)(c0 + ci) * H + h;
-    const T* sX = smem + (ci & 1) * STG;
-    const T* sVd = sX + R0;
-    const float* sGam = reinterpret_cast<const float*>(sVd + CH * LDV);
-    if (ci + 1 < nch) {
-      // the other stage was last read by chunk ci - 1, finished before the barrier ending it
-      issue((ci + 1) & 1, ci + 1, true);
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
-    __syncthreads();
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-      for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-        for (int half = 0; half < 2; ++half) {
-          const int d = rowbase + mt * 16 + gid + half * 8;
-          const int e = e0 + nt * 8 + tig * 2;
-          store2<T>(Hs + (cb * K + d) * V + e, S[mt][nt][2 * half], S[mt][nt][2 * half + 1]);
-        }
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-      const float g0 = sGam[rowbase + mt * 16 + gid], g1 = sGam[rowbase + mt * 16 + gid + 8];
-#pragma unroll
-      for (int nt = 0; nt < NT; ++nt) {
-        S[mt][nt][0] *= g0;
-        S[mt][nt][1] *= g0;
-        S[mt][nt][2] *= g1;
-        S[mt][nt][3] *= g1;
-      }
-    }
-#pragma unroll
-    for (int jj = 0; jj < CH; jj += 16)
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt)
-          Tile<T, LDK, 1, LDV, 1>::mma(S[mt][nt], sX + (rowbase + mt * 16) * LDK + jj,
-                                       sVd + jj * LDV + nt * 8, tf32);
-    __syncthreads();  // this stage is refilled by the issue of chunk ci + 2
-  }
   // reverse sweep: dHs[p] = rnd(dS after chunk p)
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt)
@@ -192,7 +131,7 @@ __device__ void bwd_state(const T* __restrict__ v, const T* __restrict__ dout,
         const int e = e0 + nt * 8 + tig * 2 + (r & 1);
         S[mt][nt][r] = dht ? dht[(((size_t)n * H + h) * K + d) * V + e] : 0.0f;
       }
-  if (nch > 0) issue(0, nch - 1, false);
+  if (nch > 0) issue(0, nch - 1);
 #pragma unroll 1
   for (int it = 0; it < nch; ++it) {
     const int ci = nch - 1 - it;
@@ -201,7 +140,7 @@ __device__ void bwd_state(const T* __restrict__ v, const T* __restrict__ dout,
     const T* sVd = sX + R0;
     const float* sGam = reinterpret_cast<const float*>(sVd + CH * LDV);
     if (ci > 0) {
-      issue((it + 1) & 1, ci - 1, false);
+      issue((it + 1) & 1, ci - 1);
       cp_async_wait<1>();
     } else {
       cp_async_wait<0>();
@@ -638,6 +577,17 @@ __device__ void bwd_dqk_tc(const T* __restrict__ q, const T* __restrict__ k, con
   const size_t row0 = (size_t)b * Tlen + t0;
   const size_t cb = (size_t)c * H + h;
 
+  // the do, v, Hs, dHs tiles of value columns e0 .. e0 + 63 into the staging area (one commit
+  // group); the first slice's loads overlap the gate cumsum below
+  auto issue = [&](int e0) {
+    stage<T>(sDo, LD, dout + (row0 * H + h) * V + e0, (size_t)H * V, CH, CH, L, tid, 256);
+    stage<T>(sV, LD, v + (row0 * H + h) * V + e0, (size_t)H * V, CH, CH, L, tid, 256);
+    stage<T>(sH, LD, Hs + (cb * K + d0) * V + e0, V, CH, CH, CH, tid, 256);
+    stage<T>(sDH, LD, dHs + (cb * K + d0) * V + e0, V, CH, CH, CH, tid, 256);
+    cp_async_commit();
+  };
+  issue(0);
+
   for (int idx = tid; idx < CH * CH; idx += 256) {
     const int r = idx >> 6, dd = idx & 63;
     float x = 0.0f, qv = 0.0f, kv = 0.0f;
@@ -678,12 +628,10 @@ __device__ void bwd_dqk_tc(const T* __restrict__ q, const T* __restrict__ k, con
     for (int r = 0; r < 4; ++r) accA[nt][r] = accQ[nt][r] = accK[nt][r] = 0.0f;
   float hdp = 0.0f;
   for (int e0 = 0; e0 < V; e0 += CH) {
-    __syncthreads();
-    stage<T>(sDo, LD, dout + (row0 * H + h) * V + e0, (size_t)H * V, CH, CH, L, tid, 256);
-    stage<T>(sV, LD, v + (row0 * H + h) * V + e0, (size_t)H * V, CH, CH, L, tid, 256);
-    stage<T>(sH, LD, Hs + (cb * K + d0) * V + e0, V, CH, CH, CH, tid, 256);
-    stage<T>(sDH, LD, dHs + (cb * K + d0) * V + e0, V, CH, CH, CH, tid, 256);
-    cp_async_commit();
+    if (e0 > 0) {
+      __syncthreads();  // every warp is done with the previous slice
+      issue(e0);
+    }
     cp_async_wait<0>();
     __syncthreads();
     inter_products<T, LD>(accA, accQ, accK, sDo, sV, sH, sDH, mrow, nh, tf32);
@@ -937,10 +885,9 @@ __device__ void bwd_dg_reduce(const float* __restrict__ dgp, int rows, int K, T*
 // ---------------------------------------------------------------- entry points
 #define BWD_STATE(NAME, T, K)                                                                     \
   extern "C" __global__ void __launch_bounds__(128) NAME(                                         \
-      const T* v, const T* dout, const float* h0, const float* dht, const int* seqs, int Tlen,    \
-      int H, int V, float scale, const T* qg, const T* kgt, const float* gamma, T* Hs, T* dHs,    \
-      float* dh0, int tf32) {                                                                     \
-    bwd_state<T, K>(v, dout, h0, dht, seqs, Tlen, H, V, scale, qg, kgt, gamma, Hs, dHs, dh0, tf32); \
+      const T* dout, const float* dht, const int* seqs, int Tlen, int H, int V, float scale,      \
+      const T* qg, const float* gamma, T* dHs, float* dh0, int tf32) {                            \
+    bwd_state<T, K>(dout, dht, seqs, Tlen, H, V, scale, qg, gamma, dHs, dh0, tf32);               \
   }
 #define BWD_DQK_LOCAL(NAME, T)                                                                    \
   extern "C" __global__ void __launch_bounds__(256) NAME(                                         \

@@ -30,6 +30,8 @@
 //     same arithmetic in the same order, see gla_fwd_state_mma). One (value block, head,
 //     sequence) per block, walking the sequence's chunks in order with the fp32 state in registers:
 //           o_chunk = rnd( scale * (qg @ rnd(S)) + A @ v );   S = gamma * S + kgT @ v
+//     and, when the backward follows (hs != null), the chunk start states Hs[p] = rnd(S before
+//     chunk p) [chunk][head][K][V], which the backward reads instead of recomputing them.
 //     bf16/f16: mma.sync m16n8k16 (f32 accumulate). f32: FFMA (see gla_fwd_state_f32).
 //
 // Rounding points (rnd = round to the input dtype T; identity for f32) are declared on the host as
@@ -643,7 +645,7 @@ __device__ void gla_fwd_state_mma(const T* __restrict__ v, const float* __restri
                                   const int* __restrict__ seqs, int Tlen, int H, int V,
                                   float scale, const T* __restrict__ qg, const T* __restrict__ kgt,
                                   const T* __restrict__ A, const float* __restrict__ gamma,
-                                  T* __restrict__ o, float* __restrict__ ht) {
+                                  T* __restrict__ o, float* __restrict__ ht, T* __restrict__ hs) {
   typedef StateSmem<K, BV> SM;
   constexpr int KP = SM::KP, CP = SM::CP, VP = SM::VP;
   constexpr int NTHR = 32 * NW;
@@ -707,6 +709,20 @@ __device__ void gla_fwd_state_mma(const T* __restrict__ v, const float* __restri
           int e = nt * 8 + tig * 2 + (r & 1);
           sSt[e * KP + d] = bits<T>(S[mt][nt][r]);
         }
+    if (hs) {
+      // the backward's chunk start states Hs[p] = rnd(S before chunk p), [chunk][head][K][V]
+      u16* hp = reinterpret_cast<u16*>(hs) + ((size_t)(c0 + ci) * H + h) * K * V + e0;
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+          for (int half = 0; half < 2; ++half) {
+            const int d = rowbase + mt * 16 + gid + half * 8;
+            *reinterpret_cast<u32*>(hp + (size_t)d * V + nt * 8 + tig * 2) =
+                (u32)bits<T>(S[mt][nt][2 * half]) | ((u32)bits<T>(S[mt][nt][2 * half + 1]) << 16);
+          }
+    }
     __syncthreads();
 
     // v as the B operand (k = row j, n = column e), from the row-major stage
@@ -824,7 +840,7 @@ __device__ void gla_fwd_state_f32(const float* __restrict__ v, const float* __re
                                   float scale, const float* __restrict__ qg,
                                   const float* __restrict__ kgt, const float* __restrict__ A,
                                   const float* __restrict__ gamma, float* __restrict__ o,
-                                  float* __restrict__ ht, int tf32) {
+                                  float* __restrict__ ht, float* __restrict__ hs, int tf32) {
   constexpr int BV = 32;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   float* sQg = reinterpret_cast<float*>(smem_raw);  // [64][K]
@@ -864,6 +880,11 @@ __device__ void gla_fwd_state_f32(const float* __restrict__ v, const float* __re
     }
     for (int i = tid; i < K; i += 128) sGam[i] = gamma[cb * K + i];
     __syncthreads();
+    if (hs)  // the backward's chunk start states Hs[p] = S before chunk p, [chunk][head][K][V]
+      for (int i = tid; i < K * BV; i += 128) {
+        int d = i / BV, ee = i - d * BV;
+        hs[(cb * K + d) * V + e0 + ee] = sS[i];
+      }
     // output: rows rg + 4m
     float acc[16];
 #pragma unroll
@@ -899,15 +920,15 @@ __device__ void gla_fwd_state_f32(const float* __restrict__ v, const float* __re
 #define STATE_MMA(NAME, T, K, BV, NW)                                                          \
   extern "C" __global__ void __launch_bounds__(32 * NW) NAME(                                   \
       const T* v, const float* h0, const int* seqs, int Tlen, int H, int V, float scale,       \
-      const T* qg, const T* kgt, const T* A, const float* gamma, T* o, float* ht) {            \
-    gla_fwd_state_mma<T, K, BV, NW>(v, h0, seqs, Tlen, H, V, scale, qg, kgt, A, gamma, o, ht); \
+      const T* qg, const T* kgt, const T* A, const float* gamma, T* o, float* ht, T* hs) {     \
+    gla_fwd_state_mma<T, K, BV, NW>(v, h0, seqs, Tlen, H, V, scale, qg, kgt, A, gamma, o, ht, hs); \
   }
 #define STATE_F32(NAME, K)                                                                     \
   extern "C" __global__ void __launch_bounds__(128) NAME(                                      \
       const float* v, const float* h0, const int* seqs, int Tlen, int H, int V, float scale,   \
       const float* qg, const float* kgt, const float* A, const float* gamma, float* o,         \
-      float* ht, int tf32) {                                                                   \
-    gla_fwd_state_f32<K>(v, h0, seqs, Tlen, H, V, scale, qg, kgt, A, gamma, o, ht, tf32);      \
+      float* ht, float* hs, int tf32) {                                                        \
+    gla_fwd_state_f32<K>(v, h0, seqs, Tlen, H, V, scale, qg, kgt, A, gamma, o, ht, hs, tf32);  \
   }
 
 STATE_MMA(gla_fwd_state_bf16_k64_v32, bf16_t, 64, 32, 4)

@@ -6,8 +6,10 @@
 //! `kgT`, the rounded intra-chunk matrix `A`, the chunk decays `gamma`), so a backward launch
 //! follows a forward launch on the same [`DeviceOutputs`], as fla's `chunk_gla` backward uses the
 //! tensors its forward saved. Then, per docs/math.md §4:
-//! 1. `gla_bwd_state_*`: per (value block, head, sequence), the chunk start states `H_p`
-//!    (recomputed, stored rounded to the input dtype) and, sweeping the chunks in reverse from
+//! 0. the forward's state kernel, launched by [`DeviceBwdProblem::launch_forward`], also stores
+//!    the chunk start states `H_p` (rounded to the input dtype, the values its output product
+//!    uses);
+//! 1. `gla_bwd_state_*`: per (value block, head, sequence), sweeping the chunks in reverse from
 //!    `dhT`, the state gradients `dH_p` (stored rounded), and `dh0` (f32);
 //! 2. `gla_bwd_dqk_*`: per (chunk, head, 64 key channels), `dq`, `dk` and `dg` (chunk reverse
 //!    sums plus the state term);
@@ -137,9 +139,23 @@ impl DeviceBwdProblem {
         })
     }
 
-    /// Launch the forward kernels (o, hT and the intermediates the backward reads).
+    /// Launch the forward kernels (o, hT and the intermediates the backward reads, the chunk
+    /// start states included).
     pub fn launch_forward(&self, out: &mut DeviceBwdOutputs) -> Result<(), GpuError> {
-        self.fwd.launch(&mut out.fwd)
+        self.launch_forward_marked(out, |_| Ok(()))
+    }
+
+    /// [`Self::launch_forward`], calling `after(kernel)` once each kernel is queued (`"intra"`,
+    /// `"state"`).
+    pub fn launch_forward_marked(
+        &self,
+        out: &mut DeviceBwdOutputs,
+        mut after: impl FnMut(&'static str) -> Result<(), GpuError>,
+    ) -> Result<(), GpuError> {
+        self.fwd.launch_intra(&mut out.fwd)?;
+        after("intra")?;
+        self.fwd.launch_state_saving(&mut out.fwd, Some(&out.hs))?;
+        after("state")
     }
 
     /// Launch forward and backward.
@@ -199,25 +215,22 @@ impl DeviceBwdProblem {
         Arg::I32((self.fwd.opts.precision == Precision::Tf32) as i32)
     }
 
-    /// 1. Chunk states `H_p` and state gradients `dH_p` (stored), `dh0`.
+    /// 1. State gradients `dH_p` (stored) and `dh0`, sweeping the chunks in reverse (the states
+    /// `H_p` come from the forward).
     fn launch_state(&self, s: &CudaStream, out: &DeviceBwdOutputs) -> Result<(), GpuError> {
         let p = &self.fwd;
         let d = p.dims;
         let (es, pad) = self.elem();
         let name = format!("gla_bwd_state_{}_k{}", suffix(p.opts.dtype), d.k);
-        // two stages (double buffer), each kgT [K][64 + pad] (forward sweep) or qg [64][K + pad]
-        // (reverse), v / do [64][32 + pad], gamma [K] f32
-        let (ldk, ldv, ldq) = (64 + pad, 32 + pad, d.k + pad);
-        let r0 = (d.k * ldk).max(64 * ldq);
+        // two stages (double buffer), each qg [64][K + pad], do [64][32 + pad], gamma [K] f32
+        let (ldv, ldq) = (32 + pad, d.k + pad);
         let shape = Shape {
             grid: (d.v / 32, d.h, d.n),
             threads: 128,
-            smem: 2 * ((r0 + 64 * ldv) * es + d.k * 4),
+            smem: 2 * ((64 * ldq + 64 * ldv) * es + d.k * 4),
         };
         let args = [
-            Arg::buf(&p.v, s),
             Arg::buf(&self.do_, s),
-            Arg::opt(p.h0.as_ref(), s),
             Arg::opt(self.dht.as_ref(), s),
             Arg::slice(&p.seqs, s),
             Arg::int(d.t),
@@ -225,9 +238,7 @@ impl DeviceBwdProblem {
             Arg::int(d.v),
             Arg::F32(p.scale),
             Arg::buf(&out.fwd.qg, s),
-            Arg::buf(&out.fwd.kgt, s),
             Arg::slice(&out.fwd.gamma, s),
-            Arg::buf(&out.hs, s),
             Arg::buf(&out.dhs, s),
             Arg::slice(&out.dh0, s),
             self.tf32(),
@@ -372,13 +383,14 @@ impl DeviceBwdProblem {
         rows * (es * (3 * d.k + 2 * d.v) as f64 + es * kg + 4.0 * self.fwd.gate_cols as f64)
     }
 
-    /// Floating-point operations of the chunked backward with recomputed states, counting only
-    /// the causal half of the intra-chunk products: 10KV + 2CV + 2(C - c)K per token and head
-    /// (C = 64, c = 16).
+    /// Floating-point operations of the chunked backward (the states come from the forward),
+    /// counting only the causal half of the intra-chunk products: 8KV + 2CV + 2(C - c)K per
+    /// token and head (C = 64, c = 16): dH, the inter-chunk parts of dq and dk, and dv's two
+    /// products.
     pub fn flops(&self) -> f64 {
         let d = self.fwd.dims;
         let rows = (d.b * d.t * d.h) as f64;
-        rows * (10 * d.k * d.v + 128 * d.v + 96 * d.k) as f64
+        rows * (8 * d.k * d.v + 128 * d.v + 96 * d.k) as f64
     }
 }
 /// The chunked GLA forward and backward on the GPU: host arrays in, o, hT and the gradients

@@ -305,14 +305,20 @@ pub fn bench_backward(
         record(&e0)?;
         let mut marks: Vec<(&'static str, CudaEvent)> = Vec::new();
         if mode == BenchMode::FwdBwd {
-            p.fwd.launch_intra(&mut out.fwd)?;
-            let e = event()?;
-            record(&e)?;
-            marks.push(("fwd intra", e));
-            p.fwd.launch_state(&mut out.fwd)?;
-            let e = event()?;
-            record(&e)?;
-            marks.push(("fwd state", e));
+            // the forward as a backward needs it (its state kernel also stores the states)
+            p.launch_forward_marked(&mut out, |name| {
+                let e = event()?;
+                record(&e)?;
+                marks.push((
+                    if name == "intra" {
+                        "fwd intra"
+                    } else {
+                        "fwd state"
+                    },
+                    e,
+                ));
+                Ok(())
+            })?;
         }
         let fwd_marks = marks.len();
         p.launch_backward_marked(&mut out, |name| {

@@ -313,8 +313,22 @@ impl DeviceProblem {
 
     /// The second kernel alone (states and output); needs `launch_intra` first.
     pub fn launch_state(&self, out: &mut DeviceOutputs) -> Result<(), GpuError> {
+        self.launch_state_saving(out, None)
+    }
+
+    /// [`Self::launch_state`], also writing the chunk start states `Hs[p] = rnd(S)`
+    /// (`[chunk][head][K][V]`, the input dtype) to `hs` when given: the backward reads them
+    /// instead of recomputing them (the same rounded values the output product uses).
+    pub(crate) fn launch_state_saving(
+        &self,
+        out: &mut DeviceOutputs,
+        hs: Option<&DBuf>,
+    ) -> Result<(), GpuError> {
         let s = &gpu()?.stream;
         self.check_dtype(&[&self.v, &out.qg, &out.kgt, &out.a, &out.o])?;
+        if let Some(b) = hs {
+            self.check_dtype(&[b])?;
+        }
         let d = self.dims;
         let dt = self.opts.dtype;
         let mut args = vec![
@@ -331,6 +345,7 @@ impl DeviceProblem {
             Arg::slice(&out.gamma, s),
             Arg::buf(&out.o, s),
             Arg::slice(&out.ht, s),
+            hs.map_or(Arg::Ptr(0), |b| Arg::buf(b, s)),
         ];
         let (name, shape) = if dt == Dtype::F32 {
             args.push(Arg::I32((self.opts.precision == Precision::Tf32) as i32));

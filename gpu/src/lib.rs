@@ -16,7 +16,7 @@
 //! cumsums).
 //!
 //! The backward pass ([`backward`], [`DeviceBwdProblem`]) follows docs/math.md §4: chunk states
-//! recomputed, state gradients swept in reverse, then dq, dk, dv and the gate gradient dg
+//! stored by the forward, state gradients swept in reverse, then dq, dk, dv and the gate gradient dg
 //! (per-channel and scalar gates, in the form [`GpuOptions::dg_form`] selects) and dh0,
 //! deterministic (no atomics), with the rounding points declared by [`backward_rounding_plan`].
 //!

@@ -158,7 +158,8 @@ pub(crate) fn check_dims(d: &Dims) -> Result<(), GpuError> {
 ///
 /// bf16 / f16: the forward's points ([`rounding_plan`]: `q*exp(Gl)`, `k*exp(Gl_last - Gl)`, the
 /// state snapshot for `o`, `A` and its off-diagonal factors, `o`, and the final dq, dk, dv, dg),
-/// plus the recomputed chunk states `H_p` (`bwd_state`) and the state gradients `dH_p`
+/// plus the chunk states `H_p` (`bwd_state`: the forward's state kernel stores the snapshot its
+/// output product uses) and the state gradients `dH_p`
 /// (`dstate`), which are stored in the input dtype and are tensor-core operands, and `dA` (`da`,
 /// operand of the intra-chunk products of dq and dk; their off-diagonal factors are the forward's
 /// rounded ones), for both gate-gradient forms. `dh0` and `hT` stay f32. f32: nothing is
