@@ -12,6 +12,9 @@
 #   3. With FLA_TIME=1, fla's chunk_gla timed at the same shapes (fwd and fwd+bwd), its Triton
 #      autotune results carried in .fla-cache (gpu/device-run-fla-tune.sh makes them).
 #   4. ncu on B's kernels (speed of light, occupancy, shared-memory bank conflicts), if time is left.
+# With PROPS=1, B's property suite (gla-proptests__test__properties in B's bin/) runs its gpu_
+# properties during step 1; with SWEEP=1, B's glacheck regenerates the bf16 accuracy sweep of
+# docs/sweep/gpu-h100/ (both dg forms, K = V = 64, T = 64..2048) into logs/sweep during step 1.
 # Packs (git-ignored folders): $PACK_A, $PACK_B (default .gpu-b, .gpu-c), each with bin/ holding
 # the release builds gla-gpu__test__gpu_{forward,causality,backward}, gla-gpu-bench and glacheck
 # (built as gpu/device-run.sh describes); whl/ in $PACK_A with fla-core and
@@ -37,9 +40,31 @@ if [ "${FLA:-0}" = 1 ]; then
 fi
 . gpu/device-checks.sh
 start_checks $B $L
+if [ "${PROPS:-0}" = 1 ]; then
+  (cd $R/proptests && CARGO_MANIFEST_DIR=$R/proptests timeout 240 $B/gla-proptests__test__properties gpu_ \
+     > $L/props.log 2>&1; echo "rc=$?" >> $L/props.log) &
+  CHECK_PIDS="$CHECK_PIDS $!"
+fi
+if [ "${SWEEP:-0}" = 1 ]; then
+  (timeout 240 $B/glacheck sweep --impl gpu --precision bf16 --backward --dg-form reverse-cumsum \
+     --dg-form local --k 64 --v 64 --t-min 64 --t-max 2048 --out $L/sweep > $L/sweep.log 2>&1; \
+   echo "rc=$?" >> $L/sweep.log) &
+  CHECK_PIDS="$CHECK_PIDS $!"
+fi
 wait $CHECK_PIDS
 echo "=== B's tests and sanitizers done after $(el) s"
 report_checks $L
+[ -f $L/props.log ] && echo "--- props: $(grep -E '^test result|^rc=|passed|failed' $L/props.log | tail -3 | tr '\n' ' ')"
+[ -f $L/sweep.log ] && { echo "--- sweep: $(tail -2 $L/sweep.log | tr '\n' ' ')"; \
+  python3 - $L/sweep/sweep.csv <<'EOF2'
+import csv, sys, collections
+w = collections.defaultdict(float)
+for r in csv.DictReader(open(sys.argv[1])):
+    key = (r['implementation'], r['output'])
+    w[key] = max(w[key], float(r['ratio']))
+for k in sorted(w): print(f"    worst ratio {k[0]} {k[1]}: {w[k]:.4g}")
+EOF2
+}
 grep -hE "worst" $L/gpu_forward.log $L/gpu_backward.log | head -40 | cut -c1-300
 [ -n "$PIDS" ] && { wait $PIDS; echo "=== fla pytest done after $(el) s"; }
 for f in $L/pytest-*.log; do [ -f $f ] && echo "--- $(basename $f): $(grep -E 'passed|failed|^rc=' $f | tail -2 | tr '\n' ' ')"; done
