@@ -12,7 +12,7 @@
 #   3. With FLA_TIME=1, fla's chunk_gla timed at the same shapes (fwd and fwd+bwd), its Triton
 #      autotune results carried in .fla-cache (gpu/device-run-fla-tune.sh makes them).
 #   4. ncu on B's kernels (speed of light, occupancy, shared-memory bank conflicts), if time is left.
-# With PROPS=1, B's property suite (gla-proptests__test__properties in B's bin/) runs its gpu_
+# CHECKS=0 skips step 1's tests and sanitizers (B validated by an earlier call). With PROPS=1, B's property suite (gla-proptests__test__properties in B's bin/) runs its gpu_
 # properties during step 1; with SWEEP=1, B's glacheck regenerates the bf16 accuracy sweep of
 # docs/sweep/gpu-h100/ (both dg forms, K = V = 64, T = 64..2048) into logs/sweep during step 1.
 # Packs (git-ignored folders): $PACK_A, $PACK_B (default .gpu-b, .gpu-c), each with bin/ holding
@@ -39,7 +39,8 @@ if [ "${FLA:-0}" = 1 ]; then
   done; done
 fi
 . gpu/device-checks.sh
-start_checks $B $L
+CHECK_PIDS=""
+[ "${CHECKS:-1}" = 1 ] && start_checks $B $L
 if [ "${PROPS:-0}" = 1 ]; then
   (cd $R/proptests && CARGO_MANIFEST_DIR=$R/proptests timeout 240 $B/gla-proptests__test__properties gpu_ \
      > $L/props.log 2>&1; echo "rc=$?" >> $L/props.log) &
@@ -52,8 +53,8 @@ if [ "${SWEEP:-0}" = 1 ]; then
   CHECK_PIDS="$CHECK_PIDS $!"
 fi
 wait $CHECK_PIDS
-echo "=== B's tests and sanitizers done after $(el) s"
-report_checks $L
+echo "=== step 1 done after $(el) s"
+[ "${CHECKS:-1}" = 1 ] && report_checks $L
 [ -f $L/props.log ] && echo "--- props: $(grep -E '^test result|^rc=|passed|failed' $L/props.log | tail -3 | tr '\n' ' ')"
 [ -f $L/sweep.log ] && { echo "--- sweep: $(tail -2 $L/sweep.log | tr '\n' ' ')"; \
   python3 - $L/sweep/sweep.csv <<'EOF2'

@@ -1,20 +1,75 @@
 #!/bin/bash
-# One device call that warms flash-linear-attention's on-disk Triton autotune cache for the
-# benchmark shapes and brings the tuning results back, so that later calls time fla without
-# re-tuning (about 200 s per (K, V) head shape; fla 0.6 caches its choices under keys without B or
-# T, so 8,4096,16,128,128 and 2,16384,16,128,128 share one). Also prints fla's timings.
+# One device call that tunes flash-linear-attention's Triton kernels for the benchmark shapes and
+# brings the tuning results back, so that a later call (gpu/device-run-ab.sh FLA_TIME=1) times fla
+# with its tuned configs without re-tuning. fla 0.6 caches its choices under keys without B or T,
+# so 8,4096,16,128,128 and 2,16384,16,128,128 share one.
+#   1. Precompile: $NPRE (default 16) processes each compile a slice of every autotuner's configs
+#      (gpu/benches/fla_first_config: GLA_FLA_CFG_SLICE, FLA_CACHE_RESULTS=0: nothing stored but
+#      the compiled kernels) at small shapes with the same specialisation (B = 2, T = 1024) into
+#      one Triton cache. With CHECKS=<pack>, that pack's GPU tests, sanitizers, gpu_ properties
+#      and accuracy sweep (as gpu/device-run-ab.sh PROPS=1 SWEEP=1) run at the same time.
+#   2. Tune: one fresh process runs gpu/benches/fla_baseline.py at the benchmark shapes on the
+#      quiet GPU; Triton times every config (already compiled) and stores its choice; the
+#      timings it prints are fla's tuned ones.
 # Needs $PACK (default .gpu-b)/whl with fla-core and flash-linear-attention 0.6.0.
-# Usage: SHAPES="8,4096,16,128,128 ..." bash gpu/device-run-fla-tune.sh   (LIMIT = seconds, default 520)
+# Usage: [CHECKS=.gpu-e] PACK=.gpu-t bash gpu/device-run-fla-tune.sh   (LIMIT = seconds, default 540)
 # A folder .fla-cache in the checkout (carried) seeds the cache; the call returns
 # $OUT/fla-autotune.tgz (the *.autotune.json files): unpack it into .fla-cache and carry that folder
-# with the next call (gpu/device-run-ab.sh FLA_TIME=1 uses it the same way).
+# with the next call. Logs -> $OUT/logs.tgz.
 set -u
-R=$PWD; A=$R/${PACK:-.gpu-b}
+t0=$(date +%s); el() { echo $(( $(date +%s) - t0 )); }
+left() { echo $(( ${LIMIT:-540} - ($(date +%s) - t0) )); }
+R=$PWD; A=$R/${PACK:-.gpu-b}; L=/tmp/logs; mkdir -p $L
+SH=${SHAPES:-8,4096,16,128,128 8,4096,16,128,256 8,4096,16,64,64 2,16384,16,128,128}
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site $A/whl/*.whl > /tmp/pip.log 2>&1
-export PYTHONPATH=/tmp/site TRITON_CACHE_DIR=/tmp/triton-cache PYTHONUNBUFFERED=1
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site $A/whl/*.whl > $L/pip.log 2>&1
+export TRITON_CACHE_DIR=/tmp/triton-cache PYTHONUNBUFFERED=1
 mkdir -p $TRITON_CACHE_DIR
 [ -d $R/.fla-cache ] && cp -r $R/.fla-cache/. $TRITON_CACHE_DIR/ && echo "seeded with $(find $R/.fla-cache -name '*.autotune.json' | wc -l) tuning results"
-timeout ${LIMIT:-520} python3 gpu/benches/fla_baseline.py --mode both ${SHAPES:-8,4096,16,128,128 8,4096,16,128,256 8,4096,16,64,64 2,16384,16,128,128} 2>&1 | grep -v Warning
+PIDS=""
+if [ -n "${CHECKS:-}" ]; then
+  export GLA_REQUIRE_GPU=1
+  . gpu/device-checks.sh
+  start_checks $R/$CHECKS/bin $L
+  PIDS="$CHECK_PIDS"
+  B=$R/$CHECKS/bin
+  (cd $R/proptests && CARGO_MANIFEST_DIR=$R/proptests timeout 300 $B/gla-proptests__test__properties gpu_ \
+     > $L/props.log 2>&1; echo "rc=$?" >> $L/props.log) &
+  PIDS="$PIDS $!"
+  (timeout 300 $B/glacheck sweep --impl gpu --precision bf16 --backward --dg-form reverse-cumsum \
+     --dg-form local --k 64 --v 64 --t-min 64 --t-max 2048 --out $L/sweep > $L/sweep.log 2>&1; \
+   echo "rc=$?" >> $L/sweep.log) &
+  PIDS="$PIDS $!"
+fi
+PRE=""
+small=$(for s in $SH; do IFS=, read b t h k v <<< "$s"; echo "2,1024,$h,$k,$v"; done | sort -u | tr '\n' ' ')
+echo "=== precompiling fla's configs in ${NPRE:-16} processes at $small (after $(el) s)"
+for i in $(seq 0 $(( ${NPRE:-16} - 1 ))); do
+  (PYTHONPATH=/tmp/site:$R/gpu/benches/fla_first_config GLA_FLA_CFG_SLICE=$i/${NPRE:-16} FLA_CACHE_RESULTS=0 \
+     timeout 300 python3 gpu/benches/fla_baseline.py --mode both $small > $L/pre-$i.log 2>&1; echo "rc=$?" >> $L/pre-$i.log) &
+  PRE="$PRE $!"
+done
+wait $PRE
+echo "=== precompiled after $(el) s: $(grep -l '^rc=0' $L/pre-*.log | wc -l) of ${NPRE:-16} processes rc=0; $(find $TRITON_CACHE_DIR -name '*.cubin' | wc -l) cubins"
+grep -h "Error\|error" $L/pre-*.log | sort | uniq -c | head -5
+if [ -n "$PIDS" ]; then
+  wait $PIDS
+  echo "=== checks done after $(el) s"
+  report_checks $L
+  echo "--- props: $(grep -E '^test result|^rc=' $L/props.log | tail -3 | tr '\n' ' ')"
+  echo "--- sweep: $(tail -2 $L/sweep.log | tr '\n' ' ')"
+  [ -f $L/sweep/sweep.csv ] && python3 - $L/sweep/sweep.csv <<'EOF2'
+import csv, sys, collections
+w = collections.defaultdict(float)
+for r in csv.DictReader(open(sys.argv[1])):
+    key = (r['implementation'], r['output'])
+    w[key] = max(w[key], float(r['ratio']))
+for k in sorted(w): print(f"    worst ratio {k[0]} {k[1]}: {w[k]:.4g}")
+EOF2
+fi
+echo "=== tuning fla at the benchmark shapes, fresh process, quiet GPU (after $(el) s)"
+PYTHONPATH=/tmp/site timeout $(( $(left) - 10 )) python3 gpu/benches/fla_baseline.py --mode both $SH 2>&1 | grep -v Warning | tee $L/fla.log
 (cd $TRITON_CACHE_DIR && find . -name '*.autotune.json' | tar czf $OUT/fla-autotune.tgz -T -)
 echo "tuning results returned: $(tar tzf $OUT/fla-autotune.tgz | wc -l)"
+tar czf $OUT/logs.tgz -C /tmp logs
+echo "=== total $(el) s"
