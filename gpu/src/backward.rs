@@ -52,6 +52,8 @@ pub struct DeviceBwdOutputs {
     dgp: CudaSlice<f32>,
     /// dh0 `[N, H, K, V]` f32.
     pub dh0: CudaSlice<f32>,
+    /// Set by [`DeviceBwdProblem::launch_forward`]: `hs` holds the chunk start states.
+    states_stored: bool,
 }
 
 impl DeviceBwdProblem {
@@ -136,6 +138,7 @@ impl DeviceBwdProblem {
             dg: DBuf::alloc(s, dt, rows * self.kg(), poison)?,
             dgp: buffers::alloc_f32(s, if scalar { rows * d.k } else { 1 }, poison)?,
             dh0: buffers::alloc_f32(s, d.n * d.h * d.k * d.v, poison)?,
+            states_stored: false,
         })
     }
 
@@ -155,6 +158,7 @@ impl DeviceBwdProblem {
         self.fwd.launch_intra(&mut out.fwd)?;
         after("intra")?;
         self.fwd.launch_state_saving(&mut out.fwd, Some(&out.hs))?;
+        out.states_stored = true;
         after("state")
     }
 
@@ -176,6 +180,13 @@ impl DeviceBwdProblem {
         out: &mut DeviceBwdOutputs,
         mut after: impl FnMut(&'static str) -> Result<(), GpuError>,
     ) -> Result<(), GpuError> {
+        if !out.states_stored {
+            return Err(GpuError::Unsupported(
+                "the backward needs DeviceBwdProblem::launch_forward on these outputs first \
+                 (its state kernel stores the chunk states the backward reads)"
+                    .into(),
+            ));
+        }
         let s = &gpu()?.stream;
         let o = &out.fwd;
         self.fwd.check_dtype(&[

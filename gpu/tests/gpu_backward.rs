@@ -516,6 +516,29 @@ fn reruns_are_bit_identical_and_every_output_written() {
 }
 
 #[test]
+fn backward_without_its_forward_is_a_typed_error() {
+    // The backward reads the chunk states the forward's state kernel stores
+    // (DeviceBwdProblem::launch_forward); a forward launched another way leaves none.
+    if gpu_or_skip().is_none() {
+        return;
+    }
+    let p = seeded(&Spec::new(1, 100, 2, 64, 64).build(), false, 3)
+        .rounded_to(Dtype::Bf16)
+        .unwrap();
+    let dp = gla_gpu::DeviceBwdProblem::upload(&p, &opts(Dtype::Bf16)).unwrap();
+    let mut out = dp.alloc_outputs(true).unwrap();
+    dp.fwd.launch(&mut out.fwd).unwrap();
+    assert!(matches!(
+        dp.launch_backward(&mut out),
+        Err(GpuError::Unsupported(_))
+    ));
+    dp.launch_forward(&mut out).unwrap();
+    dp.launch_backward(&mut out).unwrap();
+    let s = dp.download(&out).unwrap();
+    assert!(s.grads.unwrap().dq.iter().all(|x| x.is_finite()));
+}
+
+#[test]
 fn unsupported_and_missing_seeds_are_typed_errors() {
     // No GPU needed: the problem and the options are checked first.
     let p = Spec::new(1, 10, 1, 64, 64).build();
