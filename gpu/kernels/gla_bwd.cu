@@ -577,17 +577,6 @@ __device__ void bwd_dqk_tc(const T* __restrict__ q, const T* __restrict__ k, con
   const size_t row0 = (size_t)b * Tlen + t0;
   const size_t cb = (size_t)c * H + h;
 
-  // the do, v, Hs, dHs tiles of value columns e0 .. e0 + 63 into the staging area (one commit
-  // group); the first slice's loads overlap the gate cumsum below
-  auto issue = [&](int e0) {
-    stage<T>(sDo, LD, dout + (row0 * H + h) * V + e0, (size_t)H * V, CH, CH, L, tid, 256);
-    stage<T>(sV, LD, v + (row0 * H + h) * V + e0, (size_t)H * V, CH, CH, L, tid, 256);
-    stage<T>(sH, LD, Hs + (cb * K + d0) * V + e0, V, CH, CH, CH, tid, 256);
-    stage<T>(sDH, LD, dHs + (cb * K + d0) * V + e0, V, CH, CH, CH, tid, 256);
-    cp_async_commit();
-  };
-  issue(0);
-
   for (int idx = tid; idx < CH * CH; idx += 256) {
     const int r = idx >> 6, dd = idx & 63;
     float x = 0.0f, qv = 0.0f, kv = 0.0f;
@@ -628,10 +617,12 @@ __device__ void bwd_dqk_tc(const T* __restrict__ q, const T* __restrict__ k, con
     for (int r = 0; r < 4; ++r) accA[nt][r] = accQ[nt][r] = accK[nt][r] = 0.0f;
   float hdp = 0.0f;
   for (int e0 = 0; e0 < V; e0 += CH) {
-    if (e0 > 0) {
-      __syncthreads();  // every warp is done with the previous slice
-      issue(e0);
-    }
+    __syncthreads();
+    stage<T>(sDo, LD, dout + (row0 * H + h) * V + e0, (size_t)H * V, CH, CH, L, tid, 256);
+    stage<T>(sV, LD, v + (row0 * H + h) * V + e0, (size_t)H * V, CH, CH, L, tid, 256);
+    stage<T>(sH, LD, Hs + (cb * K + d0) * V + e0, V, CH, CH, CH, tid, 256);
+    stage<T>(sDH, LD, dHs + (cb * K + d0) * V + e0, V, CH, CH, CH, tid, 256);
+    cp_async_commit();
     cp_async_wait<0>();
     __syncthreads();
     inter_products<T, LD>(accA, accQ, accK, sDo, sV, sH, sDH, mrow, nh, tf32);

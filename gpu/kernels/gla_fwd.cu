@@ -710,17 +710,28 @@ __device__ void gla_fwd_state_mma(const T* __restrict__ v, const float* __restri
           sSt[e * KP + d] = bits<T>(S[mt][nt][r]);
         }
     if (hs) {
-      // the backward's chunk start states Hs[p] = rnd(S before chunk p), [chunk][head][K][V]
+      // the backward's chunk start states Hs[p] = rnd(S before chunk p), [chunk][head][K][V].
+      // Per row and pair of n8 tiles (16 columns, one 32-byte sector), the quad's lanes trade
+      // their column pairs so that lane tig stores columns 4 tig .. 4 tig + 3 (8 bytes): one
+      // full sector per row and store instead of two half sectors.
       u16* hp = reinterpret_cast<u16*>(hs) + ((size_t)(c0 + ci) * H + h) * K * V + e0;
+      const int s0 = (lane & ~3) | ((2 * tig) & 3), s1 = (lane & ~3) | ((2 * tig + 1) & 3);
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-        for (int nt = 0; nt < NT; ++nt)
+        for (int np = 0; np < NT / 2; ++np)
 #pragma unroll
           for (int half = 0; half < 2; ++half) {
             const int d = rowbase + mt * 16 + gid + half * 8;
-            *reinterpret_cast<u32*>(hp + (size_t)d * V + nt * 8 + tig * 2) =
-                (u32)bits<T>(S[mt][nt][2 * half]) | ((u32)bits<T>(S[mt][nt][2 * half + 1]) << 16);
+            const u32 x = (u32)bits<T>(S[mt][2 * np][2 * half]) | ((u32)bits<T>(S[mt][2 * np][2 * half + 1]) << 16);
+            const u32 y = (u32)bits<T>(S[mt][2 * np + 1][2 * half]) |
+                          ((u32)bits<T>(S[mt][2 * np + 1][2 * half + 1]) << 16);
+            const u32 x0 = __shfl_sync(0xffffffffu, x, s0), y0 = __shfl_sync(0xffffffffu, y, s0);
+            const u32 x1 = __shfl_sync(0xffffffffu, x, s1), y1 = __shfl_sync(0xffffffffu, y, s1);
+            uint2 w;
+            w.x = tig < 2 ? x0 : y0;
+            w.y = tig < 2 ? x1 : y1;
+            *reinterpret_cast<uint2*>(hp + (size_t)d * V + np * 16 + tig * 4) = w;
           }
     }
     __syncthreads();
