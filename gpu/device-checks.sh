@@ -2,7 +2,8 @@
 #   start_checks BIN LOGS  starts gla-gpu's GPU tests (gpu_forward, gpu_causality, gpu_backward,
 #                          4 threads each) and compute-sanitizer memcheck + racecheck over
 #                          gpu_backward's `sanitizer_coverage` (every kernel) in the background,
-#                          from gpu/ with CARGO_MANIFEST_DIR set as cargo would; their process ids
+#                          from gpu/ with CARGO_MANIFEST_DIR set as cargo would (sanitizers stop after
+#                          $SAN_TIMEOUT s, default 220); their process ids
 #                          go to CHECK_PIDS (wait $CHECK_PIDS).
 #   report_checks LOGS     prints each test binary's result and failures, each sanitizer's summary.
 # BIN holds the release test binaries gla-gpu__test__<name>; GLA_REQUIRE_GPU=1 is the caller's.
@@ -15,7 +16,7 @@ start_checks() {
     CHECK_PIDS="$CHECK_PIDS $!"
   done
   for tool in memcheck racecheck; do
-    (cd "$root/gpu" && CARGO_MANIFEST_DIR=$root/gpu timeout 220 compute-sanitizer --tool $tool --error-exitcode 9 \
+    (cd "$root/gpu" && CARGO_MANIFEST_DIR=$root/gpu timeout ${SAN_TIMEOUT:-220} compute-sanitizer --tool $tool --error-exitcode 9 \
        "$bin/gla-gpu__test__gpu_backward" --test-threads 1 sanitizer_coverage > "$logs/$tool.log" 2>&1; \
      echo "rc=$?" >> "$logs/$tool.log") &
     CHECK_PIDS="$CHECK_PIDS $!"

@@ -88,7 +88,7 @@ for round in $(seq ${ROUNDS:-2}); do for P in ${PACK_A:-.gpu-b} ${PACK_B:-.gpu-c
 done; done
 for P in ${PACK_A:-.gpu-b} ${PACK_B:-.gpu-c}; do
   echo "=== bench $P forward alone (after $(el) s)"
-  timeout 30 $R/$P/bin/gla-gpu-bench --mode fwd --iters 20 $SH 2>&1 | grep -vE "^\s*$" | tee -a $L/bench-${P#.}.log
+  timeout ${FWD_T:-30} $R/$P/bin/gla-gpu-bench --mode fwd --iters 20 $SH 2>&1 | grep -vE "^\s*$" | tee -a $L/bench-${P#.}.log
 done
 if [ "${FLA_TIME:-0}" = 1 ]; then
   # fla chunk_gla timed at the same shapes, its autotune results seeded from .fla-cache
