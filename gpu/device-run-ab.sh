@@ -81,7 +81,7 @@ for r in cat:
         print(f"   FAIL {r['case']}: {why[:300]}")
 EOF
 done
-SH="8,4096,16,128,128 8,4096,16,128,256 8,4096,16,64,64 2,16384,16,128,128"
+SH=${SHAPES:-8,4096,16,128,128 8,4096,16,128,256 8,4096,16,64,64 2,16384,16,128,128}
 for round in $(seq ${ROUNDS:-2}); do for P in ${PACK_A:-.gpu-b} ${PACK_B:-.gpu-c} ${EXTRA:-}; do
   echo "=== bench $P round $round (after $(el) s)"
   timeout 100 $R/$P/bin/gla-gpu-bench --mode fwdbwd --iters 20 $SH 2>&1 | grep -vE "^\s*$" | tee -a $L/bench-${P#.}.log
