@@ -12,9 +12,11 @@
 #   3. With FLA_TIME=1, fla's chunk_gla timed at the same shapes (fwd and fwd+bwd), its Triton
 #      autotune results carried in .fla-cache (gpu/device-run-fla-tune.sh makes them).
 #   4. ncu on B's kernels (speed of light, occupancy, shared-memory bank conflicts), if time is left.
-# CHECKS=0 skips step 1's tests and sanitizers (B validated by an earlier call). With PROPS=1, B's property suite (gla-proptests__test__properties in B's bin/) runs its gpu_
-# properties during step 1; with SWEEP=1, B's glacheck regenerates the bf16 accuracy sweep of
-# docs/sweep/gpu-h100/ (both dg forms, K = V = 64, T = 64..2048) into logs/sweep during step 1.
+# BENCH_ORDER="P1 P2 ..." replaces the packs of step 2 and their order. CHECKS=0 skips step 1's
+# tests and sanitizers (B validated by an earlier call). With PROPS=1, B's property suite (gla-
+# proptests__test__properties in B's bin/) runs its gpu_ properties during step 1; with SWEEP=1, B's
+# glacheck regenerates the bf16 accuracy sweep of docs/sweep/gpu-h100/ (both dg forms, K = V = 64, T
+# = 64..2048) into logs/sweep during step 1.
 # Packs (git-ignored folders): $PACK_A, $PACK_B (default .gpu-b, .gpu-c), each with bin/ holding
 # the release builds gla-gpu__test__gpu_{forward,causality,backward}, gla-gpu-bench and glacheck
 # (built as gpu/device-run.sh describes); whl/ in $PACK_A with fla-core and
@@ -82,7 +84,7 @@ for r in cat:
 EOF
 done
 SH=${SHAPES:-8,4096,16,128,128 8,4096,16,128,256 8,4096,16,64,64 2,16384,16,128,128}
-for round in $(seq ${ROUNDS:-2}); do for P in ${PACK_A:-.gpu-b} ${PACK_B:-.gpu-c} ${EXTRA:-}; do
+for round in $(seq ${ROUNDS:-2}); do for P in ${BENCH_ORDER:-${PACK_A:-.gpu-b} ${PACK_B:-.gpu-c} ${EXTRA:-}}; do
   echo "=== bench $P round $round (after $(el) s)"
   timeout 100 $R/$P/bin/gla-gpu-bench --mode fwdbwd --iters 20 $SH 2>&1 | grep -vE "^\s*$" | tee -a $L/bench-${P#.}.log
 done; done
