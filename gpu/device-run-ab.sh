@@ -13,10 +13,10 @@
 #      autotune results carried in .fla-cache (gpu/device-run-fla-tune.sh makes them).
 #   4. ncu on B's kernels (speed of light, occupancy, shared-memory bank conflicts), if time is left.
 # BENCH_ORDER="P1 P2 ..." replaces the packs of step 2 and their order. CHECKS=0 skips step 1's
-# tests and sanitizers (B validated by an earlier call). With PROPS=1, B's property suite (gla-
-# proptests__test__properties in B's bin/) runs its gpu_ properties during step 1; with SWEEP=1, B's
-# glacheck regenerates the bf16 accuracy sweep of docs/sweep/gpu-h100/ (both dg forms, K = V = 64, T
-# = 64..2048) into logs/sweep during step 1.
+# tests and sanitizers (B validated by an earlier call). With PROPS=1, B's property suite
+# (gla-proptests__test__properties in B's bin/) runs its gpu_ properties during step 1; with
+# SWEEP=1, B's glacheck regenerates the bf16 accuracy sweep of docs/sweep/gpu-h100/ (both dg forms,
+# K=V=64, T=64..2048) into logs/sweep during step 1.
 # Packs (git-ignored folders): $PACK_A, $PACK_B (default .gpu-b, .gpu-c), each with bin/ holding
 # the release builds gla-gpu__test__gpu_{forward,causality,backward}, gla-gpu-bench and glacheck
 # (built as gpu/device-run.sh describes); whl/ in $PACK_A with fla-core and
