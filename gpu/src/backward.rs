@@ -226,8 +226,8 @@ impl DeviceBwdProblem {
         Arg::I32((self.fwd.opts.precision == Precision::Tf32) as i32)
     }
 
-    /// 1. State gradients `dH_p` (stored) and `dh0`, sweeping the chunks in reverse (the states
-    /// `H_p` come from the forward).
+    /// Kernel 1: the state gradients `dH_p` (stored) and `dh0`, sweeping the chunks in reverse
+    /// (the states `H_p` come from the forward).
     fn launch_state(&self, s: &CudaStream, out: &DeviceBwdOutputs) -> Result<(), GpuError> {
         let p = &self.fwd;
         let d = p.dims;
