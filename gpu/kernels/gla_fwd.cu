@@ -527,9 +527,9 @@ __device__ void gla_fwd_intra_tc(const T* __restrict__ q, const T* __restrict__ 
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
         const int i = 16 * I + gid + 8 * half, j = nt * 8 + 2 * tig;
-        // both columns in one 4-byte store (j even)
-        *reinterpret_cast<u32*>(a_out + (out_base * CH + i) * CH + j) =
-            (u32)from_f<T>(acc[4 * t + 2 * half]).x | ((u32)from_f<T>(acc[4 * t + 2 * half + 1]).x << 16);
+        T* p = a_out + (out_base * CH + i) * CH + j;
+        p[0] = from_f<T>(acc[4 * t + 2 * half]);
+        p[1] = from_f<T>(acc[4 * t + 2 * half + 1]);
       }
     }
   }
@@ -542,22 +542,14 @@ __device__ void gla_fwd_intra_tc(const T* __restrict__ q, const T* __restrict__ 
   __syncthreads();
   if (diag && grp == 0) {
 #pragma unroll
-    for (int r = 0; r < 4; ++r) {
-      const int i = di0 + r;
-      u16 e[4];
+    for (int r = 0; r < 4; ++r)
 #pragma unroll
       for (int cj = 0; cj < 4; ++cj) {
-        const int j = dj0 + cj;
+        const int i = di0 + r, j = dj0 + cj;
         const float s = (acc[4 * r + cj] + sRed[(dtile * 2) * 16 + 4 * r + cj]) +
                         sRed[(dtile * 2 + 1) * 16 + 4 * r + cj];
-        e[cj] = from_f<T>(j <= i ? scale * s : 0.0f).x;
+        a_out[(out_base * CH + i) * CH + j] = from_f<T>(j <= i ? scale * s : 0.0f);
       }
-      // the tile row's 4 columns in one 8-byte store (dj0 is a multiple of 4)
-      uint2 w;
-      w.x = (u32)e[0] | ((u32)e[1] << 16);
-      w.y = (u32)e[2] | ((u32)e[3] << 16);
-      *reinterpret_cast<uint2*>(a_out + (out_base * CH + i) * CH + dj0) = w;
-    }
   }
   for (int idx = tid; idx < CH * CH; idx += 256) {
     const int i = idx >> 6, j = idx & 63;
@@ -718,28 +710,17 @@ __device__ void gla_fwd_state_mma(const T* __restrict__ v, const float* __restri
           sSt[e * KP + d] = bits<T>(S[mt][nt][r]);
         }
     if (hs) {
-      // the backward's chunk start states Hs[p] = rnd(S before chunk p), [chunk][head][K][V].
-      // Per row and pair of n8 tiles (16 columns, one 32-byte sector), the quad's lanes trade
-      // their column pairs so that lane tig stores columns 4 tig .. 4 tig + 3 (8 bytes): one
-      // full sector per row and store instead of two half sectors.
+      // the backward's chunk start states Hs[p] = rnd(S before chunk p), [chunk][head][K][V]
       u16* hp = reinterpret_cast<u16*>(hs) + ((size_t)(c0 + ci) * H + h) * K * V + e0;
-      const int s0 = (lane & ~3) | ((2 * tig) & 3), s1 = (lane & ~3) | ((2 * tig + 1) & 3);
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-        for (int np = 0; np < NT / 2; ++np)
+        for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
           for (int half = 0; half < 2; ++half) {
             const int d = rowbase + mt * 16 + gid + half * 8;
-            const u32 x = (u32)bits<T>(S[mt][2 * np][2 * half]) | ((u32)bits<T>(S[mt][2 * np][2 * half + 1]) << 16);
-            const u32 y = (u32)bits<T>(S[mt][2 * np + 1][2 * half]) |
-                          ((u32)bits<T>(S[mt][2 * np + 1][2 * half + 1]) << 16);
-            const u32 x0 = __shfl_sync(0xffffffffu, x, s0), y0 = __shfl_sync(0xffffffffu, y, s0);
-            const u32 x1 = __shfl_sync(0xffffffffu, x, s1), y1 = __shfl_sync(0xffffffffu, y, s1);
-            uint2 w;
-            w.x = tig < 2 ? x0 : y0;
-            w.y = tig < 2 ? x1 : y1;
-            *reinterpret_cast<uint2*>(hp + (size_t)d * V + np * 16 + tig * 4) = w;
+            *reinterpret_cast<u32*>(hp + (size_t)d * V + nt * 8 + tig * 2) =
+                (u32)bits<T>(S[mt][nt][2 * half]) | ((u32)bits<T>(S[mt][nt][2 * half + 1]) << 16);
           }
     }
     __syncthreads();
