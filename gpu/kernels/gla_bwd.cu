@@ -66,18 +66,6 @@ __device__ __forceinline__ void stage(T* dst, int ldd, const T* src, size_t lds,
 
 template <typename T> struct Ld { static constexpr int PAD = 16 / sizeof(T); };
 
-// store two consecutive values (columns 2tig, 2tig+1) of an accumulator row
-template <typename T> __device__ __forceinline__ void store2(T* p, float x, float y);
-template <> __device__ __forceinline__ void store2<float>(float* p, float x, float y) {
-  p[0] = x;
-  p[1] = y;
-}
-template <> __device__ __forceinline__ void store2<bf16_t>(bf16_t* p, float x, float y) {
-  *reinterpret_cast<u32*>(p) = (u32)from_f<bf16_t>(x).x | ((u32)from_f<bf16_t>(y).x << 16);
-}
-template <> __device__ __forceinline__ void store2<f16_t>(f16_t* p, float x, float y) {
-  *reinterpret_cast<u32*>(p) = (u32)from_f<f16_t>(x).x | ((u32)from_f<f16_t>(y).x << 16);
-}
 
 // ---------------------------------------------------------------- kernel 1: state gradients
 // seqs: per sequence 6 ints (batch, start row, length, first chunk, number of chunks, unused).
@@ -146,16 +134,7 @@ __device__ void bwd_state(const T* __restrict__ dout, const float* __restrict__ 
       cp_async_wait<0>();
     }
     __syncthreads();
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-      for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-        for (int half = 0; half < 2; ++half) {
-          const int d = rowbase + mt * 16 + gid + half * 8;
-          const int e = e0 + nt * 8 + tig * 2;
-          store2<T>(dHs + (cb * K + d) * V + e, S[mt][nt][2 * half], S[mt][nt][2 * half + 1]);
-        }
+    store_state_tiles<T, MT, NT>(dHs + cb * K * V + e0, V, S, rowbase);
     float W[MT][NT][4];
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)

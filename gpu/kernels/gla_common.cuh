@@ -6,6 +6,7 @@
 // - exp_nonpos / decay: the exponentials of the reset-aware chunk-local cumsums (docs/math.md §3):
 //   every exponent reaching exp2 is <= 0, a decay across a reset is exactly 0;
 // - cp.async copies global -> shared;
+// - store2 / store_state_tiles: mma accumulators rounded to T and stored;
 // - Mma<T>: one warp-level mma.sync m16n8k16 (bf16 / f16 operands, f32 accumulation), and
 //   Tile<T, strides>: its operands loaded from shared memory (f32: FFMA in the same layout).
 #pragma once
@@ -117,6 +118,35 @@ __device__ __forceinline__ void ldsm_x4(u32* r, const void* p) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(smem_addr(p)));
+}
+
+// ---------------------------------------------------------------- accumulator stores
+// store two consecutive values (columns 2tig, 2tig+1) of an accumulator row, rounded to T
+template <typename T> __device__ __forceinline__ void store2(T* p, float x, float y);
+template <> __device__ __forceinline__ void store2<float>(float* p, float x, float y) {
+  p[0] = x;
+  p[1] = y;
+}
+template <> __device__ __forceinline__ void store2<bf16_t>(bf16_t* p, float x, float y) {
+  *reinterpret_cast<u32*>(p) = (u32)from_f<bf16_t>(x).x | ((u32)from_f<bf16_t>(y).x << 16);
+}
+template <> __device__ __forceinline__ void store2<f16_t>(f16_t* p, float x, float y) {
+  *reinterpret_cast<u32*>(p) = (u32)from_f<f16_t>(x).x | ((u32)from_f<f16_t>(y).x << 16);
+}
+// A warp's share of a state [K][BV] held as mma accumulators S[MT][NT][4] (rows rowbase + 16 mt
+// + gid (+ 8), columns 8 nt + 2 tig (+ 1)), rounded to T, to dst[row * ld + column]: the state
+// kernels' stored snapshots (forward: Hs; backward: dHs).
+template <typename T, int MT, int NT>
+__device__ __forceinline__ void store_state_tiles(T* dst, size_t ld, const float (&S)[MT][NT][4], int rowbase) {
+  const int lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int half = 0; half < 2; ++half)
+        store2<T>(dst + (size_t)(rowbase + mt * 16 + gid + half * 8) * ld + nt * 8 + tig * 2,
+                  S[mt][nt][2 * half], S[mt][nt][2 * half + 1]);
 }
 
 // ---------------------------------------------------------------- warp-level 16x8x16 product

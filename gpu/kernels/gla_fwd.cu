@@ -709,20 +709,8 @@ __device__ void gla_fwd_state_mma(const T* __restrict__ v, const float* __restri
           int e = nt * 8 + tig * 2 + (r & 1);
           sSt[e * KP + d] = bits<T>(S[mt][nt][r]);
         }
-    if (hs) {
-      // the backward's chunk start states Hs[p] = rnd(S before chunk p), [chunk][head][K][V]
-      u16* hp = reinterpret_cast<u16*>(hs) + ((size_t)(c0 + ci) * H + h) * K * V + e0;
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-          for (int half = 0; half < 2; ++half) {
-            const int d = rowbase + mt * 16 + gid + half * 8;
-            *reinterpret_cast<u32*>(hp + (size_t)d * V + nt * 8 + tig * 2) =
-                (u32)bits<T>(S[mt][nt][2 * half]) | ((u32)bits<T>(S[mt][nt][2 * half + 1]) << 16);
-          }
-    }
+    if (hs)  // the backward's chunk start states Hs[p] = rnd(S before chunk p), [chunk][head][K][V]
+      store_state_tiles<T, MT, NT>(hs + ((size_t)(c0 + ci) * H + h) * K * V + e0, V, S, rowbase);
     __syncthreads();
 
     // v as the B operand (k = row j, n = column e), from the row-major stage
