@@ -6,6 +6,13 @@
 #                          $SAN_TIMEOUT s, default 220); their process ids
 #                          go to CHECK_PIDS (wait $CHECK_PIDS).
 #   report_checks LOGS     prints each test binary's result and failures, each sanitizer's summary.
+#   start_props BIN LOGS   starts the property suite's gpu_ properties (gla-proptests__test__properties
+#                          in BIN) in the background; its process id joins CHECK_PIDS.
+#   start_sweep BIN LOGS   starts BIN/glacheck's bf16 accuracy sweep of docs/sweep/gpu-h100/ (both dg
+#                          forms, K=V=64, T=64..2048) into LOGS/sweep; its process id joins CHECK_PIDS.
+#   report_extras LOGS     prints the properties' and the sweep's results (those that ran) and the
+#                          sweep's worst ratio per implementation and output.
+# Each extra stops after $EXTRA_TIMEOUT s (default 240).
 # BIN holds the release test binaries gla-gpu__test__<name>; GLA_REQUIRE_GPU=1 is the caller's.
 start_checks() {
   local bin=$1 logs=$2 root=$PWD t tool
@@ -31,4 +38,31 @@ report_checks() {
   for tool in memcheck racecheck; do
     echo "--- $tool: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|^test result|^rc=' "$logs/$tool.log" | sort | uniq -c | tr '\n' ' ')"
   done
+}
+start_props() {
+  local bin=$1 logs=$2 root=$PWD
+  (cd "$root/proptests" && CARGO_MANIFEST_DIR=$root/proptests timeout ${EXTRA_TIMEOUT:-240} \
+     "$bin/gla-proptests__test__properties" gpu_ > "$logs/props.log" 2>&1; echo "rc=$?" >> "$logs/props.log") &
+  CHECK_PIDS="$CHECK_PIDS $!"
+}
+start_sweep() {
+  local bin=$1 logs=$2
+  (timeout ${EXTRA_TIMEOUT:-240} "$bin/glacheck" sweep --impl gpu --precision bf16 --backward \
+     --dg-form reverse-cumsum --dg-form local --k 64 --v 64 --t-min 64 --t-max 2048 --out "$logs/sweep" \
+     > "$logs/sweep.log" 2>&1; echo "rc=$?" >> "$logs/sweep.log") &
+  CHECK_PIDS="$CHECK_PIDS $!"
+}
+report_extras() {
+  local logs=$1
+  [ -f "$logs/props.log" ] && echo "--- props: $(grep -E '^test result|^rc=' "$logs/props.log" | tail -3 | tr '\n' ' ')"
+  [ -f "$logs/sweep.log" ] && echo "--- sweep: $(tail -2 "$logs/sweep.log" | tr '\n' ' ')"
+  [ -f "$logs/sweep/sweep.csv" ] && python3 - "$logs/sweep/sweep.csv" <<'EOF'
+import csv, sys, collections
+w = collections.defaultdict(float)
+for r in csv.DictReader(open(sys.argv[1])):
+    key = (r['implementation'], r['output'])
+    w[key] = max(w[key], float(r['ratio']))
+for k in sorted(w): print(f"    worst ratio {k[0]} {k[1]}: {w[k]:.4g}")
+EOF
+  return 0
 }

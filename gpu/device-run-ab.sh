@@ -43,31 +43,12 @@ fi
 . gpu/device-checks.sh
 CHECK_PIDS=""
 [ "${CHECKS:-1}" = 1 ] && start_checks $B $L
-if [ "${PROPS:-0}" = 1 ]; then
-  (cd $R/proptests && CARGO_MANIFEST_DIR=$R/proptests timeout 240 $B/gla-proptests__test__properties gpu_ \
-     > $L/props.log 2>&1; echo "rc=$?" >> $L/props.log) &
-  CHECK_PIDS="$CHECK_PIDS $!"
-fi
-if [ "${SWEEP:-0}" = 1 ]; then
-  (timeout 240 $B/glacheck sweep --impl gpu --precision bf16 --backward --dg-form reverse-cumsum \
-     --dg-form local --k 64 --v 64 --t-min 64 --t-max 2048 --out $L/sweep > $L/sweep.log 2>&1; \
-   echo "rc=$?" >> $L/sweep.log) &
-  CHECK_PIDS="$CHECK_PIDS $!"
-fi
+[ "${PROPS:-0}" = 1 ] && start_props $B $L
+[ "${SWEEP:-0}" = 1 ] && start_sweep $B $L
 wait $CHECK_PIDS
 echo "=== step 1 done after $(el) s"
 [ "${CHECKS:-1}" = 1 ] && report_checks $L
-[ -f $L/props.log ] && echo "--- props: $(grep -E '^test result|^rc=|passed|failed' $L/props.log | tail -3 | tr '\n' ' ')"
-[ -f $L/sweep.log ] && { echo "--- sweep: $(tail -2 $L/sweep.log | tr '\n' ' ')"; \
-  python3 - $L/sweep/sweep.csv <<'EOF2'
-import csv, sys, collections
-w = collections.defaultdict(float)
-for r in csv.DictReader(open(sys.argv[1])):
-    key = (r['implementation'], r['output'])
-    w[key] = max(w[key], float(r['ratio']))
-for k in sorted(w): print(f"    worst ratio {k[0]} {k[1]}: {w[k]:.4g}")
-EOF2
-}
+report_extras $L
 grep -hE "worst" $L/gpu_forward.log $L/gpu_backward.log | head -40 | cut -c1-300
 [ -n "$PIDS" ] && { wait $PIDS; echo "=== fla pytest done after $(el) s"; }
 for f in $L/pytest-*.log; do [ -f $f ] && echo "--- $(basename $f): $(grep -E 'passed|failed|^rc=' $f | tail -2 | tr '\n' ' ')"; done

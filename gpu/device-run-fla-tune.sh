@@ -31,15 +31,9 @@ if [ -n "${CHECKS:-}" ]; then
   export GLA_REQUIRE_GPU=1
   . gpu/device-checks.sh
   start_checks $R/$CHECKS/bin $L
+  EXTRA_TIMEOUT=300 start_props $R/$CHECKS/bin $L
+  EXTRA_TIMEOUT=300 start_sweep $R/$CHECKS/bin $L
   PIDS="$CHECK_PIDS"
-  B=$R/$CHECKS/bin
-  (cd $R/proptests && CARGO_MANIFEST_DIR=$R/proptests timeout 300 $B/gla-proptests__test__properties gpu_ \
-     > $L/props.log 2>&1; echo "rc=$?" >> $L/props.log) &
-  PIDS="$PIDS $!"
-  (timeout 300 $B/glacheck sweep --impl gpu --precision bf16 --backward --dg-form reverse-cumsum \
-     --dg-form local --k 64 --v 64 --t-min 64 --t-max 2048 --out $L/sweep > $L/sweep.log 2>&1; \
-   echo "rc=$?" >> $L/sweep.log) &
-  PIDS="$PIDS $!"
 fi
 PRE=""
 small=$(for s in $SH; do IFS=, read b t h k v <<< "$s"; echo "2,1024,$h,$k,$v"; done | sort -u | tr '\n' ' ')
@@ -56,16 +50,7 @@ if [ -n "$PIDS" ]; then
   wait $PIDS
   echo "=== checks done after $(el) s"
   report_checks $L
-  echo "--- props: $(grep -E '^test result|^rc=' $L/props.log | tail -3 | tr '\n' ' ')"
-  echo "--- sweep: $(tail -2 $L/sweep.log | tr '\n' ' ')"
-  [ -f $L/sweep/sweep.csv ] && python3 - $L/sweep/sweep.csv <<'EOF2'
-import csv, sys, collections
-w = collections.defaultdict(float)
-for r in csv.DictReader(open(sys.argv[1])):
-    key = (r['implementation'], r['output'])
-    w[key] = max(w[key], float(r['ratio']))
-for k in sorted(w): print(f"    worst ratio {k[0]} {k[1]}: {w[k]:.4g}")
-EOF2
+  report_extras $L
 fi
 echo "=== tuning fla at the benchmark shapes, fresh process, quiet GPU (after $(el) s)"
 PYTHONPATH=/tmp/site timeout $(( $(left) - 10 )) python3 gpu/benches/fla_baseline.py --mode both $SH 2>&1 | grep -v Warning | tee $L/fla.log
