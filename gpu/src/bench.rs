@@ -309,14 +309,7 @@ pub fn bench_backward(
             p.launch_forward_marked(&mut out, |name| {
                 let e = event()?;
                 record(&e)?;
-                marks.push((
-                    if name == "intra" {
-                        "fwd intra"
-                    } else {
-                        "fwd state"
-                    },
-                    e,
-                ));
+                marks.push((name, e));
                 Ok(())
             })?;
         }
@@ -339,7 +332,7 @@ pub fn bench_backward(
         let mut prev = &e0;
         for (j, (name, e)) in marks.iter().enumerate() {
             let label = if j < fwd_marks {
-                name.to_string()
+                format!("fwd {name}")
             } else {
                 format!("bwd {name}")
             };
