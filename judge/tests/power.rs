@@ -13,6 +13,14 @@ use gla_judge::verify::{verify, Candidate, Labels, VerifyOptions};
 use gla_reference::{recurrent, Dtype};
 use std::collections::BTreeMap;
 
+/// How many drawn problems a test takes: the environment variable `var`, else `default`.
+fn seeds(var: &str, default: u64) -> u64 {
+    std::env::var(var)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
 fn golden_dir() -> std::path::PathBuf {
     gla_fixtures::golden::default_dir()
 }
@@ -114,10 +122,7 @@ fn twin_scaled_by_1_005_fails_at_bf16_naming_o_and_the_rule() {
 /// property suite's gate and value regimes.
 #[test]
 fn honest_implementations_pass_all_three_rules_on_drawn_problems() {
-    let n: u64 = std::env::var("POWER_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(24);
+    let n = seeds("POWER_SEEDS", 24);
     let mut bad = Vec::new();
     for seed in 0..n {
         let case = drawn_case(seed);
@@ -139,10 +144,7 @@ fn honest_implementations_pass_all_three_rules_on_drawn_problems() {
 #[test]
 #[ignore = "calibration sweep of the empirical constants (300 drawn problems); run with --ignored --nocapture"]
 fn calibrate_empirical_rules() {
-    let n: u64 = std::env::var("CAL_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(300);
+    let n = seeds("CAL_SEEDS", 300);
     let mut recs = Vec::new();
     for case in catalog_cases(&golden_dir(), None).unwrap() {
         recs.extend(honest_records(&case));
@@ -361,10 +363,7 @@ fn fla_chunk_total_minus_prefix_dg_is_caught() {
 /// cuDNN's elementwise tolerance can still flip.)
 #[test]
 fn total_minus_prefix_dg_on_drawn_problems() {
-    let n: u64 = std::env::var("F12_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(300);
+    let n = seeds("F12_SEEDS", 300);
     let (mut caught, mut only_anchor) = ([0usize; 4], Vec::new());
     for seed in 0..n {
         let case = drawn_case(seed);
