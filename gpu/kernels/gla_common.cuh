@@ -136,17 +136,43 @@ template <> __device__ __forceinline__ void store2<f16_t>(f16_t* p, float x, flo
 // A warp's share of a state [K][BV] held as mma accumulators S[MT][NT][4] (rows rowbase + 16 mt
 // + gid (+ 8), columns 8 nt + 2 tig (+ 1)), rounded to T, to dst[row * ld + column]: the state
 // kernels' stored snapshots (forward: Hs; backward: dHs).
-template <typename T, int MT, int NT>
+// SECTOR (16-bit T, NT even): per row and pair of n8 tiles (16 columns, one 32-byte sector) the
+// quad's lanes trade their column pairs so that lane tig stores columns 4 tig .. 4 tig + 3 (8
+// bytes): one full sector per row and store instead of two half sectors, for 4 shuffles (and, in
+// the backward state kernel, 29 more registers: it keeps the plain stores).
+template <typename T, int MT, int NT, bool SECTOR = false>
 __device__ __forceinline__ void store_state_tiles(T* dst, size_t ld, const float (&S)[MT][NT][4], int rowbase) {
   const int lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
+  if constexpr (SECTOR && sizeof(T) == 2 && NT % 2 == 0) {
+    const int s0 = (lane & ~3) | ((2 * tig) & 3), s1 = (lane & ~3) | ((2 * tig + 1) & 3);
+    u16* d16 = reinterpret_cast<u16*>(dst);
 #pragma unroll
-  for (int mt = 0; mt < MT; ++mt)
+    for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-    for (int nt = 0; nt < NT; ++nt)
+      for (int np = 0; np < NT / 2; ++np)
 #pragma unroll
-      for (int half = 0; half < 2; ++half)
-        store2<T>(dst + (size_t)(rowbase + mt * 16 + gid + half * 8) * ld + nt * 8 + tig * 2,
-                  S[mt][nt][2 * half], S[mt][nt][2 * half + 1]);
+        for (int half = 0; half < 2; ++half) {
+          const float* a = S[mt][2 * np];
+          const float* b = S[mt][2 * np + 1];
+          const u32 x = (u32)from_f<T>(a[2 * half]).x | ((u32)from_f<T>(a[2 * half + 1]).x << 16);
+          const u32 y = (u32)from_f<T>(b[2 * half]).x | ((u32)from_f<T>(b[2 * half + 1]).x << 16);
+          const u32 x0 = __shfl_sync(0xffffffffu, x, s0), y0 = __shfl_sync(0xffffffffu, y, s0);
+          const u32 x1 = __shfl_sync(0xffffffffu, x, s1), y1 = __shfl_sync(0xffffffffu, y, s1);
+          uint2 w;
+          w.x = tig < 2 ? x0 : y0;
+          w.y = tig < 2 ? x1 : y1;
+          *reinterpret_cast<uint2*>(d16 + (size_t)(rowbase + mt * 16 + gid + half * 8) * ld + np * 16 + tig * 4) = w;
+        }
+  } else {
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int half = 0; half < 2; ++half)
+          store2<T>(dst + (size_t)(rowbase + mt * 16 + gid + half * 8) * ld + nt * 8 + tig * 2,
+                    S[mt][nt][2 * half], S[mt][nt][2 * half + 1]);
+  }
 }
 
 // ---------------------------------------------------------------- warp-level 16x8x16 product

@@ -527,9 +527,9 @@ __device__ void gla_fwd_intra_tc(const T* __restrict__ q, const T* __restrict__ 
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
         const int i = 16 * I + gid + 8 * half, j = nt * 8 + 2 * tig;
-        T* p = a_out + (out_base * CH + i) * CH + j;
-        p[0] = from_f<T>(acc[4 * t + 2 * half]);
-        p[1] = from_f<T>(acc[4 * t + 2 * half + 1]);
+        // both columns in one 4-byte store (j even)
+        *reinterpret_cast<u32*>(a_out + (out_base * CH + i) * CH + j) =
+            (u32)from_f<T>(acc[4 * t + 2 * half]).x | ((u32)from_f<T>(acc[4 * t + 2 * half + 1]).x << 16);
       }
     }
   }
@@ -542,14 +542,22 @@ __device__ void gla_fwd_intra_tc(const T* __restrict__ q, const T* __restrict__ 
   __syncthreads();
   if (diag && grp == 0) {
 #pragma unroll
-    for (int r = 0; r < 4; ++r)
+    for (int r = 0; r < 4; ++r) {
+      const int i = di0 + r;
+      u16 e[4];
 #pragma unroll
       for (int cj = 0; cj < 4; ++cj) {
-        const int i = di0 + r, j = dj0 + cj;
+        const int j = dj0 + cj;
         const float s = (acc[4 * r + cj] + sRed[(dtile * 2) * 16 + 4 * r + cj]) +
                         sRed[(dtile * 2 + 1) * 16 + 4 * r + cj];
-        a_out[(out_base * CH + i) * CH + j] = from_f<T>(j <= i ? scale * s : 0.0f);
+        e[cj] = from_f<T>(j <= i ? scale * s : 0.0f).x;
       }
+      // the tile row's 4 columns in one 8-byte store (dj0 is a multiple of 4)
+      uint2 w;
+      w.x = (u32)e[0] | ((u32)e[1] << 16);
+      w.y = (u32)e[2] | ((u32)e[3] << 16);
+      *reinterpret_cast<uint2*>(a_out + (out_base * CH + i) * CH + dj0) = w;
+    }
   }
   for (int idx = tid; idx < CH * CH; idx += 256) {
     const int i = idx >> 6, j = idx & 63;
@@ -710,7 +718,7 @@ __device__ void gla_fwd_state_mma(const T* __restrict__ v, const float* __restri
           sSt[e * KP + d] = bits<T>(S[mt][nt][r]);
         }
     if (hs)  // the backward's chunk start states Hs[p] = rnd(S before chunk p), [chunk][head][K][V]
-      store_state_tiles<T, MT, NT>(hs + ((size_t)(c0 + ci) * H + h) * K * V + e0, V, S, rowbase);
+      store_state_tiles<T, MT, NT, true>(hs + ((size_t)(c0 + ci) * H + h) * K * V + e0, V, S, rowbase);
     __syncthreads();
 
     // v as the B operand (k = row j, n = column e), from the row-major stage
