@@ -16,7 +16,7 @@
 //     sweeping the chunks in reverse: dHs[p] = rnd(dS) (gradient of the state AFTER chunk p),
 //                    dS = gamma*dS + scale * qg^T @ do  (dS seeded with dhT); dh0 = final dS (f32).
 //  gla_bwd_dqk_<T>          grid (chunks, H, K/64), 256 threads (bwd_dqk_tc). One (chunk, head, 64
-//     channels): dA = rnd(scale * do @ v^T) (j <= i), dq_inter = scale * D(start,i) * (do @ Hs^T),
+//     channels): dA = scale * do @ v^T (j <= i), dq_inter = scale * D(start,i) * (do @ Hs^T),
 //     dk_inter = D(i,last) * (v @ dHs^T), then the intra parts: off-diagonal sub-blocks on tensor
 //     cores through the CPU twin's anchors (reference/src/chunked/intra.rs Intra::backward):
 //     a = first row of the query block (dq, factor rnd(k_j D(j, a))), b = last row of the key
@@ -29,7 +29,7 @@
 //  gla_bwd_dqk_local_<T>    (bwd_dqk_local) dg in the LOCAL form alpha_t rowsum(S_{t-1} dS_t),
 //     evaluated chunkwise as plain sums of terms that all carry alpha_t: accurate relative to
 //     M_dg_local where the reverse sum above cancels (alpha -> 0). Its dq, dk intra parts run in
-//     f32 FFMA with the same rounded dA and off-diagonal factors as gla_bwd_dqk_<T>.
+//     f32 FFMA with f32 dA and the same rounded off-diagonal factors as gla_bwd_dqk_<T>.
 //  gla_bwd_dv_<T>           grid (chunks, H, V/64), 128 threads:  dv = A^T @ do + kg @ dHs.
 //  gla_bwd_dg_reduce_<T>    one thread per (b, t, h) row: dg = rnd(sum_d dg_partial[d]).
 // Products: bf16/f16 operands on tensor cores (mma.sync m16n8k16, f32 accumulation); f32: FFMA
@@ -40,8 +40,8 @@
 // the forward's (qg, kgT, A, o) + the stored states Hs (bwd_state; written by the forward's
 // state kernel, the same rnd(S) its output product uses) and state gradients dHs
 // (dstate) + the final dq, dk, dv, dg (grads); both dqk kernels round the off-diagonal factors as
-// the forward does (offdiag_q, offdiag_k; bf16 / f16 only) and dA (da: the input dtype, TF32
-// with tf32). dh0 stays f32.
+// the forward does (offdiag_q, offdiag_k; bf16 / f16 only). dA is rounded only with tf32 (da:
+// TF32); bf16 / f16 kernels take it as two 16-bit terms (see bwd_dqk_tc). dh0 stays f32.
 
 #include "gla_common.cuh"
 
@@ -65,6 +65,7 @@ __device__ __forceinline__ void stage(T* dst, int ldd, const T* src, size_t lds,
 }
 
 template <typename T> struct Ld { static constexpr int PAD = 16 / sizeof(T); };
+__device__ __forceinline__ bool finite_f(float x) { return (__float_as_uint(x) & 0x7f800000u) != 0x7f800000u; }
 
 
 // ---------------------------------------------------------------- kernel 1: state gradients
@@ -333,9 +334,9 @@ __device__ void bwd_dqk_local(const T* __restrict__ q, const T* __restrict__ k, 
     for (int r = 0; r < 4; ++r) {
       const int i = mrow + gid + ((r & 2) ? 8 : 0);
       const int j = (nh + nt) * 8 + tig * 2 + (r & 1);  // key row (dA) or channel (dq, dk)
-      // rnd(dA): the input dtype (TF32 with tf32), as in bwd_dqk_tc (rounding point `da`)
+      // dA in f32 (TF32 with tf32: rounding point `da`), as in bwd_dqk_tc
       const float x = (j <= i) ? accA[nt][r] * scale : 0.0f;
-      sDA[i * LDA_F + j] = tf32 ? tf32r(x) : rnd<T>(x);
+      sDA[i * LDA_F + j] = tf32 ? tf32r(x) : x;
       const float Fi = sF[i * CH + j];
       const int Zi = sZ[i * CH + j];
       const float e0v = (Zi == 0) ? exp_nonpos<true>(Fi) : 0.0f;
@@ -504,8 +505,11 @@ __device__ void bwd_dqk_local(const T* __restrict__ q, const T* __restrict__ k, 
 // The default (reverse-cumsum dg) dq/dk kernel. Same inputs, outputs, grid and staging as
 // bwd_dqk_local
 // above; the intra-chunk parts are restructured:
-//  - dA = scale * do @ v^T is rounded once to the input dtype (bf16 / f16; TF32 when tf32 is set;
-//    f32 otherwise) and every intra product uses that rounded dA (rounding point `da`);
+//  - dA = scale * do @ v^T is not rounded (TF32 when tf32 is set: rounding point `da`): the
+//    off-diagonal tensor-core products of bf16 / f16 take it as two operands hi = rnd(dA) and
+//    lo = rnd(dA - hi) (|dA - hi - lo| <= 2^-16 |dA| in bf16; one f32 operand otherwise), the
+//    diagonal blocks read an f32 copy. (One rounded dA made dq, dk up to 2.5x and dg up to 3.5x
+//    less accurate: BENCHMARKS.md G8);
 //  - off-diagonal sub-blocks on tensor cores (mma.sync, f32 accumulation), with the anchored factors
 //    of the CPU twin (reference/src/chunked/intra.rs, Intra::backward), rounded to the input dtype
 //    as the forward rounds them (rounding points `offdiag_k`, `offdiag_q`; f32 and TF32: not
@@ -515,10 +519,10 @@ __device__ void bwd_dqk_local(const T* __restrict__ q, const T* __restrict__ k, 
 //    both factors are <= 1 in magnitude times |k| / |q| (every exponent <= 0);
 //  - diagonal sub-blocks elementwise in f32 (j <= i only), each pair's decay D(j, i) evaluated once
 //    and used for both dq_i and dk_j, with the block's rows held in registers.
-// Shared memory: sF, sQ, sK f32 [64][LS]; sDA T [64][LD]; partial sums (256 + 4 x 64 f32); sZ; the
-// staging area 4 x [64][LD] T, reused
-// after the inter-chunk products for the transposed factors kfT / qfT T [64][LDF] and then for
-// sDQ / sDK f32 [64][LS].
+// Shared memory: sF, sQ, sK f32 [64][LS]; sDA T [64][LD] (hi); sDAd f32 [4][16][16] (the diagonal
+// blocks); partial sums (256 + 4 x 64 f32); sZ; the staging area 4 x [64][LD] T, reused after the
+// inter-chunk products for the transposed factors kfT / qfT T [64][LDF] and lo(dA) T [64][LD], and
+// then for sDQ / sDK f32 [64][LS].
 template <typename T>
 __device__ void bwd_dqk_tc(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                            const T* __restrict__ dout, const float* __restrict__ g, int gate_cols,
@@ -527,6 +531,9 @@ __device__ void bwd_dqk_tc(const T* __restrict__ q, const T* __restrict__ k, con
                            const float* __restrict__ gamma, T* __restrict__ dq, T* __restrict__ dk,
                            T* __restrict__ dg, float* __restrict__ dgp, int tf32) {
   constexpr int PAD = Ld<T>::PAD, LD = CH + PAD, LDF = 96 + PAD;
+  constexpr bool SPLIT = sizeof(T) == 2;  // dA as two 16-bit terms (f32 / TF32: one operand)
+  static_assert(!SPLIT || (2 * CH * LDF + CH * LD) * sizeof(T) <= 4 * CH * LD * sizeof(T),
+                "kfT, qfT and lo(dA) fit in the staging area");
   // Row stride of sF, sQ, sK, sDQ, sDK (f32) and sZ (u8): 68, not 64, so that the (row, column)
   // fragments of the mma layouts (lanes: 8 rows x 4 column pairs) meet at most 2-way bank
   // conflicts, not 8-way. sDQ + sDK (2 x 64 x 68 f32) still fit in the staging area.
@@ -535,8 +542,9 @@ __device__ void bwd_dqk_tc(const T* __restrict__ q, const T* __restrict__ k, con
   float* sF = reinterpret_cast<float*>(smem_raw);  // [64][LS] cumsum
   float* sQ = sF + CH * LS;                          // [64][LS] q (f32)
   float* sK = sQ + CH * LS;                          // [64][LS] k (f32)
-  T* sDA = reinterpret_cast<T*>(sK + CH * LS);       // [64][LD] rnd(dA) (j <= i, else 0)
-  float* sHd = reinterpret_cast<float*>(sDA + CH * LD);  // [256] partial rowsums of Hs * dHs
+  T* sDA = reinterpret_cast<T*>(sK + CH * LS);       // [64][LD] hi(dA) (off-diagonal blocks, j < i)
+  float* sDAd = reinterpret_cast<float*>(sDA + CH * LD);  // [4][16][16] dA of the diagonal blocks
+  float* sHd = sDAd + 4 * 256;                       // [256] partial rowsums of Hs * dHs
   float* sKsP = sHd + 256;                           // [4][64] per row block: sum_j k_j dk_inter_j
   unsigned char* sZ = reinterpret_cast<unsigned char*>(sKsP + 4 * CH);  // [64][LS] reset counts
   T* stg = reinterpret_cast<T*>(sZ + CH * LS);        // staging: do, v, Hs, dHs tiles [64][LD]
@@ -547,6 +555,7 @@ __device__ void bwd_dqk_tc(const T* __restrict__ q, const T* __restrict__ k, con
   T* kfT = stg;              // [64 channels][LDF]: anchor a = 16 at cols 0..15, 32 at 16..47, 48 at 48..95
   T* qfT = kfT + CH * LDF;   // [64 channels][LDF]: anchor b = 15 (rows 16..63) at cols 0..47,
                              //   31 (rows 32..63) at 48..79, 47 (rows 48..63) at 80..95
+  T* sDAlo = qfT + CH * LDF;  // [64][LD] lo(dA) = rnd(dA - hi(dA)) (16-bit inputs), off-diagonal
   float* sDQ = reinterpret_cast<float*>(stg);  // [64][LS], after the off-diagonal products
   float* sDK = sDQ + CH * LS;
 
@@ -631,7 +640,21 @@ __device__ void bwd_dqk_tc(const T* __restrict__ q, const T* __restrict__ k, con
         x = tf32r(x);
         y = tf32r(y);
       }
-      store2<T>(sDA + i * LD + j, x, y);
+      if ((j >> 4) == I) {
+        // diagonal block I: f32 for the elementwise products
+        sDAd[I * 256 + (i - mrow) * 16 + (j - mrow)] = x;
+        sDAd[I * 256 + (i - mrow) * 16 + (j + 1 - mrow)] = y;
+      } else if (SPLIT) {
+        // off-diagonal: dA = hi + lo, two 16-bit tensor-core operands (|dA - hi - lo| <=
+        // 2^-16 |dA| for bf16); a non-finite hi (f16 overflow) keeps lo = 0
+        const T hx = from_f<T>(x), hy = from_f<T>(y);
+        const float lx = finite_f(to_f(hx)) ? x - to_f(hx) : 0.0f;
+        const float ly = finite_f(to_f(hy)) ? y - to_f(hy) : 0.0f;
+        store2<T>(sDA + i * LD + j, x, y);
+        store2<T>(sDAlo + i * LD + j, lx, ly);
+      } else {
+        store2<T>(sDA + i * LD + j, x, y);
+      }
     }
   {
     // thread: channel d, columns c0, c0 + 4, ...; each anchor's (F, Z) read once per segment
@@ -671,14 +694,21 @@ __device__ void bwd_dqk_tc(const T* __restrict__ q, const T* __restrict__ k, con
     const int off = I == 1 ? 0 : (I == 2 ? 16 : 48);
     for (int kk = 0; kk < mrow; kk += 16)
 #pragma unroll
-      for (int nt = 0; nt < 4; ++nt)
+      for (int nt = 0; nt < 4; ++nt) {
         Tile<T, LD, 1, 1, LDF>::mma(dqo[nt], sDA + mrow * LD + kk, kfT + (nh + nt) * 8 * LDF + off + kk, 0);
+        if (SPLIT)
+          Tile<T, LD, 1, 1, LDF>::mma(dqo[nt], sDAlo + mrow * LD + kk, kfT + (nh + nt) * 8 * LDF + off + kk, 0);
+      }
     const int offq = I == 0 ? 0 : (I == 1 ? 48 : 80);
     for (int kk = 0; kk < 48 - mrow; kk += 16)
 #pragma unroll
-      for (int nt = 0; nt < 4; ++nt)
+      for (int nt = 0; nt < 4; ++nt) {
         Tile<T, 1, LD, 1, LDF>::mma(dko[nt], sDA + (mrow + 16 + kk) * LD + mrow,
                                     qfT + (nh + nt) * 8 * LDF + offq + kk, 0);
+        if (SPLIT)
+          Tile<T, 1, LD, 1, LDF>::mma(dko[nt], sDAlo + (mrow + 16 + kk) * LD + mrow,
+                                      qfT + (nh + nt) * 8 * LDF + offq + kk, 0);
+      }
   }
   // inter + off-diagonal parts (registers), and the per-row-block sums of k dk_inter
   float kpart[4][2];
@@ -745,15 +775,15 @@ __device__ void bwd_dqk_tc(const T* __restrict__ q, const T* __restrict__ k, con
     }
 #pragma unroll
     for (int i = 0; i < 16; ++i) {
-      // row i of the block's dA (columns r0 .. r0 + i) by 16-byte loads (one address for the warp)
-      constexpr int PER = 16 / sizeof(T);  // elements per 16-byte load
-      alignas(16) T da[16];
+      // row i of the block's f32 dA (columns r0 .. r0 + i) by 16-byte loads (one address for
+      // the warp)
+      alignas(16) float da[16];
 #pragma unroll
-      for (int n = 0; n <= i / PER; ++n)
-        *reinterpret_cast<float4*>(da + n * PER) = reinterpret_cast<const float4*>(sDA + (r0 + i) * LD + r0)[n];
+      for (int n = 0; n <= i / 4; ++n)
+        *reinterpret_cast<float4*>(da + n * 4) = reinterpret_cast<const float4*>(sDAd + I2 * 256 + i * 16)[n];
 #pragma unroll
       for (int j = 0; j <= i; ++j) {
-        const float a = to_f(da[j]);
+        const float a = da[j];
         const float e = decay<true>(F[j], Z[j], F[i], Z[i]);
         gq[i] = fmaf(a, kv[j] * e, gq[i]);
         gk[j] = fmaf(a, qv[i] * e, gk[j]);

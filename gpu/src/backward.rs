@@ -267,14 +267,15 @@ impl DeviceBwdProblem {
         let form = if local { "local_" } else { "" };
         let name = format!("gla_bwd_dqk_{form}{}", suffix(p.opts.dtype));
         // local form (bwd_dqk_local): cumsums, q, k, f32 dA, partial sums, reset counts,
-        // staging, the block sums and snapshots (11 x 64 f32). Default (bwd_dqk_tc): cumsums, q, k, rounded dA
-        // [64][ld] in the input dtype, partial sums (256 + 4 x 64 f32), reset counts, staging
-        // (reused for the off-diagonal factors and the f32 dq / dk tiles, which fit in it).
+        // staging, the block sums and snapshots (11 x 64 f32). Default (bwd_dqk_tc): cumsums, q, k, dA's
+        // leading term [64][ld] in the input dtype, the diagonal blocks' f32 dA (4 x 16 x 16),
+        // partial sums (256 + 4 x 64 f32), reset counts, staging (reused for the off-diagonal
+        // factors with dA's second term, then for the f32 dq / dk tiles, which fit in it).
         let smem = if local {
             (3 * 64 * 64 + 64 * 65 + 256 + 64) * 4 + 64 * 64 + 4 * 64 * ld * es + 11 * 64 * 4
         } else {
             // (sF, sQ, sK and sZ at row stride 68: bank-conflict padding)
-            (3 * 64 * 68 + 256 + 4 * 64) * 4 + 64 * ld * es + 64 * 68 + 4 * 64 * ld * es
+            (3 * 64 * 68 + 4 * 256 + 256 + 4 * 64) * 4 + 64 * ld * es + 64 * 68 + 4 * 64 * ld * es
         };
         let shape = Shape {
             grid: (p.num_chunks, d.h, d.k / 64),

@@ -160,17 +160,19 @@ pub(crate) fn check_dims(d: &Dims) -> Result<(), GpuError> {
 /// state snapshot for `o`, `A` and its off-diagonal factors, `o`, and the final dq, dk, dv, dg),
 /// plus the chunk states `H_p` (`bwd_state`: the forward's state kernel stores the snapshot its
 /// output product uses) and the state gradients `dH_p`
-/// (`dstate`), which are stored in the input dtype and are tensor-core operands, and `dA` (`da`,
-/// operand of the intra-chunk products of dq and dk; their off-diagonal factors are the forward's
-/// rounded ones), for both gate-gradient forms. `dh0` and `hT` stay f32. f32: nothing is
-/// rounded. f32 + TF32: the forward's TF32 points plus `do`, `H_p`, `dH_p` and `dA`; the
-/// gradients stay f32.
+/// (`dstate`), which are stored in the input dtype and are tensor-core operands, for both
+/// gate-gradient forms. `dA` (`da`) is not a rounding point: the intra-chunk products of dq and
+/// dk take it as two 16-bit tensor-core terms `hi + lo` (`|dA - hi - lo| <= 2^-16 |dA|` in bf16,
+/// below f32 accumulation noise at the bound's scale) on the off-diagonal sub-blocks and in f32
+/// on the diagonal ones (their off-diagonal factors are the forward's rounded ones). `dh0` and
+/// `hT` stay f32. f32: nothing is rounded. f32 + TF32: the forward's TF32 points plus `do`,
+/// `H_p`, `dH_p` and `dA`; the gradients stay f32.
 ///
 /// ```
 /// use gla_gpu::{backward_rounding_plan, GpuOptions};
 /// use gla_reference::{bounds::DgForm, Dtype};
 /// let p = backward_rounding_plan(&GpuOptions::new(Dtype::Bf16));
-/// assert_eq!((p.bwd_state, p.dstate, p.da), (Some(Dtype::Bf16), Some(Dtype::Bf16), Some(Dtype::Bf16)));
+/// assert_eq!((p.bwd_state, p.dstate, p.da), (Some(Dtype::Bf16), Some(Dtype::Bf16), None));
 /// assert_eq!((p.offdiag_q, p.offdiag_k), (Some(Dtype::Bf16), Some(Dtype::Bf16)));
 /// let local = GpuOptions { dg_form: DgForm::Local, ..GpuOptions::new(Dtype::Bf16) };
 /// assert_eq!(backward_rounding_plan(&local), p);
@@ -184,6 +186,6 @@ pub fn backward_rounding_plan(opts: &GpuOptions) -> RoundingPlan {
             base.do_(t).bwd_state(t).dstate(t).da(t)
         }
         (Dtype::F32, _) => base,
-        (d, _) => base.bwd_state(Some(d)).dstate(Some(d)).da(Some(d)),
+        (d, _) => base.bwd_state(Some(d)).dstate(Some(d)),
     }
 }

@@ -18,7 +18,10 @@
 //!   and f64, `RoundingPlan::kernel_default(p)` for tf32, bf16 and f16, plus `A`'s off-diagonal
 //!   factors and `dA` with [`DeclaredPlan::TensorCore`]), its dg by the declared algorithm;
 //! * for bf16 and f16 also the chunked form with the training plan ([`training_plan_for`]: the
-//!   backward's stored states and state gradients rounded too);
+//!   backward's stored states and state gradients rounded too), and with
+//!   [`DeclaredPlan::TensorCore`] that plan once more without `dA`'s rounding (a kernel that
+//!   feeds `dA` to the tensor cores as two 16-bit terms, as glacheck's GPU kernels do: neither
+//!   is uniformly more accurate, see [`honest_set`]);
 //! * for f32 and f64 also the recurrent form in the same compute type.
 //!
 //! Each honest output is rounded to the dtype the candidate stores that tensor in (a candidate
@@ -111,7 +114,13 @@ impl Honest {
             Honest::Chunked { compute, opts } => {
                 let round = match opts.plan.stages().first() {
                     Some((_, d)) => {
-                        let tc = if opts.plan.da.is_some() { "-tc" } else { "" };
+                        // tensor-core plan: A's off-diagonal factors rounded; "-tc-da2": dA
+                        // not rounded (two 16-bit terms)
+                        let tc = match (opts.plan.offdiag_q.is_some(), opts.plan.da.is_some()) {
+                            (true, false) => "-tc-da2",
+                            (true, true) | (false, true) => "-tc",
+                            (false, false) => "",
+                        };
                         let train = if opts.plan.dstate.is_some() {
                             "-train"
                         } else {
@@ -174,7 +183,8 @@ pub enum DeclaredPlan {
     /// fla's plan plus the further tensor-core operands of a kernel that computes `A`'s
     /// off-diagonal sub-blocks and the backward's intra-chunk products on tensor cores: the
     /// anchored factors of `A`'s off-diagonal blocks (`offdiag_q`, `offdiag_k`) and `dA` (`da`);
-    /// glacheck's own bf16 / f16 GPU kernels.
+    /// glacheck's own bf16 / f16 GPU kernels round all of these but `dA`, which they feed to the
+    /// tensor cores as two 16-bit terms.
     TensorCore,
 }
 
@@ -262,7 +272,10 @@ pub fn training_plan_for(precision: Dtype, decl: DeclaredPlan) -> Option<Roundin
 /// The honest implementations of the arithmetic `precision` (rounding plan `decl`) with chunk
 /// length `chunk`: the chunked form with the precision's plan, for bf16 / f16 also with the
 /// training plan ([`training_plan_for`]: both are correct kernels of the declared arithmetic, and
-/// the baseline is the worst of them), and for f32 / f64 the recurrent form.
+/// the baseline is the worst of them; with [`DeclaredPlan::TensorCore`] also the training plan
+/// without `dA`'s rounding: rounding `dA` makes dq and dk up to 2.5x less accurate, while not
+/// rounding it leaves f32 noise where dg's reverse sum cancels, which the rounded `dA` cancels
+/// exactly; both are honest), and for f32 / f64 the recurrent form.
 pub fn honest_set(precision: Dtype, chunk: usize, decl: DeclaredPlan) -> Vec<Honest> {
     let compute = accumulation(precision);
     let chunked = |plan| Honest::Chunked {
@@ -276,6 +289,12 @@ pub fn honest_set(precision: Dtype, chunk: usize, decl: DeclaredPlan) -> Vec<Hon
     let mut v = vec![chunked(plan_for(precision, decl))];
     if let Some(plan) = training_plan_for(precision, decl) {
         v.push(chunked(plan));
+        if plan.da.is_some() {
+            // dA as two 16-bit tensor-core terms (glacheck's GPU kernels): no dA rounding, which
+            // is more accurate for dq and dk but leaves f32 noise where dg's reverse sum cancels
+            // (rounded dA makes those terms cancel exactly)
+            v.push(chunked(plan.da(None)));
+        }
     }
     if matches!(precision, Dtype::F64 | Dtype::F32) {
         v.push(Honest::Recurrent { compute });
@@ -411,12 +430,12 @@ pub fn honest_stats(
     tensors: &[(String, Dtype)],
 ) -> Result<(Vec<String>, Vec<Vec<HonestStats>>)> {
     use rayon::prelude::*;
-    // The training plan differs from the precision's plan in the backward only.
-    let train = training_plan_for(precision, decl);
+    // The training plans (stored states and state gradients rounded) differ from the
+    // precision's plan in the backward only.
     let mut names = Vec::new();
     let mut out = vec![Vec::new(); tensors.len()];
     for h in honest_set(precision, chunk, decl).into_iter().filter(|h| {
-        backward || !matches!(h, Honest::Chunked { opts, .. } if Some(opts.plan) == train)
+        backward || !matches!(h, Honest::Chunked { opts, .. } if opts.plan.dstate.is_some())
     }) {
         let name = h.name();
         let s = h.solve(p, backward, dg)?;

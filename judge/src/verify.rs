@@ -244,9 +244,9 @@ pub fn declared_options(imp: &crate::Implementation, p: &Problem) -> VerifyOptio
         } => (round.dtype().unwrap_or(compute.dtype()), chunk, dg.form()),
         I::Gpu { dtype, dg } => (dtype, 64, dg.form()),
     };
-    // an implementation that rounds dA (glacheck's tensor-core GPU kernels and their CPU twins)
-    // declares the tensor-core plan
-    let tc = imp.plan().da.is_some();
+    // an implementation that rounds A's off-diagonal factors (glacheck's tensor-core GPU kernels
+    // and their CPU twins) declares the tensor-core plan
+    let tc = imp.plan().offdiag_q.is_some();
     VerifyOptions {
         precision,
         chunk,
