@@ -10,8 +10,10 @@
 #                          in BIN) in the background; its process id joins CHECK_PIDS.
 #   start_sweep BIN LOGS   starts BIN/glacheck's bf16 accuracy sweep of docs/sweep/gpu-h100/ (both dg
 #                          forms, K=V=64, T=64..2048) into LOGS/sweep; its process id joins CHECK_PIDS.
-#   report_extras LOGS     prints the properties' and the sweep's results (those that ran) and the
-#                          sweep's worst ratio per implementation and output.
+#   start_huge BIN LOGS    starts gpu_huge's >2^31-element tests (--ignored, $HUGE_FILTER selects;
+#                          $HUGE_TIMEOUT s, default 300) in the background; its pid joins CHECK_PIDS.
+#   report_extras LOGS     prints the properties', the sweep's and gpu_huge's results (those that
+#                          ran) and the sweep's worst ratio per implementation and output.
 # Each extra stops after $EXTRA_TIMEOUT s (default 240).
 # BIN holds the release test binaries gla-gpu__test__<name>; GLA_REQUIRE_GPU=1 is the caller's.
 start_checks() {
@@ -52,8 +54,15 @@ start_sweep() {
      > "$logs/sweep.log" 2>&1; echo "rc=$?" >> "$logs/sweep.log") &
   CHECK_PIDS="$CHECK_PIDS $!"
 }
+start_huge() {
+  local bin=$1 logs=$2 root=$PWD
+  (cd "$root/gpu" && CARGO_MANIFEST_DIR=$root/gpu timeout ${HUGE_TIMEOUT:-300} "$bin/gla-gpu__test__gpu_huge" \
+     --ignored --test-threads 1 --nocapture ${HUGE_FILTER:-} > "$logs/huge.log" 2>&1; echo "rc=$?" >> "$logs/huge.log") &
+  CHECK_PIDS="$CHECK_PIDS $!"
+}
 report_extras() {
   local logs=$1
+  [ -f "$logs/huge.log" ] && echo "--- huge: $(grep -E '^test |^test result|^rc=' "$logs/huge.log" | tr '\n' ' ')"
   [ -f "$logs/props.log" ] && echo "--- props: $(grep -E '^test result|^rc=' "$logs/props.log" | tail -3 | tr '\n' ' ')"
   [ -f "$logs/sweep.log" ] && echo "--- sweep: $(tail -2 "$logs/sweep.log" | tr '\n' ' ')"
   [ -f "$logs/sweep/sweep.csv" ] && python3 - "$logs/sweep/sweep.csv" <<'EOF'
