@@ -5,7 +5,8 @@
 #      intra, both state kernels, dq/dk and dv kernels) at $SHAPE (default the main shape,
 #      8,4096,16,128,128): logs/ncu-full.txt (every section's details).
 #   2. Per-instruction metrics (stall samples, executed instructions) of the same launches:
-#      logs/ncu-src-<n>.csv, the SASS with its metrics, one file per profiled launch.
+#      logs/ncu-src.csv, the SASS with its metrics, one table per profiled launch
+#      (`python3 gpu/benches/ncu_phases.py logs/ncu-src.csv [kernel]` sums it phase by phase).
 # Pack: $PACK/bin/gla-gpu-bench (a release build, see gpu/device-run.sh). Logs -> $OUT/logs.tgz.
 # Usage: PACK=.gpu-n bash gpu/device-run-ncu.sh   (LIMIT = seconds of work, default 300)
 set -u
