@@ -229,6 +229,51 @@ __device__ __forceinline__ void inter_products(float (&accA)[4][4], float (&accQ
   }
 }
 
+// The value loop of both dq/dk kernels: over the 64-column slices of V, stage do, v, Hs, dHs
+// (tiles [64][LD] at stg, in that order; cp.async), accumulate the inter-chunk products
+// (inter_products, accumulators zeroed first) and each thread's partial rowsum of Hs * dHs
+// (channel tid / 4, 16 columns per slice; TF32 operands with tf32), stored to sHd[tid]. The
+// caller synchronises before reusing the staging area.
+template <typename T, int LD>
+__device__ __forceinline__ void value_pass(float (&accA)[4][4], float (&accQ)[4][4], float (&accK)[4][4],
+                                           float* sHd, T* stg, const T* __restrict__ dout,
+                                           const T* __restrict__ v, const T* __restrict__ Hs,
+                                           const T* __restrict__ dHs, size_t row0, size_t cb, int H, int K,
+                                           int V, int h, int d0, int L, int mrow, int nh, int tid, int tf32) {
+  T* sDo = stg;
+  T* sV = sDo + CH * LD;
+  T* sH = sV + CH * LD;
+  T* sDH = sH + CH * LD;
+#pragma unroll
+  for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+    for (int r = 0; r < 4; ++r) accA[nt][r] = accQ[nt][r] = accK[nt][r] = 0.0f;
+  float hdp = 0.0f;
+  for (int e0 = 0; e0 < V; e0 += CH) {
+    __syncthreads();
+    stage<T>(sDo, LD, dout + (row0 * H + h) * V + e0, (size_t)H * V, CH, CH, L, tid, 256);
+    stage<T>(sV, LD, v + (row0 * H + h) * V + e0, (size_t)H * V, CH, CH, L, tid, 256);
+    stage<T>(sH, LD, Hs + (cb * K + d0) * V + e0, V, CH, CH, CH, tid, 256);
+    stage<T>(sDH, LD, dHs + (cb * K + d0) * V + e0, V, CH, CH, CH, tid, 256);
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();
+    inter_products<T, LD>(accA, accQ, accK, sDo, sV, sH, sDH, mrow, nh, tf32);
+    {
+      const int d = tid >> 2, e1 = (tid & 3) * 16;
+      for (int e = e1; e < e1 + 16; ++e) {
+        float hv = to_f(sH[d * LD + e]), dv = to_f(sDH[d * LD + e]);
+        if (tf32) {
+          hv = tf32r(hv);
+          dv = tf32r(dv);
+        }
+        hdp = fmaf(hv, dv, hdp);
+      }
+    }
+  }
+  sHd[tid] = hdp;
+}
+
 template <typename T>
 __device__ void bwd_dqk_local(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                               const T* __restrict__ dout, const float* __restrict__ g, int gate_cols,
@@ -245,11 +290,7 @@ __device__ void bwd_dqk_local(const T* __restrict__ q, const T* __restrict__ k, 
   float* sHd = sDA + CH * LDA_F;                     // [256] partial rowsums of Hs * dHs
   float* sHdc = sHd + 256;                           // [64] rowsum(Hs * dHs)
   unsigned char* sZ = reinterpret_cast<unsigned char*>(sHdc + CH);  // [64][64] reset counts
-  T* stg = reinterpret_cast<T*>(sZ + CH * CH);        // staging: do, v, Hs, dHs tiles [64][LD]
-  T* sDo = stg;
-  T* sV = sDo + CH * LD;
-  T* sH = sV + CH * LD;
-  T* sDH = sH + CH * LD;
+  T* stg = reinterpret_cast<T*>(sZ + CH * CH);        // staging: do, v, Hs, dHs tiles [64][LD] (value_pass)
   float* sDQ = reinterpret_cast<float*>(stg);  // [64][64], aliases the staging (used after it)
   float* sDK = sDQ + CH * CH;
   // after the staging: per sub-chunk block sums of q dq_inter and k dk_inter, and the
@@ -298,34 +339,7 @@ __device__ void bwd_dqk_local(const T* __restrict__ q, const T* __restrict__ k, 
   // output columns 32 (w >> 2) .. +31
   const int mrow = (warp & 3) * 16, nh = (warp >> 2) * 4;
   float accA[4][4], accQ[4][4], accK[4][4];
-#pragma unroll
-  for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-    for (int r = 0; r < 4; ++r) accA[nt][r] = accQ[nt][r] = accK[nt][r] = 0.0f;
-  float hdp = 0.0f;
-  for (int e0 = 0; e0 < V; e0 += CH) {
-    __syncthreads();
-    stage<T>(sDo, LD, dout + (row0 * H + h) * V + e0, (size_t)H * V, CH, CH, L, tid, 256);
-    stage<T>(sV, LD, v + (row0 * H + h) * V + e0, (size_t)H * V, CH, CH, L, tid, 256);
-    stage<T>(sH, LD, Hs + (cb * K + d0) * V + e0, V, CH, CH, CH, tid, 256);
-    stage<T>(sDH, LD, dHs + (cb * K + d0) * V + e0, V, CH, CH, CH, tid, 256);
-    cp_async_commit();
-    cp_async_wait<0>();
-    __syncthreads();
-    inter_products<T, LD>(accA, accQ, accK, sDo, sV, sH, sDH, mrow, nh, tf32);
-    {
-      const int d = tid >> 2, e1 = (tid & 3) * 16;
-      for (int e = e1; e < e1 + 16; ++e) {
-        float hv = to_f(sH[d * LD + e]), dv = to_f(sDH[d * LD + e]);
-        if (tf32) {
-          hv = tf32r(hv);
-          dv = tf32r(dv);
-        }
-        hdp = fmaf(hv, dv, hdp);
-      }
-    }
-  }
-  sHd[tid] = hdp;
+  value_pass<T, LD>(accA, accQ, accK, sHd, stg, dout, v, Hs, dHs, row0, cb, H, K, V, h, d0, L, mrow, nh, tid, tf32);
   __syncthreads();  // staging is free from here on (sDQ / sDK alias it)
   const int Lm = L - 1;
 #pragma unroll
@@ -547,11 +561,7 @@ __device__ void bwd_dqk_tc(const T* __restrict__ q, const T* __restrict__ k, con
   float* sHd = sDAd + 4 * 256;                       // [256] partial rowsums of Hs * dHs
   float* sKsP = sHd + 256;                           // [4][64] per row block: sum_j k_j dk_inter_j
   unsigned char* sZ = reinterpret_cast<unsigned char*>(sKsP + 4 * CH);  // [64][LS] reset counts
-  T* stg = reinterpret_cast<T*>(sZ + CH * LS);        // staging: do, v, Hs, dHs tiles [64][LD]
-  T* sDo = stg;
-  T* sV = sDo + CH * LD;
-  T* sH = sV + CH * LD;
-  T* sDH = sH + CH * LD;
+  T* stg = reinterpret_cast<T*>(sZ + CH * LS);        // staging: do, v, Hs, dHs tiles [64][LD] (value_pass)
   T* kfT = stg;              // [64 channels][LDF]: anchor a = 16 at cols 0..15, 32 at 16..47, 48 at 48..95
   T* qfT = kfT + CH * LDF;   // [64 channels][LDF]: anchor b = 15 (rows 16..63) at cols 0..47,
                              //   31 (rows 32..63) at 48..79, 47 (rows 48..63) at 80..95
@@ -599,34 +609,7 @@ __device__ void bwd_dqk_tc(const T* __restrict__ q, const T* __restrict__ k, con
   // 16 (w & 3) .. +15, output columns 32 (w >> 2) .. +31
   const int I = warp & 3, mrow = 16 * I, nh = (warp >> 2) * 4;
   float accA[4][4], accQ[4][4], accK[4][4];
-#pragma unroll
-  for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-    for (int r = 0; r < 4; ++r) accA[nt][r] = accQ[nt][r] = accK[nt][r] = 0.0f;
-  float hdp = 0.0f;
-  for (int e0 = 0; e0 < V; e0 += CH) {
-    __syncthreads();
-    stage<T>(sDo, LD, dout + (row0 * H + h) * V + e0, (size_t)H * V, CH, CH, L, tid, 256);
-    stage<T>(sV, LD, v + (row0 * H + h) * V + e0, (size_t)H * V, CH, CH, L, tid, 256);
-    stage<T>(sH, LD, Hs + (cb * K + d0) * V + e0, V, CH, CH, CH, tid, 256);
-    stage<T>(sDH, LD, dHs + (cb * K + d0) * V + e0, V, CH, CH, CH, tid, 256);
-    cp_async_commit();
-    cp_async_wait<0>();
-    __syncthreads();
-    inter_products<T, LD>(accA, accQ, accK, sDo, sV, sH, sDH, mrow, nh, tf32);
-    {
-      const int d = tid >> 2, e1 = (tid & 3) * 16;
-      for (int e = e1; e < e1 + 16; ++e) {
-        float hv = to_f(sH[d * LD + e]), dv = to_f(sDH[d * LD + e]);
-        if (tf32) {
-          hv = tf32r(hv);
-          dv = tf32r(dv);
-        }
-        hdp = fmaf(hv, dv, hdp);
-      }
-    }
-  }
-  sHd[tid] = hdp;
+  value_pass<T, LD>(accA, accQ, accK, sHd, stg, dout, v, Hs, dHs, row0, cb, H, K, V, h, d0, L, mrow, nh, tid, tf32);
   __syncthreads();  // the staging area is free from here on
   // rnd(dA) (j <= i), and the anchored off-diagonal factors, transposed [channel][row]
 #pragma unroll
