@@ -16,9 +16,9 @@
 # tests and sanitizers (B validated by an earlier call). With PROPS=1, B's property suite
 # (gla-proptests__test__properties in B's bin/) runs its gpu_ properties during step 1; with
 # SWEEP=1, B's glacheck regenerates the bf16 accuracy sweep of docs/sweep/gpu-h100/ (both dg forms,
-# K=V=64, T=64..2048) into logs/sweep during step 1; NCU_SRC=1 adds ncu's per-instruction stall
-# samples of B's dq/dk and forward intra kernels (logs/ncu-src.csv) before step 4; with HUGE=1, B's gpu_huge tests (>2^31
-# elements, HUGE_FILTER selects one) run during step 1.
+# K=V=64, T=64..2048) into logs/sweep during step 1; with HUGE=1, B's gpu_huge tests (>2^31
+# elements, HUGE_FILTER selects one) run during step 1. (Per-instruction profiles:
+# gpu/device-run-ncu.sh.)
 # Packs (git-ignored folders): $PACK_A, $PACK_B (default .gpu-b, .gpu-c), each with bin/ holding
 # the release builds gla-gpu__test__gpu_{forward,causality,backward}, gla-gpu-bench and glacheck
 # (built as gpu/device-run.sh describes); whl/ in $PACK_A with fla-core and
@@ -84,16 +84,6 @@ if [ "${FLA_TIME:-0}" = 1 ]; then
   echo "=== fla chunk_gla, fresh process (after $(el) s)"
   PYTHONPATH=/tmp/site TRITON_CACHE_DIR=/tmp/triton-cache PYTHONUNBUFFERED=1 timeout $(( $(left) - 10 )) \
     python3 gpu/benches/fla_baseline.py --mode both $SH 2>&1 | grep -v Warning | tee $L/fla.log
-fi
-if [ "${NCU_SRC:-0}" = 1 ] && [ $(left) -gt 60 ]; then
-  # per-instruction stall samples of B's dq/dk and forward intra kernels (one launch each), as a
-  # CSV of the SASS with its metrics (logs/ncu-src-*.csv)
-  echo "=== ncu source counters B (after $(el) s)"
-  timeout $(( $(left) - 30 )) ncu --kernel-name regex:"gla_bwd_dqk_bf16|gla_fwd_intra_tc_bf16" --launch-skip 2 --launch-count 2 \
-    --section SourceCounters --section WarpStateStats --import-source no -f -o $L/ncu-src \
-    $B/gla-gpu-bench --mode fwdbwd --iters 2 8,4096,16,128,128 > $L/ncu-src.log 2>&1; echo "ncu src rc=$?"
-  [ -f $L/ncu-src.ncu-rep ] && ncu --import $L/ncu-src.ncu-rep --page source --csv --print-source sass > $L/ncu-src.csv 2>> $L/ncu-src.log
-  ls -la $L/ncu-src.* 2>&1 | head
 fi
 if [ $(left) -gt 50 ]; then
   echo "=== ncu B (after $(el) s)"
