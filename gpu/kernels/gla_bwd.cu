@@ -67,6 +67,57 @@ __device__ __forceinline__ void stage(T* dst, int ldd, const T* src, size_t lds,
 template <typename T> struct Ld { static constexpr int PAD = 16 / sizeof(T); };
 __device__ __forceinline__ bool finite_f(float x) { return (__float_as_uint(x) & 0x7f800000u) != 0x7f800000u; }
 
+// Stage the chunk's gates, q and k (as f32) for channels d0 .. d0 + 63 into sF, sQ, sK
+// ([64 rows][LS], 16-byte aligned rows; rows >= L: 0) by 16-byte loads, every load issued before
+// the first shared store. Thread: rows tid / 8 and tid / 8 + 32, channels 8 (tid % 8) .. +7 (a warp
+// reads 4 rows x 128 contiguous bytes of q). The two float4 halves of a thread's 8 channels are
+// stored in opposite orders by the two halves of each quarter warp, so that its 8 lanes' float4s
+// fall in 32 different banks.
+template <typename T, int LS>
+__device__ __forceinline__ void stage_qkg(float* sF, float* sQ, float* sK, const T* __restrict__ q,
+                                          const T* __restrict__ k, const float* __restrict__ g,
+                                          int gate_cols, size_t row0, int H, int h, int K, int d0,
+                                          int L, int tid) {
+  const int cg = tid & 7, rb = tid >> 3;
+  Vec8<T> qv[2], kv[2];
+  Vec8<float> gv[2];
+#pragma unroll
+  for (int p = 0; p < 2; ++p) {
+    const int r = rb + 32 * p;
+    if (r < L) {
+      const size_t rh = (row0 + r) * H + h, o = rh * K + d0 + 8 * cg;
+      qv[p].load(q + o);
+      kv[p].load(k + o);
+      if (gate_cols == 1) {
+        const u32 x = __float_as_uint(g[rh]);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) gv[p].w[e] = x;
+      } else {
+        gv[p].load(g + o);
+      }
+    } else {
+      qv[p].zero();
+      kv[p].zero();
+      gv[p].zero();
+    }
+  }
+  const bool sw = (cg >> 2) & 1;
+#pragma unroll
+  for (int p = 0; p < 2; ++p) {
+    const int o = (rb + 32 * p) * LS + 8 * cg;
+    auto put = [&](float* dst, float4 lo, float4 hi) {
+      *reinterpret_cast<float4*>(dst + o + (sw ? 4 : 0)) = sw ? hi : lo;
+      *reinterpret_cast<float4*>(dst + o + (sw ? 0 : 4)) = sw ? lo : hi;
+    };
+    put(sF, make_float4(gv[p].get(0), gv[p].get(1), gv[p].get(2), gv[p].get(3)),
+        make_float4(gv[p].get(4), gv[p].get(5), gv[p].get(6), gv[p].get(7)));
+    put(sQ, make_float4(qv[p].get(0), qv[p].get(1), qv[p].get(2), qv[p].get(3)),
+        make_float4(qv[p].get(4), qv[p].get(5), qv[p].get(6), qv[p].get(7)));
+    put(sK, make_float4(kv[p].get(0), kv[p].get(1), kv[p].get(2), kv[p].get(3)),
+        make_float4(kv[p].get(4), kv[p].get(5), kv[p].get(6), kv[p].get(7)));
+  }
+}
+
 
 // ---------------------------------------------------------------- kernel 1: state gradients
 // seqs: per sequence 6 ints (batch, start row, length, first chunk, number of chunks, unused).
@@ -229,11 +280,26 @@ __device__ __forceinline__ void inter_products(float (&accA)[4][4], float (&accQ
   }
 }
 
-// The value loop of both dq/dk kernels: over the 64-column slices of V, stage do, v, Hs, dHs
-// (tiles [64][LD] at stg, in that order; cp.async), accumulate the inter-chunk products
-// (inter_products, accumulators zeroed first) and each thread's partial rowsum of Hs * dHs
-// (channel tid / 4, 16 columns per slice; TF32 operands with tf32), stored to sHd[tid]. The
-// caller synchronises before reusing the staging area.
+// Issue (cp.async, one commit group) the staging of the value slice e0 .. e0 + 63 of do, v, Hs, dHs
+// into the tiles [64][LD] at stg, in that order.
+template <typename T, int LD>
+__device__ __forceinline__ void stage_values(T* stg, const T* __restrict__ dout, const T* __restrict__ v,
+                                             const T* __restrict__ Hs, const T* __restrict__ dHs,
+                                             size_t row0, size_t cb, int H, int K, int V, int h, int d0,
+                                             int L, int e0, int tid) {
+  stage<T>(stg, LD, dout + (row0 * H + h) * V + e0, (size_t)H * V, CH, CH, L, tid, 256);
+  stage<T>(stg + CH * LD, LD, v + (row0 * H + h) * V + e0, (size_t)H * V, CH, CH, L, tid, 256);
+  stage<T>(stg + 2 * CH * LD, LD, Hs + (cb * K + d0) * V + e0, V, CH, CH, CH, tid, 256);
+  stage<T>(stg + 3 * CH * LD, LD, dHs + (cb * K + d0) * V + e0, V, CH, CH, CH, tid, 256);
+  cp_async_commit();
+}
+
+// The value loop of both dq/dk kernels: over the 64-column slices of V (the first one issued by
+// the caller with stage_values before its q, k, g staging, so that the copy overlaps the cumsum;
+// the others staged here), accumulate the inter-chunk products (inter_products, accumulators
+// zeroed first) and each thread's partial rowsum of Hs * dHs (channel tid / 4, 16 columns per
+// slice; TF32 operands with tf32), stored to sHd[tid]. The caller synchronises before reusing
+// the staging area.
 template <typename T, int LD>
 __device__ __forceinline__ void value_pass(float (&accA)[4][4], float (&accQ)[4][4], float (&accK)[4][4],
                                            float* sHd, T* stg, const T* __restrict__ dout,
@@ -250,12 +316,10 @@ __device__ __forceinline__ void value_pass(float (&accA)[4][4], float (&accQ)[4]
     for (int r = 0; r < 4; ++r) accA[nt][r] = accQ[nt][r] = accK[nt][r] = 0.0f;
   float hdp = 0.0f;
   for (int e0 = 0; e0 < V; e0 += CH) {
-    __syncthreads();
-    stage<T>(sDo, LD, dout + (row0 * H + h) * V + e0, (size_t)H * V, CH, CH, L, tid, 256);
-    stage<T>(sV, LD, v + (row0 * H + h) * V + e0, (size_t)H * V, CH, CH, L, tid, 256);
-    stage<T>(sH, LD, Hs + (cb * K + d0) * V + e0, V, CH, CH, CH, tid, 256);
-    stage<T>(sDH, LD, dHs + (cb * K + d0) * V + e0, V, CH, CH, CH, tid, 256);
-    cp_async_commit();
+    if (e0 > 0) {
+      __syncthreads();
+      stage_values<T, LD>(stg, dout, v, Hs, dHs, row0, cb, H, K, V, h, d0, L, e0, tid);
+    }
     cp_async_wait<0>();
     __syncthreads();
     inter_products<T, LD>(accA, accQ, accK, sDo, sV, sH, sDH, mrow, nh, tf32);
@@ -305,19 +369,8 @@ __device__ void bwd_dqk_local(const T* __restrict__ q, const T* __restrict__ k, 
   const size_t row0 = (size_t)b * Tlen + t0;
   const size_t cb = (size_t)c * H + h;
 
-  for (int idx = tid; idx < CH * CH; idx += 256) {
-    const int r = idx >> 6, dd = idx & 63;
-    float x = 0.0f, qv = 0.0f, kv = 0.0f;
-    if (r < L) {
-      const size_t rh = (row0 + r) * H + h;
-      x = gate_cols == 1 ? g[rh] : g[rh * K + d0 + dd];
-      qv = to_f(q[rh * K + d0 + dd]);
-      kv = to_f(k[rh * K + d0 + dd]);
-    }
-    sF[idx] = x;
-    sQ[idx] = qv;
-    sK[idx] = kv;
-  }
+  stage_values<T, LD>(stg, dout, v, Hs, dHs, row0, cb, H, K, V, h, d0, L, 0, tid);
+  stage_qkg<T, CH>(sF, sQ, sK, q, k, g, gate_cols, row0, H, h, K, d0, L, tid);
   __syncthreads();
   if (tid < CH) {
     float F = 0.0f;
@@ -515,6 +568,30 @@ __device__ void bwd_dqk_local(const T* __restrict__ q, const T* __restrict__ k, 
   }
 }
 
+// The diagonal 16 x 16 block of one channel, rows in registers: for each pair j <= i, the decay
+// D(j, i) once, then gq_i += dA_ij k_j D(j, i) and gk_j += dA_ij q_i D(j, i) (dA row i of the block
+// read by 16-byte loads, one address for the warp). FLAT: the caller knows that the block has no
+// reset on this channel, so D(j, i) = exp_nonpos(F_i - F_j) without the reset-count test.
+template <bool FLAT>
+__device__ __forceinline__ void diag_pairs(float (&gq)[16], float (&gk)[16], const float (&F)[16],
+                                           const int (&Z)[16], const float (&qv)[16],
+                                           const float (&kv)[16], const float* dAd) {
+#pragma unroll
+  for (int i = 0; i < 16; ++i) {
+    alignas(16) float da[16];
+#pragma unroll
+    for (int n = 0; n <= i / 4; ++n)
+      *reinterpret_cast<float4*>(da + n * 4) = reinterpret_cast<const float4*>(dAd + i * 16)[n];
+#pragma unroll
+    for (int j = 0; j <= i; ++j) {
+      const float a = da[j];
+      const float e = FLAT ? exp_nonpos<true>(F[i] - F[j]) : decay<true>(F[j], Z[j], F[i], Z[i]);
+      gq[i] = fmaf(a, kv[j] * e, gq[i]);
+      gk[j] = fmaf(a, qv[i] * e, gk[j]);
+    }
+  }
+}
+
 // ---------------------------------------------------------------- kernel 2': dq, dk, dg on tensor cores
 // The default (reverse-cumsum dg) dq/dk kernel. Same inputs, outputs, grid and staging as
 // bwd_dqk_local
@@ -575,19 +652,8 @@ __device__ void bwd_dqk_tc(const T* __restrict__ q, const T* __restrict__ k, con
   const size_t row0 = (size_t)b * Tlen + t0;
   const size_t cb = (size_t)c * H + h;
 
-  for (int idx = tid; idx < CH * CH; idx += 256) {
-    const int r = idx >> 6, dd = idx & 63;
-    float x = 0.0f, qv = 0.0f, kv = 0.0f;
-    if (r < L) {
-      const size_t rh = (row0 + r) * H + h;
-      x = gate_cols == 1 ? g[rh] : g[rh * K + d0 + dd];
-      qv = to_f(q[rh * K + d0 + dd]);
-      kv = to_f(k[rh * K + d0 + dd]);
-    }
-    sF[r * LS + dd] = x;
-    sQ[r * LS + dd] = qv;
-    sK[r * LS + dd] = kv;
-  }
+  stage_values<T, LD>(stg, dout, v, Hs, dHs, row0, cb, H, K, V, h, d0, L, 0, tid);
+  stage_qkg<T, LS>(sF, sQ, sK, q, k, g, gate_cols, row0, H, h, K, d0, L, tid);
   __syncthreads();
   if (tid < CH) {
     float F = 0.0f;
@@ -640,7 +706,8 @@ __device__ void bwd_dqk_tc(const T* __restrict__ q, const T* __restrict__ k, con
       }
     }
   {
-    // thread: channel d, columns c0, c0 + 4, ...; each anchor's (F, Z) read once per segment
+    // thread: channel d, columns c0, c0 + 4, ... (compile-time trip counts); each anchor's (F, Z)
+    // read once per segment
     const int d = tid & 63, c0 = tid >> 6;
 #pragma unroll
     for (int seg = 0; seg < 3; ++seg) {
@@ -648,8 +715,9 @@ __device__ void bwd_dqk_tc(const T* __restrict__ q, const T* __restrict__ k, con
       const int a = 16 * (seg + 1), lo = seg == 0 ? 0 : (seg == 1 ? 16 : 48), hi = seg == 0 ? 16 : (seg == 1 ? 48 : 96);
       const float Fa = sF[a * LS + d];
       const int Za = sZ[a * LS + d];
-      for (int col = lo + c0; col < hi; col += 4) {
-        const int j = col - lo;
+#pragma unroll
+      for (int n = 0; n < (hi - lo) / 4; ++n) {
+        const int col = lo + c0 + 4 * n, j = col - lo;
         kfT[d * LDF + col] = from_f<T>(sK[j * LS + d] * decay<true>(sF[j * LS + d], sZ[j * LS + d], Fa, Za));
       }
     }
@@ -659,8 +727,9 @@ __device__ void bwd_dqk_tc(const T* __restrict__ q, const T* __restrict__ k, con
       const int bb = 16 * seg + 15, lo = seg == 0 ? 0 : (seg == 1 ? 48 : 80), hi = seg == 0 ? 48 : (seg == 1 ? 80 : 96);
       const float Fb = sF[bb * LS + d];
       const int Zb = sZ[bb * LS + d];
-      for (int col = lo + c0; col < hi; col += 4) {
-        const int i = col - lo + bb + 1;
+#pragma unroll
+      for (int n = 0; n < (hi - lo) / 4; ++n) {
+        const int col = lo + c0 + 4 * n, i = col - lo + bb + 1;
         qfT[d * LDF + col] = from_f<T>(sQ[i * LS + d] * decay<true>(Fb, Zb, sF[i * LS + d], sZ[i * LS + d]));
       }
     }
@@ -756,22 +825,12 @@ __device__ void bwd_dqk_tc(const T* __restrict__ q, const T* __restrict__ k, con
       kv[r] = sK[(r0 + r) * LS + d];
       gq[r] = gk[r] = 0.0f;
     }
-#pragma unroll
-    for (int i = 0; i < 16; ++i) {
-      // row i of the block's f32 dA (columns r0 .. r0 + i) by 16-byte loads (one address for
-      // the warp)
-      alignas(16) float da[16];
-#pragma unroll
-      for (int n = 0; n <= i / 4; ++n)
-        *reinterpret_cast<float4*>(da + n * 4) = reinterpret_cast<const float4*>(sDAd + I2 * 256 + i * 16)[n];
-#pragma unroll
-      for (int j = 0; j <= i; ++j) {
-        const float a = da[j];
-        const float e = decay<true>(F[j], Z[j], F[i], Z[i]);
-        gq[i] = fmaf(a, kv[j] * e, gq[i]);
-        gk[j] = fmaf(a, qv[i] * e, gk[j]);
-      }
-    }
+    // Z is non-decreasing down the rows: equal first and last counts mean no reset in the block,
+    // and every pair takes exp_nonpos without the reset test (the same value decay gives)
+    if (Z[0] == Z[15])
+      diag_pairs<true>(gq, gk, F, Z, qv, kv, sDAd + I2 * 256);
+    else
+      diag_pairs<false>(gq, gk, F, Z, qv, kv, sDAd + I2 * 256);
 #pragma unroll
     for (int r = 0; r < 16; ++r) {
       sDQ[(r0 + r) * LS + d] += gq[r];

@@ -5,7 +5,7 @@
 //   (round-to-nearest-even), the TF32 rounding tf32r;
 // - exp_nonpos / decay: the exponentials of the reset-aware chunk-local cumsums (docs/math.md §3):
 //   every exponent reaching exp2 is <= 0, a decay across a reset is exactly 0;
-// - cp.async copies global -> shared;
+// - Vec8: eight elements by 16-byte loads; cp.async copies global -> shared;
 // - store2 / store_state_tiles: mma accumulators rounded to T and stored;
 // - Mma<T>: one warp-level mma.sync m16n8k16 (bf16 / f16 operands, f32 accumulation), and
 //   Tile<T, strides>: its operands loaded from shared memory (f32: FFMA in the same layout).
@@ -70,6 +70,34 @@ template <bool FAST> __device__ __forceinline__ float exp_nonpos(float x) {
 template <bool FAST> __device__ __forceinline__ float decay(float fx, int zx, float fy, int zy) {
   return (zx == zy) ? exp_nonpos<FAST>(fy - fx) : 0.0f;
 }
+
+// ---------------------------------------------------------------- vector loads
+// Eight consecutive elements of T held as raw 32-bit words, loaded by 16-byte loads (one for the
+// 16-bit types, two for f32; the address must be 16-byte aligned). Staging loops issue every
+// Vec8 load of a thread before its first shared-memory store, so the loads' latencies overlap.
+template <typename T> struct Vec8 {
+  static constexpr int W = 2 * (int)sizeof(T);  // 32-bit words: 4 (16-bit T), 8 (f32)
+  alignas(16) u32 w[W];
+  __device__ __forceinline__ void load(const T* p) {
+#pragma unroll
+    for (int i = 0; i < W / 4; ++i) reinterpret_cast<uint4*>(w)[i] = reinterpret_cast<const uint4*>(p)[i];
+  }
+  __device__ __forceinline__ void zero() {
+#pragma unroll
+    for (int i = 0; i < W; ++i) w[i] = 0u;
+  }
+  // element e (a compile-time index after unrolling) as T, and as f32
+  __device__ __forceinline__ T raw(int e) const {
+    if constexpr (sizeof(T) == 4) {
+      return __uint_as_float(w[e]);
+    } else {
+      T t;
+      t.x = (u16)(w[e >> 1] >> (16 * (e & 1)));
+      return t;
+    }
+  }
+  __device__ __forceinline__ float get(int e) const { return to_f(raw(e)); }
+};
 
 // ---------------------------------------------------------------- asynchronous copies
 __device__ __forceinline__ u32 smem_addr(const void* p) {
