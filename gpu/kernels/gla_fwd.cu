@@ -395,20 +395,35 @@ __device__ void gla_fwd_intra_tc(const T* __restrict__ q, const T* __restrict__ 
   }
 
   for (int d0 = 0; d0 < K; d0 += TSL) {
-    // stage the slice transposed (rows >= L: g = q = k = 0)
-    for (int idx = tid; idx < CH * TSL; idx += 256) {
-      const int cc = idx & (TSL - 1), r = idx >> 5;
-      float x = 0.0f;
-      T qv = from_f<T>(0.0f), kv = from_f<T>(0.0f);
+    // stage the slice transposed (rows >= L: g = q = k = 0) by 16-byte loads, all issued before
+    // the stores: thread = (row tid / 4, channels 8 (tid % 4) .. +7); a warp's stores of one
+    // channel hit 16 (16-bit) or 32 (f32) different banks
+    {
+      const int r = tid >> 2, c8 = 8 * (tid & 3);
+      Vec8<T> qv, kv;
+      Vec8<float> gv;
       if (r < L) {
-        const size_t rh = (row0 + r) * H + h;
-        x = gate_cols == 1 ? g[rh] : g[rh * K + d0 + cc];
-        qv = q[rh * K + d0 + cc];
-        kv = k[rh * K + d0 + cc];
+        const size_t rh = (row0 + r) * H + h, o = rh * K + d0 + c8;
+        qv.load(q + o);
+        kv.load(k + o);
+        if (gate_cols == 1) {
+          const u32 x = __float_as_uint(g[rh]);
+#pragma unroll
+          for (int e = 0; e < 8; ++e) gv.w[e] = x;
+        } else {
+          gv.load(g + o);
+        }
+      } else {
+        qv.zero();
+        kv.zero();
+        gv.zero();
       }
-      sFt[cc * TLDF + r] = x;
-      sQt[cc * TLDH + r] = qv;
-      sKt[cc * TLDH + r] = kv;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        sFt[(c8 + e) * TLDF + r] = gv.get(e);
+        sQt[(c8 + e) * TLDH + r] = qv.raw(e);
+        sKt[(c8 + e) * TLDH + r] = kv.raw(e);
+      }
     }
     __syncthreads();
     if (tid < TSL) {
@@ -430,34 +445,49 @@ __device__ void gla_fwd_intra_tc(const T* __restrict__ q, const T* __restrict__ 
       gamma_out[out_base * K + d0 + tid] = (Z == 0) ? exp_nonpos<true>(F) : 0.0f;
     }
     __syncthreads();
-    // qg, the diagonal factors and safe flags, the off-diagonal factors
-    for (int idx = tid; idx < CH * TSL; idx += 256) {
-      const int cc = idx & (TSL - 1), r = idx >> 5, o = cc * TLDF + r, oh = cc * TLDH + r,
-                oz = cc * TLDZ + r;
-      const float F = sFt[o];
-      const int Z = sZt[oz];
-      const float qv = to_f(sQt[oh]), kv = to_f(sKt[oh]);
-      qg_out[(out_base * CH + r) * K + d0 + cc] = from_f<T>(qv * ((Z == 0) ? exp_nonpos<true>(F) : 0.0f));
-      const int a = r & ~15;
-      const float Fa = sFt[cc * TLDF + a];
-      const int Za = sZt[cc * TLDZ + a];
-      const float Da = decay<true>(Fa, Za, F, Z);
-      sQd[o] = qv * Da;
-      if (a > 0) sQa[(r - 16) * FLD + cc] = from_f<T>(scale * qv * Da);
-      const bool safe = (Z == Za) && (Fa - F <= DIAG_SAFE);
-      sKd[o] = safe ? kv * rcp_factor<true>(exp_nonpos<true>(F - Fa)) : 0.0f;
-      sZS[oz] = (unsigned char)((Z & ZMASK) | (safe ? SAFE_BIT : 0u));
+    // qg, the diagonal factors and safe flags, the off-diagonal factors. Thread: channel cc = lane,
+    // rows warp + 8 it (it = 0..7, unrolled), so row r's block is it / 2 at compile time and the
+    // four block anchors' (F, Z) are read once per slice. D(a, r) = exp(F_r - F_a) (no reset in
+    // (a, r]) is evaluated once, for qd, qa and the reciprocal of kd.
+    {
+      const int cc = lane;
+      float Fan[4];
+      int Zan[4];
 #pragma unroll
-      for (int an = 0; an < 3; ++an) {
-        const int a2 = 16 * (an + 1), koff = an == 0 ? 0 : (an == 1 ? 16 : 48);
-        if (r < a2)
-          sKf[(koff + r) * FLD + cc] =
-              from_f<T>(kv * decay<true>(F, Z, sFt[cc * TLDF + a2], sZt[cc * TLDZ + a2]));
+      for (int an = 0; an < 4; ++an) {
+        Fan[an] = sFt[cc * TLDF + 16 * an];
+        Zan[an] = sZt[cc * TLDZ + 16 * an];
+      }
+#pragma unroll
+      for (int it = 0; it < CH / 8; ++it) {
+        const int blk = it >> 1, r = warp + 8 * it, o = cc * TLDF + r, oh = cc * TLDH + r,
+                  oz = cc * TLDZ + r;
+        const float F = sFt[o];
+        const int Z = sZt[oz];
+        const float qv = to_f(sQt[oh]), kv = to_f(sKt[oh]);
+        qg_out[(out_base * CH + r) * K + d0 + cc] = from_f<T>(qv * ((Z == 0) ? exp_nonpos<true>(F) : 0.0f));
+        const float Fa = Fan[blk];
+        const int Za = Zan[blk];
+        const float ea = exp_nonpos<true>(F - Fa);
+        const float Da = (Z == Za) ? ea : 0.0f;  // decay<true>(Fa, Za, F, Z)
+        sQd[o] = qv * Da;
+        if (blk > 0) sQa[(r - 16) * FLD + cc] = from_f<T>(scale * qv * Da);
+        const bool safe = (Z == Za) && (Fa - F <= DIAG_SAFE);
+        sKd[o] = safe ? kv * rcp_factor<true>(ea) : 0.0f;
+        sZS[oz] = (unsigned char)((Z & ZMASK) | (safe ? SAFE_BIT : 0u));
+#pragma unroll
+        for (int an = 0; an < 3; ++an) {
+          // anchor a2 = 16 (an + 1) takes the rows r < a2, i.e. the blocks blk <= an
+          const int koff = an == 0 ? 0 : (an == 1 ? 16 : 48);
+          if (blk <= an)
+            sKf[(koff + r) * FLD + cc] = from_f<T>(kv * decay<true>(F, Z, Fan[an + 1], Zan[an + 1]));
+        }
       }
     }
     // kgT = rnd(k_j D(j, last)), transposed [channel][row] (coalesced over rows)
-    for (int idx = tid; idx < CH * TSL; idx += 256) {
-      const int r = idx & (CH - 1), cc = idx >> 6, o = cc * TLDF + r;
+#pragma unroll
+    for (int it = 0; it < CH * TSL / 256; ++it) {
+      const int idx = tid + 256 * it, r = idx & (CH - 1), cc = idx >> 6, o = cc * TLDF + r;
       const float x = to_f(sKt[cc * TLDH + r]) *
                       decay<true>(sFt[o], sZt[cc * TLDZ + r], sFt[cc * TLDF + CH - 1], sZt[cc * TLDZ + CH - 1]);
       kgt_out[(out_base * K + d0 + cc) * CH + r] = from_f<T>(x);
