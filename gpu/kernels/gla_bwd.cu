@@ -194,14 +194,38 @@ __device__ void bwd_state(const T* __restrict__ dout, const float* __restrict__ 
       for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
         for (int r = 0; r < 4; ++r) W[mt][nt][r] = 0.0f;
+    if constexpr (sizeof(T) == 2) {
+      // both operands k-major (row = chunk row i): fragments by ldmatrix.trans, each A fragment
+      // loaded once for the NT column tiles and each B pair once for the MT row tiles
+      static_assert(NT % 2 == 0, "n8 tiles in pairs");
 #pragma unroll
-    for (int ii = 0; ii < CH; ii += 16)
+      for (int ii = 0; ii < CH; ii += 16) {
+        u32 af[MT][4];
 #pragma unroll
-      for (int mt = 0; mt < MT; ++mt)
+        for (int mt = 0; mt < MT; ++mt)
+          ldsm_x4_trans(af[mt], sX + (ii + 8 * (lane >> 4) + (lane & 7)) * LDQ + rowbase + mt * 16 +
+                                    8 * ((lane >> 3) & 1));
 #pragma unroll
-        for (int nt = 0; nt < NT; ++nt)
-          Tile<T, 1, LDQ, LDV, 1>::mma(W[mt][nt], sX + ii * LDQ + rowbase + mt * 16,
-                                       sVd + ii * LDV + nt * 8, tf32);
+        for (int nt = 0; nt < NT; nt += 2) {
+          u32 bf[4];
+          ldsm_x4_trans(bf, sVd + (ii + (lane & 15)) * LDV + (nt + (lane >> 4)) * 8);
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) {
+            Mma<T>::run(W[mt][nt], af[mt], bf);
+            Mma<T>::run(W[mt][nt + 1], af[mt], bf + 2);
+          }
+        }
+      }
+    } else {
+#pragma unroll
+      for (int ii = 0; ii < CH; ii += 16)
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt)
+            Tile<T, 1, LDQ, LDV, 1>::mma(W[mt][nt], sX + ii * LDQ + rowbase + mt * 16,
+                                         sVd + ii * LDV + nt * 8, tf32);
+    }
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
       const float g0 = sGam[rowbase + mt * 16 + gid], g1 = sGam[rowbase + mt * 16 + gid + 8];

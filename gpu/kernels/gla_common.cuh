@@ -147,6 +147,15 @@ __device__ __forceinline__ void ldsm_x4(u32* r, const void* p) {
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(smem_addr(p)));
 }
+// ldmatrix.x4.trans: the same four matrices, each transposed on the way: r[m] holds (row 2 (lane % 4),
+// +1; column lane / 4) of matrix m. B fragments of two adjacent 8-column groups of a k-major tile
+// (row = k, n contiguous): lane l supplies row k = (l & 15), column 8 (l >> 4) of the pair;
+// r[0], r[1] serve the first group, r[2], r[3] the second.
+__device__ __forceinline__ void ldsm_x4_trans(u32* r, const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p)));
+}
 
 // ---------------------------------------------------------------- accumulator stores
 // store two consecutive values (columns 2tig, 2tig+1) of an accumulator row, rounded to T

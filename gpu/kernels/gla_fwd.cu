@@ -646,24 +646,32 @@ __device__ __forceinline__ void state_issue_loads(u16* stage, const T* __restric
                                                   size_t cb, size_t vrow0, int L, int h, int H, int V,
                                                   int e0, int tid) {
   typedef StateSmem<K, BV> SM;
+  // compile-time trip counts: each copy's shared and global addresses are a per-thread base plus
+  // an immediate offset
+  static_assert((CH * K / 8) % NTHR == 0 && (CH * CH / 8) % NTHR == 0 && (CH * BV / 8) % NTHR == 0,
+                "state stage: whole rounds of 16-byte copies");
   const u16* gq = reinterpret_cast<const u16*>(qg) + cb * CH * K;
-  for (int i = tid; i < CH * K / 8; i += NTHR) {
-    int row = i / (K / 8), col = i - row * (K / 8);
+#pragma unroll
+  for (int it = 0; it < CH * K / 8 / NTHR; ++it) {
+    const int i = tid + it * NTHR, row = i / (K / 8), col = i - row * (K / 8);
     cp_async16(stage + SM::QG + row * SM::KP + col * 8, gq + (size_t)i * 8, 16);
   }
   const u16* gk = reinterpret_cast<const u16*>(kgt) + cb * K * CH;
-  for (int i = tid; i < K * CH / 8; i += NTHR) {
-    int row = i / (CH / 8), col = i - row * (CH / 8);
+#pragma unroll
+  for (int it = 0; it < K * CH / 8 / NTHR; ++it) {
+    const int i = tid + it * NTHR, row = i / (CH / 8), col = i - row * (CH / 8);
     cp_async16(stage + SM::KT + row * SM::CP + col * 8, gk + (size_t)i * 8, 16);
   }
   const u16* ga = reinterpret_cast<const u16*>(A) + cb * CH * CH;
-  for (int i = tid; i < CH * CH / 8; i += NTHR) {
-    int row = i / (CH / 8), col = i - row * (CH / 8);
+#pragma unroll
+  for (int it = 0; it < CH * CH / 8 / NTHR; ++it) {
+    const int i = tid + it * NTHR, row = i / (CH / 8), col = i - row * (CH / 8);
     cp_async16(stage + SM::AA + row * SM::CP + col * 8, ga + (size_t)i * 8, 16);
   }
   const u16* gv = reinterpret_cast<const u16*>(v);
-  for (int i = tid; i < CH * BV / 8; i += NTHR) {
-    int row = i / (BV / 8), col = (i - row * (BV / 8)) * 8;
+#pragma unroll
+  for (int it = 0; it < CH * BV / 8 / NTHR; ++it) {
+    const int i = tid + it * NTHR, row = i / (BV / 8), col = (i - row * (BV / 8)) * 8;
     const u16* src = gv + ((vrow0 + row) * H + h) * V + e0 + col;
     cp_async16(stage + SM::VS + row * SM::VP + col, row < L ? src : gv, row < L ? 16 : 0);
   }
@@ -751,11 +759,14 @@ __device__ void gla_fwd_state_mma(const T* __restrict__ v, const float* __restri
       store_state_tiles<T, MT, NT, true>(hs + ((size_t)(c0 + ci) * H + h) * K * V + e0, V, S, rowbase);
     __syncthreads();
 
-    // v as the B operand (k = row j, n = column e), from the row-major stage
-    auto vfrag = [&](int jj, int nt, u32* bf) {
-      const u16* p = sV + (jj + tig * 2) * VP + nt * 8 + gid;
-      bf[0] = (u32)p[0] | ((u32)p[VP] << 16);
-      bf[1] = (u32)p[8 * VP] | ((u32)p[9 * VP] << 16);
+    // fragments by ldmatrix: A (16 x 16, row-major, k contiguous) of rows m0 .. m0 + 15; B of the
+    // n8 tiles nt, nt + 1: from rnd(S)^T (n-major) and from the row-major v stage (k-major,
+    // transposed on the way)
+    auto afrag = [&](const u16* base, int ld, int m0, int kk, u32* af) {
+      ldsm_x4(af, base + (m0 + (lane & 15)) * ld + kk + (lane >> 4) * 8);
+    };
+    auto vfrag2 = [&](int jj, int nt, u32* bf) {
+      ldsm_x4_trans(bf, sV + (jj + (lane & 15)) * VP + (nt + (lane >> 4)) * 8);
     };
 
     // output rows 16*(warp % 4) .. +15, n8 tiles nt0 .. nt0 + NTO - 1
@@ -767,19 +778,17 @@ __device__ void gla_fwd_state_mma(const T* __restrict__ v, const float* __restri
         for (int r = 0; r < 4; ++r) acc[nt][r] = 0.0f;
       const int ow = warp & 3, nt0 = (warp >> 2) * NTO;
       const int r0 = ow * 16 + gid;
+      static_assert(NTO % 2 == 0 && NT % 2 == 0, "n8 tiles in pairs (ldmatrix.x4)");
 #pragma unroll 4
       for (int kk = 0; kk < K; kk += 16) {
         u32 af[4];
-        af[0] = ld32(sQg + r0 * KP + kk + tig * 2);
-        af[1] = ld32(sQg + (r0 + 8) * KP + kk + tig * 2);
-        af[2] = ld32(sQg + r0 * KP + kk + 8 + tig * 2);
-        af[3] = ld32(sQg + (r0 + 8) * KP + kk + 8 + tig * 2);
+        afrag(sQg, KP, ow * 16, kk, af);
 #pragma unroll
-        for (int nt = 0; nt < NTO; ++nt) {
-          u32 bf[2];
-          bf[0] = ld32(sSt + ((nt0 + nt) * 8 + gid) * KP + kk + tig * 2);
-          bf[1] = ld32(sSt + ((nt0 + nt) * 8 + gid) * KP + kk + 8 + tig * 2);
+        for (int nt = 0; nt < NTO; nt += 2) {
+          u32 bf[4];
+          ldsm_x4(bf, sSt + ((nt0 + nt) * 8 + (lane & 7) + 8 * (lane >> 4)) * KP + kk + 8 * ((lane >> 3) & 1));
           Mma<T>::run(acc[nt], af, bf);
+          Mma<T>::run(acc[nt + 1], af, bf + 2);
         }
       }
 #pragma unroll
@@ -788,15 +797,13 @@ __device__ void gla_fwd_state_mma(const T* __restrict__ v, const float* __restri
         for (int r = 0; r < 4; ++r) acc[nt][r] *= scale;
       for (int jj = 0; jj <= ow * 16; jj += 16) {
         u32 af[4];
-        af[0] = ld32(sA + r0 * CP + jj + tig * 2);
-        af[1] = ld32(sA + (r0 + 8) * CP + jj + tig * 2);
-        af[2] = ld32(sA + r0 * CP + jj + 8 + tig * 2);
-        af[3] = ld32(sA + (r0 + 8) * CP + jj + 8 + tig * 2);
+        afrag(sA, CP, ow * 16, jj, af);
 #pragma unroll
-        for (int nt = 0; nt < NTO; ++nt) {
-          u32 bf[2];
-          vfrag(jj, nt0 + nt, bf);
+        for (int nt = 0; nt < NTO; nt += 2) {
+          u32 bf[4];
+          vfrag2(jj, nt0 + nt, bf);
           Mma<T>::run(acc[nt], af, bf);
+          Mma<T>::run(acc[nt + 1], af, bf + 2);
         }
       }
 #pragma unroll
@@ -828,19 +835,15 @@ __device__ void gla_fwd_state_mma(const T* __restrict__ v, const float* __restri
     for (int jj = 0; jj < CH; jj += 16) {
       u32 af[MT][4];
 #pragma unroll
-      for (int mt = 0; mt < MT; ++mt) {
-        const int d0 = rowbase + mt * 16 + gid;
-        af[mt][0] = ld32(sKt + d0 * CP + jj + tig * 2);
-        af[mt][1] = ld32(sKt + (d0 + 8) * CP + jj + tig * 2);
-        af[mt][2] = ld32(sKt + d0 * CP + jj + 8 + tig * 2);
-        af[mt][3] = ld32(sKt + (d0 + 8) * CP + jj + 8 + tig * 2);
-      }
+      for (int mt = 0; mt < MT; ++mt) afrag(sKt, CP, rowbase + mt * 16, jj, af[mt]);
 #pragma unroll
-      for (int nt = 0; nt < NT; ++nt) {
-        u32 bf[2];
-        vfrag(jj, nt, bf);
+      for (int nt = 0; nt < NT; nt += 2) {
+        u32 bf[4];
+        vfrag2(jj, nt, bf);
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) Mma<T>::run(S[mt][nt], af[mt], bf);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) Mma<T>::run(S[mt][nt + 1], af[mt], bf + 2);
       }
     }
     __syncthreads();
