@@ -12,7 +12,10 @@
 #      quiet GPU; Triton times every config (already compiled) and stores its choice; the
 #      timings it prints are fla's tuned ones.
 # Needs $PACK (default .gpu-b)/whl with fla-core and flash-linear-attention 0.6.0.
-# Usage: [CHECKS=.gpu-e] PACK=.gpu-t bash gpu/device-run-fla-tune.sh   (LIMIT = seconds, default 540)
+#   With BENCH="P1 P2 ...", each pack's gla-gpu-bench (fwdbwd, then fwd) runs between the checks
+#   and the tuning, on the quiet GPU, so that one call gives both sides of the speed table.
+# Usage: [CHECKS=.gpu-e] [BENCH=".gpu-a .gpu-e"] PACK=.gpu-t bash gpu/device-run-fla-tune.sh
+#   (LIMIT = seconds, default 540)
 # A folder .fla-cache in the checkout (carried) seeds the cache; the call returns
 # $OUT/fla-autotune.tgz (the *.autotune.json files): unpack it into .fla-cache and carry that folder
 # with the next call. Logs -> $OUT/logs.tgz.
@@ -52,6 +55,13 @@ if [ -n "$PIDS" ]; then
   report_checks $L
   report_extras $L
 fi
+for P in ${BENCH:-}; do
+  # glacheck's kernels on the quiet GPU, before fla's tuning (per-kernel CUDA-event times)
+  echo "=== bench $P (after $(el) s)"
+  for m in fwdbwd fwd; do
+    timeout 100 $R/$P/bin/gla-gpu-bench --mode $m --iters 20 $SH 2>&1 | grep -vE "^\s*$" | tee -a $L/bench-${P#.}.log
+  done
+done
 echo "=== tuning fla at the benchmark shapes, fresh process, quiet GPU (after $(el) s)"
 PYTHONPATH=/tmp/site timeout $(( $(left) - 10 )) python3 gpu/benches/fla_baseline.py --mode both $SH 2>&1 | grep -v Warning | tee $L/fla.log
 (cd $TRITON_CACHE_DIR && find . -name '*.autotune.json' | tar czf $OUT/fla-autotune.tgz -T -)
