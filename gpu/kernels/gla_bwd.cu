@@ -304,6 +304,25 @@ __device__ __forceinline__ void inter_products(float (&accA)[4][4], float (&accQ
   }
 }
 
+// Store rows 0 .. L-1 of the f32 tiles sDQ, sDK ([64][LS]) to dq, dk (channels d0 .. d0 + 63),
+// rounded to T, by 16-byte stores: thread = (rows tid / 8 and tid / 8 + 32, channels 8 (tid % 8)
+// .. +7).
+template <typename T, int LS>
+__device__ __forceinline__ void store_dqk(T* __restrict__ dq, T* __restrict__ dk, const float* sDQ,
+                                          const float* sDK, size_t row0, int H, int h, int K, int d0,
+                                          int L, int tid) {
+  const int c8 = 8 * (tid & 7);
+#pragma unroll
+  for (int p = 0; p < 2; ++p) {
+    const int i = (tid >> 3) + 32 * p;
+    if (i < L) {
+      const size_t o = ((row0 + i) * H + h) * K + d0 + c8;
+      store8<T>(dq + o, sDQ + i * LS + c8);
+      store8<T>(dk + o, sDK + i * LS + c8);
+    }
+  }
+}
+
 // Issue (cp.async, one commit group) the staging of the value slice e0 .. e0 + 63 of do, v, Hs, dHs
 // into the tiles [64][LD] at stg, in that order.
 template <typename T, int LD>
@@ -584,12 +603,7 @@ __device__ void bwd_dqk_local(const T* __restrict__ q, const T* __restrict__ k, 
       }
     }
   }
-  for (int idx = tid; idx < L * CH; idx += 256) {
-    const int i = idx >> 6, dd = idx & 63;
-    const size_t o = ((row0 + i) * H + h) * K + d0 + dd;
-    dq[o] = from_f<T>(sDQ[idx]);
-    dk[o] = from_f<T>(sDK[idx]);
-  }
+  store_dqk<T, CH>(dq, dk, sDQ, sDK, row0, H, h, K, d0, L, tid);
 }
 
 // The diagonal 16 x 16 block of one channel, rows in registers: for each pair j <= i, the decay
@@ -876,12 +890,7 @@ __device__ void bwd_dqk_tc(const T* __restrict__ q, const T* __restrict__ k, con
         dg[o] = from_f<T>(acc);
     }
   }
-  for (int idx = tid; idx < L * CH; idx += 256) {
-    const int i = idx >> 6, dd = idx & 63;
-    const size_t o = ((row0 + i) * H + h) * K + d0 + dd;
-    dq[o] = from_f<T>(sDQ[i * LS + dd]);
-    dk[o] = from_f<T>(sDK[i * LS + dd]);
-  }
+  store_dqk<T, LS>(dq, dk, sDQ, sDK, row0, H, h, K, d0, L, tid);
 }
 
 // ---------------------------------------------------------------- kernel 3: dv

@@ -99,6 +99,19 @@ template <typename T> struct Vec8 {
   __device__ __forceinline__ float get(int e) const { return to_f(raw(e)); }
 };
 
+// Eight consecutive f32 values from shared memory (16-byte aligned), rounded to T and stored by
+// 16-byte stores (one for the 16-bit types, two for f32; dst 16-byte aligned).
+template <typename T> __device__ __forceinline__ void store8(T* dst, const float* src) {
+  const float4 a = reinterpret_cast<const float4*>(src)[0], b = reinterpret_cast<const float4*>(src)[1];
+  if constexpr (sizeof(T) == 4) {
+    reinterpret_cast<float4*>(dst)[0] = a;
+    reinterpret_cast<float4*>(dst)[1] = b;
+  } else {
+    auto two = [](float x, float y) { return (u32)from_f<T>(x).x | ((u32)from_f<T>(y).x << 16); };
+    *reinterpret_cast<uint4*>(dst) = make_uint4(two(a.x, a.y), two(a.z, a.w), two(b.x, b.y), two(b.z, b.w));
+  }
+}
+
 // ---------------------------------------------------------------- asynchronous copies
 __device__ __forceinline__ u32 smem_addr(const void* p) {
   u32 r;

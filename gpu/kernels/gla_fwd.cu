@@ -589,9 +589,14 @@ __device__ void gla_fwd_intra_tc(const T* __restrict__ q, const T* __restrict__ 
       *reinterpret_cast<uint2*>(a_out + (out_base * CH + i) * CH + dj0) = w;
     }
   }
-  for (int idx = tid; idx < CH * CH; idx += 256) {
-    const int i = idx >> 6, j = idx & 63;
-    if (j > i && (i >> 2) != (j >> 2)) a_out[out_base * CH * CH + idx] = from_f<T>(0.0f);
+  {
+    // zeros above the diagonal 4x4 tiles: thread = (row tid / 4, columns 16 (tid % 4) .. +15), by
+    // 8-byte stores of whole 4-column groups
+    const int i = tid >> 2, jb = 4 * (tid & 3);
+#pragma unroll
+    for (int q4 = 0; q4 < 4; ++q4)
+      if (jb + q4 > (i >> 2))
+        *reinterpret_cast<uint2*>(a_out + (out_base * CH + i) * CH + 4 * (jb + q4)) = make_uint2(0u, 0u);
   }
 }
 
