@@ -32,8 +32,10 @@
 //     f32 FFMA with f32 dA and the same rounded off-diagonal factors as gla_bwd_dqk_<T>.
 //  gla_bwd_dv_<T>           grid (chunks, H, V/64), 128 threads:  dv = A^T @ do + kg @ dHs.
 //  gla_bwd_dg_reduce_<T>    one thread per (b, t, h) row: dg = rnd(sum_d dg_partial[d]).
-// Products: bf16/f16 operands on tensor cores (mma.sync m16n8k16, f32 accumulation); f32: FFMA
-// with the same accumulator layout (tf32 != 0 rounds every product operand to TF32 first).
+// Products: bf16/f16 operands on tensor cores (mma.sync m16n8k16, f32 accumulation; fragments by
+// ldmatrix, .trans for k-major tiles, where the layout allows); f32: FFMA with the same
+// accumulator layout (tf32 != 0 rounds every product operand to TF32 first). Global tiles are
+// staged by 16-byte copies (cp.async, or Vec8 loads all issued before the first shared store).
 // Every sum has a fixed order: no atomics, bit-identical reruns.
 //
 // Rounding points (declared on the host as gla_gpu::backward_rounding_plan(); keep in sync):
