@@ -625,7 +625,6 @@ INTRA_TC(gla_fwd_intra_tc_f16, f16_t)
 // ---------------------------------------------------------------- kernel 2: states + output
 // seqs: per sequence 6 ints (batch, first row, length, first chunk index, number of chunks, unused).
 
-__device__ __forceinline__ u32 ld32(const u16* p) { return *reinterpret_cast<const u32*>(p); }
 template <typename T> __device__ __forceinline__ u16 bits(float v) { return from_f<T>(v).x; }
 
 
