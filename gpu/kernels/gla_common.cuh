@@ -43,6 +43,10 @@ template <> __device__ __forceinline__ f16_t from_f<f16_t>(float v) {
 
 // x rounded to T and back (identity for f32): a rounding point evaluated in f32 registers.
 template <typename T> __device__ __forceinline__ float rnd(float x) { return to_f(from_f<T>(x)); }
+// x and y rounded to a 16-bit T, packed into one 32-bit word (x in the low half: the lower address).
+template <typename T> __device__ __forceinline__ u32 pack2(float x, float y) {
+  return (u32)from_f<T>(x).x | ((u32)from_f<T>(y).x << 16);
+}
 
 // f32 -> TF32 (cvt.rna: round to nearest, ties away from zero), returned as f32.
 __device__ __forceinline__ float tf32r(float x) {
@@ -107,8 +111,8 @@ template <typename T> __device__ __forceinline__ void store8(T* dst, const float
     reinterpret_cast<float4*>(dst)[0] = a;
     reinterpret_cast<float4*>(dst)[1] = b;
   } else {
-    auto two = [](float x, float y) { return (u32)from_f<T>(x).x | ((u32)from_f<T>(y).x << 16); };
-    *reinterpret_cast<uint4*>(dst) = make_uint4(two(a.x, a.y), two(a.z, a.w), two(b.x, b.y), two(b.z, b.w));
+    *reinterpret_cast<uint4*>(dst) =
+        make_uint4(pack2<T>(a.x, a.y), pack2<T>(a.z, a.w), pack2<T>(b.x, b.y), pack2<T>(b.z, b.w));
   }
 }
 
@@ -178,10 +182,10 @@ template <> __device__ __forceinline__ void store2<float>(float* p, float x, flo
   p[1] = y;
 }
 template <> __device__ __forceinline__ void store2<bf16_t>(bf16_t* p, float x, float y) {
-  *reinterpret_cast<u32*>(p) = (u32)from_f<bf16_t>(x).x | ((u32)from_f<bf16_t>(y).x << 16);
+  *reinterpret_cast<u32*>(p) = pack2<bf16_t>(x, y);
 }
 template <> __device__ __forceinline__ void store2<f16_t>(f16_t* p, float x, float y) {
-  *reinterpret_cast<u32*>(p) = (u32)from_f<f16_t>(x).x | ((u32)from_f<f16_t>(y).x << 16);
+  *reinterpret_cast<u32*>(p) = pack2<f16_t>(x, y);
 }
 // A warp's share of a state [K][BV] held as mma accumulators S[MT][NT][4] (rows rowbase + 16 mt
 // + gid (+ 8), columns 8 nt + 2 tig (+ 1)), rounded to T, to dst[row * ld + column]: the state
@@ -204,8 +208,8 @@ __device__ __forceinline__ void store_state_tiles(T* dst, size_t ld, const float
         for (int half = 0; half < 2; ++half) {
           const float* a = S[mt][2 * np];
           const float* b = S[mt][2 * np + 1];
-          const u32 x = (u32)from_f<T>(a[2 * half]).x | ((u32)from_f<T>(a[2 * half + 1]).x << 16);
-          const u32 y = (u32)from_f<T>(b[2 * half]).x | ((u32)from_f<T>(b[2 * half + 1]).x << 16);
+          const u32 x = pack2<T>(a[2 * half], a[2 * half + 1]);
+          const u32 y = pack2<T>(b[2 * half], b[2 * half + 1]);
           const u32 x0 = __shfl_sync(0xffffffffu, x, s0), y0 = __shfl_sync(0xffffffffu, y, s0);
           const u32 x1 = __shfl_sync(0xffffffffu, x, s1), y1 = __shfl_sync(0xffffffffu, y, s1);
           uint2 w;

@@ -558,8 +558,7 @@ __device__ void gla_fwd_intra_tc(const T* __restrict__ q, const T* __restrict__ 
       for (int half = 0; half < 2; ++half) {
         const int i = 16 * I + gid + 8 * half, j = nt * 8 + 2 * tig;
         // both columns in one 4-byte store (j even)
-        *reinterpret_cast<u32*>(a_out + (out_base * CH + i) * CH + j) =
-            (u32)from_f<T>(acc[4 * t + 2 * half]).x | ((u32)from_f<T>(acc[4 * t + 2 * half + 1]).x << 16);
+        *reinterpret_cast<u32*>(a_out + (out_base * CH + i) * CH + j) = pack2<T>(acc[4 * t + 2 * half], acc[4 * t + 2 * half + 1]);
       }
     }
   }
@@ -625,7 +624,6 @@ INTRA_TC(gla_fwd_intra_tc_f16, f16_t)
 // ---------------------------------------------------------------- kernel 2: states + output
 // seqs: per sequence 6 ints (batch, first row, length, first chunk index, number of chunks, unused).
 
-template <typename T> __device__ __forceinline__ u16 bits(float v) { return from_f<T>(v).x; }
 
 
 // Per-stage shared-memory layout of the state kernel (u16 units unless noted).
@@ -757,7 +755,7 @@ __device__ void gla_fwd_state_mma(const T* __restrict__ v, const float* __restri
         for (int r = 0; r < 4; ++r) {
           int d = rowbase + mt * 16 + gid + ((r & 2) ? 8 : 0);
           int e = nt * 8 + tig * 2 + (r & 1);
-          sSt[e * KP + d] = bits<T>(S[mt][nt][r]);
+          sSt[e * KP + d] = from_f<T>(S[mt][nt][r]).x;
         }
     if (hs)  // the backward's chunk start states Hs[p] = rnd(S before chunk p), [chunk][head][K][V]
       store_state_tiles<T, MT, NT, true>(hs + ((size_t)(c0 + ci) * H + h) * K * V + e0, V, S, rowbase);
@@ -817,8 +815,7 @@ __device__ void gla_fwd_state_mma(const T* __restrict__ v, const float* __restri
           size_t base = (((size_t)b * Tlen + start + ci * CH + row) * H + h) * V + e0;
 #pragma unroll
           for (int nt = 0; nt < NTO; ++nt) {
-            u32 pk = (u32)bits<T>(acc[nt][half * 2]) | ((u32)bits<T>(acc[nt][half * 2 + 1]) << 16);
-            *reinterpret_cast<u32*>(o + base + (nt0 + nt) * 8 + tig * 2) = pk;
+            *reinterpret_cast<u32*>(o + base + (nt0 + nt) * 8 + tig * 2) = pack2<T>(acc[nt][half * 2], acc[nt][half * 2 + 1]);
           }
         }
       }
