@@ -12,7 +12,8 @@
 #   3. With FLA_TIME=1, fla's chunk_gla timed at the same shapes (fwd and fwd+bwd), its Triton
 #      autotune results carried in .fla-cache (gpu/device-run-fla-tune.sh makes them).
 #   4. ncu on B's kernels (speed of light, occupancy, shared-memory bank conflicts), if time is left.
-# BENCH_ORDER="P1 P2 ..." replaces the packs of step 2 and their order. CHECKS=0 skips step 1's
+# BENCH_ORDER="P1 P2 ..." replaces the packs of step 2 and their order, FWD_ORDER those of the
+# forward-alone runs (default A and B); NCU=0 skips step 4. CHECKS=0 skips step 1's
 # tests and sanitizers (B validated by an earlier call). With PROPS=1, B's property suite
 # (gla-proptests__test__properties in B's bin/) runs its gpu_ properties during step 1; with
 # SWEEP=1, B's glacheck regenerates the bf16 accuracy sweep of docs/sweep/gpu-h100/ (both dg forms,
@@ -72,7 +73,7 @@ for round in $(seq ${ROUNDS:-2}); do for P in ${BENCH_ORDER:-${PACK_A:-.gpu-b} $
   echo "=== bench $P round $round (after $(el) s)"
   timeout 100 $R/$P/bin/gla-gpu-bench --mode fwdbwd --iters 20 $SH 2>&1 | grep -vE "^\s*$" | tee -a $L/bench-${P#.}.log
 done; done
-for P in ${PACK_A:-.gpu-b} ${PACK_B:-.gpu-c}; do
+for P in ${FWD_ORDER:-${PACK_A:-.gpu-b} ${PACK_B:-.gpu-c}}; do
   echo "=== bench $P forward alone (after $(el) s)"
   timeout ${FWD_T:-30} $R/$P/bin/gla-gpu-bench --mode fwd --iters 20 $SH 2>&1 | grep -vE "^\s*$" | tee -a $L/bench-${P#.}.log
 done
@@ -85,7 +86,7 @@ if [ "${FLA_TIME:-0}" = 1 ]; then
   PYTHONPATH=/tmp/site TRITON_CACHE_DIR=/tmp/triton-cache PYTHONUNBUFFERED=1 timeout $(( $(left) - 10 )) \
     python3 gpu/benches/fla_baseline.py --mode both $SH 2>&1 | grep -v Warning | tee $L/fla.log
 fi
-if [ $(left) -gt 50 ]; then
+if [ "${NCU:-1}" = 1 ] && [ $(left) -gt 50 ]; then
   echo "=== ncu B (after $(el) s)"
   timeout $(( $(left) - 10 )) ncu --kernel-name regex:"gla_fwd_intra_tc|gla_bwd_dqk|gla_bwd_state|gla_fwd_state" --launch-skip 5 --launch-count 4 \
     --section SpeedOfLight --section Occupancy --section LaunchStats --section MemoryWorkloadAnalysis_Tables \

@@ -26,7 +26,8 @@
 //       diagonal blocks: per (row, channel) either the factored product with anchor a or the
 //       elementwise form, j <= i only (no masked exponent); the choice for row i depends on rows
 //       <= i only, so o_i never depends on later tokens, bit for bit (see DIAG_SAFE).
-//  gla_fwd_state_<T>_k<K>_v<BV>[_w8]  grid (V / BV, H, N), 128 threads (_w8: 256, 8 warps, K >= 128,
+//  gla_fwd_state_<T>_k<K>_v<BV>[_w8]  grid (V / BV, H, N), 128 threads (_w8: 256, 8 warps, K >= 128;
+//     the layouts (K, BV, warps) are listed on the host as gla_gpu::STATE_LAYOUTS; all give the
 //     same arithmetic in the same order, see gla_fwd_state_mma). One (value block, head,
 //     sequence) per block, walking the sequence's chunks in order with the fp32 state in registers:
 //           o_chunk = rnd( scale * (qg @ rnd(S)) + A @ v );   S = gamma * S + kgT @ v
@@ -338,10 +339,11 @@ __device__ void gla_fwd_intra(const T* __restrict__ q, const T* __restrict__ k,
 // (mma.sync m16n8k16, f32 accumulation, channels in a fixed order), then A = rnd(A). The diagonal
 // blocks are f32 FFMA as in gla_fwd_intra (per-row DIAG_SAFE factored product or the elementwise
 // form, chosen from rows <= i only), then A = rnd(scale * sum). The channels are walked in slices
-// of 32 (about 50 KB of shared memory: 4 blocks per SM); per slice: stage g, q, k (transposed,
-// [channel][row]), the reset-aware cumsum, qg / kgT / gamma and the factors, then warps 0-3 run
-// the off-diagonal products while warps 4-7 run the diagonal blocks (120 threads: 40 4x4 tiles x
-// 3 channel groups, whose partial sums are added in a fixed order at the end).
+// of 32 (about 53 KB of shared memory: 4 blocks per SM); per slice: stage g, q, k (transposed,
+// [channel][row]), the reset-aware cumsum (one warp), qg / gamma, the factors and kgT (staged in
+// shared memory), then warps 0-3 run the off-diagonal products and write kgT out by 16-byte
+// stores while warps 4-7 run the diagonal blocks (120 threads: 40 4x4 tiles x 3 channel groups,
+// whose partial sums are added in a fixed order at the end).
 #define TSL 32         // channels per slice
 // Row strides of the transposed [channel][row] slice arrays, one per element size, chosen so that
 // a warp whose 32 lanes walk 32 channels of one row (the staging and factor loops) hits 32
@@ -351,6 +353,10 @@ __device__ void gla_fwd_intra(const T* __restrict__ q, const T* __restrict__ k,
 #define TLDH 66
 #define TLDZ 68
 #define FLD (TSL + 8)  // row stride (elements) of the rounded factor arrays [row][channel]
+// Row stride of the kgT stage [channel][row] (16-bit): 33 words, so the factor loop's stores (32
+// lanes = 32 channels of one row) and the copy-out's 4-byte loads (lanes = 4 channels x 8 row
+// groups) hit 32 different banks.
+#define TLDG 66
 template <typename T>
 __device__ void gla_fwd_intra_tc(const T* __restrict__ q, const T* __restrict__ k,
                                  const float* __restrict__ g, int gate_cols,
@@ -368,6 +374,7 @@ __device__ void gla_fwd_intra_tc(const T* __restrict__ q, const T* __restrict__ 
                                                      //   0..15), a = 32 at 16 (0..31), a = 48 at 48 (0..47)
   unsigned char* sZt = reinterpret_cast<unsigned char*>(sKf + 96 * FLD);  // [TSL][TLDZ] reset counts
   unsigned char* sZS = sZt + TSL * TLDZ;             // [TSL][TLDZ] reset count | SAFE_BIT
+  u16* sKg = reinterpret_cast<u16*>(sZS + TSL * TLDZ);  // [TSL][TLDG] rnd(k_j D(j, last)) (kgT)
   float* sRed = sQd;  // after the slices: diagonal partial sums of channel groups 1, 2 [40][2][16]
 
   const int c = blockIdx.x, h = blockIdx.y, tid = threadIdx.x, warp = tid >> 5;
@@ -428,19 +435,31 @@ __device__ void gla_fwd_intra_tc(const T* __restrict__ q, const T* __restrict__ 
     __syncthreads();
     if (tid < TSL) {
       // sequential inclusive cumsum per channel with resets at -inf (as the CPU twin); rows >= L
-      // add 0, so row 63 carries the last valid row's F and Z
+      // add 0, so row 63 carries the last valid row's F and Z. Sixteen gates are loaded before
+      // the first of their sums, and four reset counts go out in one 4-byte store.
       float F = 0.0f;
       int Z = 0;
-      for (int r = 0; r < CH; ++r) {
-        const float x = sFt[tid * TLDF + r];
-        if (x == -__int_as_float(0x7f800000)) {
-          Z += 1;
-          F = 0.0f;
-        } else {
-          F += x;
+#pragma unroll 1
+      for (int r0 = 0; r0 < CH; r0 += 16) {
+        float x[16];
+#pragma unroll
+        for (int r = 0; r < 16; ++r) x[r] = sFt[tid * TLDF + r0 + r];
+        u32 zw = 0;
+#pragma unroll
+        for (int r = 0; r < 16; ++r) {
+          if (x[r] == -__int_as_float(0x7f800000)) {
+            Z += 1;
+            F = 0.0f;
+          } else {
+            F += x[r];
+          }
+          sFt[tid * TLDF + r0 + r] = F;
+          zw |= (u32)(Z & 0xff) << (8 * (r & 3));
+          if ((r & 3) == 3) {
+            *reinterpret_cast<u32*>(sZt + tid * TLDZ + r0 + r - 3) = zw;
+            zw = 0;
+          }
         }
-        sFt[tid * TLDF + r] = F;
-        sZt[tid * TLDZ + r] = (unsigned char)Z;
       }
       gamma_out[out_base * K + d0 + tid] = (Z == 0) ? exp_nonpos<true>(F) : 0.0f;
     }
@@ -458,6 +477,8 @@ __device__ void gla_fwd_intra_tc(const T* __restrict__ q, const T* __restrict__ 
         Fan[an] = sFt[cc * TLDF + 16 * an];
         Zan[an] = sZt[cc * TLDZ + 16 * an];
       }
+      const float Fl = sFt[cc * TLDF + CH - 1];
+      const int Zl = sZt[cc * TLDZ + CH - 1];
 #pragma unroll
       for (int it = 0; it < CH / 8; ++it) {
         const int blk = it >> 1, r = warp + 8 * it, o = cc * TLDF + r, oh = cc * TLDH + r,
@@ -475,6 +496,7 @@ __device__ void gla_fwd_intra_tc(const T* __restrict__ q, const T* __restrict__ 
         const bool safe = (Z == Za) && (Fa - F <= DIAG_SAFE);
         sKd[o] = safe ? kv * rcp_factor<true>(ea) : 0.0f;
         sZS[oz] = (unsigned char)((Z & ZMASK) | (safe ? SAFE_BIT : 0u));
+        sKg[cc * TLDG + r] = from_f<T>(kv * decay<true>(F, Z, Fl, Zl)).x;
 #pragma unroll
         for (int an = 0; an < 3; ++an) {
           // anchor a2 = 16 (an + 1) takes the rows r < a2, i.e. the blocks blk <= an
@@ -483,14 +505,6 @@ __device__ void gla_fwd_intra_tc(const T* __restrict__ q, const T* __restrict__ 
             sKf[(koff + r) * FLD + cc] = from_f<T>(kv * decay<true>(F, Z, Fan[an + 1], Zan[an + 1]));
         }
       }
-    }
-    // kgT = rnd(k_j D(j, last)), transposed [channel][row] (coalesced over rows)
-#pragma unroll
-    for (int it = 0; it < CH * TSL / 256; ++it) {
-      const int idx = tid + 256 * it, r = idx & (CH - 1), cc = idx >> 6, o = cc * TLDF + r;
-      const float x = to_f(sKt[cc * TLDH + r]) *
-                      decay<true>(sFt[o], sZt[cc * TLDZ + r], sFt[cc * TLDF + CH - 1], sZt[cc * TLDZ + CH - 1]);
-      kgt_out[(out_base * K + d0 + cc) * CH + r] = from_f<T>(x);
     }
     __syncthreads();
     if (warp < 4) {
@@ -504,6 +518,15 @@ __device__ void gla_fwd_intra_tc(const T* __restrict__ q, const T* __restrict__ 
         for (int kk = 0; kk < TSL; kk += 16)
           Tile<T, FLD, 1, 1, FLD>::mma(acc + 4 * t, sQa + 16 * (I - 1) * FLD + kk,
                                        sKf + (koff + nt * 8) * FLD + kk, 0);
+      }
+      // kgT = rnd(k_j D(j, last)) (staged in the factor loop) out as [channel][row], by the
+      // warps without diagonal work: 16-byte stores of rows 8 (idx % 8) .. +7 of channel idx / 8
+#pragma unroll
+      for (int it = 0; it < 2; ++it) {
+        const int idx = tid + 128 * it, cc = idx >> 3, r8 = 8 * (idx & 7);
+        const u32* src = reinterpret_cast<const u32*>(sKg + cc * TLDG + r8);
+        *reinterpret_cast<uint4*>(kgt_out + (out_base * K + d0 + cc) * CH + r8) =
+            make_uint4(src[0], src[1], src[2], src[3]);
       }
     } else if (diag) {
       for (int cc = grp; cc < TSL; cc += 3) {
@@ -965,14 +988,20 @@ STATE_MMA(gla_fwd_state_bf16_k64_v32, bf16_t, 64, 32, 4)
 STATE_MMA(gla_fwd_state_bf16_k64_v64, bf16_t, 64, 64, 4)
 STATE_MMA(gla_fwd_state_bf16_k128_v32, bf16_t, 128, 32, 4)
 STATE_MMA(gla_fwd_state_bf16_k128_v32_w8, bf16_t, 128, 32, 8)
+STATE_MMA(gla_fwd_state_bf16_k128_v64_w8, bf16_t, 128, 64, 8)
+STATE_MMA(gla_fwd_state_bf16_k128_v128_w8, bf16_t, 128, 128, 8)
 STATE_MMA(gla_fwd_state_bf16_k256_v32, bf16_t, 256, 32, 4)
 STATE_MMA(gla_fwd_state_bf16_k256_v32_w8, bf16_t, 256, 32, 8)
+STATE_MMA(gla_fwd_state_bf16_k256_v64_w8, bf16_t, 256, 64, 8)
 STATE_MMA(gla_fwd_state_f16_k64_v32, f16_t, 64, 32, 4)
 STATE_MMA(gla_fwd_state_f16_k64_v64, f16_t, 64, 64, 4)
 STATE_MMA(gla_fwd_state_f16_k128_v32, f16_t, 128, 32, 4)
 STATE_MMA(gla_fwd_state_f16_k128_v32_w8, f16_t, 128, 32, 8)
+STATE_MMA(gla_fwd_state_f16_k128_v64_w8, f16_t, 128, 64, 8)
+STATE_MMA(gla_fwd_state_f16_k128_v128_w8, f16_t, 128, 128, 8)
 STATE_MMA(gla_fwd_state_f16_k256_v32, f16_t, 256, 32, 4)
 STATE_MMA(gla_fwd_state_f16_k256_v32_w8, f16_t, 256, 32, 8)
+STATE_MMA(gla_fwd_state_f16_k256_v64_w8, f16_t, 256, 64, 8)
 STATE_F32(gla_fwd_state_f32_k64, 64)
 STATE_F32(gla_fwd_state_f32_k128, 128)
 STATE_F32(gla_fwd_state_f32_k256, 256)

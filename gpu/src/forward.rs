@@ -12,8 +12,8 @@
 //!    order (f32, from `h0`), `o` and the final states `hT`.
 //!
 //! Kernel variants with bit-identical or equally bounded results are selected here:
-//! the value-block width and warps per block of the state kernel ([`DeviceProblem::set_value_block`],
-//! [`DeviceProblem::set_state_warps`], environment `GLA_STATE_WARPS=8`) and the exponential of the
+//! the state kernel's layout, value-block width and warps per block ([`STATE_LAYOUTS`],
+//! [`DeviceProblem::set_state_layout`], environment `GLA_STATE_BV` / `GLA_STATE_WARPS`) and the exponential of the
 //! f32 intra kernel (environment `GLA_INTRA_ACCURATE=1`).
 
 use crate::buffers::{self, array4, DBuf};
@@ -193,6 +193,7 @@ impl DeviceProblem {
             GateKind::Scalar => 1,
         };
         let (chunks, seqs, num_chunks) = chunk_tables(sequences);
+        let layout = default_state_layout(opts, &d, gp.info.sm_count as usize);
         Ok(DeviceProblem {
             opts: *opts,
             dims: d,
@@ -206,8 +207,8 @@ impl DeviceProblem {
             chunks: buffers::upload_i32(s, &chunks, "chunks")?,
             seqs: buffers::upload_i32(s, &seqs, "seqs")?,
             num_chunks,
-            bv: default_value_block(opts, &d, gp.info.sm_count as usize),
-            warps: default_state_warps(opts, &d),
+            bv: layout.0,
+            warps: layout.1,
         })
     }
 
@@ -284,8 +285,10 @@ impl DeviceProblem {
             }
         } else {
             // per 32-channel slice: F, q*D, k/D [32][65] f32; q, k [32][66] and the off-diagonal
-            // factors [48 + 96][40] in the input dtype; reset counts and flags [32][68] u8 x 2
-            let smem = 3 * 32 * 65 * 4 + 2 * 32 * 66 * 2 + (48 + 96) * 40 * 2 + 2 * 32 * 68;
+            // factors [48 + 96][40] in the input dtype; reset counts and flags [32][68] u8 x 2;
+            // the kgT stage [32][66] in the input dtype
+            let smem =
+                3 * 32 * 65 * 4 + 2 * 32 * 66 * 2 + (48 + 96) * 40 * 2 + 2 * 32 * 68 + 32 * 66 * 2;
             (format!("gla_fwd_intra_tc_{}", suffix(dt)), smem)
         };
         let shape = Shape {
@@ -405,43 +408,38 @@ impl DeviceProblem {
         self.bv
     }
 
-    /// Warps per block of the bf16 / f16 state kernel (4, or 8 when K >= 128).
+    /// Warps per block of the state kernel (see [`STATE_LAYOUTS`]).
     pub fn state_warps(&self) -> usize {
         self.warps
     }
 
-    /// Force the bf16 / f16 state kernel's warps per block: 4, or 8 when K >= 128 (f32: 4 only).
-    /// Like the value-block width, this changes which warp computes an element, never its
-    /// operations or their order: results are bit-identical.
-    pub fn set_state_warps(&mut self, warps: usize) -> Result<(), GpuError> {
-        let ok = warps == 4 || (warps == 8 && self.dims.k >= 128 && self.opts.dtype != Dtype::F32);
-        if !ok {
-            return Err(GpuError::Unsupported(format!(
-                "state kernel with {warps} warps for dtype {:?}, K = {}: 4, or 8 for bf16/f16 with K >= 128",
-                self.opts.dtype, self.dims.k
-            )));
-        }
-        self.warps = warps;
-        Ok(())
-    }
-
-    /// Force the state kernel's value-block width (bf16 / f16: 32, or 64 when K = 64; f32: 32).
-    /// The width changes which block computes a column of o and hT, never the arithmetic: every
-    /// value column is an independent sequence of the same operations, so results are
-    /// bit-identical for every width (tested in gpu/tests/gpu_forward.rs).
-    pub fn set_value_block(&mut self, bv: usize) -> Result<(), GpuError> {
+    /// Force the state kernel's layout: `bv` value columns per block and `warps` warps per block,
+    /// one of [`STATE_LAYOUTS`] for bf16 / f16 (f32: (32, 4) only), with `bv` dividing V.
+    /// The layout changes which block or warp computes an element of o and hT, never its
+    /// operations or their order: every value column is an independent sequence of the same
+    /// operations, so results are bit-identical for every layout (tested in
+    /// gpu/tests/gpu_forward.rs).
+    pub fn set_state_layout(&mut self, bv: usize, warps: usize) -> Result<(), GpuError> {
         let ok = if self.opts.dtype == Dtype::F32 {
-            bv == 32
+            (bv, warps) == (32, 4)
         } else {
-            bv == 32 || (bv == 64 && self.dims.k == 64)
+            STATE_LAYOUTS.contains(&(self.dims.k, bv, warps))
         };
         if !ok || self.dims.v % bv != 0 {
             return Err(GpuError::Unsupported(format!(
-                "value block {bv} for dtype {:?}, K = {}, V = {}: bf16/f16 take 32 (64 if K = 64), f32 takes 32, and BV must divide V",
-                self.opts.dtype, self.dims.k, self.dims.v
+                "state kernel layout BV = {bv}, {warps} warps for dtype {:?}, K = {}, V = {}: \
+                 f32 takes (32, 4); bf16 / f16 take one of {:?} (K, BV, warps), with BV dividing V",
+                self.opts.dtype,
+                self.dims.k,
+                self.dims.v,
+                STATE_LAYOUTS
+                    .iter()
+                    .filter(|l| l.0 == self.dims.k)
+                    .collect::<Vec<_>>()
             )));
         }
         self.bv = bv;
+        self.warps = warps;
         Ok(())
     }
 
@@ -460,33 +458,57 @@ pub(crate) fn suffix(dt: Dtype) -> &'static str {
     }
 }
 
-/// Value-block width of the state kernel: 32 (more programs in flight; the V/32 programs of one
-/// head read the same qg / kg / A tiles, mostly from L2), 64 only for K = 64 when there are enough
-/// (block, head, sequence) programs to fill the GPU twice.
-fn default_value_block(opts: &GpuOptions, d: &Dims, sm_count: usize) -> usize {
-    if opts.dtype != Dtype::F32
-        && d.k == 64
-        && d.v % 64 == 0
-        && (d.v / 64) * d.h * d.n >= 2 * sm_count
-    {
-        64
-    } else {
-        32
-    }
-}
+/// Layouts (K, BV, warps) of the bf16 / f16 state kernel (`gla_fwd_state_<T>_k<K>_v<BV>[_w8]`
+/// in gpu/kernels/gla_fwd.cu). Every layout gives bit-identical results; they differ in how many
+/// blocks share the work (V / BV per head and sequence) and in how often the V / BV blocks of one
+/// head re-read the same qg, kgT and A tiles (from L2).
+pub const STATE_LAYOUTS: &[(usize, usize, usize)] = &[
+    (64, 32, 4),
+    (64, 64, 4),
+    (128, 32, 4),
+    (128, 32, 8),
+    (128, 64, 8),
+    (128, 128, 8),
+    (256, 32, 4),
+    (256, 32, 8),
+    (256, 64, 8),
+];
 
-/// Warps per block of the bf16 / f16 state kernel: 4. The 8-warp kernels (K >= 128; shorter
-/// dependent chains of tensor-core instructions per warp, bit-identical results) are kept for
-/// A/B timing: `GLA_STATE_WARPS=8` selects them.
-fn default_state_warps(opts: &GpuOptions, d: &Dims) -> usize {
-    if opts.dtype != Dtype::F32
-        && d.k >= 128
-        && std::env::var("GLA_STATE_WARPS").as_deref() == Ok("8")
-    {
-        8
-    } else {
-        4
+/// Default state-kernel layout (BV, warps). f32: (32, 4). bf16 / f16:
+/// - K = 128: the widest of BV = 128, 64 (8 warps, one block per SM: 157 / 124 KB of shared
+///   memory) that still gives at least 0.9 blocks per SM, else BV = 32 with 4 warps (two blocks
+///   per SM). A wide block reads each chunk's qg, kgT and A once for V / BV columns instead of
+///   V / 32 times: at the main shape (B = 8, T = 4096, H = 16, K = V = 128, H100) the forward
+///   state kernel takes 0.265 ms at BV = 128 against 0.336 at 64 and 0.356 at 32, but at
+///   B = 2, T = 16384 (32 head-sequences) BV = 32's 128 blocks win (0.468 ms against 1.040 at
+///   BV = 128); BENCHMARKS.md G10.
+/// - K = 64: BV = 64 when there are at least two (block, head, sequence) programs per SM, else 32.
+/// - K = 256: BV = 32 (the (64, 8) layout is kept for A/B timing).
+///
+/// `GLA_STATE_BV` and `GLA_STATE_WARPS` override the choice for A/B timing (a layout not in
+/// [`STATE_LAYOUTS`] keeps the default).
+fn default_state_layout(opts: &GpuOptions, d: &Dims, sm_count: usize) -> (usize, usize) {
+    if opts.dtype == Dtype::F32 {
+        return (32, 4);
     }
+    let programs = |bv: usize| (d.v / bv) * d.h * d.n;
+    let mut l = match d.k {
+        128 => [128, 64]
+            .into_iter()
+            .find(|&bv| d.v % bv == 0 && 10 * programs(bv) >= 9 * sm_count)
+            .map_or((32, 4), |bv| (bv, 8)),
+        64 if d.v % 64 == 0 && programs(64) >= 2 * sm_count => (64, 4),
+        _ => (32, 4),
+    };
+    let env = |name: &str| std::env::var(name).ok().and_then(|x| x.parse::<usize>().ok());
+    let want = (
+        env("GLA_STATE_BV").unwrap_or(l.0),
+        env("GLA_STATE_WARPS").unwrap_or(l.1),
+    );
+    if STATE_LAYOUTS.contains(&(d.k, want.0, want.1)) && d.v % want.0 == 0 {
+        l = want;
+    }
+    l
 }
 
 /// f32 intra-kernel variant. Default: the kernel built with `ex2.approx.ftz` / `rcp.approx.ftz`

@@ -49,7 +49,7 @@ pub use backward::{backward, DeviceBwdOutputs, DeviceBwdProblem};
 pub use buffers::DBuf;
 pub use device::DeviceInfo;
 pub use error::GpuError;
-pub use forward::{forward, DeviceOutputs, DeviceProblem};
+pub use forward::{forward, DeviceOutputs, DeviceProblem, STATE_LAYOUTS};
 pub use kernels::BWD_KERNELS;
 pub use options::{
     backward_rounding_plan, check_supported, rounding_plan, GpuOptions, Precision, SUPPORTED_DIMS,

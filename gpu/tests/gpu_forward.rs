@@ -377,10 +377,10 @@ fn state_kernel_layouts_are_bit_identical() {
     if gpu_or_skip().is_none() {
         return;
     }
-    // The bf16/f16 state kernel's value-block width (32, or 64 for K = 64) and warps per block
-    // (4, or 8 for K >= 128) only change which block or warp computes an element, never its
+    // The bf16/f16 state kernel's layouts (value-block width BV, warps per block; the list is
+    // gla_gpu::STATE_LAYOUTS) only change which block or warp computes an element, never its
     // operations or their order: o and hT must be bit-identical for every layout. The other tests
-    // run the default layout (BV 32 or 64, 4 warps), so this covers the others on the same gates.
+    // run the default layout, so this covers every layout on the same gates.
     let cases = [
         (2, 150, 2, 64, 128),
         (1, 100, 1, 128, 64),
@@ -402,16 +402,16 @@ fn state_kernel_layouts_are_bit_identical() {
                 .build_with(g)
                 .rounded_to(dt)
                 .unwrap();
-            let layouts: &[(usize, usize)] = if k == 64 {
-                &[(32, 4), (64, 4)]
-            } else {
-                &[(32, 4), (32, 8)]
-            };
+            let layouts: Vec<(usize, usize)> = gla_gpu::STATE_LAYOUTS
+                .iter()
+                .filter(|l| l.0 == k && v % l.1 == 0)
+                .map(|l| (l.1, l.2))
+                .collect();
+            assert!(layouts.len() >= 2, "K = {k}, V = {v}: {layouts:?}");
             let mut first: Option<gla_reference::Solution> = None;
-            for &(bv, warps) in layouts {
+            for &(bv, warps) in &layouts {
                 let mut dp = gla_gpu::DeviceProblem::upload(&p, &opts(dt)).unwrap();
-                dp.set_value_block(bv).unwrap();
-                dp.set_state_warps(warps).unwrap();
+                dp.set_state_layout(bv, warps).unwrap();
                 let mut out = dp.alloc_outputs(true).unwrap();
                 dp.launch(&mut out).unwrap();
                 let s = dp.download(&out).unwrap();
@@ -449,11 +449,11 @@ fn state_kernel_layouts_are_bit_identical() {
         .unwrap();
     let mut dp = gla_gpu::DeviceProblem::upload(&p, &opts(Dtype::Bf16)).unwrap();
     assert!(matches!(
-        dp.set_value_block(16),
+        dp.set_state_layout(16, 4),
         Err(GpuError::Unsupported(_))
     ));
     assert!(matches!(
-        dp.set_state_warps(8),
+        dp.set_state_layout(32, 8),
         Err(GpuError::Unsupported(_))
     ));
     let p = Spec::new(1, 10, 1, 128, 64)
@@ -462,22 +462,27 @@ fn state_kernel_layouts_are_bit_identical() {
         .unwrap();
     let mut dp = gla_gpu::DeviceProblem::upload(&p, &opts(Dtype::Bf16)).unwrap();
     assert!(matches!(
-        dp.set_value_block(64),
+        dp.set_state_layout(64, 4),
+        Err(GpuError::Unsupported(_))
+    ));
+    assert!(matches!(
+        dp.set_state_layout(128, 8), // V = 64
         Err(GpuError::Unsupported(_))
     ));
 }
 
 #[test]
-fn large_problem_value_block_64_path() {
+fn large_problem_wide_value_block_path() {
     if gpu_or_skip().is_none() {
         return;
     }
-    // enough (value block, head, sequence) programs to select BV = 64 on a 132-SM H100
+    // enough (value block, head, sequence) programs to select a wide value block (BV = 128,
+    // 8 warps) on a 132-SM H100: the default layout of the benchmark shapes, here against the twin
     for &dt in &[Dtype::Bf16, Dtype::F16] {
         let p = Spec::new(4, 200, 40, 128, 128).h0().seed(99).build();
         let pr = p.rounded_to(dt).unwrap();
         let dp = gla_gpu::DeviceProblem::upload(&pr, &opts(dt)).unwrap();
-        eprintln!("value block {}", dp.value_block());
+        eprintln!("value block {}, {} warps", dp.value_block(), dp.state_warps());
         check("B4 T200 H40 K128 V128", &p, &opts(dt), true);
     }
 }
