@@ -500,7 +500,11 @@ fn default_state_layout(opts: &GpuOptions, d: &Dims, sm_count: usize) -> (usize,
         64 if d.v % 64 == 0 && programs(64) >= 2 * sm_count => (64, 4),
         _ => (32, 4),
     };
-    let env = |name: &str| std::env::var(name).ok().and_then(|x| x.parse::<usize>().ok());
+    let env = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|x| x.parse::<usize>().ok())
+    };
     let want = (
         env("GLA_STATE_BV").unwrap_or(l.0),
         env("GLA_STATE_WARPS").unwrap_or(l.1),

@@ -482,7 +482,11 @@ fn large_problem_wide_value_block_path() {
         let p = Spec::new(4, 200, 40, 128, 128).h0().seed(99).build();
         let pr = p.rounded_to(dt).unwrap();
         let dp = gla_gpu::DeviceProblem::upload(&pr, &opts(dt)).unwrap();
-        eprintln!("value block {}, {} warps", dp.value_block(), dp.state_warps());
+        eprintln!(
+            "value block {}, {} warps",
+            dp.value_block(),
+            dp.state_warps()
+        );
         check("B4 T200 H40 K128 V128", &p, &opts(dt), true);
     }
 }
