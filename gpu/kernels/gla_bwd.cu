@@ -422,12 +422,7 @@ __device__ void bwd_dqk_local(const T* __restrict__ q, const T* __restrict__ k, 
     int Z = 0;
     for (int r = 0; r < CH; ++r) {
       const float x = sF[r * CH + tid];
-      if (x == -__int_as_float(0x7f800000)) {
-        Z += 1;
-        F = 0.0f;
-      } else {
-        F += x;
-      }
+      cumsum_step(x, F, Z);
       sF[r * CH + tid] = F;
       sZ[r * CH + tid] = (unsigned char)Z;
     }
@@ -700,12 +695,7 @@ __device__ void bwd_dqk_tc(const T* __restrict__ q, const T* __restrict__ k, con
     int Z = 0;
     for (int r = 0; r < CH; ++r) {
       const float x = sF[r * LS + tid];
-      if (x == -__int_as_float(0x7f800000)) {
-        Z += 1;
-        F = 0.0f;
-      } else {
-        F += x;
-      }
+      cumsum_step(x, F, Z);
       sF[r * LS + tid] = F;
       sZ[r * LS + tid] = (unsigned char)Z;
     }

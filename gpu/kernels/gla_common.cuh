@@ -3,8 +3,8 @@
 //
 // - element types bf16_t / f16_t (bit patterns) and their conversions to and from f32
 //   (round-to-nearest-even), the TF32 rounding tf32r;
-// - exp_nonpos / decay: the exponentials of the reset-aware chunk-local cumsums (docs/math.md §3):
-//   every exponent reaching exp2 is <= 0, a decay across a reset is exactly 0;
+// - exp_nonpos / decay / cumsum_step: the reset-aware chunk-local cumsums (docs/math.md §3) and
+//   their exponentials: every exponent reaching exp2 is <= 0, a decay across a reset is exactly 0;
 // - Vec8: eight elements by 16-byte loads; cp.async copies global -> shared;
 // - store2 / store_state_tiles: mma accumulators rounded to T and stored;
 // - Mma<T>: one warp-level mma.sync m16n8k16 (bf16 / f16 operands, f32 accumulation), and
@@ -73,6 +73,18 @@ template <bool FAST> __device__ __forceinline__ float exp_nonpos(float x) {
 // 0 across a reset (different reset counts), else exp(Fy - Fx).
 template <bool FAST> __device__ __forceinline__ float decay(float fx, int zx, float fy, int zy) {
   return (zx == zy) ? exp_nonpos<FAST>(fy - fx) : 0.0f;
+}
+
+// One step of the chunk-local inclusive cumsum of the (natural-log) gates with exact resets
+// (docs/math.md §3): a gate of -inf starts a new segment (reset count Z += 1, F = 0); any other
+// gate adds to F in row order (the CPU twin's order).
+__device__ __forceinline__ void cumsum_step(float x, float& F, int& Z) {
+  if (x == -__int_as_float(0x7f800000)) {
+    Z += 1;
+    F = 0.0f;
+  } else {
+    F += x;
+  }
 }
 
 // ---------------------------------------------------------------- vector loads

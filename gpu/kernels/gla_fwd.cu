@@ -135,12 +135,7 @@ __device__ void gla_fwd_intra(const T* __restrict__ q, const T* __restrict__ k,
       for (int r = 0; r < 16; ++r) x[r] = sF[(r0 + r) * K + d];
 #pragma unroll
       for (int r = 0; r < 16; ++r) {
-        if (x[r] == -__int_as_float(0x7f800000)) {
-          Z += 1;
-          F = 0.0f;
-        } else {
-          F += x[r];
-        }
+        cumsum_step(x[r], F, Z);
         sF[(r0 + r) * K + d] = F;
         sZ[(r0 + r) * K + d] = (unsigned char)Z;
       }
@@ -447,12 +442,7 @@ __device__ void gla_fwd_intra_tc(const T* __restrict__ q, const T* __restrict__ 
         u32 zw = 0;
 #pragma unroll
         for (int r = 0; r < 16; ++r) {
-          if (x[r] == -__int_as_float(0x7f800000)) {
-            Z += 1;
-            F = 0.0f;
-          } else {
-            F += x[r];
-          }
+          cumsum_step(x[r], F, Z);
           sFt[tid * TLDF + r0 + r] = F;
           zw |= (u32)(Z & 0xff) << (8 * (r & 3));
           if ((r & 3) == 3) {
