@@ -478,10 +478,9 @@ pub const STATE_LAYOUTS: &[(usize, usize, usize)] = &[
 /// - K = 128: the widest of BV = 128, 64 (8 warps, one block per SM: 157 / 124 KB of shared
 ///   memory) that still gives at least 0.9 blocks per SM, else BV = 32 with 4 warps (two blocks
 ///   per SM). A wide block reads each chunk's qg, kgT and A once for V / BV columns instead of
-///   V / 32 times: at the main shape (B = 8, T = 4096, H = 16, K = V = 128, H100) the forward
-///   state kernel takes 0.265 ms at BV = 128 against 0.336 at 64 and 0.356 at 32, but at
-///   B = 2, T = 16384 (32 head-sequences) BV = 32's 128 blocks win (0.468 ms against 1.040 at
-///   BV = 128); BENCHMARKS.md G10.
+///   V / 32 times, which pays while the blocks still fill the GPU and costs far more than it saves
+///   when they leave most SMs idle (B = 2, T = 16384, H = 16: 32 blocks at BV = 128); the
+///   timings are BENCHMARKS.md G10.
 /// - K = 64: BV = 64 when there are at least two (block, head, sequence) programs per SM, else 32.
 /// - K = 256: BV = 32 (the (64, 8) layout is kept for A/B timing).
 ///
