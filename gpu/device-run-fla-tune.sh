@@ -12,7 +12,8 @@
 #      quiet GPU; Triton times every config (already compiled) and stores its choice; the
 #      timings it prints are fla's tuned ones.
 # Needs $PACK (default .gpu-b)/whl with fla-core and flash-linear-attention 0.6.0.
-#   With BENCH="P1 P2 ...", each pack's gla-gpu-bench (fwdbwd, then fwd) runs between the checks
+#   With BENCH="P1 P2 ...", each pack's gla-gpu-bench (fwdbwd, then fwd, in one process; a build
+#   from before repeated --mode existed runs only the last one) runs between the checks
 #   and the tuning, on the quiet GPU, so that one call gives both sides of the speed table.
 # Usage: [CHECKS=.gpu-e] [BENCH=".gpu-a .gpu-e"] PACK=.gpu-t bash gpu/device-run-fla-tune.sh
 #   (LIMIT = seconds, default 540)
@@ -58,9 +59,8 @@ fi
 for P in ${BENCH:-}; do
   # glacheck's kernels on the quiet GPU, before fla's tuning (per-kernel CUDA-event times)
   echo "=== bench $P (after $(el) s)"
-  for m in fwdbwd fwd; do
-    timeout 100 $R/$P/bin/gla-gpu-bench --mode $m --iters 20 $SH 2>&1 | grep -vE "^\s*$" | tee -a $L/bench-${P#.}.log
-  done
+  timeout 150 $R/$P/bin/gla-gpu-bench --mode fwdbwd --mode fwd --iters 20 $SH 2>&1 | grep -vE "^\s*$|regs, " \
+    | tee -a $L/bench-${P#.}.log
 done
 echo "=== tuning fla at the benchmark shapes, fresh process, quiet GPU (after $(el) s)"
 PYTHONPATH=/tmp/site timeout $(( $(left) - 10 )) python3 gpu/benches/fla_baseline.py --mode both $SH 2>&1 | grep -v Warning | tee $L/fla.log

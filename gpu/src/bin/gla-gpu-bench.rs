@@ -1,6 +1,7 @@
 //! Stand-alone benchmark (same code as `glacheck bench --impl gpu`):
-//! `gla-gpu-bench [--dtype bf16|f16|f32] [--mode fwd|bwd|fwdbwd] [--dg-form local] [--iters N]
-//! [B,T,H,K,V ...]`.
+//! `gla-gpu-bench [--dtype bf16|f16|f32] [--mode fwd|bwd|fwdbwd ...] [--dg-form local] [--iters N]
+//! [B,T,H,K,V ...]`. `--mode` may be repeated: every mode then runs on every shape, in the order
+//! given, in one process (the kernels are compiled once).
 
 use gla_gpu::bench::{bench, format_row, header, BenchConfig, BenchMode};
 use gla_gpu::GpuOptions;
@@ -11,7 +12,7 @@ fn main() {
     let mut shapes = Vec::new();
     let mut dtype = Dtype::Bf16;
     let mut cfg = BenchConfig::default();
-    let mut mode = BenchMode::Fwd;
+    let mut modes = Vec::new();
     let mut dg_form = DgForm::ReverseCumsum;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -23,7 +24,7 @@ fn main() {
                     .unwrap_or(Dtype::Bf16)
             }
             "--mode" => match args.next().map(|s| s.parse::<BenchMode>()) {
-                Some(Ok(m)) => mode = m,
+                Some(Ok(m)) => modes.push(m),
                 _ => {
                     eprintln!("--mode takes fwd, bwd or fwdbwd");
                     std::process::exit(2);
@@ -67,15 +68,20 @@ fn main() {
     for (n, r) in gla_gpu::kernel_report() {
         println!("  {n}: {r}");
     }
+    if modes.is_empty() {
+        modes.push(BenchMode::Fwd);
+    }
     println!("{}", header());
-    for s in shapes {
-        let o = GpuOptions {
-            dg_form,
-            ..GpuOptions::new(dtype)
-        };
-        match bench(mode, s, &o, &cfg) {
-            Ok(r) => println!("{}", format_row(&r)),
-            Err(e) => println!("{s:?}: error: {e}"),
+    for &mode in &modes {
+        for &s in &shapes {
+            let o = GpuOptions {
+                dg_form,
+                ..GpuOptions::new(dtype)
+            };
+            match bench(mode, s, &o, &cfg) {
+                Ok(r) => println!("{}", format_row(&r)),
+                Err(e) => println!("{s:?}: error: {e}"),
+            }
         }
     }
 }
