@@ -193,7 +193,16 @@ impl DeviceProblem {
             GateKind::Scalar => 1,
         };
         let (chunks, seqs, num_chunks) = chunk_tables(sequences);
-        let layout = default_state_layout(opts, &d, gp.info.sm_count as usize);
+        let layout = state_layout_from_env(
+            opts,
+            &d,
+            default_state_layout(
+                opts,
+                &d,
+                gp.info.sm_count as usize,
+                gp.max_smem_optin as usize,
+            ),
+        );
         Ok(DeviceProblem {
             opts: *opts,
             dims: d,
@@ -364,14 +373,10 @@ impl DeviceProblem {
         } else {
             let bv = self.bv;
             let w8 = if self.warps == 8 { "_w8" } else { "" };
-            // StateSmem<K, BV> in gla_fwd.cu: two stages of (qg, kg^T, A, v, gamma) + rnd(S)^T
-            let (kp, cp, vp) = (d.k + 8, 64 + 8, bv + 8);
-            let stage = 64 * kp + d.k * cp + 64 * cp + 64 * vp + 2 * d.k;
-            let smem = 2 * (2 * stage + bv * kp);
             let shape = Shape {
                 grid: (d.v / bv, d.h, d.n),
                 threads: 32 * self.warps,
-                smem,
+                smem: state_smem(d.k, bv),
             };
             (
                 format!("gla_fwd_state_{}_k{}_v{bv}{w8}", suffix(dt), d.k),
@@ -474,31 +479,53 @@ pub const STATE_LAYOUTS: &[(usize, usize, usize)] = &[
     (256, 64, 8),
 ];
 
+/// Dynamic shared memory in bytes of the bf16 / f16 forward state kernel at (K, BV)
+/// (`StateSmem<K, BV>` in gla_fwd.cu): two stages of (qg, kg^T, A, v, gamma) and rnd(S)^T.
+fn state_smem(k: usize, bv: usize) -> usize {
+    let (kp, cp, vp) = (k + 8, 64 + 8, bv + 8);
+    let stage = 64 * kp + k * cp + 64 * cp + 64 * vp + 2 * k;
+    2 * (2 * stage + bv * kp)
+}
+
 /// Default state-kernel layout (BV, warps). f32: (32, 4). bf16 / f16:
 /// - K = 128: the widest of BV = 128, 64 (8 warps, one block per SM: 157 / 124 KB of shared
-///   memory) that still gives at least 0.9 blocks per SM, else BV = 32 with 4 warps (two blocks
-///   per SM). A wide block reads each chunk's qg, kgT and A once for V / BV columns instead of
+///   memory) that still gives at least 0.9 blocks per SM and fits the device's shared memory
+///   (`max_smem`, bytes per block), else BV = 32 with 4 warps (two blocks per SM on an H100). A wide block reads each chunk's qg, kgT and A once for V / BV columns instead of
 ///   V / 32 times, which pays while the blocks still fill the GPU and costs far more than it saves
 ///   when they leave most SMs idle (B = 2, T = 16384, H = 16: 32 blocks at BV = 128); the
 ///   timings are BENCHMARKS.md G10.
 /// - K = 64: BV = 64 when there are at least two (block, head, sequence) programs per SM, else 32.
 /// - K = 256: BV = 32 (the (64, 8) layout is kept for A/B timing).
 ///
-/// `GLA_STATE_BV` and `GLA_STATE_WARPS` override the choice for A/B timing (a layout not in
-/// [`STATE_LAYOUTS`] keeps the default).
-fn default_state_layout(opts: &GpuOptions, d: &Dims, sm_count: usize) -> (usize, usize) {
+/// (`GLA_STATE_BV` and `GLA_STATE_WARPS` override the choice for A/B timing: see
+/// [`state_layout_from_env`].)
+fn default_state_layout(
+    opts: &GpuOptions,
+    d: &Dims,
+    sm_count: usize,
+    max_smem: usize,
+) -> (usize, usize) {
     if opts.dtype == Dtype::F32 {
         return (32, 4);
     }
     let programs = |bv: usize| (d.v / bv) * d.h * d.n;
-    let mut l = match d.k {
+    match d.k {
         128 => [128, 64]
             .into_iter()
-            .find(|&bv| d.v % bv == 0 && 10 * programs(bv) >= 9 * sm_count)
+            .find(|&bv| {
+                d.v % bv == 0
+                    && 10 * programs(bv) >= 9 * sm_count
+                    && state_smem(d.k, bv) <= max_smem
+            })
             .map_or((32, 4), |bv| (bv, 8)),
         64 if d.v % 64 == 0 && programs(64) >= 2 * sm_count => (64, 4),
         _ => (32, 4),
-    };
+    }
+}
+
+/// `GLA_STATE_BV` / `GLA_STATE_WARPS` in place of `l`'s parts (A/B timing), where they name a
+/// layout of [`STATE_LAYOUTS`] for `d` (bf16 / f16 only); otherwise `l`.
+fn state_layout_from_env(opts: &GpuOptions, d: &Dims, l: (usize, usize)) -> (usize, usize) {
     let env = |name: &str| {
         std::env::var(name)
             .ok()
@@ -508,10 +535,14 @@ fn default_state_layout(opts: &GpuOptions, d: &Dims, sm_count: usize) -> (usize,
         env("GLA_STATE_BV").unwrap_or(l.0),
         env("GLA_STATE_WARPS").unwrap_or(l.1),
     );
-    if STATE_LAYOUTS.contains(&(d.k, want.0, want.1)) && d.v % want.0 == 0 {
-        l = want;
+    if opts.dtype != Dtype::F32
+        && STATE_LAYOUTS.contains(&(d.k, want.0, want.1))
+        && d.v % want.0 == 0
+    {
+        want
+    } else {
+        l
     }
-    l
 }
 
 /// f32 intra-kernel variant. Default: the kernel built with `ex2.approx.ftz` / `rcp.approx.ftz`
@@ -549,4 +580,53 @@ pub fn forward(p: &Problem, opts: &GpuOptions) -> Result<Solution, GpuError> {
     let mut out = dp.alloc_outputs(true)?;
     dp.launch(&mut out)?;
     dp.download(&out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dims(b: usize, t: usize, h: usize, k: usize, v: usize) -> Dims {
+        Dims {
+            b,
+            t,
+            h,
+            k,
+            v,
+            n: b,
+        }
+    }
+
+    #[test]
+    fn default_state_layout_fills_the_gpu_and_fits_its_shared_memory() {
+        // the rule, without a GPU: an H100 has 132 SMs and 227 KB of opt-in shared memory
+        let bf16 = GpuOptions::new(Dtype::Bf16);
+        let h100 = |d: &Dims| default_state_layout(&bf16, d, 132, 232_448);
+        // 128 head-sequences: BV = 128 (128 blocks >= 0.9 x 132)
+        assert_eq!(h100(&dims(8, 4096, 16, 128, 128)), (128, 8));
+        assert_eq!(h100(&dims(8, 4096, 16, 128, 256)), (128, 8));
+        // 32 head-sequences: 32 blocks at BV = 128, 64 at 64, both too few: BV = 32
+        assert_eq!(h100(&dims(2, 16384, 16, 128, 128)), (32, 4));
+        // 64 head-sequences, V = 256: BV = 128 gives 128 blocks
+        assert_eq!(h100(&dims(4, 4096, 16, 128, 256)), (128, 8));
+        // 96 head-sequences: BV = 64 (192 blocks), not 128 (96 blocks)
+        assert_eq!(h100(&dims(6, 4096, 16, 128, 128)), (64, 8));
+        // a card with 100 KB per block fits neither wide layout
+        assert_eq!(
+            default_state_layout(&bf16, &dims(8, 4096, 16, 128, 128), 132, 101_376),
+            (32, 4)
+        );
+        // K = 64 and K = 256 keep their rules; f32 takes (32, 4)
+        assert_eq!(h100(&dims(8, 4096, 16, 64, 64)), (32, 4));
+        assert_eq!(h100(&dims(40, 4096, 16, 64, 64)), (64, 4));
+        assert_eq!(h100(&dims(8, 4096, 16, 256, 256)), (32, 4));
+        let f32o = GpuOptions::new(Dtype::F32);
+        assert_eq!(
+            default_state_layout(&f32o, &dims(8, 4096, 16, 128, 128), 132, 232_448),
+            (32, 4)
+        );
+        // every default is a listed layout, and the shared memory of each wide one is as documented
+        assert_eq!(state_smem(128, 128), 160_768);
+        assert_eq!(state_smem(128, 64), 126_976);
+    }
 }
