@@ -26,9 +26,9 @@
 //       diagonal blocks: per (row, channel) either the factored product with anchor a or the
 //       elementwise form, j <= i only (no masked exponent); the choice for row i depends on rows
 //       <= i only, so o_i never depends on later tokens, bit for bit (see DIAG_SAFE).
-//  gla_fwd_state_<T>_k<K>_v<BV>[_w8]  grid (V / BV, H, N), 128 threads (_w8: 256, 8 warps, K >= 128;
-//     the layouts (K, BV, warps) are listed on the host as gla_gpu::STATE_LAYOUTS; all give the
-//     same arithmetic in the same order, see gla_fwd_state_mma). One (value block, head,
+//  gla_fwd_state_<T>_k<K>_v<BV>[_w8]  grid (V / BV, H, N), 128 threads (_w8: 256, 8 warps,
+//     K >= 128; the layouts (K, BV, warps) are listed on the host as gla_gpu::STATE_LAYOUTS; all
+//     give the same arithmetic in the same order, see gla_fwd_state_mma). One (value block, head,
 //     sequence) per block, walking the sequence's chunks in order with the fp32 state in registers:
 //           o_chunk = rnd( scale * (qg @ rnd(S)) + A @ v );   S = gamma * S + kgT @ v
 //     and, when the backward follows (hs != null), the chunk start states Hs[p] = rnd(S before

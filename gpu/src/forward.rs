@@ -13,8 +13,8 @@
 //!
 //! Kernel variants with bit-identical or equally bounded results are selected here:
 //! the state kernel's layout, value-block width and warps per block ([`STATE_LAYOUTS`],
-//! [`DeviceProblem::set_state_layout`], environment `GLA_STATE_BV` / `GLA_STATE_WARPS`) and the exponential of the
-//! f32 intra kernel (environment `GLA_INTRA_ACCURATE=1`).
+//! [`DeviceProblem::set_state_layout`], environment `GLA_STATE_BV` / `GLA_STATE_WARPS`) and the
+//! exponential of the f32 intra kernel (environment `GLA_INTRA_ACCURATE=1`).
 
 use crate::buffers::{self, array4, DBuf};
 use crate::device::gpu;
@@ -490,10 +490,11 @@ fn state_smem(k: usize, bv: usize) -> usize {
 /// Default state-kernel layout (BV, warps). f32: (32, 4). bf16 / f16:
 /// - K = 128: the widest of BV = 128, 64 (8 warps, one block per SM: 157 / 124 KB of shared
 ///   memory) that still gives at least 0.9 blocks per SM and fits the device's shared memory
-///   (`max_smem`, bytes per block), else BV = 32 with 4 warps (two blocks per SM on an H100). A wide block reads each chunk's qg, kgT and A once for V / BV columns instead of
-///   V / 32 times, which pays while the blocks still fill the GPU and costs far more than it saves
-///   when they leave most SMs idle (B = 2, T = 16384, H = 16: 32 blocks at BV = 128); the
-///   timings are BENCHMARKS.md G10.
+///   (`max_smem`, bytes per block), else BV = 32 with 4 warps (two blocks per SM on an H100).
+///   A wide block reads each chunk's qg, kgT and A once for V / BV columns instead of V / 32
+///   times, which pays while the blocks still fill the GPU and costs far more than it saves when
+///   they leave most SMs idle (B = 2, T = 16384, H = 16: 32 blocks at BV = 128); the timings are
+///   BENCHMARKS.md G10.
 /// - K = 64: BV = 64 when there are at least two (block, head, sequence) programs per SM, else 32.
 /// - K = 256: BV = 32 (the (64, 8) layout is kept for A/B timing).
 ///
