@@ -19,7 +19,8 @@
 #   (LIMIT = seconds, default 540)
 # A folder .fla-cache in the checkout (carried) seeds the cache; the call returns
 # $OUT/fla-autotune.tgz (the *.autotune.json files): unpack it into .fla-cache and carry that folder
-# with the next call. Logs -> $OUT/logs.tgz.
+# with the next call. Logs -> $OUT/logs.tgz (also packed before the tuning, so that a call cut
+# short there keeps the checks' and benches' logs).
 set -u
 t0=$(date +%s); el() { echo $(( $(date +%s) - t0 )); }
 left() { echo $(( ${LIMIT:-540} - ($(date +%s) - t0) )); }
@@ -62,6 +63,8 @@ for P in ${BENCH:-}; do
   timeout 150 $R/$P/bin/gla-gpu-bench --mode fwdbwd --mode fwd --iters 20 $SH 2>&1 | grep -vE "^\s*$|regs, " \
     | tee -a $L/bench-${P#.}.log
 done
+# the logs so far, in case the call's time runs out during the tuning
+tar czf $OUT/logs.tgz -C /tmp logs
 echo "=== tuning fla at the benchmark shapes, fresh process, quiet GPU (after $(el) s)"
 PYTHONPATH=/tmp/site timeout $(( $(left) - 10 )) python3 gpu/benches/fla_baseline.py --mode both $SH 2>&1 | grep -v Warning | tee $L/fla.log
 (cd $TRITON_CACHE_DIR && find . -name '*.autotune.json' | tar czf $OUT/fla-autotune.tgz -T -)
