@@ -425,12 +425,7 @@ impl DeviceProblem {
     /// operations, so results are bit-identical for every layout (tested in
     /// gpu/tests/gpu_forward.rs).
     pub fn set_state_layout(&mut self, bv: usize, warps: usize) -> Result<(), GpuError> {
-        let ok = if self.opts.dtype == Dtype::F32 {
-            (bv, warps) == (32, 4)
-        } else {
-            STATE_LAYOUTS.contains(&(self.dims.k, bv, warps))
-        };
-        if !ok || self.dims.v % bv != 0 {
+        if !state_layout_ok(&self.opts, &self.dims, (bv, warps)) {
             return Err(GpuError::Unsupported(format!(
                 "state kernel layout BV = {bv}, {warps} warps for dtype {:?}, K = {}, V = {}: \
                  f32 takes (32, 4); bf16 / f16 take one of {:?} (K, BV, warps), with BV dividing V",
@@ -479,6 +474,17 @@ pub const STATE_LAYOUTS: &[(usize, usize, usize)] = &[
     (256, 64, 8),
 ];
 
+/// Whether the state kernel has layout `l` = (BV, warps) for `opts` and `d`: f32 only (32, 4),
+/// bf16 / f16 one of [`STATE_LAYOUTS`]; BV must divide V.
+fn state_layout_ok(opts: &GpuOptions, d: &Dims, l: (usize, usize)) -> bool {
+    let listed = if opts.dtype == Dtype::F32 {
+        l == (32, 4)
+    } else {
+        STATE_LAYOUTS.contains(&(d.k, l.0, l.1))
+    };
+    listed && d.v % l.0 == 0
+}
+
 /// Dynamic shared memory in bytes of the bf16 / f16 forward state kernel at (K, BV)
 /// (`StateSmem<K, BV>` in gla_fwd.cu): two stages of (qg, kg^T, A, v, gamma) and rnd(S)^T.
 fn state_smem(k: usize, bv: usize) -> usize {
@@ -525,7 +531,7 @@ fn default_state_layout(
 }
 
 /// `GLA_STATE_BV` / `GLA_STATE_WARPS` in place of `l`'s parts (A/B timing), where they name a
-/// layout of [`STATE_LAYOUTS`] for `d` (bf16 / f16 only); otherwise `l`.
+/// layout the kernels have ([`state_layout_ok`]); otherwise `l`.
 fn state_layout_from_env(opts: &GpuOptions, d: &Dims, l: (usize, usize)) -> (usize, usize) {
     let env = |name: &str| {
         std::env::var(name)
@@ -536,10 +542,7 @@ fn state_layout_from_env(opts: &GpuOptions, d: &Dims, l: (usize, usize)) -> (usi
         env("GLA_STATE_BV").unwrap_or(l.0),
         env("GLA_STATE_WARPS").unwrap_or(l.1),
     );
-    if opts.dtype != Dtype::F32
-        && STATE_LAYOUTS.contains(&(d.k, want.0, want.1))
-        && d.v % want.0 == 0
-    {
+    if state_layout_ok(opts, d, want) {
         want
     } else {
         l
@@ -626,7 +629,18 @@ mod tests {
             default_state_layout(&f32o, &dims(8, 4096, 16, 128, 128), 132, 232_448),
             (32, 4)
         );
-        // every default is a listed layout, and the shared memory of each wide one is as documented
+        // every default is a layout the kernels have
+        for &(b, t, h, k, v) in &[
+            (8, 4096, 16, 128, 128),
+            (6, 4096, 16, 128, 128),
+            (2, 16384, 16, 128, 128),
+            (40, 4096, 16, 64, 64),
+            (8, 4096, 16, 256, 256),
+        ] {
+            let d = dims(b, t, h, k, v);
+            assert!(state_layout_ok(&bf16, &d, h100(&d)), "{d:?}");
+        }
+        // the shared memory of each wide layout is as documented (157 / 124 KB)
         assert_eq!(state_smem(128, 128), 160_768);
         assert_eq!(state_smem(128, 64), 126_976);
     }
