@@ -12,7 +12,7 @@
 #      quiet GPU; Triton times every config (already compiled) and stores its choice; the
 #      timings it prints are fla's tuned ones.
 # Needs $PACK (default .gpu-b)/whl with fla-core and flash-linear-attention 0.6.0.
-#   With BENCH="P1 P2 ...", each pack's gla-gpu-bench (fwdbwd, then fwd, in one process; a build
+#   With BENCH="P1 P2 ..." (an entry P:S1+S2 limits pack P to the shapes S1, S2), each pack's gla-gpu-bench (fwdbwd, then fwd, in one process; a build
 #   from before repeated --mode existed runs only the last one) runs between the checks
 #   and the tuning, on the quiet GPU, so that one call gives both sides of the speed table.
 # Usage: [CHECKS=.gpu-e] [BENCH=".gpu-a .gpu-e"] PACK=.gpu-t bash gpu/device-run-fla-tune.sh
@@ -57,10 +57,12 @@ if [ -n "$PIDS" ]; then
   report_checks $L
   report_extras $L
 fi
-for P in ${BENCH:-}; do
-  # glacheck's kernels on the quiet GPU, before fla's tuning (per-kernel CUDA-event times)
-  echo "=== bench $P (after $(el) s)"
-  timeout 150 $R/$P/bin/gla-gpu-bench --mode fwdbwd --mode fwd --iters 20 $SH 2>&1 | grep -vE "^\s*$|regs, " \
+for E in ${BENCH:-}; do
+  # glacheck's kernels on the quiet GPU, before fla's tuning (per-kernel CUDA-event times).
+  # An entry PACK:S1+S2 times that pack at the shapes S1 and S2 only.
+  P=${E%%:*}; S=$SH; [ "$E" != "$P" ] && S=${E#*:} && S=${S//+/ }
+  echo "=== bench $P at $S (after $(el) s)"
+  timeout 150 $R/$P/bin/gla-gpu-bench --mode fwdbwd --mode fwd --iters 20 $S 2>&1 | grep -vE "^\s*$|regs, " \
     | tee -a $L/bench-${P#.}.log
 done
 # the logs so far, in case the call's time runs out during the tuning
