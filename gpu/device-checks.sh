@@ -1,7 +1,8 @@
 # Shared by the device scripts (source it): the GPU correctness checks of one build.
 #   start_checks BIN LOGS  starts gla-gpu's GPU tests (gpu_forward, gpu_causality, gpu_backward,
 #                          4 threads each) and compute-sanitizer memcheck + racecheck over
-#                          gpu_backward's `sanitizer_coverage` (every kernel) in the background,
+#                          gpu_backward's `sanitizer_coverage` (every kernel; every report
+#                          printed: --print-limit 0) in the background,
 #                          from gpu/ with CARGO_MANIFEST_DIR set as cargo would (sanitizers stop after
 #                          $SAN_TIMEOUT s, default 220); their process ids
 #                          go to CHECK_PIDS (wait $CHECK_PIDS).
@@ -25,7 +26,7 @@ start_checks() {
     CHECK_PIDS="$CHECK_PIDS $!"
   done
   for tool in memcheck racecheck; do
-    (cd "$root/gpu" && CARGO_MANIFEST_DIR=$root/gpu timeout ${SAN_TIMEOUT:-220} compute-sanitizer --tool $tool --error-exitcode 9 \
+    (cd "$root/gpu" && CARGO_MANIFEST_DIR=$root/gpu timeout ${SAN_TIMEOUT:-220} compute-sanitizer --tool $tool --print-limit 0 --error-exitcode 9 \
        "$bin/gla-gpu__test__gpu_backward" --test-threads 1 sanitizer_coverage > "$logs/$tool.log" 2>&1; \
      echo "rc=$?" >> "$logs/$tool.log") &
     CHECK_PIDS="$CHECK_PIDS $!"
@@ -39,6 +40,8 @@ report_checks() {
   done
   for tool in memcheck racecheck; do
     echo "--- $tool: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|^test result|^rc=' "$logs/$tool.log" | sort | uniq -c | tr '\n' ' ')"
+    # every report names its kernel (--print-limit 0: none is hidden); count them per kernel
+    grep -oE "(at|in) [A-Za-z_][A-Za-z0-9_]*\+0x" "$logs/$tool.log" | sed 's/^at //; s/^in //; s/+0x$//' | sort | uniq -c | head -20
   done
 }
 start_props() {

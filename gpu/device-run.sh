@@ -27,13 +27,13 @@ testbin() { # log-name binary threads [filters]
 }
 san() { # tool binary [filters]
   local tool=$1 bin=$2; shift 2
-  (cd gpu && CARGO_MANIFEST_DIR=$R/gpu timeout ${ST:-240} compute-sanitizer --tool $tool --error-exitcode 9 $B/$bin --test-threads 1 "$@" > $OUT/$tool-$bin.log 2>&1; echo "rc=$? ($bin $*)" >> $OUT/$tool-$bin.log)
+  (cd gpu && CARGO_MANIFEST_DIR=$R/gpu timeout ${ST:-240} compute-sanitizer --tool $tool --print-limit 0 --error-exitcode 9 $B/$bin --test-threads 1 "$@" > $OUT/$tool-$bin.log 2>&1; echo "rc=$? ($bin $*)" >> $OUT/$tool-$bin.log)
 }
 if has race; then
   for t in ${RACESPLIT:-gpu_backward}; do
     bin=gla-gpu__test__$t
     for name in $(cd gpu && $B/$bin --list 2>/dev/null | sed -n 's/: test$//p'); do
-      (cd gpu && CARGO_MANIFEST_DIR=$R/gpu timeout ${ST:-240} compute-sanitizer --tool racecheck --error-exitcode 9 \
+      (cd gpu && CARGO_MANIFEST_DIR=$R/gpu timeout ${ST:-240} compute-sanitizer --tool racecheck --print-limit 0 --error-exitcode 9 \
          $B/$bin --test-threads 1 --exact $name > /tmp/race-$t-$name.log 2>&1; echo "rc=$? ($t $name)" >> /tmp/race-$t-$name.log) &
     done
   done
