@@ -34,10 +34,6 @@ use rand_chacha::ChaCha8Rng;
 mod common;
 use common::*;
 
-fn logsig(tau: f64) -> impl Fn(&mut ChaCha8Rng, usize, usize) -> f64 {
-    move |r, _, _| logsigmoid(randn(r)) / tau
-}
-
 fn truth(p: &Problem) -> Solution {
     recurrent::backward::<f64>(p).unwrap()
 }
@@ -273,22 +269,6 @@ fn varlen_with_empty_and_length_one_sequences() {
 // ------------------------------------------------------------------------------------------------
 // alpha = 0 (g = -inf), tiny alpha, isolated huge gates
 // ------------------------------------------------------------------------------------------------
-
-/// Gates `base` with -inf at the given rows (per channel: only in channels where `chan(d)`).
-fn with_resets(
-    rows: Vec<usize>,
-    chan: fn(usize) -> bool,
-    tau: f64,
-) -> impl Fn(&mut ChaCha8Rng, usize, usize) -> f64 {
-    move |r, t, d| {
-        let x = logsigmoid(randn(r)) / tau;
-        if rows.contains(&t) && chan(d) {
-            f64::NEG_INFINITY
-        } else {
-            x
-        }
-    }
-}
 
 #[test]
 fn minus_inf_gates_everywhere_they_can_hurt() {
@@ -834,50 +814,8 @@ fn calibrate() {
     let mut worst_bf: std::collections::BTreeMap<String, f64> = Default::default();
     // The local-form dg per regime: (regime, "f32 c" | "f64 c" | "bf16 ratio") -> max.
     let mut local_rows: std::collections::BTreeMap<(String, &str), f64> = Default::default();
-    let regimes: Vec<(&str, BoxedGate)> = vec![
-        ("tau64", Box::new(logsig(64.0))),
-        ("tau16", Box::new(logsig(16.0))),
-        ("tau1", Box::new(logsig(1.0))),
-        ("tau0.1", Box::new(logsig(0.1))),
-        (
-            "U(-30,0)",
-            Box::new(|r: &mut ChaCha8Rng, _, _| -30.0 * r.gen::<f64>()),
-        ),
-        ("g=0", Box::new(|_: &mut ChaCha8Rng, _, _| 0.0)),
-        (
-            "alpha=1e-12",
-            Box::new(|_: &mut ChaCha8Rng, _, _| (1e-12f64).ln()),
-        ),
-        (
-            "-inf",
-            Box::new(with_resets(
-                vec![0, 31, 32, 45, 100, 200],
-                |d| d % 2 == 0,
-                1.0,
-            )),
-        ),
-        (
-            "isolated -300",
-            Box::new(|r: &mut ChaCha8Rng, t: usize, _| {
-                if [0usize, 15, 16, 17, 63, 64, 100, 130, 131].contains(&t) {
-                    -300.0
-                } else {
-                    logsigmoid(randn(r)) / 8.0
-                }
-            }),
-        ),
-        (
-            "-88 every 7",
-            Box::new(|r: &mut ChaCha8Rng, t: usize, _| {
-                if t % 7 == 3 {
-                    -88.0
-                } else {
-                    logsigmoid(randn(r)) / 4.0
-                }
-            }),
-        ),
-    ];
     let sizes = [(256usize, 16usize, 16usize), (1024, 64, 64), (700, 33, 21)];
+    let regimes = calibration_regimes();
     for (rname, gate) in &regimes {
         for (si, &(t, k, v)) in sizes.iter().enumerate() {
             for scalar in [false, true] {

@@ -13,14 +13,9 @@ use gla_reference::bounds::{compare, magnitudes, Algorithm, BoundSpec, Report, P
 use gla_reference::{parallel, recurrent, Dtype, GlaError, Problem, Solution};
 
 use rand::Rng;
-use rand_chacha::ChaCha8Rng;
 
 mod common;
 use common::*;
-
-fn logsig(tau: f64) -> impl Fn(&mut ChaCha8Rng, usize, usize) -> f64 {
-    move |r, _, _| logsigmoid(randn(r)) / tau
-}
 
 fn truth(p: &Problem) -> Solution {
     recurrent::backward::<f64>(p).unwrap()
@@ -151,22 +146,6 @@ fn varlen_with_empty_and_length_one_sequences() {
     }
 }
 
-/// Gates `base` with -inf at the given rows (per channel: only in channels where `chan(d)`).
-fn with_resets(
-    rows: Vec<usize>,
-    chan: fn(usize) -> bool,
-    tau: f64,
-) -> impl Fn(&mut ChaCha8Rng, usize, usize) -> f64 {
-    move |r, t, d| {
-        let x = logsigmoid(randn(r)) / tau;
-        if rows.contains(&t) && chan(d) {
-            f64::NEG_INFINITY
-        } else {
-            x
-        }
-    }
-}
-
 #[test]
 fn minus_inf_gates() {
     let cases: Vec<(&str, Vec<usize>)> = vec![
@@ -242,49 +221,6 @@ fn f64_compute_agrees_with_recurrence() {
 #[ignore = "calibration sweep that produced the constants in bounds/constants.rs; run on demand"]
 fn calibrate() {
     let mut worst: std::collections::BTreeMap<String, f64> = Default::default();
-    let regimes: Vec<(&str, BoxedGate)> = vec![
-        ("tau64", Box::new(logsig(64.0))),
-        ("tau16", Box::new(logsig(16.0))),
-        ("tau1", Box::new(logsig(1.0))),
-        ("tau0.1", Box::new(logsig(0.1))),
-        (
-            "U(-30,0)",
-            Box::new(|r: &mut ChaCha8Rng, _, _| -30.0 * r.gen::<f64>()),
-        ),
-        ("g=0", Box::new(|_: &mut ChaCha8Rng, _, _| 0.0)),
-        (
-            "alpha=1e-12",
-            Box::new(|_: &mut ChaCha8Rng, _, _| (1e-12f64).ln()),
-        ),
-        (
-            "-inf",
-            Box::new(with_resets(
-                vec![0, 31, 32, 45, 100, 200],
-                |d| d % 2 == 0,
-                1.0,
-            )),
-        ),
-        (
-            "isolated -300",
-            Box::new(|r: &mut ChaCha8Rng, t: usize, _| {
-                if [0usize, 15, 16, 17, 63, 64, 100, 130, 131].contains(&t) {
-                    -300.0
-                } else {
-                    logsigmoid(randn(r)) / 8.0
-                }
-            }),
-        ),
-        (
-            "-88 every 7",
-            Box::new(|r: &mut ChaCha8Rng, t: usize, _| {
-                if t % 7 == 3 {
-                    -88.0
-                } else {
-                    logsigmoid(randn(r)) / 4.0
-                }
-            }),
-        ),
-    ];
     // The tiny sizes check the fixed per-element roundings (exp, products, the h0/dhT terms),
     // which the n_acc = K + T_seq term does not dominate there.
     let sizes = [
@@ -295,6 +231,7 @@ fn calibrate() {
         (2, 1, 5),
         (3, 4, 3),
     ];
+    let regimes = calibration_regimes();
     for (rname, gate) in &regimes {
         for (si, &(t, k, v)) in sizes.iter().enumerate() {
             // many seeds for the tiny sizes (they are cheap and their worst case is a tail)

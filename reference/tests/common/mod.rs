@@ -206,3 +206,74 @@ pub fn cal_seeds() -> u64 {
         .and_then(|s| s.parse().ok())
         .unwrap_or(200)
 }
+
+/// Gates logsigmoid(N(0, 1)) / `tau`: mild for large `tau`, strong for small.
+pub fn logsig(tau: f64) -> impl Fn(&mut ChaCha8Rng, usize, usize) -> f64 {
+    move |r, _, _| logsigmoid(randn(r)) / tau
+}
+
+/// Gates logsigmoid(N(0, 1)) / `tau`, with -inf at the given rows (per channel: only in channels
+/// where `chan(d)`).
+pub fn with_resets(
+    rows: Vec<usize>,
+    chan: fn(usize) -> bool,
+    tau: f64,
+) -> impl Fn(&mut ChaCha8Rng, usize, usize) -> f64 {
+    move |r, t, d| {
+        let x = logsigmoid(randn(r)) / tau;
+        if rows.contains(&t) && chan(d) {
+            f64::NEG_INFINITY
+        } else {
+            x
+        }
+    }
+}
+
+/// The gate regimes of the chunked and parallel forms' calibration sweeps (`calibrate`), which
+/// produced the constants in `bounds/constants.rs`.
+pub fn calibration_regimes() -> Vec<(&'static str, BoxedGate)> {
+    let regimes: Vec<(&'static str, BoxedGate)> = vec![
+        ("tau64", Box::new(logsig(64.0))),
+        ("tau16", Box::new(logsig(16.0))),
+        ("tau1", Box::new(logsig(1.0))),
+        ("tau0.1", Box::new(logsig(0.1))),
+        (
+            "U(-30,0)",
+            Box::new(|r: &mut ChaCha8Rng, _, _| -30.0 * r.gen::<f64>()),
+        ),
+        ("g=0", Box::new(|_: &mut ChaCha8Rng, _, _| 0.0)),
+        (
+            "alpha=1e-12",
+            Box::new(|_: &mut ChaCha8Rng, _, _| (1e-12f64).ln()),
+        ),
+        (
+            "-inf",
+            Box::new(with_resets(
+                vec![0, 31, 32, 45, 100, 200],
+                |d| d % 2 == 0,
+                1.0,
+            )),
+        ),
+        (
+            "isolated -300",
+            Box::new(|r: &mut ChaCha8Rng, t: usize, _| {
+                if [0usize, 15, 16, 17, 63, 64, 100, 130, 131].contains(&t) {
+                    -300.0
+                } else {
+                    logsigmoid(randn(r)) / 8.0
+                }
+            }),
+        ),
+        (
+            "-88 every 7",
+            Box::new(|r: &mut ChaCha8Rng, t: usize, _| {
+                if t % 7 == 3 {
+                    -88.0
+                } else {
+                    logsigmoid(randn(r)) / 4.0
+                }
+            }),
+        ),
+    ];
+    regimes
+}
