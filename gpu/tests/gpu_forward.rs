@@ -152,11 +152,7 @@ fn log_gate_minus_300() {
         check("g == -300", &p, &opts(dt), true);
         let spec = Spec::new(1, 100, 1, 64, 64);
         let mut g = spec.gate_array();
-        for t in [3usize, 16, 40, 64, 99] {
-            for d in 0..64 {
-                g[[0, t, 0, d]] = -300.0;
-            }
-        }
+        set_gates(&mut g, &[3, 16, 40, 64, 99], &[0], 1, -300.0);
         check(
             "g = -300 at rows 3,16,40,64,99",
             &spec.build_with(g),
@@ -172,35 +168,14 @@ fn f2_minus_inf_gates_mid_chunk_start_end() {
         return;
     }
     let spec = Spec::new(1, 150, 2, 64, 64).h0();
-    for (label, rows) in [
-        ("F2 -inf at row 5", vec![5usize]),
-        ("F2 -inf at row 0", vec![0]),
-        ("F2 -inf at chunk start 64", vec![64]),
-        ("F2 -inf at chunk end 63", vec![63]),
-        (
-            "F2 -inf at sub-chunk edges 15,16,47,48",
-            vec![15, 16, 47, 48],
-        ),
-        ("F2 -inf at last row 149", vec![149]),
-        ("F2 -inf twice in a chunk 70,71", vec![70, 71]),
-    ] {
+    for (label, rows) in F2_ROWS {
         for &dt in &DTYPES {
             let mut g = spec.gate_array();
-            for &t in &rows {
-                for h in 0..2 {
-                    for d in 0..64 {
-                        g[[0, t, h, d]] = f64::NEG_INFINITY;
-                    }
-                }
-            }
+            set_gates(&mut g, rows, &[0, 1], 1, f64::NEG_INFINITY);
             check(label, &spec.build_with(g.clone()), &opts(dt), true);
             // only some channels reset
             let mut g2 = spec.gate_array();
-            for &t in &rows {
-                for d in (0..64).step_by(3) {
-                    g2[[0, t, 1, d]] = f64::NEG_INFINITY;
-                }
-            }
+            set_gates(&mut g2, rows, &[1], 3, f64::NEG_INFINITY);
             check(
                 &format!("{label} (every 3rd channel)"),
                 &spec.build_with(g2),
@@ -285,11 +260,7 @@ fn f7_large_gate_on_sub_chunk_first_row() {
     let spec = Spec::new(1, 100, 1, 64, 64);
     for &dt in &DTYPES {
         let mut g = spec.gate_array();
-        for t in [16usize, 32, 48, 64, 80] {
-            for d in 0..64 {
-                g[[0, t, 0, d]] = -100.0;
-            }
-        }
+        set_gates(&mut g, &[16, 32, 48, 64, 80], &[0], 1, -100.0);
         check(
             "F7 g=-100 on sub-chunk first rows",
             &spec.build_with(g),

@@ -13,6 +13,31 @@ use ndarray::Array4;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+/// Where the F2 tests put g = -inf on their T = 150 problems (chunk 64, sub-chunk 16): a label and
+/// the time rows.
+pub const F2_ROWS: [(&str, &[usize]); 7] = [
+    ("F2 -inf at row 5", &[5]),
+    ("F2 -inf at row 0", &[0]),
+    ("F2 -inf at chunk start 64", &[64]),
+    ("F2 -inf at chunk end 63", &[63]),
+    ("F2 -inf at sub-chunk edges 15,16,47,48", &[15, 16, 47, 48]),
+    ("F2 -inf at last row 149", &[149]),
+    ("F2 -inf twice in a chunk 70,71", &[70, 71]),
+];
+
+/// `g[0, t, h, d] = value` for every `t` in `rows`, `h` in `heads` and every `every`-th channel `d`
+/// (batch row 0).
+pub fn set_gates(g: &mut Array4<f64>, rows: &[usize], heads: &[usize], every: usize, value: f64) {
+    let k = g.shape()[3];
+    for &t in rows {
+        for &h in heads {
+            for d in (0..k).step_by(every) {
+                g[[0, t, h, d]] = value;
+            }
+        }
+    }
+}
+
 /// The GPU, or `None` after printing why the test is skipped. With GLA_REQUIRE_GPU=1 a missing
 /// GPU fails the test instead.
 pub fn gpu_or_skip() -> Option<DeviceInfo> {
