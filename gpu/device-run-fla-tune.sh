@@ -12,9 +12,10 @@
 #      quiet GPU; Triton times every config (already compiled) and stores its choice; the
 #      timings it prints are fla's tuned ones.
 # Needs $PACK (default .gpu-b)/whl with fla-core and flash-linear-attention 0.6.0.
-#   With BENCH="P1 P2 ..." (an entry P:S1+S2 limits pack P to the shapes S1, S2), each pack's gla-gpu-bench (fwdbwd, then fwd, in one process; a build
-#   from before repeated --mode existed runs only the last one) runs between the checks
-#   and the tuning, on the quiet GPU, so that one call gives both sides of the speed table.
+#   With BENCH="P1 P2 ...", each pack's gla-gpu-bench (fwdbwd, then fwd, in one process; a build
+#   from before repeated --mode existed runs only the last one) runs between the checks and the
+#   tuning, on the quiet GPU, so that one call gives both sides of the speed table. An entry
+#   P:S1+S2 times pack P at the shapes S1 and S2 only.
 # Usage: [CHECKS=.gpu-e] [BENCH=".gpu-a .gpu-e"] PACK=.gpu-t bash gpu/device-run-fla-tune.sh
 #   (LIMIT = seconds, default 540)
 # A folder .fla-cache in the checkout (carried) seeds the cache; the call returns

@@ -172,7 +172,7 @@ fn f2_minus_inf_gates_mid_chunk_start_end() {
         for &dt in &DTYPES {
             let mut g = spec.gate_array();
             set_gates(&mut g, rows, &[0, 1], 1, f64::NEG_INFINITY);
-            check(label, &spec.build_with(g.clone()), &opts(dt), true);
+            check(label, &spec.build_with(g), &opts(dt), true);
             // only some channels reset
             let mut g2 = spec.gate_array();
             set_gates(&mut g2, rows, &[1], 3, f64::NEG_INFINITY);

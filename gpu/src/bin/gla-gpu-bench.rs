@@ -71,13 +71,13 @@ fn main() {
     if modes.is_empty() {
         modes.push(BenchMode::Fwd);
     }
+    let o = GpuOptions {
+        dg_form,
+        ..GpuOptions::new(dtype)
+    };
     println!("{}", header());
     for &mode in &modes {
         for &s in &shapes {
-            let o = GpuOptions {
-                dg_form,
-                ..GpuOptions::new(dtype)
-            };
             match bench(mode, s, &o, &cfg) {
                 Ok(r) => println!("{}", format_row(&r)),
                 Err(e) => println!("{s:?}: error: {e}"),
