@@ -7,7 +7,8 @@
 #      (gpu/benches/fla_first_config: GLA_FLA_CFG_SLICE, FLA_CACHE_RESULTS=0: nothing stored but
 #      the compiled kernels) at small shapes with the same specialisation (B = 2, T = 1024) into
 #      one Triton cache. With CHECKS=<pack>, that pack's GPU tests, sanitizers, gpu_ properties
-#      and accuracy sweep (as gpu/device-run-ab.sh PROPS=1 SWEEP=1) run at the same time.
+#      and accuracy sweep (as gpu/device-run-ab.sh PROPS=1 SWEEP=1) run at the same time, and
+#      with HUGE=1 its gpu_huge tests (HUGE_FILTER selects one).
 #   2. Tune: one fresh process runs gpu/benches/fla_baseline.py at the benchmark shapes on the
 #      quiet GPU; Triton times every config (already compiled) and stores its choice; the
 #      timings it prints are fla's tuned ones.
@@ -39,6 +40,7 @@ if [ -n "${CHECKS:-}" ]; then
   start_checks $R/$CHECKS/bin $L
   EXTRA_TIMEOUT=300 start_props $R/$CHECKS/bin $L
   EXTRA_TIMEOUT=300 start_sweep $R/$CHECKS/bin $L
+  [ "${HUGE:-0}" = 1 ] && start_huge $R/$CHECKS/bin $L
   PIDS="$CHECK_PIDS"
 fi
 PRE=""
