@@ -5,7 +5,8 @@
 #                          printed: --print-limit 0) in the background,
 #                          from gpu/ with CARGO_MANIFEST_DIR set as cargo would (sanitizers stop after
 #                          $SAN_TIMEOUT s, default 220); their process ids
-#                          go to CHECK_PIDS (wait $CHECK_PIDS).
+#                          join CHECK_PIDS (the caller empties it first; wait $CHECK_PIDS), so
+#                          that several packs' checks can run at once (one LOGS folder each).
 #   report_checks LOGS     prints each test binary's result and failures, each sanitizer's summary.
 #   start_props BIN LOGS   starts the property suite's gpu_ properties (gla-proptests__test__properties
 #                          in BIN) in the background; its process id joins CHECK_PIDS.
@@ -14,12 +15,15 @@
 #   start_huge BIN LOGS    starts gpu_huge's >2^31-element tests (--ignored, $HUGE_FILTER selects;
 #                          $HUGE_TIMEOUT s, default 300) in the background; its pid joins CHECK_PIDS.
 #   report_extras LOGS     prints the properties', the sweep's and gpu_huge's results (those that
-#                          ran) and the sweep's worst ratio per implementation and output.
+#                          ran), the sweep's worst ratio per implementation and output, and
+#                          whether its CSV equals the committed docs/sweep/gpu-h100/sweep.csv
+#                          byte for byte (a kernel change that keeps every value keeps it equal).
+#   unpack_packs           unpacks every .gpu-*.tgz of the checkout (gpu/make-pack.sh ... tgz) in
+#                          place, so that the scripts find DEST/bin as with a carried folder.
 # Each extra stops after $EXTRA_TIMEOUT s (default 240).
 # BIN holds the release test binaries gla-gpu__test__<name>; GLA_REQUIRE_GPU=1 is the caller's.
 start_checks() {
   local bin=$1 logs=$2 root=$PWD t tool
-  CHECK_PIDS=""
   for t in gpu_forward gpu_causality gpu_backward; do
     (cd "$root/gpu" && CARGO_MANIFEST_DIR=$root/gpu timeout 200 "$bin/gla-gpu__test__$t" --test-threads 4 --nocapture \
        > "$logs/$t.log" 2>&1; echo "rc=$?" >> "$logs/$t.log") &
@@ -76,5 +80,20 @@ for r in csv.DictReader(open(sys.argv[1])):
     w[key] = max(w[key], float(r['ratio']))
 for k in sorted(w): print(f"    worst ratio {k[0]} {k[1]}: {w[k]:.4g}")
 EOF
+  if [ -f "$logs/sweep/sweep.csv" ]; then
+    if cmp -s "$logs/sweep/sweep.csv" docs/sweep/gpu-h100/sweep.csv; then
+      echo "    sweep.csv equals docs/sweep/gpu-h100/sweep.csv byte for byte"
+    else
+      echo "    sweep.csv DIFFERS from docs/sweep/gpu-h100/sweep.csv in" \
+        "$(diff "$logs/sweep/sweep.csv" docs/sweep/gpu-h100/sweep.csv | grep -c '^<') rows"
+    fi
+  fi
+  return 0
+}
+unpack_packs() {
+  local f
+  for f in "$PWD"/.gpu-*.tgz; do
+    [ -f "$f" ] && tar xzf "$f" -C "$PWD" && echo "unpacked $(basename "$f")"
+  done
   return 0
 }
