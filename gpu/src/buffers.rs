@@ -9,6 +9,7 @@ use crate::error::GpuError;
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
 use gla_reference::Dtype;
 use ndarray::Array4;
+use rayon::prelude::*;
 use std::sync::Arc;
 
 /// A device buffer of the input dtype (16-bit types are stored as their bit patterns).
@@ -23,7 +24,7 @@ pub enum DBuf {
 const NAN_U16: u16 = 0x7fc1;
 
 /// A host value that can be stored in a [`DBuf`]: rounded once, to nearest even, to the dtype.
-pub(crate) trait HostValue: Copy {
+pub(crate) trait HostValue: Copy + Send + Sync {
     /// The value rounded to f32.
     fn to_f32(self) -> f32;
     /// The bit pattern of the value rounded to bf16 (`dtype = Bf16`) or f16 (otherwise).
@@ -83,12 +84,12 @@ impl DBuf {
         Ok(match dtype {
             Dtype::F32 => DBuf::F32(htod(
                 s,
-                &v.iter().map(|&x| x.to_f32()).collect::<Vec<_>>(),
+                &v.par_iter().map(|&x| x.to_f32()).collect::<Vec<_>>(),
                 what,
             )?),
             d => DBuf::U16(htod(
                 s,
-                &v.iter().map(|&x| x.to_bits(d)).collect::<Vec<_>>(),
+                &v.par_iter().map(|&x| x.to_bits(d)).collect::<Vec<_>>(),
                 what,
             )?),
         })
