@@ -21,7 +21,10 @@
 #   unpack_packs           unpacks every .gpu-*.tgz of the checkout (gpu/make-pack.sh ... tgz) in
 #                          place, so that the scripts find DEST/bin as with a carried folder.
 # Each extra stops after $EXTRA_TIMEOUT s (default 240).
+# Sourcing it sets GLA_PTX_CACHE (default /tmp/gla-ptx-cache) unless the caller has: the processes
+# of a call then compile each pack's kernel sources once (gla-gpu's ptx_cache), not once each.
 # BIN holds the release test binaries gla-gpu__test__<name>; GLA_REQUIRE_GPU=1 is the caller's.
+export GLA_PTX_CACHE=${GLA_PTX_CACHE-/tmp/gla-ptx-cache}
 start_checks() {
   local bin=$1 logs=$2 root=$PWD t tool
   for t in gpu_forward gpu_causality gpu_backward; do

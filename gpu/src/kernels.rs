@@ -145,16 +145,36 @@ fn compile_options(arch: &str) -> Vec<String> {
 /// include every header in [`HEADERS`] by its name.
 ///
 /// Fails (never panics) if NVRTC cannot be loaded or rejects the source; the NVRTC log is in the
-/// error. Warnings are not errors.
+/// error. Warnings are not errors. With `GLA_PTX_CACHE=DIR` the PTX is read from (and written to)
+/// an on-disk cache keyed by everything it depends on (see `ptx_cache.rs`).
 pub fn compile(name: &str, src: &str, arch: &str) -> Result<cudarc::nvrtc::Ptx, GpuError> {
     nvrtc_available().map_err(GpuError::Compile)?;
     let options = compile_options(arch);
+    let cache = crate::ptx_cache::Entry::from_env(name, src, HEADERS, &options, nvrtc_version());
+    if let Some(ptx) = cache.as_ref().and_then(|c| c.load()) {
+        return Ok(cudarc::nvrtc::Ptx::from_src(ptx));
+    }
     match std::panic::catch_unwind(|| nvrtc_compile(name, src, &options)) {
-        Ok(Ok(ptx)) => Ok(cudarc::nvrtc::Ptx::from_src(ptx)),
+        Ok(Ok(ptx)) => {
+            if let Some(c) = &cache {
+                c.store(&ptx);
+            }
+            Ok(cudarc::nvrtc::Ptx::from_src(ptx))
+        }
         Ok(Err(why)) => Err(GpuError::Compile(format!("{name} for {arch}{why}"))),
         Err(_) => Err(GpuError::Compile(format!(
             "{name} for {arch}: NVRTC panicked"
         ))),
+    }
+}
+
+/// NVRTC's (major, minor) version, (0, 0) if it cannot be read (NVRTC must be loadable).
+fn nvrtc_version() -> (i32, i32) {
+    let (mut major, mut minor) = (0, 0);
+    // SAFETY: nvrtcVersion writes two ints through valid pointers.
+    match unsafe { sys::nvrtcVersion(&mut major, &mut minor) }.result() {
+        Ok(()) => (major, minor),
+        Err(_) => (0, 0),
     }
 }
 

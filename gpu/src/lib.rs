@@ -21,7 +21,8 @@
 //! deterministic (no atomics), with the rounding points declared by [`backward_rounding_plan`].
 //!
 //! Modules, each one concept: `options` (what the kernels support and how they round),
-//! [`kernels`] (the CUDA sources and their NVRTC compilation), `device` (the process-wide
+//! [`kernels`] (the CUDA sources and their NVRTC compilation), `ptx_cache` (the optional on-disk
+//! PTX cache, `GLA_PTX_CACHE`), `device` (the process-wide
 //! context and stream), `module` (compiled modules loaded once), `buffers` (device buffers and
 //! host copies), `launch` (one launch: arguments, grid, shared memory), `forward` and `backward`
 //! (device problems and their launches), [`bench`](mod@bench) (timings).
@@ -44,6 +45,7 @@ pub mod kernels;
 mod launch;
 mod module;
 mod options;
+mod ptx_cache;
 
 pub use backward::{backward, DeviceBwdOutputs, DeviceBwdProblem};
 pub use buffers::DBuf;
