@@ -20,7 +20,8 @@
 # K=V=64, T=64..2048) into logs/sweep during step 1; with HUGE=1, B's gpu_huge tests (>2^31
 # elements, HUGE_FILTER selects one) run during step 1. (Per-instruction profiles:
 # gpu/device-run-ncu.sh.)
-# Packs (git-ignored folders): $PACK_A, $PACK_B (default .gpu-b, .gpu-c), each with bin/ holding
+# Packs (git-ignored folders, or .gpu-*.tgz unpacked first): $PACK_A, $PACK_B (default .gpu-b,
+# .gpu-c), each with bin/ holding
 # the release builds gla-gpu__test__gpu_{forward,causality,backward}, gla-gpu-bench and glacheck
 # (built as gpu/device-run.sh describes); whl/ in $PACK_A with fla-core and
 # flash-linear-attention 0.6.0 and the glacheck wheel (for FLA=1).
@@ -30,6 +31,8 @@ set -u
 t0=$(date +%s); el() { echo $(( $(date +%s) - t0 )); }
 left() { echo $(( ${LIMIT:-540} - ($(date +%s) - t0) )); }
 R=$PWD; B=$R/${PACK_B:-.gpu-c}/bin; L=/tmp/logs; mkdir -p $L
+. gpu/device-checks.sh
+unpack_packs
 export GLA_REQUIRE_GPU=1
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
 PIDS=""
@@ -43,7 +46,6 @@ if [ "${FLA:-0}" = 1 ]; then
     PIDS="$PIDS $!"
   done; done
 fi
-. gpu/device-checks.sh
 CHECK_PIDS=""
 [ "${CHECKS:-1}" = 1 ] && start_checks $B $L
 [ "${PROPS:-0}" = 1 ] && start_props $B $L

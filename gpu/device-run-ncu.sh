@@ -7,12 +7,15 @@
 #   2. Per-instruction metrics (stall samples, executed instructions) of the same launches:
 #      logs/ncu-src.csv, the SASS with its metrics, one table per profiled launch
 #      (`python3 gpu/benches/ncu_phases.py logs/ncu-src.csv [kernel]` sums it phase by phase).
-# Pack: $PACK/bin/gla-gpu-bench (a release build, see gpu/device-run.sh). Logs -> $OUT/logs.tgz.
+# Pack: $PACK/bin/gla-gpu-bench (a release build: gpu/make-pack.sh, folder or .tgz). Logs ->
+# $OUT/logs.tgz.
 # Usage: PACK=.gpu-n bash gpu/device-run-ncu.sh   (LIMIT = seconds of work, default 300)
 set -u
 t0=$(date +%s); el() { echo $(( $(date +%s) - t0 )); }
 left() { echo $(( ${LIMIT:-300} - ($(date +%s) - t0) )); }
 R=$PWD; B=$R/${PACK:-.gpu-n}/bin; L=/tmp/logs; mkdir -p $L
+. gpu/device-checks.sh
+unpack_packs
 K=${KERNELS:-gla_fwd_intra_tc_bf16|gla_fwd_state_bf16_k128_v32|gla_bwd_state_bf16_k128|gla_bwd_dqk_bf16|gla_bwd_dv_bf16}
 SH=${SHAPE:-8,4096,16,128,128}
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
