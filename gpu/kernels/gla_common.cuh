@@ -1,11 +1,13 @@
 // glacheck GLA kernels: the prelude shared by gla_fwd.cu and gla_bwd.cu (compiled at run time by
 // NVRTC, which receives this file as the named header "gla_common.cuh"; no CUDA header needed).
 //
+// - the PTX primitives: every inline-PTX instruction (conversions, ex2 / rcp, cp.async, mma.sync,
+//   ldmatrix), one function each, replaced by gpu/emu/emu_ptx.h when GLA_EMU is defined;
 // - element types bf16_t / f16_t (bit patterns) and their conversions to and from f32
 //   (round-to-nearest-even), the TF32 rounding tf32r;
 // - exp_nonpos / decay / cumsum_step: the reset-aware chunk-local cumsums (docs/math.md §3) and
 //   their exponentials: every exponent reaching exp2 is <= 0, a decay across a reset is exactly 0;
-// - Vec8: eight elements by 16-byte loads; cp.async copies global -> shared;
+// - Vec8: eight elements by 16-byte loads;
 // - store2 / store_state_tiles: mma accumulators rounded to T and stored;
 // - Mma<T>: one warp-level mma.sync m16n8k16 (bf16 / f16 operands, f32 accumulation), and
 //   Tile<T, strides>: its operands loaded from shared memory (f32: FFMA in the same layout).
@@ -17,27 +19,112 @@ typedef unsigned int u32;
 #define RCP_LN2 1.4426950216f
 #define CH 64  // chunk length C
 
+// ---------------------------------------------------------------- PTX primitives
+// Every inline-PTX instruction of the kernels, one function each; the rest of this file and the
+// kernel sources are CUDA C++ on top of them. With GLA_EMU defined they come instead from
+// gpu/emu/emu_ptx.h, the CPU emulation that runs the kernels' logic without a GPU (gpu/emu/).
+#ifndef GLA_EMU
+__device__ __forceinline__ float ptx_cvt_f32_f16(u16 x) {
+  float f;
+  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(x));
+  return f;
+}
+__device__ __forceinline__ u16 ptx_cvt_rn_bf16(float v) {
+  u16 r;
+  asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r) : "f"(v));
+  return r;
+}
+__device__ __forceinline__ u16 ptx_cvt_rn_f16(float v) {
+  u16 r;
+  asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r) : "f"(v));
+  return r;
+}
+// f32 -> TF32 bits (round to nearest, ties away from zero)
+__device__ __forceinline__ u32 ptx_cvt_rna_tf32(float x) {
+  u32 r;
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+  return r;
+}
+// 2^y (one MUFU.EX2; a result below 2^-126 flushes to +0)
+__device__ __forceinline__ float ptx_ex2_approx_ftz(float y) {
+  float r;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(y));
+  return r;
+}
+// 1 / x (<= 1 ulp for normal x)
+__device__ __forceinline__ float ptx_rcp_approx_ftz(float x) {
+  float r;
+  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+  return r;
+}
+__device__ __forceinline__ u32 smem_addr(const void* p) {
+  u32 r;
+  asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(r) : "l"(p));
+  return r;
+}
+// 16-byte global -> shared copy; src_bytes = 0 zero-fills (src must still be a valid address).
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_addr(dst)), "l"(src), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
+// c[0..4] += a @ b: one mma.sync.m16n8k16 (row.col, f32 accumulation); see Mma below
+__device__ __forceinline__ void ptx_mma_bf16(float* c, const u32* a, const u32* b) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+__device__ __forceinline__ void ptx_mma_f16(float* c, const u32* a, const u32* b) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+// ldmatrix.x4: four 8 x 8 matrices of 16-bit elements from shared memory in one instruction; lane
+// l supplies the address of row (l & 7) of matrix (l >> 3) (16-byte aligned), and receives in r[m]
+// the elements (row lane / 4, columns 2 (lane % 4), +1) of matrix m: the mma.sync fragment layout.
+// A fragment of a row-major 16 x 16 tile (k contiguous): row (l & 15), column 8 (l >> 4).
+// B fragments of two adjacent 8-column groups stored n-major (k contiguous): row n =
+// (l & 7) + 8 (l >> 4), column 8 ((l >> 3) & 1); r[0], r[1] serve the first group, r[2], r[3] the second.
+__device__ __forceinline__ void ldsm_x4(u32* r, const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p)));
+}
+// ldmatrix.x4.trans: the same four matrices, each transposed on the way: r[m] holds (row 2 (lane % 4),
+// +1; column lane / 4) of matrix m. B fragments of two adjacent 8-column groups of a k-major tile
+// (row = k, n contiguous): lane l supplies row k = (l & 15), column 8 (l >> 4) of the pair;
+// r[0], r[1] serve the first group, r[2], r[3] the second.
+__device__ __forceinline__ void ldsm_x4_trans(u32* r, const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p)));
+}
+
+#else
+#include "emu_ptx.h"
+#endif
+
 // ---------------------------------------------------------------- element types
 struct bf16_t { u16 x; };
 struct f16_t { u16 x; };
 
 __device__ __forceinline__ float to_f(float v) { return v; }
 __device__ __forceinline__ float to_f(bf16_t v) { return __uint_as_float(((u32)v.x) << 16); }
-__device__ __forceinline__ float to_f(f16_t v) {
-  float f;
-  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v.x));
-  return f;
-}
+__device__ __forceinline__ float to_f(f16_t v) { return ptx_cvt_f32_f16(v.x); }
 template <typename T> __device__ __forceinline__ T from_f(float v);
 template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
 template <> __device__ __forceinline__ bf16_t from_f<bf16_t>(float v) {
   bf16_t r;
-  asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r.x) : "f"(v));
+  r.x = ptx_cvt_rn_bf16(v);
   return r;
 }
 template <> __device__ __forceinline__ f16_t from_f<f16_t>(float v) {
   f16_t r;
-  asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r.x) : "f"(v));
+  r.x = ptx_cvt_rn_f16(v);
   return r;
 }
 
@@ -49,11 +136,7 @@ template <typename T> __device__ __forceinline__ u32 pack2(float x, float y) {
 }
 
 // f32 -> TF32 (cvt.rna: round to nearest, ties away from zero), returned as f32.
-__device__ __forceinline__ float tf32r(float x) {
-  u32 r;
-  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
-  return __uint_as_float(r);
-}
+__device__ __forceinline__ float tf32r(float x) { return __uint_as_float(ptx_cvt_rna_tf32(x)); }
 
 // ---------------------------------------------------------------- exponentials
 // exp of a non-positive natural-log exponent (exp2 of its log2-scaled value).
@@ -62,11 +145,7 @@ __device__ __forceinline__ float tf32r(float x) {
 //               changes a decay factor by less than 2^-126 absolute). Same exponents (<= 0) either way.
 template <bool FAST> __device__ __forceinline__ float exp_nonpos(float x) {
   const float y = fminf(x, 0.0f) * RCP_LN2;
-  if (FAST) {
-    float r;
-    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(y));
-    return r;
-  }
+  if (FAST) return ptx_ex2_approx_ftz(y);
   return exp2f(y);
 }
 // Decay from row x to row y (x <= y) given the cumsums F and reset counts Z of both rows:
@@ -128,63 +207,17 @@ template <typename T> __device__ __forceinline__ void store8(T* dst, const float
   }
 }
 
-// ---------------------------------------------------------------- asynchronous copies
-__device__ __forceinline__ u32 smem_addr(const void* p) {
-  u32 r;
-  asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(r) : "l"(p));
-  return r;
-}
-// 16-byte global -> shared copy; src_bytes = 0 zero-fills (src must still be a valid address).
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_addr(dst)), "l"(src), "r"(src_bytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
-template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
-
 // ---------------------------------------------------------------- tensor-core product
 // c[0..4] += A (16 x 16, row-major fragment a[0..4]) @ B (16 x 8, column-major fragment b[0..2]):
 // one mma.sync.m16n8k16 with f32 accumulation (accumulator layout: c0, c1 = row gid, columns
 // 2 tig, 2 tig + 1; c2, c3 = row gid + 8; gid = lane / 4, tig = lane % 4).
 template <typename T> struct Mma;
 template <> struct Mma<bf16_t> {
-  static __device__ __forceinline__ void run(float* c, const u32* a, const u32* b) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-  }
+  static __device__ __forceinline__ void run(float* c, const u32* a, const u32* b) { ptx_mma_bf16(c, a, b); }
 };
 template <> struct Mma<f16_t> {
-  static __device__ __forceinline__ void run(float* c, const u32* a, const u32* b) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-  }
+  static __device__ __forceinline__ void run(float* c, const u32* a, const u32* b) { ptx_mma_f16(c, a, b); }
 };
-
-// ldmatrix.x4: four 8 x 8 matrices of 16-bit elements from shared memory in one instruction; lane
-// l supplies the address of row (l & 7) of matrix (l >> 3) (16-byte aligned), and receives in r[m]
-// the elements (row lane / 4, columns 2 (lane % 4), +1) of matrix m: the mma.sync fragment layout.
-// A fragment of a row-major 16 x 16 tile (k contiguous): row (l & 15), column 8 (l >> 4).
-// B fragments of two adjacent 8-column groups stored n-major (k contiguous): row n =
-// (l & 7) + 8 (l >> 4), column 8 ((l >> 3) & 1); r[0], r[1] serve the first group, r[2], r[3] the second.
-__device__ __forceinline__ void ldsm_x4(u32* r, const void* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_addr(p)));
-}
-// ldmatrix.x4.trans: the same four matrices, each transposed on the way: r[m] holds (row 2 (lane % 4),
-// +1; column lane / 4) of matrix m. B fragments of two adjacent 8-column groups of a k-major tile
-// (row = k, n contiguous): lane l supplies row k = (l & 15), column 8 (l >> 4) of the pair;
-// r[0], r[1] serve the first group, r[2], r[3] the second.
-__device__ __forceinline__ void ldsm_x4_trans(u32* r, const void* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_addr(p)));
-}
 
 // ---------------------------------------------------------------- accumulator stores
 // store two consecutive values (columns 2tig, 2tig+1) of an accumulator row, rounded to T

@@ -45,11 +45,7 @@
 
 // 1 / x for x in [exp(-DIAG_SAFE), 1] (normal): FAST = rcp.approx.ftz (<= 1 ulp), else IEEE __frcp_rn.
 template <bool FAST> __device__ __forceinline__ float rcp_factor(float x) {
-  if (FAST) {
-    float r;
-    asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
-    return r;
-  }
+  if (FAST) return ptx_rcp_approx_ftz(x);
   return __frcp_rn(x);
 }
 
