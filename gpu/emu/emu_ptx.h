@@ -5,7 +5,7 @@
 //
 // What it is for: running a kernel's logic (indexing, tiling, which warp computes what, the order
 // of every accumulation) on a machine without a GPU, to compare two versions of a kernel bit for
-// bit or one against an f64 reference (gpu/emu/fwd_check.cpp). What it is not: a timing model, a
+// bit or one against an f64 reference (gpu/emu/fwd_check.cpp). Plain C++17: any host compiler. What it is not: a timing model, a
 // race detector (cp.async copies complete at once, so a read before its wait is not caught; the
 // GPU's compute-sanitizer is the check for that), or the tensor cores' exact rounding (an
 // emulated mma.sync adds its 16 exact products and the accumulator in f64 and rounds once; two
@@ -205,20 +205,28 @@ inline unsigned __ballot_sync(unsigned, int pred) {
 
 // ---------------------------------------------------------------- the PTX primitives
 inline float ptx_cvt_f32_f16(u16 x) {
-  _Float16 h;
-  std::memcpy(&h, &x, 2);
-  return (float)h;
+  const int e = (x >> 10) & 31, m = x & 1023;
+  const float mag = e == 0    ? std::ldexp((float)m, -24)                       // zero, subnormal
+                    : e == 31 ? (m ? NAN : INFINITY)                            // inf, NaN
+                              : std::ldexp((float)(1024 + m), e - 25);          // normal
+  return (x & 0x8000) ? -mag : mag;
 }
 inline u16 ptx_cvt_rn_bf16(float v) {
   u32 u = __float_as_uint(v);
   if ((u & 0x7fffffffu) > 0x7f800000u) return (u16)((u >> 16) | 0x40);  // NaN stays NaN
   return (u16)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);                  // nearest, ties to even
 }
-inline u16 ptx_cvt_rn_f16(float v) {
-  _Float16 h = (_Float16)v;  // nearest, ties to even
-  u16 x;
-  std::memcpy(&x, &h, 2);
-  return x;
+inline u16 ptx_cvt_rn_f16(float v) {  // nearest, ties to even (nearbyint in the default mode)
+  const u16 sign = (__float_as_uint(v) >> 16) & 0x8000;
+  const double a = std::fabs((double)v);
+  if (std::isnan(v)) return 0x7e00;
+  if (a < std::ldexp(1.0, -14)) return sign | (u16)std::nearbyint(a * std::ldexp(1.0, 24));
+  int e;
+  std::frexp(a, &e);  // a = f 2^e, f in [0.5, 1): the leading bit is 2^(e - 1)
+  double m = std::nearbyint(std::ldexp(a, 11 - e));  // 11 significant bits, [1024, 2048]
+  if (m == 2048) m = 1024, ++e;
+  if (e - 1 > 15) return sign | 0x7c00;  // overflow: inf
+  return sign | (u16)((e - 1 + 15) << 10) | (u16)(m - 1024);
 }
 inline u32 ptx_cvt_rna_tf32(float x) {
   u32 u = __float_as_uint(x);
