@@ -1,23 +1,23 @@
 #!/usr/bin/env bash
-# Runs gpu/emu/fwd_check.cpp (the bf16 forward kernels on the CPU, gpu/emu/emu_ptx.h) against the
-# kernel sources of the working tree and of each revision named, and compares their checksum
-# lines: two versions of a kernel that claim the same arithmetic must print the same checksums.
+# Runs the kernels' CPU emulation (gpu/tests/emu_kernels.rs: gpu/emu/kernels_check.cpp against
+# gpu/emu/emu_ptx.h) on the kernel sources of the working tree and of each revision named, and
+# compares their checksum lines: versions of a kernel that claim the same arithmetic (a layout, a
+# reordering, a new staging scheme) must print the same checksums.
 #   bash gpu/emu/check.sh                 the working tree
 #   bash gpu/emu/check.sh main gpu-wide-d the working tree, then main's and gpu-wide-d's kernels
-# The harness and emulator come from the working tree; a revision's gpu/kernels/ must have the
-# GLA_EMU switch in gla_common.cuh. Needs g++ (C++17, _Float16). Exit status 0 when every run's
-# checks hold and every revision's checksums equal the working tree's.
+# The harness and the emulator come from the working tree; a revision's gpu/kernels/ must have the
+# GLA_EMU switch in gla_common.cuh. Exit status 0 when every run's checks hold and every revision's
+# checksums equal the working tree's.
 set -u
 root=$(git rev-parse --show-toplevel)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 run() {  # name kernel-dir
-  g++ -std=c++17 -O1 -DGLA_EMU -DGLA_FWD_CU="\"$2/gla_fwd.cu\"" -I"$root/gpu/emu" -I"$2" \
-    -Wno-unknown-pragmas -o "$tmp/fwd_check_$1" "$root/gpu/emu/fwd_check.cpp" || return 2
-  "$tmp/fwd_check_$1" > "$tmp/$1.log"
+  (cd "$root" && GLA_REQUIRE_EMU=1 GLA_EMU_KERNELS="$2" cargo test -q -p gla-gpu --test emu_kernels \
+     -- --nocapture) > "$tmp/$1.log" 2>&1
   local rc=$?
-  echo "=== $1: $(tail -1 "$tmp/$1.log")"
-  grep -E "FAILED|differs|NOT FINITE" "$tmp/$1.log"
+  echo "=== $1: $(grep -E '^(all checks hold|SOME CHECKS FAILED)' "$tmp/$1.log" || echo "rc $rc")"
+  grep -E "FAILED|differs|NOT FINITE|error" "$tmp/$1.log" | head -20
   return $rc
 }
 status=0
