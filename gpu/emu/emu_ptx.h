@@ -5,8 +5,8 @@
 //
 // What it is for: running a kernel's logic (indexing, tiling, which warp computes what, the order
 // of every accumulation) on a machine without a GPU, to compare two versions of a kernel bit for
-// bit or one against an f64 reference (gpu/emu/fwd_check.cpp). Plain C++17: any host compiler. What it is not: a timing model, a
-// race detector (cp.async copies complete at once, so a read before its wait is not caught; the
+// bit or one against an f64 reference (gpu/emu/kernels_check.cpp). Plain C++17: any host
+// compiler. What it is not: a timing model, a race detector (cp.async copies complete at once, so a read before its wait is not caught; the
 // GPU's compute-sanitizer is the check for that), or the tensor cores' exact rounding (an
 // emulated mma.sync adds its 16 exact products and the accumulator in f64 and rounds once; two
 // kernel versions that issue the same products in the same order still agree bit for bit).
