@@ -238,10 +238,11 @@ inline float ptx_ex2_approx_ftz(float y) {
   return std::fabs(r) < 1.17549435e-38f ? 0.0f : r;  // results below 2^-126 flush to +0
 }
 inline float ptx_rcp_approx_ftz(float x) { return 1.0f / x; }
-inline u32 smem_addr(const void* p) { return (u32)(uintptr_t)p; }
-inline void cp_async16(void* dst, const void* src, int src_bytes) {
-  std::memset(dst, 0, 16);
-  std::memcpy(dst, src, src_bytes);
+// shared-window addresses: offsets into smem_raw
+inline u32 smem_addr(const void* p) { return (u32)((const unsigned char*)p - smem_raw); }
+inline void cp_async16_sa(u32 dst, const void* src, int src_bytes) {
+  std::memset(smem_raw + dst, 0, 16);
+  std::memcpy(smem_raw + dst, src, src_bytes);
 }
 inline void cp_async_commit() {}
 template <int N> inline void cp_async_wait() {}
@@ -264,8 +265,8 @@ inline void emu_ldsm(u32* r, const void* p, bool trans) {
   }
   emu_warp_sync();
 }
-inline void ldsm_x4(u32* r, const void* p) { emu_ldsm(r, p, false); }
-inline void ldsm_x4_trans(u32* r, const void* p) { emu_ldsm(r, p, true); }
+inline void ldsm_x4_sa(u32* r, u32 a) { emu_ldsm(r, smem_raw + a, false); }
+inline void ldsm_x4_trans_sa(u32* r, u32 a) { emu_ldsm(r, smem_raw + a, true); }
 
 // mma.sync.m16n8k16.row.col, f32 accumulation. Fragments (gid = lane / 4, tig = lane % 4):
 // a0 = A[gid][2tig, +1], a1 = A[gid + 8][2tig, +1], a2 = A[gid][2tig + 8, +9], a3 = A[gid + 8]

@@ -57,14 +57,17 @@ __device__ __forceinline__ float ptx_rcp_approx_ftz(float x) {
   asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
   return r;
 }
+// The 32-bit shared-window address of a pointer into shared memory. The _sa forms below take such
+// addresses, so that a loop can compute one base and add constant offsets (ptxas folds them into
+// the instructions) instead of converting a generic pointer per access.
 __device__ __forceinline__ u32 smem_addr(const void* p) {
   u32 r;
   asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(r) : "l"(p));
   return r;
 }
 // 16-byte global -> shared copy; src_bytes = 0 zero-fills (src must still be a valid address).
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_addr(dst)), "l"(src), "r"(src_bytes));
+__device__ __forceinline__ void cp_async16_sa(u32 dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(src_bytes));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
 template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
@@ -89,24 +92,30 @@ __device__ __forceinline__ void ptx_mma_f16(float* c, const u32* a, const u32* b
 // A fragment of a row-major 16 x 16 tile (k contiguous): row (l & 15), column 8 (l >> 4).
 // B fragments of two adjacent 8-column groups stored n-major (k contiguous): row n =
 // (l & 7) + 8 (l >> 4), column 8 ((l >> 3) & 1); r[0], r[1] serve the first group, r[2], r[3] the second.
-__device__ __forceinline__ void ldsm_x4(u32* r, const void* p) {
+__device__ __forceinline__ void ldsm_x4_sa(u32* r, u32 a) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_addr(p)));
+               : "r"(a));
 }
 // ldmatrix.x4.trans: the same four matrices, each transposed on the way: r[m] holds (row 2 (lane % 4),
 // +1; column lane / 4) of matrix m. B fragments of two adjacent 8-column groups of a k-major tile
 // (row = k, n contiguous): lane l supplies row k = (l & 15), column 8 (l >> 4) of the pair;
 // r[0], r[1] serve the first group, r[2], r[3] the second.
-__device__ __forceinline__ void ldsm_x4_trans(u32* r, const void* p) {
+__device__ __forceinline__ void ldsm_x4_trans_sa(u32* r, u32 a) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_addr(p)));
+               : "r"(a));
 }
 
 #else
 #include "emu_ptx.h"
 #endif
+// the same operations on generic pointers into shared memory
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_bytes) {
+  cp_async16_sa(smem_addr(dst), src, src_bytes);
+}
+__device__ __forceinline__ void ldsm_x4(u32* r, const void* p) { ldsm_x4_sa(r, smem_addr(p)); }
+__device__ __forceinline__ void ldsm_x4_trans(u32* r, const void* p) { ldsm_x4_trans_sa(r, smem_addr(p)); }
 
 // ---------------------------------------------------------------- element types
 struct bf16_t { u16 x; };
