@@ -1,8 +1,8 @@
 //! The kernels' logic on the CPU, without a GPU: gpu/emu/ compiles the CUDA sources as C++ against
 //! an emulation of CUDA's threads, warp-wide operations and PTX primitives (gpu/emu/emu_ptx.h),
-//! and kernels_check.cpp runs the bf16 forward (intra kernel, every state layout) and backward
-//! (every state-gradient layout, dq / dk / dg in both forms, dv, the scalar gates' dg sum) on small
-//! problems (partial chunks, -inf and -300 log gates, scalar gates, h0, dhT). It checks that every
+//! and kernels_check.cpp runs the forward (intra kernel, every state layout) and backward (every
+//! state-gradient layout, dq / dk / dg in both forms, dv, the scalar gates' dg sum) for bf16, f16,
+//! f32 and TF32 on small problems (partial chunks, -inf and -300 log gates, scalar gates, h0, dhT). It checks that every
 //! layout gives the same results bit for bit, and that they are near an f64 recurrence and its
 //! exact gradients (a gross-error screen; the GPU tests apply the derived bounds on a GPU).
 //!
