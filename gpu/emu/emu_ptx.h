@@ -10,6 +10,13 @@
 // GPU's compute-sanitizer is the check for that), or the tensor cores' exact rounding (an
 // emulated mma.sync adds its 16 exact products and the accumulator in f64 and rounds once; two
 // kernel versions that issue the same products in the same order still agree bit for bit).
+//
+// Built with -fsanitize=thread, it is a race detector for what the kernels' own code does: every
+// fiber is a ThreadSanitizer fiber, switched without synchronisation; __syncthreads is the only
+// ordering between the threads of a block (warp-wide operations order nothing, as on the GPU);
+// blocks run one after another. A cp.async copy is a write by its
+// thread when issued, so another thread's access to those bytes before a barrier is reported. The
+// runtime's own bookkeeping is not instrumented.
 #pragma once
 
 #include <ucontext.h>
@@ -20,8 +27,18 @@
 #include <cstdlib>
 #include <cstring>
 #include <algorithm>
-#include <functional>
+#include <memory>
+#include <type_traits>
 #include <vector>
+
+#if defined(__SANITIZE_THREAD__)
+#include <sanitizer/tsan_interface.h>
+#define EMU_TSAN 1
+#define EMU_RT __attribute__((no_sanitize_thread, noinline))  // runtime code: not instrumented
+#else
+#define EMU_TSAN 0
+#define EMU_RT
+#endif
 
 // ---------------------------------------------------------------- qualifiers and built-in types
 typedef unsigned short u16;  // as in gla_common.cuh (a repeated identical typedef is allowed)
@@ -56,32 +73,75 @@ inline void __threadfence() {}
 // or warp) or returns; a barrier opens when every live thread of its block or warp waits at it.
 namespace emu {
 enum State { RUN, AT_BLOCK, AT_WARP, DONE };
+// A cp.async copy in flight: it lands when its thread waits for its group (or ends).
+struct Copy {
+  unsigned char* dst;
+  const void* src;
+  int bytes;
+  unsigned group;
+};
 struct Fiber {
+  Copy pending[128];
+  int npending = 0;
+  unsigned group = 0;  // the open (not yet committed) group
   ucontext_t ctx;
-  std::vector<char> stack;
+  std::unique_ptr<char[]> stack;  // uninitialised (new char[]), fresh for every block
   unsigned tid = 0;
   State state = RUN;
+  unsigned gen = 0;  // the block barrier it waits at (TSan: which of two sync objects)
+  void* tsan = nullptr;
 };
 // Exchange slots of the warp-wide operations: each lane writes its operands, all wait, each reads.
 struct Lane { uint64_t w[12]; };
 struct Rt {
   std::vector<Fiber> fibers;
-  std::vector<Lane> lanes;  // [thread]
+  Lane lanes[1024];  // [thread]; written before read by every warp-wide operation, never cleared
   ucontext_t sched;
   int cur = -1;
-  std::function<void()> body;
+  unsigned gen = 0;  // block barriers opened so far
+  void (*call)(void*) = nullptr;  // the block's body: call(ctx) (plain data, set by the runtime)
+  void* ctx = nullptr;
+  void* tsan_main = nullptr;
+  // TSan sync objects: the launch's start and end, the block barrier (two, alternating: a fiber
+  // may arrive at the next barrier before a slower one has left this one)
+  char launch_sync, done_sync, bar_sync[2];
 };
 inline Rt& rt() { static Rt r; return r; }
-inline void fiber_main() {
+EMU_RT inline void to_scheduler() {
   Rt& r = rt();
-  r.body();
-  r.fibers[r.cur].state = DONE;
+#if EMU_TSAN
+  __tsan_switch_to_fiber(r.tsan_main, __tsan_switch_to_fiber_no_sync);
+#endif
   swapcontext(&r.fibers[r.cur].ctx, &r.sched);
 }
-inline void wait_at(State s) {
+void land_copies(unsigned below);
+EMU_RT inline void fiber_main() {
   Rt& r = rt();
-  r.fibers[r.cur].state = s;
-  swapcontext(&r.fibers[r.cur].ctx, &r.sched);
+#if EMU_TSAN
+  __tsan_acquire(&r.launch_sync);
+#endif
+  r.call(r.ctx);
+  land_copies(~0u);  // copies still in flight at the end
+#if EMU_TSAN
+  __tsan_release(&r.done_sync);
+#endif
+  r.fibers[r.cur].state = DONE;
+  to_scheduler();
+}
+EMU_RT inline void wait_at(State s) {
+  Rt& r = rt();
+  Fiber& f = r.fibers[r.cur];
+  f.state = s;
+  if (s == AT_BLOCK) {
+    f.gen = r.gen;
+#if EMU_TSAN
+    __tsan_release(&r.bar_sync[f.gen & 1]);
+#endif
+  }
+  to_scheduler();
+#if EMU_TSAN
+  if (s == AT_BLOCK) __tsan_acquire(&r.bar_sync[r.fibers[r.cur].gen & 1]);
+#endif
 }
 }  // namespace emu
 
@@ -93,23 +153,34 @@ inline EmuDim3 threadIdx, blockIdx, blockDim, gridDim;
 
 inline void __syncthreads() { emu::wait_at(emu::AT_BLOCK); }
 inline void emu_warp_sync() { emu::wait_at(emu::AT_WARP); }
-inline emu::Lane& emu_slot(int lane) { return emu::rt().lanes[(threadIdx.x & ~31u) + lane]; }
+EMU_RT inline emu::Lane& emu_slot(int lane) { return emu::rt().lanes[(threadIdx.x & ~31u) + lane]; }
 
 namespace emu {
-// Run `body` as one block of `nthreads` threads at block index `b`.
-inline void run_block(EmuDim3 b, int nthreads, const std::function<void()>& body) {
+// Run call(ctx) as one block of `nthreads` threads at block index `b`.
+EMU_RT inline void run_block(EmuDim3 b, int nthreads, void (*call)(void*), void* ctx) {
   Rt& r = rt();
-  r.body = body;
+  r.call = call;
+  r.ctx = ctx;
+  r.fibers.clear();  // fresh stacks: under TSan, memory freed and allocated again starts clean
   r.fibers.resize(nthreads);
-  r.lanes.assign((nthreads + 31) / 32 * 32, Lane{});
+  r.gen = 0;
+#if EMU_TSAN
+  if (!r.tsan_main) r.tsan_main = __tsan_get_current_fiber();
+#endif
   for (int i = 0; i < nthreads; ++i) {
     Fiber& f = r.fibers[i];
-    f.stack.resize(1 << 16);
+    const size_t stack_bytes = EMU_TSAN ? 1 << 18 : 1 << 16;
+    f.stack.reset(new char[stack_bytes]);
     f.tid = i;
     f.state = RUN;
+    f.npending = 0;
+    f.group = 0;
+#if EMU_TSAN
+    f.tsan = __tsan_create_fiber(0);
+#endif
     getcontext(&f.ctx);
-    f.ctx.uc_stack.ss_sp = f.stack.data();
-    f.ctx.uc_stack.ss_size = f.stack.size();
+    f.ctx.uc_stack.ss_sp = f.stack.get();
+    f.ctx.uc_stack.ss_size = stack_bytes;
     f.ctx.uc_link = nullptr;
     makecontext(&f.ctx, fiber_main, 0);
   }
@@ -121,6 +192,9 @@ inline void run_block(EmuDim3 b, int nthreads, const std::function<void()>& body
       if (r.fibers[i].state != RUN) continue;
       r.cur = i;
       threadIdx = {r.fibers[i].tid, 0, 0};
+#if EMU_TSAN
+      __tsan_switch_to_fiber(r.fibers[i].tsan, __tsan_switch_to_fiber_no_sync);
+#endif
       swapcontext(&r.sched, &r.fibers[i].ctx);
       ran = true;
     }
@@ -156,10 +230,16 @@ inline void run_block(EmuDim3 b, int nthreads, const std::function<void()>& body
       live = true;
       all_block &= f.state == AT_BLOCK;
     }
-    if (!live) return;
+    if (!live) {
+#if EMU_TSAN
+      for (auto& f : r.fibers) __tsan_destroy_fiber(f.tsan);
+#endif
+      return;
+    }
     if (all_block) {
       for (auto& f : r.fibers)
         if (f.state == AT_BLOCK) f.state = RUN;
+      ++r.gen;
       continue;
     }
     std::fprintf(stderr, "emu: block (%u,%u,%u) is stuck (a barrier some threads never reach)\n", b.x,
@@ -167,17 +247,29 @@ inline void run_block(EmuDim3 b, int nthreads, const std::function<void()>& body
     std::exit(3);
   }
 }
-// Run every block of `grid` (x fastest), `nthreads` threads each.
-inline void launch(EmuDim3 grid, int nthreads, const std::function<void()>& body) {
+// Run every block of `grid` (x fastest), `nthreads` threads each. Under TSan each block is ordered
+// after everything before it and before everything after it: the blocks share one emulated shared
+// memory, so races between blocks (on global memory) are not looked for, only those within one.
+template <class F> void invoke(void* f) { (*static_cast<F*>(f))(); }
+template <class F> EMU_RT void launch(EmuDim3 grid, int nthreads, F&& body) {
+  typedef typename std::remove_reference<F>::type Body;
   gridDim = grid;
   for (unsigned z = 0; z < grid.z; ++z)
     for (unsigned y = 0; y < grid.y; ++y)
-      for (unsigned x = 0; x < grid.x; ++x) run_block({x, y, z}, nthreads, body);
+      for (unsigned x = 0; x < grid.x; ++x) {
+#if EMU_TSAN
+        __tsan_release(&rt().launch_sync);
+#endif
+        run_block({x, y, z}, nthreads, invoke<Body>, (void*)&body);
+#if EMU_TSAN
+        __tsan_acquire(&rt().done_sync);
+#endif
+      }
 }
 }  // namespace emu
 
 // ---------------------------------------------------------------- warp-wide built-ins
-template <class V> inline V __shfl_sync(unsigned, V v, int src) {
+template <class V> EMU_RT inline V __shfl_sync(unsigned, V v, int src) {
   static_assert(sizeof(V) <= 8, "shuffle of a word");
   const int lane = threadIdx.x & 31;
   uint64_t x = 0;
@@ -193,7 +285,7 @@ template <class V> inline V __shfl_sync(unsigned, V v, int src) {
 template <class V> inline V __shfl_xor_sync(unsigned m, V v, int mask) {
   return __shfl_sync(m, v, (int)(threadIdx.x & 31) ^ mask);
 }
-inline unsigned __ballot_sync(unsigned, int pred) {
+EMU_RT inline unsigned __ballot_sync(unsigned, int pred) {
   const int lane = threadIdx.x & 31;
   emu_slot(lane).w[0] = pred != 0;
   emu_warp_sync();
@@ -240,27 +332,59 @@ inline float ptx_ex2_approx_ftz(float y) {
 inline float ptx_rcp_approx_ftz(float x) { return 1.0f / x; }
 // shared-window addresses: offsets into smem_raw
 inline u32 smem_addr(const void* p) { return (u32)((const unsigned char*)p - smem_raw); }
-inline void cp_async16_sa(u32 dst, const void* src, int src_bytes) {
-  std::memset(smem_raw + dst, 0, 16);
-  std::memcpy(smem_raw + dst, src, src_bytes);
+// cp.async: a copy is recorded when issued and lands (zero-fill, then src_bytes bytes) when its
+// thread waits for its group, so a kernel that reads the destination too early sees stale data,
+// and under TSan another thread's access before that wait and a barrier is a race.
+inline __attribute__((noinline)) void emu_copy16(unsigned char* dst, const void* src, int bytes) {
+  std::memset(dst, 0, 16);
+  std::memcpy(dst, src, bytes);
 }
-inline void cp_async_commit() {}
-template <int N> inline void cp_async_wait() {}
+namespace emu {
+EMU_RT inline void land_copies(unsigned below) {  // every copy of a group < below
+  Fiber& f = rt().fibers[rt().cur];
+  int kept = 0;
+  for (int i = 0; i < f.npending; ++i) {
+    const Copy c = f.pending[i];
+    if (c.group < below) {
+      emu_copy16(c.dst, c.src, c.bytes);
+    } else {
+      f.pending[kept++] = c;
+    }
+  }
+  f.npending = kept;
+}
+}  // namespace emu
+EMU_RT inline void cp_async16_sa(u32 dst, const void* src, int src_bytes) {
+  emu::Fiber& f = emu::rt().fibers[emu::rt().cur];
+  if (f.npending == 128) {
+    std::fprintf(stderr, "emu: more than 128 cp.async copies in flight in one thread\n");
+    std::exit(3);
+  }
+  f.pending[f.npending++] = {smem_raw + dst, src, src_bytes, f.group};
+}
+EMU_RT inline void cp_async_commit() { ++emu::rt().fibers[emu::rt().cur].group; }
+// all but the N most recent committed groups land
+template <int N> EMU_RT inline void cp_async_wait() {
+  const unsigned g = emu::rt().fibers[emu::rt().cur].group;
+  emu::land_copies(g >= (unsigned)N ? g - N : 0);
+}
 
 // ldmatrix.x4: lane l gives the address of row l % 8 of matrix l / 8; r[m] = (row lane / 4,
 // columns 2 (lane % 4), +1) of matrix m; .trans: (rows 2 (lane % 4), +1; column lane / 4).
-inline void emu_ldsm(u32* r, const void* p, bool trans) {
+// a lane's read of shared memory (instrumented under TSan: it is the kernel's access)
+inline __attribute__((noinline)) u16 emu_smem16(const u16* p) { return *p; }
+EMU_RT inline void emu_ldsm(u32* r, const void* p, bool trans) {
   const int lane = threadIdx.x & 31;
   emu_slot(lane).w[0] = (uint64_t)(uintptr_t)p;
   emu_warp_sync();
   for (int m = 0; m < 4; ++m) {
     if (!trans) {
       const u16* row = (const u16*)(uintptr_t)emu_slot(8 * m + (lane >> 2)).w[0];
-      r[m] = (u32)row[2 * (lane & 3)] | ((u32)row[2 * (lane & 3) + 1] << 16);
+      r[m] = (u32)emu_smem16(row + 2 * (lane & 3)) | ((u32)emu_smem16(row + 2 * (lane & 3) + 1) << 16);
     } else {
       const u16* r0 = (const u16*)(uintptr_t)emu_slot(8 * m + 2 * (lane & 3)).w[0];
       const u16* r1 = (const u16*)(uintptr_t)emu_slot(8 * m + 2 * (lane & 3) + 1).w[0];
-      r[m] = (u32)r0[lane >> 2] | ((u32)r1[lane >> 2] << 16);
+      r[m] = (u32)emu_smem16(r0 + (lane >> 2)) | ((u32)emu_smem16(r1 + (lane >> 2)) << 16);
     }
   }
   emu_warp_sync();
@@ -273,7 +397,7 @@ inline void ldsm_x4_trans_sa(u32* r, u32 a) { emu_ldsm(r, smem_raw + a, true); }
 // [2tig + 8, +9]; b0 = B[2tig, +1][gid], b1 = B[2tig + 8, +9][gid]; c0, c1 = C[gid][2tig, +1],
 // c2, c3 = C[gid + 8][2tig, +1]. Each output: the accumulator plus the 16 exact products, summed
 // in f64 and rounded once to f32.
-template <bool BF16> inline void emu_mma(float* c, const u32* a, const u32* b) {
+template <bool BF16> EMU_RT inline void emu_mma(float* c, const u32* a, const u32* b) {
   const int lane = threadIdx.x & 31;
   emu::Lane& s = emu_slot(lane);
   for (int i = 0; i < 4; ++i) s.w[i] = a[i];

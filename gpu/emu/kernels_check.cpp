@@ -374,7 +374,10 @@ template <class T> bool run_case(const Case& cs, uint64_t seed) {
 
 }  // namespace
 
-int main() {
+// With the argument "quick" (the race-detector build, gpu/emu/check.sh --tsan): bf16 and f32 on
+// the first and the scalar-gate problem only.
+int main(int argc, char** argv) {
+  const bool quick = argc > 1 && std::string(argv[1]) == "quick";
   const Case cases[] = {
       {1, 150, 2, 128, 128, false},  // three chunks, the last partial
       {2, 70, 1, 64, 128, false},    // two sequences
@@ -384,15 +387,19 @@ int main() {
   bool ok = true;
   uint64_t seed = 7;
   for (const Case& c : cases) {
-    ok &= run_case<bf16_t>(c, seed);
-    ok &= run_case<f16_t>(c, seed);
-    ok &= run_case<float>(c, seed);
+    if (!quick || &c == &cases[0] || &c == &cases[3]) {
+      ok &= run_case<bf16_t>(c, seed);
+      if (!quick) ok &= run_case<f16_t>(c, seed);
+      ok &= run_case<float>(c, seed);
+    }
     ++seed;
   }
   // f32 with TF32 operands (Precision::Tf32), on one problem of each gate kind
   g_tf32 = 1;
-  ok &= run_case<float>(cases[0], 7);
-  ok &= run_case<float>(cases[3], 10);
+  if (!quick) {
+    ok &= run_case<float>(cases[0], 7);
+    ok &= run_case<float>(cases[3], 10);
+  }
   std::printf("%s\n", ok ? "all checks hold" : "SOME CHECKS FAILED");
   return ok ? 0 : 1;
 }
