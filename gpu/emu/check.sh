@@ -16,7 +16,7 @@ trap 'rm -rf "$tmp"' EXIT
 tsan=""
 [ "${1:-}" = --tsan ] && { tsan="--include-ignored"; shift; }
 run() {  # name kernel-dir
-  (cd "$root" && GLA_REQUIRE_EMU=1 GLA_EMU_KERNELS="$2" cargo test -q -p gla-gpu --test emu_kernels \
+  (cd "$root" && GLA_REQUIRE_EMU=1 GLA_EMU_KERNELS="$2" cargo test -q --workspace --test emu_kernels \
      -- --nocapture $tsan) > "$tmp/$1.log" 2>&1
   local rc=$?
   echo "=== $1: $(grep -E '^(all checks hold|SOME CHECKS FAILED)' "$tmp/$1.log" | sort | uniq -c | tr '\n' ' ')rc $rc"
