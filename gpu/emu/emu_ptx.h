@@ -159,6 +159,10 @@ namespace emu {
 // Run call(ctx) as one block of `nthreads` threads at block index `b`.
 EMU_RT inline void run_block(EmuDim3 b, int nthreads, void (*call)(void*), void* ctx) {
   Rt& r = rt();
+  if (nthreads > 1024) {
+    std::fprintf(stderr, "emu: %d threads per block (at most 1024)\n", nthreads);
+    std::exit(3);
+  }
   r.call = call;
   r.ctx = ctx;
   r.fibers.clear();  // fresh stacks: under TSan, memory freed and allocated again starts clean
@@ -187,7 +191,6 @@ EMU_RT inline void run_block(EmuDim3 b, int nthreads, void (*call)(void*), void*
   blockIdx = b;
   blockDim = {(unsigned)nthreads, 1, 1};
   for (;;) {
-    bool ran = false;
     for (int i = 0; i < nthreads; ++i) {
       if (r.fibers[i].state != RUN) continue;
       r.cur = i;
@@ -196,9 +199,7 @@ EMU_RT inline void run_block(EmuDim3 b, int nthreads, void (*call)(void*), void*
       __tsan_switch_to_fiber(r.fibers[i].tsan, __tsan_switch_to_fiber_no_sync);
 #endif
       swapcontext(&r.sched, &r.fibers[i].ctx);
-      ran = true;
     }
-    (void)ran;
     // open the warp barriers whose live lanes all wait, then the block barrier
     bool opened = false, live = false, all_block = true;
     for (int w = 0; w * 32 < nthreads; ++w) {

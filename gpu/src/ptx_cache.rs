@@ -5,10 +5,10 @@
 //! It is off unless the environment variable `GLA_PTX_CACHE` names a folder (created if missing).
 //! An entry holds, in one file, the full text the PTX depends on (NVRTC's version, the compile
 //! options with the architecture, every header and the source) followed by the PTX, after a line
-//! with both lengths. A read
-//! compares that text with the current one, so a stale entry or a clash of the file name's hash
-//! only costs a compile; a write goes to a temporary file renamed into place, so processes that
-//! compile at the same time never read a partial entry. Every I/O error falls back to compiling.
+//! with both lengths. A read compares that text with the current one, so a stale entry or a clash
+//! of the file name's hash only costs a compile; a write goes to a temporary file renamed into
+//! place, so processes that compile at the same time never read a partial entry. Every I/O error
+//! falls back to compiling.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
